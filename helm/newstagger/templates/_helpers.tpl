@@ -1,0 +1,198 @@
+{{/*
+Facts about the service the chart must agree with. They mirror service/settings.py
+(GRPC_SERVICE_NAME, Settings fields) and tests/integration/test_helm.py checks they still do.
+*/}}
+{{- define "newstagger.grpcServiceName" -}}
+newstagger.v1.TaggerService
+{{- end -}}
+
+{{/* Chart name, truncated to a DNS label. */}}
+{{- define "newstagger.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Fully qualified app name; components append a suffix via newstagger.componentName. */}}
+{{- define "newstagger.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "<fullname>-<suffix>" within 63 characters. Call with (dict "root" $ "suffix" "server"). */}}
+{{- define "newstagger.componentName" -}}
+{{- printf "%s-%s" (include "newstagger.fullname" .root | trunc (int (sub 62 (len .suffix)))) .suffix | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "newstagger.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Labels that select the release's pods (all components). */}}
+{{- define "newstagger.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "newstagger.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* Labels that select one component's pods. Call with (dict "root" $ "component" "server"). */}}
+{{- define "newstagger.componentSelectorLabels" -}}
+{{ include "newstagger.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Labels on every object. */}}
+{{- define "newstagger.labels" -}}
+helm.sh/chart: {{ include "newstagger.chart" . }}
+{{ include "newstagger.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: newstagger
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Labels on one component's objects. Call with (dict "root" $ "component" "server"). */}}
+{{- define "newstagger.componentLabels" -}}
+{{ include "newstagger.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "newstagger.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "newstagger.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "newstagger.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Name of the claim holding the model registry. */}}
+{{- define "newstagger.modelClaimName" -}}
+{{- default (include "newstagger.componentName" (dict "root" . "suffix" "models")) .Values.models.existingClaim -}}
+{{- end -}}
+
+{{/* "true" when Kafka uses SASL / TLS. */}}
+{{- define "newstagger.kafkaSasl" -}}
+{{- if hasPrefix "SASL_" .Values.kafka.securityProtocol -}}true{{- end -}}
+{{- end -}}
+{{- define "newstagger.kafkaTls" -}}
+{{- if has .Values.kafka.securityProtocol (list "SSL" "SASL_SSL") -}}true{{- end -}}
+{{- end -}}
+{{/* "true" when a Kafka TLS Secret is mounted. */}}
+{{- define "newstagger.kafkaTlsSecret" -}}
+{{- if and (include "newstagger.kafkaTls" .) .Values.kafka.tls.existingSecret -}}true{{- end -}}
+{{- end -}}
+
+{{/* Highest worker replica count an autoscaler may reach: the configured maximum, 0 = kafka.partitions. */}}
+{{- define "newstagger.workerMaxReplicas" -}}
+{{- if .Values.worker.keda.enabled -}}
+{{- int (default .Values.kafka.partitions .Values.worker.keda.maxReplicaCount) -}}
+{{- else -}}
+{{- int (default .Values.kafka.partitions .Values.worker.autoscaling.maxReplicas) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Seconds Kubernetes waits after SIGTERM: preStop sleep + the service's grace period + a buffer. */}}
+{{- define "newstagger.terminationGracePeriodSeconds" -}}
+{{- $grace := ceil .root.Values.config.graceSeconds | int -}}
+{{- add $grace (int .root.Values.config.terminationGraceBufferSeconds) (int .preStop) -}}
+{{- end -}}
+
+{{/*
+Checks across values that a JSON schema cannot express clearly. Every failure names the
+values to change. Included by configmap.yaml, which every install renders.
+*/}}
+{{- define "newstagger.validate" -}}
+{{- $v := .Values -}}
+{{- if and $v.worker.autoscaling.enabled $v.worker.keda.enabled -}}
+{{- fail "worker.autoscaling.enabled (CPU HPA) and worker.keda.enabled (KEDA ScaledObject on Kafka lag) are mutually exclusive: both would own the worker Deployment's replica count. Turn one of them off." -}}
+{{- end -}}
+{{- if and (include "newstagger.kafkaSasl" .) (not $v.kafka.sasl.existingSecret) -}}
+{{- fail (printf "kafka.securityProtocol is %s but kafka.sasl.existingSecret is empty: name an existing Secret holding the SASL username and password (keys %q and %q, see kafka.sasl.usernameKey/passwordKey). Credentials are never taken from values." $v.kafka.securityProtocol $v.kafka.sasl.usernameKey $v.kafka.sasl.passwordKey) -}}
+{{- end -}}
+{{- if and $v.grpc.tls.enabled (not $v.grpc.tls.secretName) -}}
+{{- fail "grpc.tls.enabled is true but grpc.tls.secretName is empty: name an existing kubernetes.io/tls Secret holding the server certificate and key." -}}
+{{- end -}}
+{{- if and $v.grpc.tls.mutual (not $v.grpc.tls.enabled) -}}
+{{- fail "grpc.tls.mutual requires grpc.tls.enabled." -}}
+{{- end -}}
+{{- if and $v.retrain.enabled (not $v.retrain.dataVolume) -}}
+{{- fail "retrain.enabled is true but retrain.dataVolume is empty: give a volume source holding the training files, e.g. {persistentVolumeClaim: {claimName: news-labels}}." -}}
+{{- end -}}
+{{- if and $v.server.autoscaling.enabled (gt (int $v.server.autoscaling.minReplicas) (int $v.server.autoscaling.maxReplicas)) -}}
+{{- fail (printf "server.autoscaling.minReplicas (%d) is above server.autoscaling.maxReplicas (%d)." (int $v.server.autoscaling.minReplicas) (int $v.server.autoscaling.maxReplicas)) -}}
+{{- end -}}
+{{- if $v.worker.enabled -}}
+{{- $partitions := int $v.kafka.partitions -}}
+{{- $autoscaled := or $v.worker.autoscaling.enabled $v.worker.keda.enabled -}}
+{{- $max := int (include "newstagger.workerMaxReplicas" .) -}}
+{{- if and $autoscaled (not $v.worker.allowReplicasAbovePartitions) (gt $max $partitions) -}}
+{{- fail (printf "the worker autoscaler maximum (%d) is above kafka.partitions (%d): extra workers would get no partition. Lower the maximum, raise kafka.partitions to match the input topic, or set worker.allowReplicasAbovePartitions=true." $max $partitions) -}}
+{{- end -}}
+{{- if and (not $autoscaled) (not $v.worker.allowReplicasAbovePartitions) (gt (int $v.worker.replicaCount) $partitions) -}}
+{{- fail (printf "worker.replicaCount (%d) is above kafka.partitions (%d): extra workers would get no partition. Lower worker.replicaCount, raise kafka.partitions to match the input topic, or set worker.allowReplicasAbovePartitions=true." (int $v.worker.replicaCount) $partitions) -}}
+{{- end -}}
+{{- $min := ternary (int $v.worker.keda.minReplicaCount) (int $v.worker.autoscaling.minReplicas) $v.worker.keda.enabled -}}
+{{- if and $autoscaled (gt $min $max) -}}
+{{- fail (printf "the worker autoscaler minimum (%d) is above its maximum (%d)." $min $max) -}}
+{{- end -}}
+{{- end -}}
+{{- range $key, $_ := $v.config.extra -}}
+{{- if not (hasPrefix "NEWSTAGGER_" $key) -}}
+{{- fail (printf "config.extra key %q is not a NEWSTAGGER_* setting." $key) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Pod-level fields shared by every pod of the release. */}}
+{{- define "newstagger.podCommon" -}}
+serviceAccountName: {{ include "newstagger.serviceAccountName" . }}
+automountServiceAccountToken: false
+enableServiceLinks: false
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- end -}}
+
+{{/* Volumes shared by every pod: the writable /tmp and the model registry. */}}
+{{- define "newstagger.commonVolumes" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ .Values.tmpSizeLimit }}
+- name: models
+  persistentVolumeClaim:
+    claimName: {{ include "newstagger.modelClaimName" . }}
+{{- end -}}
+
+{{/* Volume mounts shared by every container. Call with (dict "root" $ "modelsReadOnly" true). */}}
+{{- define "newstagger.commonVolumeMounts" -}}
+- name: tmp
+  mountPath: /tmp
+- name: models
+  mountPath: {{ .root.Values.models.mountPath }}
+  readOnly: {{ .modelsReadOnly }}
+{{- end -}}
+
+{{/* Probe timing fields. Call with a probe values map. */}}
+{{- define "newstagger.probeTiming" -}}
+periodSeconds: {{ .periodSeconds }}
+failureThreshold: {{ .failureThreshold }}
+timeoutSeconds: {{ .timeoutSeconds }}
+{{- end -}}

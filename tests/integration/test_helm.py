@@ -1,0 +1,777 @@
+"""The Helm chart and the container image, checked offline against Kubernetes and against the code.
+
+The chart is linted and rendered with Helm's own Go SDK (``helm-python-sdk``: strict lint, then a
+client-side dry-run install, as ``helm install --dry-run=client`` would), every rendered object is
+validated with ``kubernetes-validate --strict`` against the newest Kubernetes it ships, and the
+custom resources (KEDA ScaledObject/TriggerAuthentication, Prometheus Operator ServiceMonitor) against
+the JSON schemas in ``crd_schemas/``, written from those projects' CRDs. Port numbers, health service
+names and setting names are imported from ``service.settings``, so the chart cannot drift from the
+code. No cluster, no container engine and no network are involved.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import helm_python as helm
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from grpc_health.v1 import health, health_pb2
+
+from service.settings import (
+    DEFAULT_GRPC_PORT,
+    DEFAULT_METRICS_PORT,
+    ENV_PREFIX,
+    GRPC_SERVICE_NAME,
+    Settings,
+    env_name,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART_DIR = ROOT / "helm" / "newstagger"
+CRD_SCHEMA_DIR = Path(__file__).resolve().parent / "crd_schemas"
+RELEASE = "newstagger"  # the chart name: exercises the name a Service link would collide with
+NAMESPACE = "news"
+KUBE_VERSION = kubernetes_validate.latest_version()  # newest schemas shipped offline (1.37 today)
+FULLNAME = RELEASE
+IMAGE_UID = 10001  # the Dockerfile's USER
+
+# A kubeconfig pointing nowhere: a client-side dry run must not need a cluster, and if it ever tried
+# it would fail at once on localhost instead of reaching a real one.
+NOWHERE_KUBECONFIG = """\
+apiVersion: v1
+kind: Config
+clusters: [{name: nowhere, cluster: {server: "https://127.0.0.1:9"}}]
+contexts: [{name: nowhere, context: {cluster: nowhere, user: nowhere}}]
+current-context: nowhere
+users: [{name: nowhere, user: {token: unused}}]
+"""
+
+DEFAULT_VALUES: dict[str, Any] = {}
+PRODUCTION_VALUES: dict[str, Any] = {
+    "image": {"digest": "sha256:" + "0123456789abcdef" * 4},
+    "config": {"graceSeconds": 25.5, "extra": {"NEWSTAGGER_MAX_TEXT_BYTES": 500000}},
+    "grpc": {"tls": {"enabled": True, "secretName": "newstagger-grpc-tls", "mutual": True}},
+    "kafka": {
+        "bootstrapServers": "kafka-0.kafka:9093,kafka-1.kafka:9093",
+        "partitions": 12,
+        "securityProtocol": "SASL_SSL",
+        "sasl": {"mechanism": "SCRAM-SHA-512", "existingSecret": "newstagger-kafka-sasl"},
+        "tls": {"existingSecret": "newstagger-kafka-ca"},
+        "createTopics": False,
+        "topicReplication": 3,
+    },
+    "adminToken": {"existingSecret": "newstagger-admin"},
+    "models": {"persistence": {"storageClassName": "efs-sc"}},
+    "server": {
+        "workers": 4,
+        "autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 12},
+        "pdb": {"enabled": True},
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": {"app.kubernetes.io/component": "server"}},
+            }
+        ],
+    },
+    "worker": {
+        "keda": {"enabled": True, "minReplicaCount": 2, "lagThreshold": 500},
+        "pdb": {"enabled": True, "maxUnavailable": "25%"},
+    },
+    "metrics": {
+        "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}, "interval": "15s"}
+    },
+    "networkPolicy": {
+        "enabled": True,
+        "grpcFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "frontend"}}}],
+        "metricsFrom": [
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+        ],
+        "egress": {"enabled": True, "kafkaPorts": [9093]},
+    },
+    "retrain": {
+        "enabled": True,
+        "timeZone": "Europe/Berlin",
+        "dataVolume": {"persistentVolumeClaim": {"claimName": "news-labels", "readOnly": True}},
+        "trainFiles": ["/data/train-2024.jsonl", "/data/train-2025.jsonl"],
+    },
+}
+PROFILES = {"default": DEFAULT_VALUES, "production": PRODUCTION_VALUES}
+
+CRD_SCHEMAS = {
+    ("keda.sh/v1alpha1", "ScaledObject"): "scaledobject-keda-v1alpha1.json",
+    ("keda.sh/v1alpha1", "TriggerAuthentication"): "triggerauthentication-keda-v1alpha1.json",
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-monitoring-v1.json",
+}
+SETTING_ENV_VARS = {env_name(name) for name in Settings.model_fields}
+
+
+# ------------------------------------------------------------------------------------------- helpers
+
+
+class Rendered:
+    """One dry-run install: the release's objects (test hooks included) and its NOTES."""
+
+    def __init__(self, objects: list[dict[str, Any]], notes: str) -> None:
+        self.objects = objects
+        self.notes = notes
+
+    def all(self, kind: str) -> list[dict[str, Any]]:
+        return [obj for obj in self.objects if obj["kind"] == kind]
+
+    def one(self, kind: str, name: str) -> dict[str, Any]:
+        found = [obj for obj in self.all(kind) if obj["metadata"]["name"] == name]
+        assert len(found) == 1, f"expected one {kind} {name}, found {len(found)}"
+        return found[0]
+
+    def kinds(self) -> set[str]:
+        return {obj["kind"] for obj in self.objects}
+
+    def pod_specs(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Every pod template: Deployments, the CronJob and the test Pod."""
+        for obj in self.objects:
+            name = f"{obj['kind']}/{obj['metadata']['name']}"
+            if obj["kind"] == "Deployment":
+                yield name, obj["spec"]["template"]["spec"]
+            elif obj["kind"] == "CronJob":
+                yield name, obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+            elif obj["kind"] == "Pod":
+                yield name, obj["spec"]
+
+
+def load_yaml_documents(text: str) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def dry_run_install(config: helm.Config, chart: helm.Chart, values: dict[str, Any]) -> Rendered:
+    release = config.install(chart, RELEASE, copy.deepcopy(values), dry_run="client", namespace=NAMESPACE)
+    objects = load_yaml_documents(release["manifest"])
+    # An install's manifest leaves hooks out; the `helm test` Pod is rendered from the same chart.
+    templates = chart.render(copy.deepcopy(values), name=RELEASE, namespace=NAMESPACE, is_install=True)
+    for path, text in sorted(templates.items()):
+        if "/templates/tests/" in path:
+            objects += load_yaml_documents(text)
+    return Rendered(objects, release["notes"])
+
+
+def container(pod_spec: dict[str, Any], name: str) -> dict[str, Any]:
+    matches: list[dict[str, Any]] = [c for c in pod_spec["containers"] if c["name"] == name]
+    assert len(matches) == 1, f"expected one container {name}"
+    return matches[0]
+
+
+def deployment_pod(rendered: Rendered, component: str) -> dict[str, Any]:
+    spec: dict[str, Any] = rendered.one("Deployment", f"{FULLNAME}-{component}")["spec"]["template"]["spec"]
+    return spec
+
+
+def container_env(rendered: Rendered, pod_spec: dict[str, Any], ctr: dict[str, Any]) -> dict[str, str]:
+    """The environment a container starts with: its ConfigMaps, then its own env (secrets as placeholders)."""
+    env: dict[str, str] = {}
+    for source in ctr.get("envFrom", []):
+        env.update(rendered.one("ConfigMap", source["configMapRef"]["name"])["data"])
+    for var in ctr.get("env", []):
+        env[var["name"]] = var["value"] if "value" in var else f"<secret {var['valueFrom']['secretKeyRef']}>"
+    return env
+
+
+def mount_paths(ctr: dict[str, Any]) -> list[str]:
+    return [mount["mountPath"] for mount in ctr.get("volumeMounts", [])]
+
+
+def validate_object(obj: dict[str, Any]) -> None:
+    """Strict Kubernetes schema for built-in kinds, our CRD schema for custom resources."""
+    schema_file = CRD_SCHEMAS.get((obj["apiVersion"], obj["kind"]))
+    if schema_file is None:
+        kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+    else:
+        schema = json.loads((CRD_SCHEMA_DIR / schema_file).read_text())
+        jsonschema.Draft202012Validator(schema).validate(obj)
+
+
+# ------------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _quiet_helm() -> None:
+    helm.disable_logging()  # `fail` is logged by the SDK too; the exception carries the message
+
+
+@pytest.fixture(scope="module")
+def chart() -> Iterator[helm.Chart]:
+    with helm.Chart.load(CHART_DIR) as loaded:
+        yield loaded
+
+
+@pytest.fixture(scope="module")
+def helm_config() -> Iterator[helm.Config]:
+    with helm.Config(
+        kubeconfig_content=NOWHERE_KUBECONFIG, namespace=NAMESPACE, storage_driver="memory"
+    ) as cfg:
+        yield cfg
+
+
+@pytest.fixture(scope="module")
+def releases(chart: helm.Chart, helm_config: helm.Config) -> dict[str, Rendered]:
+    return {profile: dry_run_install(helm_config, chart, values) for profile, values in PROFILES.items()}
+
+
+@pytest.fixture(scope="module")
+def default(releases: dict[str, Rendered]) -> Rendered:
+    return releases["default"]
+
+
+@pytest.fixture(scope="module")
+def production(releases: dict[str, Rendered]) -> Rendered:
+    return releases["production"]
+
+
+# ------------------------------------------------------------------------------------------- lint and schemas
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_chart_passes_strict_lint(profile: str) -> None:
+    report = helm.lint(
+        CHART_DIR,
+        copy.deepcopy(PROFILES[profile]),
+        strict=True,
+        namespace=NAMESPACE,
+        kube_version=f"v{KUBE_VERSION}",
+    )
+    assert report["errors"] == []
+    # Severity 2 = warning, 3 = error; strict lint fails on both. (1 = info, e.g. "icon is recommended".)
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+EXPECTED_KINDS = {
+    "default": {"ServiceAccount", "ConfigMap", "PersistentVolumeClaim", "Service", "Deployment", "Pod"},
+    "production": {
+        "ServiceAccount", "ConfigMap", "PersistentVolumeClaim", "Service", "Deployment", "Pod",
+        "HorizontalPodAutoscaler", "PodDisruptionBudget", "ScaledObject", "TriggerAuthentication",
+        "ServiceMonitor", "NetworkPolicy", "CronJob",
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_rendered_object_is_valid_kubernetes(releases: dict[str, Rendered], profile: str) -> None:
+    rendered = releases[profile]
+    assert rendered.kinds() == EXPECTED_KINDS[profile]
+    failures = []
+    for obj in rendered.objects:
+        try:
+            validate_object(obj)
+        except (jsonschema.ValidationError, kubernetes_validate.SchemaNotFoundError) as exc:
+            where = "/".join(str(part) for part in getattr(exc, "path", []))
+            message = getattr(exc, "message", str(exc))
+            failures.append(f"{obj['kind']}/{obj['metadata']['name']} at {where}: {message}")
+    assert failures == []
+    assert all(obj["metadata"].get("namespace") == NAMESPACE for obj in rendered.objects)
+
+
+def test_validators_reject_broken_objects(production: Rendered) -> None:
+    """The validation above can fail: strict mode and the CRD schemas catch real mistakes."""
+    scaled = production.one("ScaledObject", f"{FULLNAME}-worker")
+    monitor = production.one("ServiceMonitor", FULLNAME)
+    deployment = production.one("Deployment", f"{FULLNAME}-server")
+
+    no_target = copy.deepcopy(scaled)
+    del no_target["spec"]["scaleTargetRef"]
+    numeric_lag = copy.deepcopy(scaled)
+    numeric_lag["spec"]["triggers"][0]["metadata"]["lagThreshold"] = 500
+    no_group = copy.deepcopy(scaled)
+    del no_group["spec"]["triggers"][0]["metadata"]["consumerGroup"]
+    bad_interval = copy.deepcopy(monitor)
+    bad_interval["spec"]["endpoints"][0]["interval"] = "15 seconds"
+    no_selector = copy.deepcopy(monitor)
+    del no_selector["spec"]["selector"]
+    unknown_field = copy.deepcopy(deployment)
+    unknown_field["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {}
+
+    for broken in (no_target, numeric_lag, no_group, bad_interval, no_selector, unknown_field):
+        with pytest.raises(jsonschema.ValidationError):
+            validate_object(broken)
+
+
+# ------------------------------------------------------------------------------------------- bad values
+
+BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
+    "string replica count": (
+        {"server": {"replicaCount": "2"}},
+        "at '/server/replicaCount': got string, want integer",
+    ),
+    "string worker replica count": (
+        {"worker": {"replicaCount": "two"}},
+        "at '/worker/replicaCount': got string, want integer",
+    ),
+    "HPA and KEDA both on": (
+        {"worker": {"autoscaling": {"enabled": True}, "keda": {"enabled": True}}},
+        "worker.autoscaling.enabled (CPU HPA) and worker.keda.enabled (KEDA ScaledObject on Kafka lag) "
+        "are mutually exclusive",
+    ),
+    "SASL without secret": (
+        {"kafka": {"securityProtocol": "SASL_SSL"}},
+        "kafka.securityProtocol is SASL_SSL but kafka.sasl.existingSecret is empty",
+    ),
+    "more workers than partitions": (
+        {"worker": {"replicaCount": 7}},
+        "worker.replicaCount (7) is above kafka.partitions (6)",
+    ),
+    "KEDA maximum above partitions": (
+        {"worker": {"keda": {"enabled": True, "maxReplicaCount": 8}}},
+        "the worker autoscaler maximum (8) is above kafka.partitions (6)",
+    ),
+    "gRPC TLS without secret": (
+        {"grpc": {"tls": {"enabled": True}}},
+        "grpc.tls.enabled is true but grpc.tls.secretName is empty",
+    ),
+    "retrain without data": (
+        {"retrain": {"enabled": True}},
+        "retrain.enabled is true but retrain.dataVolume is empty",
+    ),
+    "unknown protocol": (
+        {"kafka": {"securityProtocol": "SASL"}},
+        "at '/kafka/securityProtocol': value must be one of",
+    ),
+    "misspelt option": ({"sever": {"enabled": False}}, "additional properties 'sever' not allowed"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_VALUES)
+def test_bad_values_fail_install_with_a_clear_message(
+    chart: helm.Chart, helm_config: helm.Config, case: str
+) -> None:
+    values, message = BAD_VALUES[case]
+    with pytest.raises(helm.HelmError, match=re.escape(message)):
+        dry_run_install(helm_config, chart, values)
+
+
+def test_string_replica_count_fails_schema_validation(chart: helm.Chart) -> None:
+    with pytest.raises(helm.HelmValuesError, match=re.escape("got string, want integer")):
+        chart.validate_schema({"server": {"replicaCount": "3"}})
+    chart.validate_schema({"server": {"replicaCount": 3}})
+
+
+def test_worker_replicas_are_capped_at_partitions(
+    chart: helm.Chart, helm_config: helm.Config, production: Rendered
+) -> None:
+    # KEDA and HPA maxima default to the partition count.
+    assert production.one("ScaledObject", f"{FULLNAME}-worker")["spec"]["maxReplicaCount"] == 12
+    hpa = dry_run_install(helm_config, chart, {"worker": {"autoscaling": {"enabled": True}}})
+    assert hpa.one("HorizontalPodAutoscaler", f"{FULLNAME}-worker")["spec"]["maxReplicas"] == 6
+    assert "replicas" not in hpa.one("Deployment", f"{FULLNAME}-worker")["spec"]
+    # ...and the cap is a documented opt-out, not a hard limit.
+    above = dry_run_install(
+        helm_config, chart, {"worker": {"replicaCount": 9, "allowReplicasAbovePartitions": True}}
+    )
+    assert above.one("Deployment", f"{FULLNAME}-worker")["spec"]["replicas"] == 9
+
+
+# ------------------------------------------------------------------------------------------- chart == code
+
+
+def test_server_deployment_matches_the_service(default: Rendered) -> None:
+    pod = deployment_pod(default, "server")
+    server = container(pod, "server")
+    assert server["command"] == ["newstagger"]
+    assert server["args"] == ["serve"]
+    assert {p["name"]: p["containerPort"] for p in server["ports"]} == {
+        "grpc": DEFAULT_GRPC_PORT,
+        "metrics": DEFAULT_METRICS_PORT,
+    }
+    # Native gRPC probes on grpc.health.v1.Health: ready = the tagger service, alive = the server overall.
+    assert server["startupProbe"]["grpc"] == {"port": DEFAULT_GRPC_PORT, "service": GRPC_SERVICE_NAME}
+    assert server["readinessProbe"]["grpc"] == {"port": DEFAULT_GRPC_PORT, "service": GRPC_SERVICE_NAME}
+    assert server["livenessProbe"]["grpc"] == {"port": DEFAULT_GRPC_PORT, "service": ""}
+
+    service = default.one("Service", FULLNAME)
+    assert {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]} == {
+        "grpc": (DEFAULT_GRPC_PORT, "grpc"),
+        "metrics": (DEFAULT_METRICS_PORT, "metrics"),
+    }
+    assert (
+        service["spec"]["selector"]
+        == default.one("Deployment", f"{FULLNAME}-server")["spec"]["selector"]["matchLabels"]
+    )
+
+    settings = settings_for(default, pod, server)
+    assert (settings.host, settings.port) == ("0.0.0.0", DEFAULT_GRPC_PORT)
+    assert (settings.metrics_host, settings.metrics_port) == ("0.0.0.0", DEFAULT_METRICS_PORT)
+    assert settings.workers == 1
+    # The chart's default grace period is the code's, and Kubernetes waits longer than it.
+    assert settings.grace_seconds == Settings.model_fields["grace_seconds"].default
+    assert (
+        pod["terminationGracePeriodSeconds"]
+        > settings.grace_seconds + server["lifecycle"]["preStop"]["sleep"]["seconds"]
+    )
+
+
+def test_worker_deployment_matches_the_service(default: Rendered) -> None:
+    pod = deployment_pod(default, "worker")
+    worker = container(pod, "worker")
+    assert worker["command"] == ["newstagger"]
+    assert worker["args"] == ["stream"]
+    assert worker["ports"] == [{"name": "metrics", "containerPort": DEFAULT_METRICS_PORT, "protocol": "TCP"}]
+    assert worker["startupProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert worker["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert worker["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    settings = settings_for(default, pod, worker)
+    assert (settings.metrics_host, settings.metrics_port) == ("0.0.0.0", DEFAULT_METRICS_PORT)
+    assert settings.group_id == default.one("ConfigMap", FULLNAME)["data"]["NEWSTAGGER_GROUP_ID"]
+    assert pod["terminationGracePeriodSeconds"] > settings.grace_seconds
+
+
+def test_tls_server_is_probed_over_http(production: Rendered) -> None:
+    """Kubelet gRPC probes cannot do TLS, so with gRPC TLS on the server is probed on /readyz, /healthz."""
+    server = container(deployment_pod(production, "server"), "server")
+    assert server["startupProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert server["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert server["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+
+
+def settings_for(rendered: Rendered, pod_spec: dict[str, Any], ctr: dict[str, Any]) -> Settings:
+    """Load the service's real Settings from exactly the environment the container gets."""
+    env = container_env(rendered, pod_spec, ctr)
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith(ENV_PREFIX) or name == "KAFKA_BOOTSTRAP_SERVERS":
+                patch.delenv(name)
+        for name, value in env.items():
+            patch.setenv(name, value)
+        return Settings()  # type: ignore[call-arg]  # fields come from the environment
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_setting_the_chart_passes_is_a_real_setting(
+    releases: dict[str, Rendered], profile: str
+) -> None:
+    rendered = releases[profile]
+    for pod_name, pod_spec in rendered.pod_specs():
+        for ctr in pod_spec["containers"]:
+            env = container_env(rendered, pod_spec, ctr)
+            unknown = {name for name in env if name.startswith(ENV_PREFIX)} - SETTING_ENV_VARS
+            assert unknown == set(), f"{pod_name}/{ctr['name']} sets unknown settings"
+            if ctr["name"] == "grpc-health":
+                continue  # the test Pod runs a health check, not the service
+            settings = settings_for(rendered, pod_spec, ctr)  # every value parses and validates
+            mounted = mount_paths(ctr)
+            for path in (
+                settings.model_dir,
+                settings.tls_cert,
+                settings.tls_key,
+                settings.tls_client_ca,
+                settings.kafka_ssl_cafile,
+                settings.kafka_ssl_certfile,
+                settings.kafka_ssl_keyfile,
+            ):
+                if path is not None:
+                    assert any(str(path).startswith(m) for m in mounted), (
+                        f"{path} is not mounted in {pod_name}"
+                    )
+
+
+def test_production_wires_secrets_from_existing_secrets(production: Rendered) -> None:
+    server_pod = deployment_pod(production, "server")
+    worker_pod = deployment_pod(production, "worker")
+    server_env = container_env(production, server_pod, container(server_pod, "server"))
+    worker_env = container_env(production, worker_pod, container(worker_pod, "worker"))
+
+    secret_refs = {
+        var["name"]: var["valueFrom"]["secretKeyRef"]
+        for pod in (server_pod, worker_pod)
+        for var in pod["containers"][0].get("env", [])
+        if "valueFrom" in var
+    }
+    assert secret_refs == {
+        "NEWSTAGGER_ADMIN_TOKEN": {"name": "newstagger-admin", "key": "token"},
+        "NEWSTAGGER_KAFKA_SASL_USERNAME": {"name": "newstagger-kafka-sasl", "key": "username"},
+        "NEWSTAGGER_KAFKA_SASL_PASSWORD": {"name": "newstagger-kafka-sasl", "key": "password"},
+    }
+    assert worker_env["NEWSTAGGER_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert worker_env["NEWSTAGGER_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+    assert worker_env["NEWSTAGGER_KAFKA_SSL_CAFILE"] == "/etc/newstagger/kafka-tls/ca.crt"
+    assert server_env["NEWSTAGGER_TLS_CLIENT_CA"] == "/etc/newstagger/tls/ca.crt"
+    assert server_env["PROMETHEUS_MULTIPROC_DIR"] == "/tmp/prometheus"
+    assert "/tmp/prometheus" in mount_paths(container(server_pod, "server"))
+    # Kafka credentials reach only the worker; nothing secret is in the ConfigMap.
+    assert not any(
+        "SASL_PASSWORD" in name or "ADMIN_TOKEN" in name
+        for name in production.one("ConfigMap", FULLNAME)["data"]
+    )
+    assert "NEWSTAGGER_KAFKA_SASL_PASSWORD" not in server_env
+    # KEDA reads lag with the same credentials.
+    auth = production.one("TriggerAuthentication", f"{FULLNAME}-kafka")
+    assert {(r["parameter"], r["name"]) for r in auth["spec"]["secretTargetRef"]} == {
+        ("username", "newstagger-kafka-sasl"),
+        ("password", "newstagger-kafka-sasl"),
+        ("ca", "newstagger-kafka-ca"),
+    }
+    trigger = production.one("ScaledObject", f"{FULLNAME}-worker")["spec"]["triggers"][0]
+    assert trigger["type"] == "kafka"
+    assert (trigger["metadata"]["consumerGroup"], trigger["metadata"]["topic"]) == (
+        worker_env["NEWSTAGGER_GROUP_ID"],
+        worker_env["NEWSTAGGER_INPUT_TOPIC"],
+    )
+    assert trigger["metadata"]["bootstrapServers"] == worker_env["NEWSTAGGER_BOOTSTRAP_SERVERS"]
+    assert (trigger["metadata"]["sasl"], trigger["metadata"]["tls"]) == ("scram_sha512", "enable")
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_pods_are_hardened(releases: dict[str, Rendered], profile: str) -> None:
+    rendered = releases[profile]
+    pods = dict(rendered.pod_specs())
+    assert len(pods) == (4 if profile == "production" else 3)
+    for name, pod in pods.items():
+        assert pod["automountServiceAccountToken"] is False, name
+        assert pod["enableServiceLinks"] is False, (
+            name
+        )  # else a Service "newstagger" sets NEWSTAGGER_PORT=tcp://...
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["runAsUser"] == IMAGE_UID, name
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        for ctr in pod["containers"]:
+            ctx = ctr["securityContext"]
+            assert ctx["readOnlyRootFilesystem"] is True, name
+            assert ctx["allowPrivilegeEscalation"] is False, name
+            assert ctx["capabilities"] == {"drop": ["ALL"]}, name
+            assert ctx["runAsNonRoot"] is True, name
+            assert ctx["seccompProfile"] == {"type": "RuntimeDefault"}, name
+            assert "limits" in ctr["resources"] and "requests" in ctr["resources"], name
+            tmp = [m for m in ctr["volumeMounts"] if m["mountPath"] == "/tmp"]
+            assert len(tmp) == 1 and "emptyDir" in volumes[tmp[0]["name"]], name
+            models = [m for m in ctr["volumeMounts"] if m["name"] == "models"]
+            if name.startswith("Deployment/"):
+                assert models[0]["readOnly"] is True, name
+            if name.startswith("CronJob/"):
+                assert models[0]["readOnly"] is False, name
+    for account in rendered.all("ServiceAccount"):
+        assert account["automountServiceAccountToken"] is False
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_termination_grace_covers_the_service_grace_period(
+    releases: dict[str, Rendered], profile: str
+) -> None:
+    rendered = releases[profile]
+    grace = float(rendered.one("ConfigMap", FULLNAME)["data"]["NEWSTAGGER_GRACE_SECONDS"])
+    for component in ("server", "worker"):
+        pod = deployment_pod(rendered, component)
+        pre_stop = (
+            pod["containers"][0].get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+        )
+        assert (
+            math.ceil(grace) + pre_stop
+            < pod["terminationGracePeriodSeconds"]
+            <= math.ceil(grace) + pre_stop + 30
+        )
+
+
+def test_retrain_cronjob_runs_the_gated_train_command(production: Rendered) -> None:
+    cron = production.one("CronJob", f"{FULLNAME}-retrain")
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    train = container(pod, "train")
+    assert train["command"] == ["newstagger"]
+    assert train["args"] == [
+        "train", "--data", "/data/train-2024.jsonl", "/data/train-2025.jsonl", "--dev", "/data/dev.jsonl",
+        "--registry", "/models", "--promote-if-better",
+    ]  # fmt: skip
+    assert {
+        m["mountPath"]: m["readOnly"] for m in train["volumeMounts"] if m["name"] in ("models", "data")
+    } == {
+        "/models": False,
+        "/data": True,
+    }
+    claim = production.one("PersistentVolumeClaim", f"{FULLNAME}-models")
+    assert {v["name"]: v for v in pod["volumes"]}["models"]["persistentVolumeClaim"]["claimName"] == claim[
+        "metadata"
+    ]["name"]
+
+
+def test_service_monitor_scrapes_server_and_worker_metrics(production: Rendered) -> None:
+    monitor = production.one("ServiceMonitor", FULLNAME)
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    scraped = [
+        svc for svc in production.all("Service") if selector.items() <= svc["metadata"]["labels"].items()
+    ]
+    assert {svc["metadata"]["name"] for svc in scraped} == {FULLNAME, f"{FULLNAME}-worker-metrics"}
+    for svc in scraped:
+        assert {"name": "metrics", "port": DEFAULT_METRICS_PORT} in [
+            {"name": p["name"], "port": p["port"]} for p in svc["spec"]["ports"]
+        ]
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+
+
+def test_network_policy_lets_the_helm_test_pod_in(production: Rendered) -> None:
+    policy = production.one("NetworkPolicy", FULLNAME)
+    test_pod = production.one("Pod", f"{FULLNAME}-test-grpc-health")
+    grpc_rule = next(r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == "grpc")
+    client_peers = [p["podSelector"]["matchLabels"] for p in grpc_rule["from"] if "podSelector" in p]
+    assert any(labels.items() <= test_pod["metadata"]["labels"].items() for labels in client_peers)
+    assert "Egress" in policy["spec"]["policyTypes"]
+    egress_ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule.get("ports", [])}
+    assert {53, 9093, "grpc"} <= egress_ports
+
+
+def test_notes_tell_how_to_call_the_service(default: Rendered) -> None:
+    assert f"{FULLNAME}.{NAMESPACE}.svc:{DEFAULT_GRPC_PORT}" in default.notes
+    assert f"grpcurl -plaintext localhost:{DEFAULT_GRPC_PORT} describe {GRPC_SERVICE_NAME}" in default.notes
+    assert f"curl -s localhost:{DEFAULT_METRICS_PORT}/metrics" in default.notes
+    assert f"helm test {RELEASE}" in default.notes
+
+
+# ------------------------------------------------------------------------------------------- helm test hook
+
+
+@pytest.fixture
+def health_server() -> Iterator[tuple[int, health.HealthServicer]]:
+    from grpc_health.v1 import health_pb2_grpc
+
+    servicer = health.HealthServicer()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield port, servicer
+    finally:
+        server.stop(grace=None).wait(timeout=5)
+
+
+def test_helm_test_hook_checks_grpc_health(
+    default: Rendered, health_server: tuple[int, health.HealthServicer]
+) -> None:
+    """Run the hook Pod's own command against a real grpc.health.v1 server on localhost."""
+    pod = default.one("Pod", f"{FULLNAME}-test-grpc-health")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    python, flag, script, target, timeout, *services = pod["spec"]["containers"][0]["command"]
+    assert (python, flag) == ("python", "-c")
+    assert target == f"{FULLNAME}.{NAMESPACE}.svc:{DEFAULT_GRPC_PORT}"
+    assert services == ["", GRPC_SERVICE_NAME]
+
+    port, servicer = health_server
+    serving = health_pb2.HealthCheckResponse.SERVING
+    servicer.set("", serving)
+    servicer.set(GRPC_SERVICE_NAME, serving)
+    command = [sys.executable, "-c", script, f"127.0.0.1:{port}", timeout, *services]
+    ok = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+    assert ok.returncode == 0, ok.stderr
+    assert f"{GRPC_SERVICE_NAME}: SERVING" in ok.stdout
+
+    servicer.set(GRPC_SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
+    not_ready = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+    assert not_ready.returncode == 1
+    assert f"{GRPC_SERVICE_NAME}: NOT_SERVING" in not_ready.stdout
+
+
+# ------------------------------------------------------------------------------------------- image and docs
+
+
+def dockerfile_stages() -> list[list[str]]:
+    """Dockerfile instructions (continuations joined, comments dropped), split into stages."""
+    text = (ROOT / "Dockerfile").read_text()
+    logical = re.sub(r"\\\n", " ", text)
+    lines = [
+        line.strip() for line in logical.splitlines() if line.strip() and not line.lstrip().startswith("#")
+    ]
+    stages: list[list[str]] = []
+    for line in lines:
+        if line.upper().startswith("FROM "):
+            stages.append([])
+        if stages:
+            stages[-1].append(line)
+    return stages
+
+
+def test_dockerfile_matches_the_chart_and_the_code() -> None:
+    builder, runtime = dockerfile_stages()
+    text = (ROOT / "Dockerfile").read_text()
+    assert "ARG PYTHON_IMAGE=python:3.11-slim" in text
+    assert builder[0] == "FROM ${PYTHON_IMAGE} AS builder"
+    assert runtime[0] == "FROM ${PYTHON_IMAGE} AS runtime"
+    assert any("pip install ." in line for line in builder)  # the same install the tests use
+    assert "COPY --from=builder /opt/venv /opt/venv" in runtime
+    # No build tools, package manager installs or source code in the final stage.
+    assert not any(re.search(r"apt-get|apk |gcc|build-essential|pip install", line) for line in runtime)
+    assert not any(line.startswith("COPY ") and "--from=builder" not in line for line in runtime)
+    assert f"USER {IMAGE_UID}:{IMAGE_UID}" in runtime
+    assert f"EXPOSE {DEFAULT_GRPC_PORT} {DEFAULT_METRICS_PORT}" in runtime
+    assert 'ENTRYPOINT ["newstagger"]' in runtime
+    assert 'CMD ["serve"]' in runtime
+    env_names = set(re.findall(r"\b(NEWSTAGGER_[A-Z_]+)=", " ".join(runtime)))
+    assert env_names and env_names <= SETTING_ENV_VARS
+    assert re.search(
+        r'^newstagger = "service\.cli:main"$', (ROOT / "pyproject.toml").read_text(), re.MULTILINE
+    )
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    assert ignore[[i for i, line in enumerate(ignore) if not line.startswith("#")][0]] == "*"
+    assert {"!pyproject.toml", "!README.md", "!service/", "!training/"} <= set(ignore)
+
+
+def values_key_lines() -> Iterator[tuple[str, bool]]:
+    """(dotted path, has a comment on itself or an ancestor) for every key line of values.yaml."""
+    stack: list[tuple[int, str, bool]] = []
+    previous_comment = False
+    for line in (CHART_DIR / "values.yaml").read_text().splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            previous_comment = True
+            continue
+        match = re.match(r"^( *)([A-Za-z][A-Za-z0-9]*):", line)
+        if match is None:
+            previous_comment = previous_comment and not stripped
+            continue
+        indent, key = len(match.group(1)), match.group(2)
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        documented = previous_comment or any(doc for _, _, doc in stack)
+        path = ".".join([k for _, k, _ in stack] + [key])
+        stack.append((indent, key, previous_comment))
+        previous_comment = False
+        yield path, documented
+
+
+def schema_leaves(schema: dict[str, Any], prefix: str = "") -> Iterator[str]:
+    for key, sub in schema.get("properties", {}).items():
+        path = f"{prefix}{key}"
+        if sub.get("type") == "object" and sub.get("additionalProperties") is False and "properties" in sub:
+            yield from schema_leaves(sub, path + ".")
+        else:
+            yield path
+
+
+def test_every_option_is_commented_typed_and_in_the_readme(chart: helm.Chart) -> None:
+    schema = chart.schema
+    assert schema is not None
+    keys = dict(values_key_lines())
+    leaves = set(schema_leaves(schema)) - {"global"}
+    readme = (CHART_DIR / "README.md").read_text()
+    documented_in_readme = set(re.findall(r"^\| `([A-Za-z0-9.]+)` \|", readme, re.MULTILINE))
+    for leaf in sorted(leaves):
+        assert leaf in keys, f"{leaf} is in values.schema.json but not in values.yaml"
+        assert keys[leaf], f"{leaf} has no comment in values.yaml"
+        parts = leaf.split(".")
+        assert any(".".join(parts[:n]) in documented_in_readme for n in range(len(parts), 0, -1)), (
+            f"{leaf} is not in the README values table"
+        )
+    assert set(schema["required"]) >= set(chart.values) - {"global"}
