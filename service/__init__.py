@@ -1,0 +1,3 @@
+"""newstagger: tags news articles with topics and stance, over gRPC and Kafka."""
+
+__version__ = "0.1.0"

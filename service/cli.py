@@ -1,0 +1,197 @@
+"""``newstagger`` command line: the composition root. Parses arguments, loads Settings once,
+wires objects and hands them to the command. Runtime flags are generated from
+``service.settings.Settings`` so each has an environment variable and a documented default."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr, ValidationError
+
+from service.core.errors import NewstaggerError
+from service.settings import Settings, env_name
+
+# Settings each runtime command exposes as flags.
+MODEL_FLAGS = ("model_dir", "reload_interval_seconds", "admin_token", "max_text_bytes")
+BATCH_FLAGS = ("max_batch_size", "max_wait_ms", "queue_size")
+GRPC_FLAGS = (
+    "host",
+    "port",
+    "workers",
+    "grace_seconds",
+    "max_request_articles",
+    "tls_cert",
+    "tls_key",
+    "tls_client_ca",
+)
+METRICS_FLAGS = ("metrics_host", "metrics_port")
+KAFKA_FLAGS = tuple(
+    name
+    for name in Settings.model_fields
+    if name.startswith("kafka_")
+    or name
+    in (
+        "bootstrap_servers",
+        "input_topic",
+        "output_topic",
+        "dlq_topic",
+        "group_id",
+        "create_topics",
+        "topic_partitions",
+        "topic_replication",
+        "poll_max_records",
+        "max_in_flight_records",
+        "passthrough_fields",
+        "session_timeout_ms",
+        "heartbeat_interval_ms",
+    )
+)
+LOG_FLAGS = ("log_level", "log_format")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_settings_flags(parser: argparse.ArgumentParser, names: Sequence[str], title: str) -> None:
+    """One flag per Settings field; only flags given on the command line override env/defaults."""
+    group = parser.add_argument_group(title)
+    for name in names:
+        info = Settings.model_fields[name]
+        default = info.default
+        shown = "unset" if default is None else ("***" if isinstance(default, SecretStr) else default)
+        env = env_name(name) + (" or KAFKA_BOOTSTRAP_SERVERS" if name == "bootstrap_servers" else "")
+        help_text = f"{info.description} [env {env}; default {shown}]".replace("%", "%%")
+        if info.annotation is bool:
+            group.add_argument(
+                _flag(name),
+                dest=name,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
+        else:
+            group.add_argument(
+                _flag(name), dest=name, default=argparse.SUPPRESS, help=help_text, metavar=name.upper()
+            )
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    given = {k: v for k, v in vars(args).items() if k in Settings.model_fields}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{_flag(str(e['loc'][0])) if e['loc'] else 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        raise SystemExit(f"newstagger: invalid settings: {problems}") from None
+
+
+def _runtime_parser(sub: Any, name: str, help_text: str, groups: Sequence[tuple[str, Sequence[str]]]) -> Any:
+    parser = sub.add_parser(
+        name, help=help_text, description=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    for title, names in groups:
+        add_settings_flags(parser, names, title)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from service.commands import model_cmds
+
+    parser = argparse.ArgumentParser(
+        prog="newstagger",
+        description="Tag news articles with topics and stance: train models, serve them over gRPC, "
+        "tag Kafka streams. Run `newstagger COMMAND --help` for each command's options.",
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    model_cmds.register(sub)
+    serve = _runtime_parser(
+        sub,
+        "serve",
+        "Serve the gRPC API (and the metrics endpoint).",
+        [
+            ("model", MODEL_FLAGS),
+            ("gRPC server", GRPC_FLAGS),
+            ("batching", BATCH_FLAGS),
+            ("metrics", METRICS_FLAGS),
+            ("logging", LOG_FLAGS),
+            ("Kafka (with --with-stream)", KAFKA_FLAGS),
+        ],
+    )
+    serve.add_argument(
+        "--with-stream",
+        action="store_true",
+        help="Also run the Kafka stream worker in this process (small deployments).",
+    )
+    serve.set_defaults(handler=_serve)
+    stream = _runtime_parser(
+        sub,
+        "stream",
+        "Consume article events from Kafka, tag them, publish results.",
+        [
+            ("model", MODEL_FLAGS),
+            ("Kafka", KAFKA_FLAGS),
+            ("batching", BATCH_FLAGS),
+            ("metrics", METRICS_FLAGS),
+            ("logging", LOG_FLAGS),
+        ],
+    )
+    stream.add_argument(
+        "--grace-seconds",
+        dest="grace_seconds",
+        default=argparse.SUPPRESS,
+        help=f"{Settings.model_fields['grace_seconds'].description} "
+        f"[env {env_name('grace_seconds')}; default {Settings.model_fields['grace_seconds'].default}]",
+    )
+    stream.set_defaults(handler=_stream)
+    return parser
+
+
+def _version() -> str:
+    import service
+
+    return f"newstagger {service.__version__}"
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from service.grpc_api.main import run_serve
+
+    return run_serve(load_settings(args), with_stream=args.with_stream)
+
+
+def _stream(args: argparse.Namespace) -> int:
+    from service.stream.main import run_stream
+
+    return run_stream(load_settings(args))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except NewstaggerError as exc:
+        print(f"newstagger {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def existing_path(value: str) -> Path:
+    path = Path(value)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{value}: no such file or directory")
+    return path
+
+
+if __name__ == "__main__":
+    sys.exit(main())

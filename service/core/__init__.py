@@ -1,0 +1,1 @@
+"""The tagging core: articles in, results out. Imports no transport (grpc, kafka, prometheus)."""

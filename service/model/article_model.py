@@ -1,0 +1,121 @@
+"""The fitted multi-head model that an artifact stores.
+
+One ``ArticleModel`` holds named featurizers (each computed once per batch, shared by the heads
+that use it) and one classifier per head. Every head yields a score matrix of shape
+(n_articles, n_labels) with values in [0, 1]: per-label probabilities for a multi-label head,
+a probability distribution for a single-label head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import sparse
+
+from service.core.types import Article
+from service.model.features import COLUMNS
+
+
+def articles_to_matrix(articles: Sequence[Article]) -> NDArray[np.object_]:
+    """The raw input every model takes: an (n, 3) object matrix of title, text, target."""
+    matrix = np.empty((len(articles), len(COLUMNS)), dtype=object)
+    for i, article in enumerate(articles):
+        matrix[i, 0] = article.title
+        matrix[i, 1] = article.text
+        matrix[i, 2] = article.target
+    return matrix
+
+
+class ArticleModel:
+    """Featurizers shared by heads, and a classifier per head.
+
+    ``head_featurizer[head]`` names the featurizer whose output the head's classifier reads.
+    Classifiers expose ``predict_proba`` (columns in the order of ``labels[head]``).
+    """
+
+    def __init__(
+        self,
+        featurizers: dict[str, Any],
+        classifiers: dict[str, Any],
+        head_featurizer: dict[str, str],
+        labels: dict[str, list[str]],
+    ) -> None:
+        self.featurizers = featurizers
+        self.classifiers = classifiers
+        self.head_featurizer = head_featurizer
+        self.labels = labels
+
+    def features(self, X: NDArray[np.object_], heads: Sequence[str]) -> dict[str, Any]:
+        """Each featurizer that ``heads`` need, computed once."""
+        needed = {self.head_featurizer[h] for h in heads}
+        return {name: self.featurizers[name].transform(X) for name in sorted(needed)}
+
+    def scores(
+        self, X: NDArray[np.object_], heads: Sequence[str], features: dict[str, Any] | None = None
+    ) -> dict[str, NDArray[np.float64]]:
+        """Score matrices per head, one vectorized call per head."""
+        feats = features if features is not None else self.features(X, heads)
+        out: dict[str, NDArray[np.float64]] = {}
+        for head in heads:
+            proba = self.classifiers[head].predict_proba(feats[self.head_featurizer[head]])
+            out[head] = np.asarray(proba, dtype=np.float64)
+        return out
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+    def feature_names(self, head: str) -> NDArray[np.str_]:
+        """Names of the features a head reads (cached: building them takes a while)."""
+        key = self.head_featurizer[head]
+        cache: dict[str, NDArray[np.str_]] = self.__dict__.setdefault("_feature_names", {})
+        if key not in cache:
+            featurizer = self.featurizers[key]
+            last = featurizer[-1] if hasattr(featurizer, "steps") else featurizer
+            cache[key] = np.asarray(last.get_feature_names_out(), dtype=str)
+        return cache[key]
+
+    def explain(self, features_row: Any, head: str, label_index: int, k: int = 5) -> tuple[str, ...]:
+        """The ``k`` features that pushed ``label_index`` of ``head`` up most for one article.
+
+        Works for linear classifiers (coefficients times feature values); other classifiers
+        give no explanation.
+        """
+        coef = linear_coefficients(self.classifiers[head], label_index)
+        if coef is None:
+            return ()
+        row = sparse.csr_matrix(features_row)
+        contributions = row.multiply(coef.reshape(1, -1)).tocsr()
+        if contributions.nnz == 0:
+            return ()
+        values = contributions.data
+        order = np.argsort(-values)[:k]
+        names = self.feature_names(head)
+        return tuple(str(names[contributions.indices[i]]).split("__", 1)[-1] for i in order if values[i] > 0)
+
+
+def linear_coefficients(clf: Any, label_index: int) -> NDArray[np.float64] | None:
+    """Coefficients for one output label of a (possibly wrapped) linear classifier, or None."""
+    if hasattr(clf, "estimators_") and not hasattr(clf, "coef_"):  # OneVsRestClassifier
+        coef = getattr(clf.estimators_[label_index], "coef_", None)  # None for a constant label
+        return None if coef is None else _dense(coef)[0]
+    if hasattr(clf, "calibrated_classifiers_"):  # CalibratedClassifierCV: average the folds
+        coefs = [linear_coefficients(c.estimator, label_index) for c in clf.calibrated_classifiers_]
+        kept = [c for c in coefs if c is not None]
+        return np.asarray(np.mean(kept, axis=0), dtype=np.float64) if kept else None
+    if hasattr(clf, "steps"):  # Pipeline ending in a linear model
+        return linear_coefficients(clf.steps[-1][1], label_index)
+    coef = getattr(clf, "coef_", None)
+    if coef is None:
+        return None
+    dense = _dense(coef)
+    if dense.shape[0] == 1:  # binary: one row, for the second class
+        row: NDArray[np.float64] = dense[0] if label_index == 1 else -dense[0]
+        return row
+    return np.asarray(dense[label_index], dtype=np.float64)
+
+
+def _dense(coef: Any) -> NDArray[np.float64]:
+    return np.asarray(coef.toarray() if sparse.issparse(coef) else coef, dtype=np.float64)

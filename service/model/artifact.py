@@ -1,0 +1,235 @@
+"""Versioned model artifacts: save atomically, load safely, verify provenance.
+
+An artifact is a directory::
+
+    model.skops      the fitted ArticleModel, in skops format (no pickle)
+    manifest.json    format version, model version, heads/labels/thresholds, versions, checksums, metrics
+    MODEL_CARD.md    the same facts for people
+
+Loading refuses an artifact whose manifest is missing or malformed, whose model file does not
+match the manifest's sha256, or whose model file names a type that is not in ``TRUSTED_TYPES``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import skops.io as sio
+
+from service.core.errors import ArtifactError
+from service.model.article_model import ArticleModel
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.skops"
+MANIFEST_FILE = "manifest.json"
+CARD_FILE = "MODEL_CARD.md"
+
+#: Every type a newstagger model file may contain. Anything else is refused before it is loaded.
+TRUSTED_TYPES: tuple[str, ...] = (
+    "builtins.slice",
+    "numpy.dtype",
+    "numpy.float64",
+    "numpy.int64",
+    "numpy.ndarray",
+    "scipy.sparse._csr.csr_matrix",
+    "scipy.sparse._csr.csr_array",
+    "service.model.article_model.ArticleModel",
+    "service.model.features.ColumnText",
+    "service.model.features.CompactTfidfVectorizer",
+    "service.model.features.TargetSimilarity",
+    "service.model.features.TargetTextPairs",
+    "sklearn.calibration.CalibratedClassifierCV",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.feature_extraction.text.TfidfTransformer",
+    "sklearn.feature_extraction.text.TfidfVectorizer",
+    "sklearn.linear_model._logistic.LogisticRegression",
+    "sklearn.multiclass.OneVsRestClassifier",
+    "sklearn.multiclass._ConstantPredictor",
+    "sklearn.pipeline.FeatureUnion",
+    "sklearn.pipeline.Pipeline",
+    "sklearn.preprocessing._label.LabelBinarizer",
+    "sklearn.svm._classes.LinearSVC",
+)
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """A head as the manifest records it."""
+
+    name: str
+    kind: str  # "multi" | "single"
+    labels: tuple[str, ...]
+    thresholds: tuple[float, ...] = ()  # multi-label only, one per label
+    target: str = ""  # "" | "target" | "title": what a target-aware head judges stance toward
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "labels": list(self.labels),
+            "thresholds": list(self.thresholds),
+            "target": self.target,
+        }
+
+    @staticmethod
+    def from_json(raw: dict[str, Any]) -> HeadSpec:
+        kind = raw["kind"]
+        if kind not in ("multi", "single"):
+            raise ValueError(f"head kind must be 'multi' or 'single', not {kind!r}")
+        labels = tuple(str(x) for x in raw["labels"])
+        thresholds = tuple(float(x) for x in raw.get("thresholds", ()))
+        if kind == "multi" and len(thresholds) != len(labels):
+            raise ValueError(f"head {raw['name']!r}: {len(labels)} labels but {len(thresholds)} thresholds")
+        return HeadSpec(str(raw["name"]), kind, labels, thresholds, str(raw.get("target", "")))
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    version: str
+    created_at: str
+    heads: tuple[HeadSpec, ...]
+    model_sha256: str
+    format_version: int = FORMAT_VERSION
+    versions: dict[str, str] = field(default_factory=dict)  # sklearn, newstagger, python, ...
+    data: dict[str, Any] = field(default_factory=dict)  # training/dev files with sha256 and rows
+    metrics: dict[str, Any] = field(default_factory=dict)  # dev metrics per head
+    config: dict[str, Any] = field(default_factory=dict)  # the full training config, seed included
+
+    def head(self, name: str) -> HeadSpec:
+        for spec in self.heads:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version,
+            "name": self.name,
+            "version": self.version,
+            "created_at": self.created_at,
+            "heads": [h.to_json() for h in self.heads],
+            "model_sha256": self.model_sha256,
+            "versions": self.versions,
+            "data": self.data,
+            "metrics": self.metrics,
+            "config": self.config,
+        }
+
+    @staticmethod
+    def from_json(raw: dict[str, Any]) -> Manifest:
+        if raw.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"unsupported format_version {raw.get('format_version')!r} (want {FORMAT_VERSION})"
+            )
+        return Manifest(
+            name=str(raw["name"]),
+            version=str(raw["version"]),
+            created_at=str(raw["created_at"]),
+            heads=tuple(HeadSpec.from_json(h) for h in raw["heads"]),
+            model_sha256=str(raw["model_sha256"]),
+            versions=dict(raw.get("versions", {})),
+            data=dict(raw.get("data", {})),
+            metrics=dict(raw.get("metrics", {})),
+            config=dict(raw.get("config", {})),
+        )
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A verified artifact in memory: what the Tagger serves."""
+
+    manifest: Manifest
+    model: ArticleModel
+    path: Path
+    loaded_at: float  # unix time
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_artifact(
+    model: ArticleModel, manifest_fields: dict[str, Any], out_dir: Path, card: str | None = None
+) -> Manifest:
+    """Write an artifact to ``out_dir`` atomically: all of it appears at once, or nothing does.
+
+    ``manifest_fields`` holds every Manifest field but ``model_sha256`` (computed here);
+    ``version`` may be "" to derive one from the creation time and the model checksum.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        sio.dump(model, staging / MODEL_FILE)
+        digest = sha256_file(staging / MODEL_FILE)
+        fields = dict(manifest_fields)
+        if not fields.get("version"):
+            stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
+            fields["version"] = f"{stamp}-{digest[:8]}"
+        manifest = Manifest(model_sha256=digest, **fields)
+        (staging / MANIFEST_FILE).write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
+        if card is not None:
+            (staging / CARD_FILE).write_text(card.replace("{version}", manifest.version))
+        if out_dir.exists():
+            if any(out_dir.iterdir()):
+                raise ArtifactError(f"{out_dir} exists and is not empty; choose a new --out")
+            out_dir.rmdir()
+        os.replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest
+
+
+def read_manifest(path: Path) -> Manifest:
+    manifest_path = Path(path) / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise ArtifactError(f"{path}: no {MANIFEST_FILE} (not a model artifact)")
+    try:
+        return Manifest.from_json(json.loads(manifest_path.read_text(encoding="utf-8")))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"{manifest_path}: malformed manifest: {exc}") from exc
+
+
+def load_artifact(path: Path) -> LoadedModel:
+    """Load and verify an artifact. Raises ArtifactError saying what is wrong."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    model_path = path / MODEL_FILE
+    if not model_path.is_file():
+        raise ArtifactError(f"{path}: no {MODEL_FILE}")
+    digest = sha256_file(model_path)
+    if digest != manifest.model_sha256:
+        raise ArtifactError(
+            f"{model_path}: checksum mismatch (manifest {manifest.model_sha256[:12]}…, file {digest[:12]}…)"
+        )
+    try:
+        untrusted = [t for t in sio.get_untrusted_types(file=model_path) if t not in TRUSTED_TYPES]
+    except Exception as exc:
+        raise ArtifactError(f"{model_path}: unreadable model file: {exc}") from exc
+    if untrusted:
+        raise ArtifactError(f"{model_path}: refusing untrusted types: {', '.join(sorted(untrusted))}")
+    try:
+        model = sio.load(model_path, trusted=list(TRUSTED_TYPES))
+    except Exception as exc:
+        raise ArtifactError(f"{model_path}: cannot load model: {exc}") from exc
+    if not isinstance(model, ArticleModel):
+        raise ArtifactError(f"{model_path}: holds {type(model).__name__}, not an ArticleModel")
+    missing = [h.name for h in manifest.heads if h.name not in model.classifiers]
+    if missing:
+        raise ArtifactError(f"{model_path}: manifest heads missing from the model: {', '.join(missing)}")
+    return LoadedModel(manifest=manifest, model=model, path=path, loaded_at=time.time())

@@ -1,0 +1,121 @@
+"""Every runtime setting, in one place, loaded once by the composition root (``service.cli``).
+
+Each field is settable three ways, highest priority first: a command-line flag
+(``--max-batch-size``), an environment variable (``NEWSTAGGER_MAX_BATCH_SIZE``), the default below.
+The CLI builds its flags and ``--help`` text from these fields, and the README's configuration
+reference is checked against them, so the three cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "NEWSTAGGER_"
+
+DEFAULT_GRPC_PORT = 50051
+DEFAULT_METRICS_PORT = 9102
+GRPC_SERVICE_NAME = "newstagger.v1.TaggerService"
+ADMIN_SERVICE_NAME = "newstagger.v1.AdminService"
+
+
+class Settings(BaseSettings):
+    """Runtime settings for ``serve``, ``stream`` and ``demo``."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    # --- model ---
+    model_dir: Path = Field(
+        Path("models"),
+        description="Model registry (a directory with a `current` pointer) or one model artifact directory.",
+    )
+    reload_interval_seconds: float = Field(
+        10.0, ge=0, description="How often to check the registry for a new `current` model (0 = never)."
+    )
+    admin_token: SecretStr | None = Field(
+        None, description="Bearer token that enables the admin gRPC service (ReloadModel); unset = disabled."
+    )
+
+    # --- gRPC ---
+    host: str = Field("127.0.0.1", description="Address the gRPC server binds to (0.0.0.0 in containers).")
+    port: int = Field(DEFAULT_GRPC_PORT, ge=0, le=65535, description="gRPC port (0 = pick a free port).")
+    workers: int = Field(1, ge=1, le=64, description="gRPC server processes sharing the port (SO_REUSEPORT).")
+    grace_seconds: float = Field(
+        20.0, ge=0, description="On SIGTERM/SIGINT, how long in-flight work may take to finish."
+    )
+    max_text_bytes: int = Field(1_000_000, ge=1, description="Largest article text accepted (UTF-8 bytes).")
+    max_request_articles: int = Field(512, ge=1, description="Most articles in one TagBatch request.")
+    tls_cert: Path | None = Field(None, description="Server certificate (PEM); with --tls-key enables TLS.")
+    tls_key: Path | None = Field(None, description="Server private key (PEM).")
+    tls_client_ca: Path | None = Field(
+        None, description="CA bundle (PEM) for client certificates; set = mutual TLS required."
+    )
+
+    # --- batching (shared by gRPC and Kafka) ---
+    max_batch_size: int = Field(64, ge=1, description="Most articles the micro-batcher tags in one call.")
+    max_wait_ms: float = Field(
+        0.0,
+        ge=0,
+        description="Extra wait to fill a batch; 0 = flush as soon as the model is idle.",
+    )
+    queue_size: int = Field(
+        2048, ge=1, description="Articles allowed to wait in the batcher; beyond that calls are rejected."
+    )
+
+    # --- metrics / HTTP ---
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address of the HTTP endpoint (/metrics, /healthz, /readyz)."
+    )
+    metrics_port: int = Field(
+        DEFAULT_METRICS_PORT,
+        ge=0,
+        le=65535,
+        description="Port of the HTTP metrics/health endpoint (0 = off).",
+    )
+
+    # --- Kafka ---
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092",
+        validation_alias=AliasChoices(f"{ENV_PREFIX}BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"),
+        description="Kafka bootstrap servers, comma-separated (also read from KAFKA_BOOTSTRAP_SERVERS).",
+    )
+    input_topic: str = Field("articles", description="Topic the stream worker consumes article events from.")
+    output_topic: str = Field("articles.tagged", description="Topic tagged events are published to.")
+    dlq_topic: str = Field("articles.dlq", description="Dead-letter topic for events that cannot be tagged.")
+    group_id: str = Field("newstagger", description="Kafka consumer group of the stream workers.")
+    create_topics: bool = Field(True, description="Create missing topics at start (else they must exist).")
+    topic_partitions: int = Field(6, ge=1, description="Partitions for topics the worker creates.")
+    topic_replication: int = Field(1, ge=1, description="Replication factor for topics the worker creates.")
+    poll_max_records: int = Field(256, ge=1, description="Most records taken from one poll.")
+    max_in_flight_records: int = Field(
+        2048, ge=1, description="Records read but not yet committed before partitions are paused."
+    )
+    passthrough_fields: str = Field(
+        "title,source,url,published_at",
+        description="Comma-separated input fields copied into tagged events.",
+    )
+    session_timeout_ms: int = Field(10_000, ge=1, description="Kafka consumer group session timeout.")
+    heartbeat_interval_ms: int = Field(3_000, ge=1, description="Kafka consumer group heartbeat interval.")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism when the protocol is SASL_*."
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL username.")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (never logged).")
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle to verify the brokers.")
+    kafka_ssl_certfile: Path | None = Field(None, description="Client certificate for SSL client auth.")
+    kafka_ssl_keyfile: Path | None = Field(None, description="Client key for SSL client auth.")
+
+    # --- logging ---
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    log_format: Literal["json", "text"] = Field("json", description="Log line format.")
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets ``field``."""
+    return ENV_PREFIX + field.upper()

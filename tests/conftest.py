@@ -1,0 +1,52 @@
+"""Session fixtures: a small model trained from the shipped starter data, and a real broker."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from service.model.artifact import LoadedModel, load_artifact
+from service.model.registry import ModelRegistry
+from tests.helpers import STARTER, tansu_broker
+from training.config import FeatureConfig, TrainConfig
+from training.train import train
+
+FAST_CONFIG = TrainConfig(features=FeatureConfig(use_char=False))
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An artifact trained once per session on the shipped starter set (word n-grams only: fast)."""
+    out = tmp_path_factory.mktemp("model") / "v1"
+    train([STARTER / "train.jsonl"], out, FAST_CONFIG, [STARTER / "dev.jsonl"], version="v1")
+    return out
+
+
+@pytest.fixture(scope="session")
+def loaded_model(model_dir: Path) -> LoadedModel:
+    return load_artifact(model_dir)
+
+
+@pytest.fixture()
+def registry(tmp_path: Path, model_dir: Path) -> ModelRegistry:
+    """A registry holding the session model as version v1, current."""
+    import shutil
+
+    reg = ModelRegistry(tmp_path / "registry")
+    shutil.copytree(model_dir, reg.new_version_dir("v1"))
+    reg.promote("v1")
+    return reg
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """KAFKA_BOOTSTRAP_SERVERS if set (e.g. Apache Kafka), else a tansu broker on loopback."""
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield external
+        return
+    with tansu_broker() as bootstrap:
+        yield bootstrap

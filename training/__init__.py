@@ -1,0 +1,1 @@
+"""Training: load labelled data, fit the pipeline, tune, evaluate, write artifacts."""

@@ -1,0 +1,105 @@
+"""Training configuration: every choice a user can make, with the defaults ``newstagger train`` uses.
+
+Loaded from a TOML file (``--config``); anything not given keeps its default. Example::
+
+    seed = 7
+    [heads.stance]
+    kind = "single"
+    target = "target"         # judge stance toward the row's `target` field ("title" for FNC-style)
+    [features]
+    char_ngram_max = 5
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from service.core.errors import DataError
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    kind: str = ""  # "multi" | "single" | "" (infer from the data: list -> multi, string -> single)
+    target: str = ""  # "" | "target" | "title": condition the head on that field
+    require_labels: bool = False  # multi-label: an empty list is an error
+    labels: tuple[str, ...] = ()  # fix the label set (else: every label seen in training)
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    word_ngram_max: int = 2
+    word_min_df: int = 2
+    word_max_features: int = 200_000
+    char_ngram_min: int = 2
+    char_ngram_max: int = 5
+    char_max_features: int = 200_000
+    use_char: bool = True
+    sublinear_tf: bool = True
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    C: float = 10.0
+    class_weight: str = ""  # "" | "balanced"
+    max_iter: int = 1000
+
+
+@dataclass(frozen=True)
+class ThresholdConfig:
+    tune: bool = True
+    default: float = 0.5  # used for labels with too few dev positives to tune on
+    min_positives: int = 3
+    grid_steps: int = 19
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    name: str = "newstagger"
+    seed: int = 20240601
+    heads: dict[str, HeadConfig] = field(default_factory=dict)  # empty: every label field in the data
+    ignore_fields: tuple[str, ...] = ()
+    dev_fraction: float = 0.2  # without --dev, this share of train is held out for thresholds + metrics
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    thresholds: ThresholdConfig = field(default_factory=ThresholdConfig)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _build(cls: Any, raw: dict[str, Any], where: str) -> Any:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise DataError(f"{where}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    return cls(**values)
+
+
+def load_config(path: Path | None) -> TrainConfig:
+    """The defaults, overridden by the TOML file at ``path`` if given."""
+    config = TrainConfig()
+    if path is None:
+        return config
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read config: {exc}") from exc
+    sections = {"features": FeatureConfig, "classifier": ClassifierConfig, "thresholds": ThresholdConfig}
+    updates: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in sections:
+            updates[key] = _build(sections[key], value, f"{path} [{key}]")
+        elif key == "heads":
+            updates[key] = {n: _build(HeadConfig, v, f"{path} [heads.{n}]") for n, v in value.items()}
+        elif key in {f.name for f in fields(TrainConfig)}:
+            updates[key] = tuple(value) if isinstance(value, list) else value
+        else:
+            raise DataError(f"{path}: unknown option {key!r}")
+    for name, head in updates.get("heads", {}).items():
+        if head.kind not in ("", "multi", "single") or head.target not in ("", "target", "title"):
+            raise DataError(f"{path} [heads.{name}]: kind must be multi|single, target must be target|title")
+    return replace(config, **updates)

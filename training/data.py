@@ -1,0 +1,196 @@
+"""Load and validate labelled data (JSONL or CSV).
+
+A row has ``id``, ``text``, optional ``title`` and ``target``, and one field per head: a list of
+labels (multi-label head) or one label (single-label head). Heads come from the data or the
+config, never from code. Every error names the file, the line and the field.
+Several files merge in order; a later file wins for the same id. Within one file ids are unique.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from service.core.errors import DataError
+from service.core.types import Article
+from training.config import HeadConfig, TrainConfig
+
+BASE_FIELDS = ("id", "title", "text", "target")
+
+
+@dataclass(frozen=True)
+class Row:
+    article: Article
+    labels: dict[str, tuple[str, ...]]  # head -> labels (a single-label head has exactly one)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    rows: tuple[Row, ...]
+    heads: dict[str, HeadConfig]  # every head, kind resolved
+    files: tuple[dict[str, Any], ...]  # path, sha256, rows
+
+    def articles(self) -> list[Article]:
+        return [r.article for r in self.rows]
+
+    def labels(self, head: str) -> list[tuple[str, ...]]:
+        return [r.labels[head] for r in self.rows]
+
+
+def _read_records(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], str]:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror}") from exc
+    digest = hashlib.sha256(raw).hexdigest()
+    records: list[tuple[int, dict[str, Any]]] = []
+    for lineno, raw_line in enumerate(raw.split(b"\n"), start=1):
+        try:
+            raw_line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}:{lineno}: not valid UTF-8 (byte {exc.start + 1} of the line)") from exc
+    text = raw.decode("utf-8").lstrip("\ufeff")
+    if path.suffix.lower() == ".csv":
+        reader = csv.DictReader(io.StringIO(text))
+        for record in reader:
+            cells: dict[str, Any] = {k: v for k, v in record.items() if k is not None and v != ""}
+            for key, value in list(cells.items()):
+                if key not in BASE_FIELDS and value.startswith("["):
+                    with contextlib.suppress(json.JSONDecodeError):
+                        cells[key] = json.loads(value)
+            records.append((reader.line_num, cells))
+        return records, digest
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{lineno}: invalid JSON: {exc.msg}") from exc
+        if not isinstance(record, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+        records.append((lineno, record))
+    return records, digest
+
+
+def _infer_heads(
+    records: list[tuple[Path, int, dict[str, Any]]], config: TrainConfig, head_names: Sequence[str]
+) -> dict[str, HeadConfig]:
+    declared = dict(config.heads)
+    for name in head_names:
+        declared.setdefault(name, HeadConfig())
+    ignore = set(config.ignore_fields)
+    explicit = bool(declared)
+    heads: dict[str, HeadConfig] = {}
+    for path, lineno, record in records:
+        for key, value in record.items():
+            if key in BASE_FIELDS or key in ignore:
+                continue
+            if key not in declared:
+                if explicit:
+                    raise DataError(
+                        f"{path}:{lineno}: field {key!r}: unknown head (declared heads: "
+                        f"{', '.join(sorted(declared))}; add it to ignore_fields to skip it)"
+                    )
+                declared[key] = HeadConfig()
+            if key not in heads or not heads[key].kind:
+                kind = declared[key].kind or ("multi" if isinstance(value, list) else "single")
+                heads[key] = HeadConfig(
+                    kind, declared[key].target, declared[key].require_labels, declared[key].labels
+                )
+    missing = sorted(set(declared) - set(heads))
+    if missing:
+        raise DataError(f"head(s) {', '.join(missing)} declared but found in no row")
+    if not heads:
+        raise DataError("no label fields found: rows need at least one head (e.g. 'topics' or 'stance')")
+    return heads
+
+
+def _row(path: Path, lineno: int, record: dict[str, Any], heads: dict[str, HeadConfig]) -> Row:
+    where = f"{path}:{lineno}"
+    rid = record.get("id")
+    if rid is None or (isinstance(rid, str) and not rid.strip()):
+        raise DataError(f"{where}: field 'id': missing")
+    if not isinstance(rid, str | int):
+        raise DataError(f"{where}: field 'id': must be a string")
+    text = record.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise DataError(f"{where}: field 'text': missing or empty")
+    for key in ("title", "target"):
+        if record.get(key) is not None and not isinstance(record[key], str):
+            raise DataError(f"{where}: field {key!r}: must be a string")
+    labels: dict[str, tuple[str, ...]] = {}
+    for name, head in heads.items():
+        if head.target and not record.get(head.target):
+            raise DataError(
+                f"{where}: field {head.target!r}: head {name!r} is conditioned on it, but it is empty"
+            )
+        value = record.get(name)
+        if value is None:
+            raise DataError(f"{where}: field {name!r}: missing (every row needs every head)")
+        if head.kind == "multi":
+            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                raise DataError(f"{where}: field {name!r}: must be a list of label strings")
+            if head.require_labels and not value:
+                raise DataError(f"{where}: field {name!r}: empty label list, but the head requires labels")
+            labels[name] = tuple(dict.fromkeys(value))
+        else:
+            if isinstance(value, list) and len(value) == 1:
+                value = value[0]
+            if not isinstance(value, str) or not value:
+                raise DataError(f"{where}: field {name!r}: must be one non-empty label")
+            labels[name] = (value,)
+        if head.labels:
+            unknown = [v for v in labels[name] if v not in head.labels]
+            if unknown:
+                raise DataError(
+                    f"{where}: field {name!r}: label(s) {', '.join(unknown)} not in the configured set"
+                )
+    article = Article(str(rid), text, record.get("title") or "", record.get("target") or "")
+    return Row(article, labels)
+
+
+def load_dataset(
+    paths: Sequence[Path],
+    config: TrainConfig,
+    head_names: Sequence[str] = (),
+    heads: dict[str, HeadConfig] | None = None,
+) -> Dataset:
+    """Read, validate and merge ``paths`` (later files win for the same id).
+
+    ``heads`` fixes the heads (e.g. the dev set must have the training set's heads).
+    """
+    if not paths:
+        raise DataError("no data files given")
+    records: list[tuple[Path, int, dict[str, Any]]] = []
+    files = []
+    for path in paths:
+        path = Path(path)
+        recs, digest = _read_records(path)
+        seen: dict[str, int] = {}
+        for lineno, record in recs:
+            rid = str(record.get("id", ""))
+            if rid and rid in seen:
+                raise DataError(
+                    f"{path}:{lineno}: field 'id': duplicate id {rid!r} (first on line {seen[rid]})"
+                )
+            seen[rid] = lineno
+            records.append((path, lineno, record))
+        if not recs:
+            raise DataError(f"{path}: no rows")
+        files.append({"path": str(path), "sha256": digest, "rows": len(recs)})
+    if heads is None:
+        heads = _infer_heads(records, config, head_names)
+    merged: dict[str, Row] = {}
+    for path, lineno, record in records:
+        row = _row(path, lineno, record, heads)
+        merged.pop(row.article.id, None)  # a later file's row replaces, and moves to the end
+        merged[row.article.id] = row
+    return Dataset(tuple(merged.values()), heads, tuple(files))

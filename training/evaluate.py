@@ -1,0 +1,151 @@
+"""Metrics per head, threshold tuning, and the text/JSON reports of ``newstagger evaluate``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+)
+
+from service.model.article_model import articles_to_matrix
+from service.model.artifact import HeadSpec, LoadedModel
+from training.config import ThresholdConfig
+from training.data import Dataset
+
+
+def indicator(labels: Sequence[tuple[str, ...]], label_set: Sequence[str]) -> NDArray[np.int8]:
+    index = {label: j for j, label in enumerate(label_set)}
+    Y = np.zeros((len(labels), len(label_set)), dtype=np.int8)
+    for i, row in enumerate(labels):
+        for label in row:
+            if label in index:
+                Y[i, index[label]] = 1
+    return Y
+
+
+def tune_thresholds(Y: NDArray[np.int8], scores: NDArray[np.float64], cfg: ThresholdConfig) -> list[float]:
+    """Per label, the score cut-off that maximises F1 on dev; labels with fewer than
+    ``cfg.min_positives`` dev positives keep ``cfg.default``."""
+    thresholds = []
+    grid = np.linspace(0.05, 0.95, cfg.grid_steps)
+    for j in range(Y.shape[1]):
+        y, s = Y[:, j], scores[:, j]
+        if not cfg.tune or y.sum() < cfg.min_positives:
+            thresholds.append(cfg.default)
+            continue
+        best_t, best_f = cfg.default, -1.0
+        for t in grid:
+            pred = s >= t
+            tp = float(np.sum(pred & (y == 1)))
+            f = 2 * tp / (pred.sum() + y.sum()) if (pred.sum() + y.sum()) else 0.0
+            if f > best_f + 1e-12:
+                best_t, best_f = float(t), f
+        thresholds.append(round(best_t, 4))
+    return thresholds
+
+
+def head_metrics(
+    spec: HeadSpec, gold: Sequence[tuple[str, ...]], scores: NDArray[np.float64]
+) -> dict[str, Any]:
+    labels = list(spec.labels)
+    if spec.kind == "multi":
+        Y = indicator(gold, labels)
+        P = (scores >= np.asarray(spec.thresholds)).astype(np.int8)
+        out: dict[str, Any] = {"kind": "multi", "n": len(gold)}
+        for avg in ("micro", "macro"):
+            p, r, f, _ = precision_recall_fscore_support(Y, P, average=avg, zero_division=0)
+            out[avg] = {
+                "precision": round(float(p), 4),
+                "recall": round(float(r), 4),
+                "f1": round(float(f), 4),
+            }
+        p, r, f, s = precision_recall_fscore_support(Y, P, average=None, zero_division=0)
+        out["per_label"] = {
+            label: {
+                "precision": round(float(p[j]), 4),
+                "recall": round(float(r[j]), 4),
+                "f1": round(float(f[j]), 4),
+                "support": int(s[j]),
+            }
+            for j, label in enumerate(labels)
+        }
+        return out
+    y_true = [g[0] for g in gold]
+    y_pred = [labels[int(j)] for j in np.argmax(scores, axis=1)]
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, average=None, zero_division=0)
+    return {
+        "kind": "single",
+        "n": len(gold),
+        "accuracy": round(float(accuracy_score(y_true, y_pred)), 4),
+        "macro_f1": round(
+            float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)), 4
+        ),
+        "per_label": {
+            label: {
+                "precision": round(float(p[j]), 4),
+                "recall": round(float(r[j]), 4),
+                "f1": round(float(f[j]), 4),
+                "support": int(s[j]),
+            }
+            for j, label in enumerate(labels)
+        },
+        "confusion": {"labels": labels, "matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist()},
+    }
+
+
+def evaluate_model(loaded: LoadedModel, data: Dataset, batch_size: int = 1024) -> dict[str, Any]:
+    """Metrics per head of ``loaded`` on ``data`` (heads missing from the data are skipped)."""
+    heads = [h for h in loaded.manifest.heads if h.name in data.heads]
+    articles = data.articles()
+    scores: dict[str, list[NDArray[np.float64]]] = {h.name: [] for h in heads}
+    for start in range(0, len(articles), batch_size):
+        X = articles_to_matrix(articles[start : start + batch_size])
+        for name, block in loaded.model.scores(X, [h.name for h in heads]).items():
+            scores[name].append(block)
+    return {h.name: head_metrics(h, data.labels(h.name), np.vstack(scores[h.name])) for h in heads}
+
+
+def headline(metrics: dict[str, Any]) -> str:
+    """One line per head: the figures people quote."""
+    lines = []
+    for head, m in metrics.items():
+        if m["kind"] == "multi":
+            lines.append(
+                f"{head}: micro-F1 {m['micro']['f1']:.4f}  macro-F1 {m['macro']['f1']:.4f}  (n={m['n']})"
+            )
+        else:
+            lines.append(f"{head}: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  (n={m['n']})")
+    return "\n".join(lines)
+
+
+def format_report(metrics: dict[str, Any]) -> str:
+    """The human-readable report: headline figures, per-label rows, confusion matrices."""
+    out = [headline(metrics), ""]
+    for head, m in metrics.items():
+        out.append(f"== {head} ({m['kind']}-label)")
+        if m["kind"] == "multi":
+            for avg in ("micro", "macro"):
+                a = m[avg]
+                out.append(f"  {avg:<8} P {a['precision']:.4f}  R {a['recall']:.4f}  F1 {a['f1']:.4f}")
+        else:
+            out.append(f"  accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}")
+        out.append(f"  {'label':<28} {'P':>7} {'R':>7} {'F1':>7} {'support':>8}")
+        for label, row in m["per_label"].items():
+            out.append(
+                f"  {label[:28]:<28} {row['precision']:>7.4f} {row['recall']:>7.4f}"
+                f" {row['f1']:>7.4f} {row['support']:>8}"
+            )
+        if m["kind"] == "single":
+            labels = m["confusion"]["labels"]
+            out.append("  confusion (rows = gold, columns = predicted): " + " ".join(labels))
+            for label, row in zip(labels, m["confusion"]["matrix"], strict=True):
+                out.append(f"  {label[:20]:<20} " + " ".join(f"{v:>6}" for v in row))
+        out.append("")
+    return "\n".join(out)

@@ -1,0 +1,69 @@
+"""The human-readable model card written beside every artifact."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from training.evaluate import format_report
+
+
+def model_card(fields: dict[str, Any]) -> str:
+    """Markdown describing the model: what it tags, from what data, how well (dev metrics).
+    ``{version}`` is filled in once the version is known."""
+    heads = fields["heads"]
+    lines = [
+        f"# Model card: {fields['name']} {{version}}",
+        "",
+        f"Created {fields['created_at']} by newstagger {fields['versions']['newstagger']} "
+        f"(scikit-learn {fields['versions']['scikit-learn']}, Python {fields['versions']['python']}).",
+        "",
+        "## What it tags",
+        "",
+        "| head | kind | target | labels |",
+        "|---|---|---|---|",
+    ]
+    for h in heads:
+        labels = ", ".join(
+            f"{label} (≥{t:g})" if h.thresholds else label
+            for label, t in zip(h.labels, h.thresholds or (0.0,) * len(h.labels), strict=True)
+        )
+        lines.append(f"| {h.name} | {h.kind}-label | {h.target or '-'} | {labels} |")
+    data = fields["data"]
+    lines += [
+        "",
+        "## Data",
+        "",
+        f"- training rows: {data['train_rows']}, dev rows: {data['dev_rows']}",
+    ]
+    for f in data["train"]:
+        lines.append(f"- train file `{f['path']}` ({f['rows']} rows, sha256 {f['sha256'][:16]}…)")
+    if isinstance(data["dev"], list):
+        for f in data["dev"]:
+            lines.append(f"- dev file `{f['path']}` ({f['rows']} rows, sha256 {f['sha256'][:16]}…)")
+    else:
+        lines.append(f"- dev: {data['dev']}")
+    lines += [
+        "",
+        "## Dev metrics",
+        "",
+        "```",
+        format_report(fields["metrics"]["dev"]).rstrip(),
+        "```",
+        "",
+        f"Training took {fields['metrics']['train_seconds']} s.",
+        "",
+        "## Training configuration",
+        "",
+        "```json",
+        json.dumps(fields["config"], indent=2),
+        "```",
+        "",
+        "## Limits",
+        "",
+        "A linear bag-of-n-grams model: it reads words, not meaning. Scores are calibrated only as far as",
+        "logistic regression is; thresholds were tuned on the dev data above and may not transfer to other",
+        "sources. Check the per-label rows before trusting a rare label.",
+        "",
+    ]
+    return "\n".join(lines)
