@@ -1,0 +1,214 @@
+"""Every Prometheus metric newstagger exports, built on an injected CollectorRegistry.
+
+Names carry their unit; labels are bounded sets (method, code, head, label, topic, partition,
+reason, result), never article ids or free text. Adapters record through a ``Metrics`` object
+handed to them; tests build their own registry and need no cleanup.
+
+With several server processes, set PROMETHEUS_MULTIPROC_DIR: every process writes its samples
+there and ``build_registry`` aggregates them (gauges by the mode given below).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import multiprocess as prom_multiprocess
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from service.core.batcher import BatchStats
+from service.core.types import TagResult
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+AGE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def build_registry() -> CollectorRegistry:
+    """The registry to expose: this process's metrics plus the default process collectors, or,
+    in multiprocess mode, every process's samples aggregated from PROMETHEUS_MULTIPROC_DIR."""
+    registry = CollectorRegistry(auto_describe=True)
+    if multiprocess_dir():
+        prom_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    else:
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+    return registry
+
+
+class Metrics:
+    """All of newstagger's metrics. In multiprocess mode pass ``registry=None`` for the metric
+    objects (they write to files) and expose ``build_registry()`` instead."""
+
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        r = registry
+        # gRPC
+        self.grpc_requests = Counter(
+            "newstagger_grpc_requests",
+            "gRPC calls finished, by method and status code.",
+            ["method", "code"],
+            registry=r,
+        )
+        self.grpc_latency = Histogram(
+            "newstagger_grpc_request_duration_seconds",
+            "gRPC call latency, by method.",
+            ["method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.grpc_in_flight = Gauge(
+            "newstagger_grpc_in_flight_requests",
+            "gRPC calls being handled now.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.overload_rejections = Counter(
+            "newstagger_overload_rejections",
+            "Articles refused because the batcher queue was full.",
+            registry=r,
+        )
+        # batching
+        self.queue_depth = Gauge(
+            "newstagger_batcher_queue_depth",
+            "Articles waiting in the micro-batcher.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.batch_size = Histogram(
+            "newstagger_batch_size_articles",
+            "Articles per vectorized model call.",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.batch_wait = Histogram(
+            "newstagger_batch_queue_wait_seconds",
+            "Time an article waited in the batcher.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_inference = Histogram(
+            "newstagger_batch_inference_seconds", "Model time per batch.", buckets=LATENCY_BUCKETS, registry=r
+        )
+        # predictions
+        self.predictions = Counter(
+            "newstagger_predictions", "Labels assigned, by head and label.", ["head", "label"], registry=r
+        )
+        self.top_score = Histogram(
+            "newstagger_prediction_top_score",
+            "Highest label score per article and head (a drift signal).",
+            ["head"],
+            buckets=SCORE_BUCKETS,
+            registry=r,
+        )
+        self.no_label = Counter(
+            "newstagger_articles_without_label",
+            "Articles with no label over threshold, by head.",
+            ["head"],
+            registry=r,
+        )
+        # Kafka
+        self.kafka_consumed = Counter(
+            "newstagger_kafka_consumed_records", "Records read from the input topic.", ["topic"], registry=r
+        )
+        self.kafka_produced = Counter(
+            "newstagger_kafka_produced_records",
+            "Tagged records acknowledged by the broker.",
+            ["topic"],
+            registry=r,
+        )
+        self.kafka_dlq = Counter(
+            "newstagger_kafka_dlq_records",
+            "Records sent to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.kafka_commits = Counter("newstagger_kafka_commits", "Offset commits that succeeded.", registry=r)
+        self.kafka_commit_failures = Counter(
+            "newstagger_kafka_commit_failures", "Offset commits that failed.", registry=r
+        )
+        self.kafka_lag = Gauge(
+            "newstagger_kafka_consumer_lag_records",
+            "High watermark minus committed offset, per partition.",
+            ["topic", "partition"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.kafka_event_age = Histogram(
+            "newstagger_kafka_event_age_seconds",
+            "Now minus the input record's timestamp, when tagged.",
+            buckets=AGE_BUCKETS,
+            registry=r,
+        )
+        self.kafka_rebalances = Counter(
+            "newstagger_kafka_rebalances", "Partition assignments received or revoked.", ["kind"], registry=r
+        )
+        self.kafka_errors = Counter(
+            "newstagger_kafka_broker_errors", "Broker errors, by operation.", ["operation"], registry=r
+        )
+        self.kafka_retries = Counter(
+            "newstagger_kafka_retries",
+            "Retries after broker errors, by operation.",
+            ["operation"],
+            registry=r,
+        )
+        self.kafka_paused = Gauge(
+            "newstagger_kafka_paused_partitions",
+            "Partitions paused for backpressure.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        # model
+        self.model_info = Gauge(
+            "newstagger_model_info",
+            "The model being served (value 1).",
+            ["name", "version"],
+            registry=r,
+            multiprocess_mode="liveall",
+        )
+        self.model_load = Histogram(
+            "newstagger_model_load_seconds",
+            "Time to load and verify a model.",
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.model_reloads = Counter(
+            "newstagger_model_reloads", "Model reload attempts, by result.", ["result"], registry=r
+        )
+        self.model_loaded_at = Gauge(
+            "newstagger_model_loaded_timestamp_seconds",
+            "Unix time the served model was loaded (time since load = time() - this).",
+            registry=r,
+            multiprocess_mode="liveall",
+        )
+
+    # --- recording helpers used by the adapters ---
+    def observe_batch(self, stats: BatchStats) -> None:
+        self.batch_size.observe(stats.size)
+        self.batch_inference.observe(stats.inference_seconds)
+        for wait in stats.queue_wait_seconds:
+            self.batch_wait.observe(wait)
+
+    def observe_results(self, results: Sequence[TagResult]) -> None:
+        for result in results:
+            for head in result.heads:
+                if head.scores:
+                    self.top_score.labels(head.head).observe(head.scores[0].score)
+                if not head.labels:
+                    self.no_label.labels(head.head).inc()
+                for label in head.labels:
+                    self.predictions.labels(head.head, label.label).inc()
+
+    def set_model(self, name: str, version: str, loaded_at: float | None = None) -> None:
+        self.model_info.clear()
+        self.model_info.labels(name, version).set(1)
+        self.model_loaded_at.set(loaded_at if loaded_at is not None else time.time())
