@@ -1,0 +1,132 @@
+"""ModelReloader: keeps the Tagger on the registry's ``current`` model, safely.
+
+A candidate is loaded and verified in the background (checksum, trusted types), smoke-tested
+on a few known articles, and only then swapped in atomically; calls in flight finish on the old
+model. A candidate that fails any step is refused: the old model keeps serving, the reason is
+logged and counted (``newstagger_model_reloads_total{result="refused"}``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.core.errors import ArtifactError, NewstaggerError
+from service.core.tagger import Tagger
+from service.core.types import Article
+from service.metrics import Metrics
+from service.model.artifact import LoadedModel, load_artifact
+from service.model.registry import resolve_model_path
+
+logger = logging.getLogger(__name__)
+
+SMOKE_ARTICLES = (
+    Article("smoke-1", "Officials met in the capital on Monday to discuss the agreement and next steps."),
+    Article(
+        "smoke-2", "Troops were deployed near the border as talks on sanctions stalled.", "Border tensions"
+    ),
+    Article("smoke-3", "The home side won the cup final after extra time.", "Cup final", "sport"),
+)
+
+
+@dataclass(frozen=True)
+class ReloadOutcome:
+    result: str  # "loaded" | "unchanged" | "refused" | "missing"
+    version: str
+    message: str = ""
+
+
+def smoke_check(candidate: LoadedModel) -> None:
+    """Raise ArtifactError unless the candidate tags known articles sensibly."""
+    try:
+        results = Tagger(candidate).tag(list(SMOKE_ARTICLES))
+    except Exception as exc:
+        raise ArtifactError(f"smoke check failed: {type(exc).__name__}: {exc}") from exc
+    for result in results:
+        if len(result.heads) != len(candidate.manifest.heads):
+            raise ArtifactError("smoke check failed: a head gave no result")
+        for head in result.heads:
+            if not all(math.isfinite(s.score) and 0.0 <= s.score <= 1.0 for s in head.scores):
+                raise ArtifactError(f"smoke check failed: head {head.head!r} gave scores outside [0, 1]")
+
+
+class ModelReloader:
+    def __init__(
+        self, tagger: Tagger, model_dir: Path, metrics: Metrics | None = None, interval: float = 10.0
+    ):
+        self.tagger = tagger
+        self.model_dir = Path(model_dir)
+        self.metrics = metrics
+        self.interval = interval
+        self._refused: set[tuple[str, float]] = set()  # (path, mtime) already refused: not retried
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def check(self) -> ReloadOutcome:
+        """Load the registry's current model if it is not the one being served."""
+        with self._lock:
+            try:
+                path = resolve_model_path(self.model_dir)
+            except ArtifactError as exc:
+                return ReloadOutcome("missing", "", str(exc))
+            serving = self.tagger.model
+            if serving is not None and serving.path.resolve() == path.resolve():
+                return ReloadOutcome("unchanged", serving.manifest.version)
+            key = (str(path), _mtime(path))
+            if key in self._refused:
+                return ReloadOutcome("refused", path.name, "already refused")
+            started = time.perf_counter()
+            try:
+                candidate = load_artifact(path)
+                smoke_check(candidate)
+            except NewstaggerError as exc:
+                self._refused.add(key)
+                if self.metrics:
+                    self.metrics.model_reloads.labels("refused").inc()
+                logger.error("refused model %s: %s", path, exc, extra={"model_version": path.name})
+                return ReloadOutcome("refused", path.name, str(exc))
+            old = self.tagger.swap(candidate)
+            version = candidate.manifest.version
+            if self.metrics:
+                self.metrics.model_load.observe(time.perf_counter() - started)
+                self.metrics.model_reloads.labels("loaded").inc()
+                self.metrics.set_model(candidate.manifest.name, version, candidate.loaded_at)
+            logger.info(
+                "serving model %s %s (was %s)",
+                candidate.manifest.name,
+                version,
+                old.manifest.version if old else "none",
+                extra={"model_version": version},
+            )
+            return ReloadOutcome("loaded", version)
+
+    def start(self) -> None:
+        """Poll every ``interval`` seconds in a background thread (interval 0: never)."""
+        if self.interval <= 0 or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="model-reloader", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.check()
+            except Exception:
+                logger.exception("model reload check failed")
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0

@@ -1,0 +1,86 @@
+"""The objects every serving process shares, wired once from Settings: tagger, batcher,
+metrics, model reloader and the HTTP health/metrics endpoint. ``serve`` and ``stream`` both
+start from ``build_runtime``; the gRPC API and the Kafka worker are adapters on top of it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry
+
+from service.core.batcher import BatchStats, MicroBatcher
+from service.core.tagger import Tagger
+from service.http import HealthServer
+from service.metrics import Metrics, build_registry, multiprocess_dir
+from service.reloader import ModelReloader
+from service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    tagger: Tagger
+    batcher: MicroBatcher
+    metrics: Metrics
+    registry: CollectorRegistry  # what /metrics exposes
+    reloader: ModelReloader
+    readiness: list[Callable[[], tuple[bool, str]]] = field(default_factory=list)
+    http: HealthServer | None = None
+
+    def ready(self) -> tuple[bool, str]:
+        """Ready when a model is loaded and every adapter's own check passes."""
+        model = self.tagger.model
+        if model is None:
+            return False, "model not loaded"
+        for check in self.readiness:
+            ok, reason = check()
+            if not ok:
+                return False, reason
+        return True, f"ready: model {model.manifest.name} {model.manifest.version}"
+
+    def start_http(self) -> int | None:
+        """Start /metrics, /healthz, /readyz (unless metrics_port is 0); returns the port."""
+        if self.settings.metrics_port == 0 and self.http is None:
+            return None
+        self.http = HealthServer(
+            self.registry, self.ready, self.settings.metrics_host, self.settings.metrics_port
+        )
+        return self.http.start()
+
+    def close(self, timeout: float | None = None) -> None:
+        self.reloader.stop()
+        self.batcher.close(timeout)
+        if self.http is not None:
+            self.http.stop()
+
+
+def build_runtime(settings: Settings, registry: CollectorRegistry | None = None) -> Runtime:
+    """Wire the shared objects. The model is loaded now if there is one; otherwise the process
+    starts unready and the reloader picks the model up when it appears."""
+    if registry is None:
+        registry = build_registry()
+    metrics = Metrics(None if multiprocess_dir() else registry)
+    tagger = Tagger(max_text_bytes=settings.max_text_bytes)
+    reloader = ModelReloader(tagger, settings.model_dir, metrics, settings.reload_interval_seconds)
+    outcome = reloader.check()
+    if outcome.result != "loaded":
+        logger.warning("no model served yet: %s", outcome.message)
+    reloader.start()
+
+    def on_batch(stats: BatchStats) -> None:
+        metrics.observe_batch(stats)
+        metrics.queue_depth.set(batcher.depth())
+
+    batcher = MicroBatcher(
+        tagger,
+        max_batch_size=settings.max_batch_size,
+        max_wait_ms=settings.max_wait_ms,
+        queue_size=settings.queue_size,
+        on_batch=on_batch,
+        on_results=metrics.observe_results,
+    )
+    return Runtime(settings, tagger, batcher, metrics, registry, reloader)
