@@ -22,6 +22,7 @@ test: $(BIN)/.installed lint typecheck
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python scripts/gen_protos.py --check
 
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
