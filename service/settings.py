@@ -25,7 +25,9 @@ ADMIN_SERVICE_NAME = "newstagger.v1.AdminService"
 class Settings(BaseSettings):
     """Runtime settings for ``serve``, ``stream`` and ``demo``."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", frozen=True, populate_by_name=True
+    )
 
     # --- model ---
     model_dir: Path = Field(
