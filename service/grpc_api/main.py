@@ -1,9 +1,95 @@
-"""Entry point of `newstagger serve` (to be built: issue 3)."""
+"""Entry point of ``newstagger serve``: one serving process, or N of them sharing the port.
+
+One process: build the runtime (model, batcher, metrics, reloader), start /metrics, serve gRPC
+until SIGTERM/SIGINT, then drain (health NOT_SERVING, refuse new calls, let in-flight calls finish
+within ``grace_seconds``), stop the stream worker, close the batcher and exit 0.
+
+``--workers N`` (N > 1): see ``service.grpc_api.workers``.
+"""
 
 from __future__ import annotations
 
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from service.logs import configure_logging
+from service.runtime import Runtime, build_runtime
 from service.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 
 def run_serve(settings: Settings, with_stream: bool = False) -> int:
-    raise SystemExit("newstagger serve: not implemented yet")
+    configure_logging(settings.log_level, settings.log_format)
+    if settings.workers > 1:
+        from service.grpc_api.workers import run_workers
+
+        return run_workers(settings, with_stream)
+    return serve_process(settings, with_stream)
+
+
+def install_stop_handlers(stop: threading.Event) -> None:
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if not stop.is_set():
+            logger.info("received %s: shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+
+def _start_stream(runtime: Runtime) -> tuple[Any, threading.Thread]:
+    from service.stream.main import build_stream_worker  # type: ignore[attr-defined,unused-ignore]
+
+    worker = build_stream_worker(runtime)
+    runtime.readiness.append(worker.ready)
+    thread = threading.Thread(target=worker.run, name="stream-worker", daemon=True)
+    thread.start()
+    return worker, thread
+
+
+def serve_process(
+    settings: Settings,
+    with_stream: bool = False,
+    serve_http: bool = True,
+    reuse_port: bool = False,
+    on_health: Callable[[bool], None] | None = None,
+) -> int:
+    """Serve until SIGTERM/SIGINT; returns the exit code. ``on_health`` is told whether this
+    process is serving (the multi-process supervisor aggregates it into /readyz)."""
+    from service.grpc_api.server import build_server
+
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    runtime = build_runtime(settings)
+    server, port = build_server(runtime, settings, reuse_port=reuse_port)
+    stream: tuple[Any, threading.Thread] | None = None
+    try:
+        if with_stream:
+            stream = _start_stream(runtime)
+        if serve_http:
+            http_port = runtime.start_http()
+            if http_port is not None:
+                logger.info("metrics and health on http://%s:%d", settings.metrics_host, http_port)
+        server.start()
+        logger.info("gRPC serving on %s:%d", settings.host, port)
+        last: bool | None = None
+        while not stop.wait(0.2):
+            if on_health is not None and server.serving != last:
+                last = server.serving
+                on_health(last)
+        if on_health is not None:
+            on_health(False)
+        server.drain(settings.grace_seconds)
+    finally:
+        if stream is not None:
+            worker, thread = stream
+            worker.stop()
+            thread.join(settings.grace_seconds)
+        runtime.close(timeout=settings.grace_seconds)
+    logger.info("stopped")
+    return 0
