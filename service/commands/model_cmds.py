@@ -4,17 +4,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
+import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from service.core.errors import InvalidArticle, NewstaggerError
+from service.core.errors import ArtifactError, InvalidArticle, NewstaggerError
 from service.core.tagger import Tagger
 from service.core.types import Article, TagOptions, TagResult
-from service.model.artifact import load_artifact
+from service.model.artifact import Manifest, load_artifact
 from service.model.registry import ModelRegistry, resolve_model_path
 
 FORMATTER = argparse.ArgumentDefaultsHelpFormatter
+GATE_METRICS = ("macro_f1", "micro_f1")  # training.gate.METRICS (not imported: training loads lazily)
+EXIT_REFUSED = 3  # train --promote-if-better refused the new version
+
+
+def _non_negative(value: str) -> float:
+    number = float(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{value}: must be >= 0")
+    return number
 
 
 def register(sub: Any) -> None:
@@ -60,6 +73,40 @@ def register(sub: Any) -> None:
         help="Add the model to this registry (ignored with --out).",
     )
     train.add_argument("--version", default="", help="Model version (default: UTC time + checksum).")
+    gate = train.add_argument_group("registry and quality gate (see docs/retraining.md)")
+    when = gate.add_mutually_exclusive_group()
+    when.add_argument(
+        "--promote-if-better",
+        action="store_true",
+        help="Promote the new version only if it is not worse than the current one on the evaluation "
+        "set (beyond --gate-tolerance); print the comparison either way; exit 3 when refused.",
+    )
+    when.add_argument(
+        "--no-promote",
+        action="store_true",
+        help="Only add the new version to the registry; `newstagger models promote` it later.",
+    )
+    gate.add_argument(
+        "--eval",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="Evaluation set of the gate (default: the --dev files, else the held-out part of --data).",
+    )
+    gate.add_argument(
+        "--gate-metric",
+        choices=sorted(GATE_METRICS),
+        default="macro_f1",
+        help="Per-head metric, averaged over the heads both models share.",
+    )
+    gate.add_argument(
+        "--gate-tolerance",
+        type=_non_negative,
+        default=0.0,
+        metavar="X",
+        help="How much worse (absolute, e.g. 0.01) the new model may be and still be promoted.",
+    )
     train.set_defaults(handler=_train)
 
     evaluate = sub.add_parser(
@@ -99,6 +146,15 @@ def register(sub: Any) -> None:
     actions.add_parser("list", help="Every version, the current one marked.", parents=[common])
     show = actions.add_parser("show", help="One version's manifest.", parents=[common])
     show.add_argument("version", nargs="?", default=None, help="Version (default: current).")
+    show.add_argument("--json", action="store_true", help="Print the whole manifest as JSON.")
+    show.add_argument(
+        "--export-config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="Write the version's training config (seed included) as TOML, for `train --config FILE`.",
+    )
+    actions.add_parser("history", help="Every promotion and rollback, oldest first.", parents=[common])
     promote = actions.add_parser("promote", help="Verify a version and make it current.", parents=[common])
     promote.add_argument("version")
     actions.add_parser(
@@ -111,24 +167,81 @@ def _train(args: argparse.Namespace) -> int:
     from training.config import load_config
     from training.train import STARTER_DIR, train
 
+    if args.out and (args.promote_if_better or args.no_promote):
+        raise NewstaggerError("--promote-if-better and --no-promote work on a --registry, not with --out")
     config = load_config(args.config)
     data, dev = args.data, args.dev
     if data is None:
         data, dev = [STARTER_DIR / "train.jsonl"], dev or [STARTER_DIR / "dev.jsonl"]
     registry = None if args.out else ModelRegistry(args.registry)
-    if args.out:
-        out = args.out
-    elif registry is not None:
-        out = registry.new_version_dir(args.version or ".pending")
-    manifest = train(data, out, config, dev or (), args.heads, args.version)
-    if registry is not None and out.name == ".pending":
-        final = registry.new_version_dir(manifest.version)
-        out.rename(final)
-        out = final
+    # Without --version the version is known only once the model is saved: write it under a
+    # hidden name unique to this run (a crashed or concurrent run cannot block it; the registry
+    # ignores hidden names), then rename it into place. Whatever happens, no staging is left.
+    pending = f".pending-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    out = args.out if registry is None else registry.new_version_dir(args.version or pending)
+    try:
+        manifest = train(data, out, config, dev or (), args.heads, args.version)
+        if registry is not None and out.name == pending:
+            final = registry.new_version_dir(manifest.version)
+            try:
+                out.rename(final)
+            except OSError as exc:
+                raise ArtifactError(
+                    f"cannot add version {manifest.version} to {registry.root}: {exc}"
+                ) from exc
+            out = final
+    finally:
+        if out.name == pending:
+            shutil.rmtree(out, ignore_errors=True)
     print(f"model {manifest.name} {manifest.version} written to {out}")
-    if registry is not None:
-        registry.promote(manifest.version)
-        print(f"promoted {manifest.version} to current in {registry.root}")
+    if registry is None:
+        return 0
+    version, root = manifest.version, registry.root
+    if args.no_promote:
+        print(
+            f"added {version} to {root}, not promoted (current: {registry.current() or 'none'}); "
+            f"promote it with: newstagger models promote {version} --registry {root}"
+        )
+        return 0
+    if args.promote_if_better:
+        return _promote_if_better(args, registry, version, data, dev or ())
+    previous = registry.promote(version)
+    print(f"promoted {version} to current in {root} (was: {previous or 'none'})")
+    return 0
+
+
+def _promote_if_better(
+    args: argparse.Namespace, registry: ModelRegistry, version: str, data: list[Path], dev: Sequence[Path]
+) -> int:
+    from training.config import load_config
+    from training.gate import compare_models, format_comparison, load_eval_set
+
+    new = load_artifact(registry.path(version))
+    current_version = registry.current()
+    current = None
+    if current_version is not None:
+        try:
+            current = load_artifact(registry.path(current_version))
+        except ArtifactError as exc:
+            print(f"warning: the current model does not load, nothing to protect: {exc}", file=sys.stderr)
+    eval_set, described = load_eval_set(current, new, load_config(args.config), args.eval or (), dev, data)
+    print(f"evaluation set: {described}")
+    try:
+        decision = compare_models(current, new, eval_set, args.gate_metric, args.gate_tolerance)
+    except ValueError as exc:
+        raise NewstaggerError(f"cannot compare {version} with {current_version}: {exc}") from exc
+    print(format_comparison(decision))
+    root = registry.root
+    if not decision.promote:
+        print(
+            f"newstagger train: refused to promote {version}: {decision.reason}.\n"
+            f"  {version} stays in {root}, unpromoted; {current_version} is still current.\n"
+            f"  To promote it anyway: newstagger models promote {version} --registry {root}",
+            file=sys.stderr,
+        )
+        return EXIT_REFUSED
+    previous = registry.promote(version)
+    print(f"promoted {version} to current in {root} (was: {previous or 'none'})")
     return 0
 
 
@@ -201,28 +314,156 @@ def _tag(args: argparse.Namespace) -> int:
 
 def _models(args: argparse.Namespace) -> int:
     registry = ModelRegistry(args.registry)
+    root = registry.root
     if args.action == "list":
-        current = registry.current()
-        versions = registry.versions()
-        if not versions:
-            print(f"no models in {registry.root} — run `newstagger train`")
-            return 0
-        print(f"{'':2}{'version':<28} {'created':<21} heads")
-        for version in versions:
-            m = registry.manifest(version)
-            heads = ", ".join(f"{h.name}({len(h.labels)})" for h in m.heads)
-            print(f"{'*' if version == current else ' ':2}{version:<28} {m.created_at:<21} {heads}")
-        return 0
+        return _models_list(registry)
     if args.action == "show":
         shown: str | None = args.version or registry.current()
         if shown is None:
-            raise NewstaggerError(f"no current model in {registry.root}")
-        print(json.dumps(registry.manifest(shown).to_json(), indent=2))
+            raise NewstaggerError(f"no current model in {root} — run `newstagger train`")
+        manifest = registry.manifest(shown)
+        if args.export_config:
+            args.export_config.write_text(config_to_toml(manifest.config), encoding="utf-8")
+            print(f"wrote the training config of {shown} to {args.export_config}", file=sys.stderr)
+        if args.json:
+            print(json.dumps(manifest.to_json(), indent=2))
+        else:
+            print(_describe(manifest, registry.path(shown), shown == registry.current()))
+        return 0
+    if args.action == "history":
+        entries = registry.entries()
+        if not entries:
+            print(f"no promotions yet in {root}")
+        for entry in entries:
+            print(f"{entry.time}  {entry.action:<8}  {entry.version}")
         return 0
     if args.action == "promote":
-        registry.promote(args.version)
-        print(f"promoted {args.version} to current in {registry.root}")
+        previous = registry.promote(args.version)
+        if previous == args.version:
+            print(f"{args.version} is already current in {root} (verified)")
+        else:
+            print(f"promoted {args.version} to current in {root} (was: {previous or 'none'})")
         return 0
+    previous = registry.current()
     version = registry.rollback()
-    print(f"rolled back: {version} is current in {registry.root}")
+    print(f"rolled back: {version} is current in {root} (was: {previous})")
     return 0
+
+
+def _models_list(registry: ModelRegistry) -> int:
+    current = registry.current()
+    versions = registry.versions()
+    broken = registry.broken()
+    if not versions and not broken:
+        print(f"no models in {registry.root} — run `newstagger train --registry {registry.root}`")
+        return 0
+    print(f"{'':2}{'version':<28} {'created':<21} {'dev macro-F1':<14} heads (labels)")
+    for version in versions:
+        m = registry.manifest(version)
+        heads = ", ".join(f"{h.name}({len(h.labels)})" for h in m.heads)
+        print(
+            f"{'*' if version == current else ' ':2}{version:<28} {m.created_at:<21} "
+            f"{_dev_score(m):<14} {heads}"
+        )
+    for name, reason in sorted(broken.items()):
+        print(f"{'!':2}{name:<28} BROKEN: {reason}")
+    if current is None:
+        print("no current version: `newstagger models promote VERSION`")
+    elif current not in versions:
+        print(f"current points to {current!r}, which is missing or broken: promote or roll back")
+    else:
+        print("* = current (what the services load)")
+    leftovers = registry.leftovers()
+    if leftovers:
+        print(
+            f"{len(leftovers)} leftover(s) of interrupted writes (safe to delete when no training "
+            f"runs): {', '.join(str(p) for p in leftovers)}"
+        )
+    return 0
+
+
+def _dev_score(manifest: Manifest) -> str:
+    """Mean dev macro-F1 over the heads, as recorded at training time."""
+    dev = manifest.metrics.get("dev", {})
+    values = []
+    for m in dev.values():
+        if isinstance(m, dict):
+            value = m.get("macro", {}).get("f1") if m.get("kind") == "multi" else m.get("macro_f1")
+            if isinstance(value, int | float):
+                values.append(float(value))
+    return f"{sum(values) / len(values):.4f}" if values else "-"
+
+
+def _describe(m: Manifest, path: Path, is_current: bool) -> str:
+    """``models show``: what a person needs to know about a version, and how to retrain it."""
+    lines = [
+        f"version      {m.version}{'  (current)' if is_current else ''}",
+        f"name         {m.name}",
+        f"path         {path}",
+        f"created      {m.created_at}",
+        f"model sha256 {m.model_sha256}",
+        "versions     " + ", ".join(f"{k} {v}" for k, v in m.versions.items()),
+        f"seed         {m.config.get('seed', '-')}",
+        "heads:",
+    ]
+    for h in m.heads:
+        target = f", conditioned on {h.target!r}" if h.target else ""
+        lines.append(f"  {h.name} ({h.kind}-label{target}): {len(h.labels)} labels")
+        if h.kind == "multi":
+            pairs = (f"{label}@{t:g}" for label, t in zip(h.labels, h.thresholds, strict=True))
+            lines.append("    " + ", ".join(pairs))
+        else:
+            lines.append("    " + ", ".join(h.labels))
+    lines.append("data:")
+    for role in ("train", "dev"):
+        files = m.data.get(role)
+        if isinstance(files, list):
+            for f in files:
+                lines.append(f"  {role:<5} {f.get('path')}  rows {f.get('rows')}  sha256 {f.get('sha256')}")
+        elif files:
+            lines.append(f"  {role:<5} {files}")
+    dev = m.metrics.get("dev", {})
+    if dev:
+        lines.append("dev metrics:")
+        for head, hm in dev.items():
+            if hm.get("kind") == "multi":
+                lines.append(f"  {head}: micro-F1 {hm['micro']['f1']:.4f}  macro-F1 {hm['macro']['f1']:.4f}")
+            else:
+                lines.append(f"  {head}: accuracy {hm['accuracy']:.4f}  macro-F1 {hm['macro_f1']:.4f}")
+    train_files = [f.get("path") for f in m.data.get("train", []) if isinstance(f, dict)]
+    dev_files = [f.get("path") for f in m.data.get("dev", []) if isinstance(f, dict)]
+    cmd = "newstagger train --data " + " ".join(str(p) for p in train_files)
+    if dev_files:
+        cmd += " --dev " + " ".join(str(p) for p in dev_files)
+    lines.append("retrain (same files, same sha256, the recorded config incl. seed: `--json` shows it):")
+    lines.append(f"  newstagger models show {m.version} --export-config CONFIG.toml")
+    lines.append(f"  {cmd} --config CONFIG.toml")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+
+
+def config_to_toml(config: dict[str, Any]) -> str:
+    """A manifest's training config as the TOML ``train --config`` reads (tables one level deep,
+    ``heads`` as ``[heads.NAME]``)."""
+    top = [f"{k} = {_toml_value(v)}" for k, v in config.items() if not isinstance(v, dict)]
+    tables = []
+    for key, value in config.items():
+        if not isinstance(value, dict):
+            continue
+        if key == "heads":
+            for name, head in value.items():
+                tables.append(f"\n[heads.{json.dumps(name)}]")
+                tables += [f"{k} = {_toml_value(v)}" for k, v in head.items()]
+        else:
+            tables.append(f"\n[{key}]")
+            tables += [f"{k} = {_toml_value(v)}" for k, v in value.items()]
+    return "\n".join(top + tables) + "\n"

@@ -3,18 +3,27 @@
 Layout (works on a shared volume: plain files, renames only)::
 
     ROOT/versions/<version>/   one artifact per version (written atomically by save_artifact)
+    ROOT/versions/.<name>...   staging of a version being written (ignored; see ``leftovers``)
     ROOT/current               the served version's name, replaced with os.replace (atomic)
-    ROOT/history               one line per promotion: "<utc time> <version>", for rollback
+    ROOT/history               one line per pointer change: "<utc time> promote|rollback <version>"
 
-A crash between writing a version and switching the pointer leaves the old ``current`` in
-place and the new version merely unpromoted: the registry is always consistent.
+Consistency: a version directory appears whole (rename) before ``current`` can name it, and
+``current`` is only ever replaced by rename, so a crash at any point leaves either the old
+pointer (the new version merely unpromoted) or the new one — never a half-written file.
+``history`` is written after the pointer; a crash in between loses one history line, which
+``rollback`` tolerates because it reads the served version from ``current``, not from history.
+
+Rollback walks back: promotions push onto a stack and each rollback pops one, so
+v1 → v2 → v3, rollback, rollback serves v1 (not v2 and back to v3).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from service.core.errors import ArtifactError
@@ -25,6 +34,13 @@ HISTORY = "history"
 VERSIONS = "versions"
 
 
+@dataclass(frozen=True)
+class HistoryEntry:
+    time: str
+    action: str  # "promote" | "rollback"
+    version: str
+
+
 class ModelRegistry:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -33,20 +49,43 @@ class ModelRegistry:
     def versions_dir(self) -> Path:
         return self.root / VERSIONS
 
-    def versions(self) -> list[str]:
-        """Every complete version, oldest first."""
+    def _version_dirs(self) -> list[Path]:
         if not self.versions_dir.is_dir():
             return []
-        found = [
-            p
-            for p in self.versions_dir.iterdir()
-            if (p / MANIFEST_FILE).is_file() and not p.name.startswith(".")
-        ]
-        return [p.name for p in sorted(found, key=lambda p: (read_manifest(p).created_at, p.name))]
+        return [p for p in self.versions_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+
+    def versions(self) -> list[str]:
+        """Every version with a readable manifest, oldest first."""
+        found: list[tuple[str, str]] = []
+        for p in self._version_dirs():
+            try:
+                found.append((read_manifest(p).created_at, p.name))
+            except ArtifactError:
+                continue
+        return [name for _, name in sorted(found)]
+
+    def broken(self) -> dict[str, str]:
+        """Version directories whose manifest is missing or unreadable, with the reason."""
+        out = {}
+        for p in self._version_dirs():
+            try:
+                read_manifest(p)
+            except ArtifactError as exc:
+                out[p.name] = str(exc)
+        return out
+
+    def leftovers(self) -> list[Path]:
+        """Hidden staging directories left by interrupted writes (safe to delete when no
+        ``newstagger train`` is running against this registry)."""
+        if not self.versions_dir.is_dir():
+            return []
+        stale = [p for p in self.versions_dir.iterdir() if p.name.startswith(".")]
+        stale += [p for p in self.root.glob(".current.*")]
+        return sorted(stale)
 
     def path(self, version: str) -> Path:
         path = self.versions_dir / version
-        if "/" in version or version.startswith(".") or not (path / MANIFEST_FILE).is_file():
+        if not version or "/" in version or version.startswith(".") or not (path / MANIFEST_FILE).is_file():
             raise ArtifactError(f"no version {version!r} in {self.root} (see `newstagger models list`)")
         return path
 
@@ -64,40 +103,98 @@ class ModelRegistry:
         version = self.current()
         return None if version is None else self.path(version)
 
-    def history(self) -> list[str]:
+    def entries(self) -> list[HistoryEntry]:
         try:
             lines = (self.root / HISTORY).read_text(encoding="utf-8").splitlines()
         except FileNotFoundError:
             return []
-        return [line.split()[-1] for line in lines if line.strip()]
+        out = []
+        for line in lines:
+            parts = line.split()
+            if len(parts) == 2:  # the first format: "<time> <version>"
+                out.append(HistoryEntry(parts[0], "promote", parts[1]))
+            elif len(parts) == 3:
+                out.append(HistoryEntry(parts[0], parts[1], parts[2]))
+        return out
+
+    def history(self) -> list[str]:
+        """Versions in the order they were made current (promotions and rollbacks)."""
+        return [e.version for e in self.entries()]
+
+    def lineage(self) -> list[str]:
+        """The rollback stack: the served version last, the one a rollback returns to before it."""
+        stack: list[str] = []
+        for entry in self.entries():
+            if entry.action == "rollback":
+                while stack and stack[-1] != entry.version:
+                    stack.pop()
+                if not stack:
+                    stack.append(entry.version)
+            elif not stack or stack[-1] != entry.version:
+                stack.append(entry.version)
+        current = self.current()
+        if current is not None and (not stack or stack[-1] != current):
+            stack.append(current)  # a pointer changed without a history line (crash, manual edit)
+        return stack
 
     def new_version_dir(self, version: str) -> Path:
         """Where a new artifact for ``version`` should be written."""
         return self.versions_dir / version
 
-    def promote(self, version: str, verify: bool = True) -> None:
-        """Make ``version`` current, atomically. With ``verify`` the artifact is loaded first."""
+    def promote(self, version: str, verify: bool = True) -> str | None:
+        """Make ``version`` current, atomically; returns the version it replaced.
+
+        With ``verify`` the artifact is loaded (checksum, trusted types) first and a broken one
+        raises ArtifactError without touching the pointer."""
+        return self._point(version, "promote", verify)
+
+    def rollback(self) -> str:
+        """Make the version that was current before the current one current again."""
+        stack = self.lineage()
+        if len(stack) < 2:
+            raise ArtifactError(f"nothing to roll back to in {self.root} (history: {stack or 'empty'})")
+        target = stack[-2]
+        self._point(target, "rollback", verify=True)
+        return target
+
+    def _point(self, version: str, action: str, verify: bool) -> str | None:
         path = self.path(version)
         if verify:
             load_artifact(path)
+        previous = self.current()
         self.root.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".current.", dir=self.root)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(version + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.root / CURRENT)
-        with (self.root / HISTORY).open("a", encoding="utf-8") as fh:
-            fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {version}\n")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(version + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.root / CURRENT)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(self.root)
+        if previous != version:
+            with (self.root / HISTORY).open("a", encoding="utf-8") as fh:
+                fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {action} {version}\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        return previous
 
-    def rollback(self) -> str:
-        """Promote the version that was current before the current one."""
-        current = self.current()
-        previous = [v for v in self.history() if v != current]
-        if not previous:
-            raise ArtifactError(f"nothing to roll back to in {self.root}")
-        self.promote(previous[-1])
-        return previous[-1]
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def resolve_model_path(path: Path) -> Path:

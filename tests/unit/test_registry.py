@@ -1,0 +1,173 @@
+"""ModelRegistry: promote, rollback, crashes leaving it consistent, no junk left by `train`, CLI output."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from service.cli import main
+from service.core.errors import ArtifactError
+from service.model import registry as registry_module
+from service.model.artifact import MODEL_FILE, load_artifact
+from service.model.registry import ModelRegistry, resolve_model_path
+from tests.conftest import FAST_CONFIG
+from tests.helpers import STARTER
+from training.config import load_config
+
+
+def add_version(reg: ModelRegistry, version: str, tamper: bool = False) -> Path:
+    """A copy of v1 named ``version`` (manifest edited; the model checksum still holds)."""
+    src = reg.path("v1")
+    dst = reg.new_version_dir(version)
+    shutil.copytree(src, dst)
+    manifest = json.loads((dst / "manifest.json").read_text())
+    manifest["version"] = version
+    manifest["created_at"] = f"2099-01-01T00:00:{len(reg.versions()):02d}Z"
+    (dst / "manifest.json").write_text(json.dumps(manifest))
+    if tamper:
+        with (dst / MODEL_FILE).open("ab") as fh:
+            fh.write(b"tampered")
+    return dst
+
+
+def test_promote_and_rollback_walk_back(registry: ModelRegistry) -> None:
+    add_version(registry, "v2")
+    add_version(registry, "v3")
+    assert registry.versions() == ["v1", "v2", "v3"]
+    assert registry.promote("v2") == "v1"
+    assert registry.promote("v3") == "v2"
+    assert resolve_model_path(registry.root) == registry.path("v3")
+    assert registry.rollback() == "v2"
+    assert registry.rollback() == "v1"
+    assert registry.current() == "v1"
+    with pytest.raises(ArtifactError, match="nothing to roll back to"):
+        registry.rollback()
+    assert [e.action for e in registry.entries()] == ["promote", "promote", "promote", "rollback", "rollback"]
+
+
+def test_promote_refuses_a_tampered_version(registry: ModelRegistry) -> None:
+    add_version(registry, "bad", tamper=True)
+    with pytest.raises(ArtifactError, match="checksum mismatch"):
+        registry.promote("bad")
+    assert registry.current() == "v1"
+    with pytest.raises(ArtifactError, match="no version"):
+        registry.promote("../v1")
+
+
+def test_crash_before_the_pointer_switch_keeps_the_old_current(
+    registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_version(registry, "v2")
+
+    def crash(*_: object) -> None:
+        raise OSError("power cut")
+
+    monkeypatch.setattr(registry_module.os, "replace", crash)
+    with pytest.raises(OSError, match="power cut"):
+        registry.promote("v2")
+    monkeypatch.undo()
+    assert registry.current() == "v1"  # the old pointer, whole
+    assert registry.versions() == ["v1", "v2"]  # the new version is there, unpromoted
+    assert registry.leftovers() == []  # no temporary pointer left behind
+    assert load_artifact(resolve_model_path(registry.root)).manifest.version == "v1"
+
+
+def test_crash_after_the_pointer_switch_before_history(registry: ModelRegistry) -> None:
+    add_version(registry, "v2")
+    # what a crash between os.replace(current) and the history append leaves: pointer only
+    (registry.root / "current").write_text("v2\n")
+    assert registry.lineage() == ["v1", "v2"]
+    assert registry.rollback() == "v1"
+
+
+def test_a_version_appears_whole_or_not_at_all(
+    registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """save_artifact stages under a hidden name; a crash mid-write adds no version and no junk."""
+    from service.model import artifact
+
+    def crash(*_: object, **__: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(artifact.sio, "dump", crash)
+    loaded = load_artifact(registry.path("v1"))
+    with pytest.raises(OSError, match="disk full"):
+        artifact.save_artifact(loaded.model, {}, registry.new_version_dir("v2"))
+    assert registry.versions() == ["v1"] and registry.leftovers() == []
+
+
+def test_train_leaves_no_pending_directory_on_failure(
+    registry: ModelRegistry,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "x", "text": "", "stance": "neutral"}\n')
+    assert main(["train", "--data", str(bad), "--registry", str(registry.root)]) == 2
+    assert "field 'text'" in capsys.readouterr().err
+    assert registry.leftovers() == [] and registry.versions() == ["v1"]
+
+    # the rename into place fails (e.g. the version appeared meanwhile): still no junk
+    def refuse(self: Path, target: Path) -> Path:
+        raise OSError("directory not empty")
+
+    monkeypatch.setattr(Path, "rename", refuse)
+    fast = tmp_path / "fast.toml"
+    fast.write_text("[features]\nuse_char = false\n")
+    args = [
+        "train",
+        "--data",
+        str(STARTER / "dev.jsonl"),
+        "--config",
+        str(fast),
+        "--registry",
+        str(registry.root),
+    ]
+    assert main(args) == 2
+    assert "cannot add version" in capsys.readouterr().err
+    assert registry.leftovers() == [] and registry.versions() == ["v1"] and registry.current() == "v1"
+
+
+def test_models_cli_output(
+    registry: ModelRegistry, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    add_version(registry, "v2")
+    broken = registry.new_version_dir("half")
+    broken.mkdir()
+    (registry.versions_dir / ".pending-1-abc").mkdir()
+    reg = ["--registry", str(registry.root)]
+    assert main(["models", "promote", "v2", *reg]) == 0
+    out = capsys.readouterr().out
+    assert "promoted v2 to current" in out and "(was: v1)" in out
+    assert main(["models", "list", *reg]) == 0
+    out = capsys.readouterr().out
+    assert "* v2" in out and "  v1" in out and "topics(" in out
+    assert "BROKEN" in out and "half" in out and "leftover" in out and ".pending-1-abc" in out
+    config = tmp_path / "config.toml"
+    assert main(["models", "show", "v1", "--export-config", str(config), *reg]) == 0
+    out = capsys.readouterr().out
+    assert "version      v1" in out and "seed" in out and "sha256" in out and "train.jsonl" in out
+    assert load_config(config) == FAST_CONFIG  # the manifest's config round-trips exactly
+    assert main(["models", "show", "--json", *reg]) == 0
+    assert json.loads(capsys.readouterr().out)["version"] == "v2"
+    assert main(["models", "rollback", *reg]) == 0
+    assert "rolled back: v1 is current" in capsys.readouterr().out
+    assert main(["models", "history", *reg]) == 0
+    out = capsys.readouterr().out
+    assert "promote   v2" in out and "rollback  v1" in out
+    assert main(["models", "promote", "nope", *reg]) == 2
+    assert "no version 'nope'" in capsys.readouterr().err
+
+
+def test_empty_registry(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "list", "--registry", str(tmp_path)]) == 0
+    assert "no models" in capsys.readouterr().out
+    assert main(["models", "rollback", "--registry", str(tmp_path)]) == 2
+    with pytest.raises(ArtifactError, match="no model in"):
+        resolve_model_path(tmp_path)
+    assert not os.path.exists(tmp_path / "current")

@@ -1,0 +1,151 @@
+"""ModelReloader: picks up a new current, refuses broken candidates (old keeps serving, counted),
+and calls in flight finish on the model they started with."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from service.core.errors import ArtifactError
+from service.core.tagger import Tagger
+from service.core.types import Article
+from service.metrics import Metrics
+from service.model.artifact import load_artifact
+from service.model.registry import ModelRegistry
+from service.reloader import ModelReloader, smoke_check
+from tests.helpers import wait_for
+from tests.unit.test_registry import add_version
+
+ARTICLE = Article("a1", "North Korean troops were deployed to the front; dozens were killed in shelling.")
+
+
+def reloads(prom: CollectorRegistry, result: str) -> float:
+    return prom.get_sample_value("newstagger_model_reloads_total", {"result": result}) or 0.0
+
+
+@pytest.fixture()
+def served(registry: ModelRegistry) -> tuple[Tagger, ModelReloader, CollectorRegistry]:
+    prom = CollectorRegistry()
+    tagger = Tagger()
+    reloader = ModelReloader(tagger, registry.root, Metrics(prom), interval=0)
+    assert reloader.check().result == "loaded"
+    return tagger, reloader, prom
+
+
+def test_new_current_is_picked_up(registry: ModelRegistry, served: Any) -> None:
+    tagger, reloader, prom = served
+    assert tagger.tag([ARTICLE])[0].model_version == "v1"
+    assert reloader.check().result == "unchanged"
+    add_version(registry, "v2")
+    registry.promote("v2")
+    outcome = reloader.check()
+    assert (outcome.result, outcome.version) == ("loaded", "v2")
+    assert tagger.tag([ARTICLE])[0].model_version == "v2"
+    assert reloads(prom, "loaded") == 2
+    assert prom.get_sample_value("newstagger_model_info", {"name": "newstagger", "version": "v2"}) == 1
+
+
+def test_polling_picks_up_a_promotion(registry: ModelRegistry) -> None:
+    tagger = Tagger()
+    reloader = ModelReloader(tagger, registry.root, None, interval=0.05)
+    reloader.start()
+    try:
+        wait_for(lambda: tagger.model is not None, 10, what="first load")
+        add_version(registry, "v2")
+        registry.promote("v2")
+        wait_for(lambda: tagger.tag([ARTICLE])[0].model_version == "v2", 10, what="v2 served")
+    finally:
+        reloader.stop()
+
+
+def test_corrupted_artifact_is_refused_old_keeps_serving(registry: ModelRegistry, served: Any) -> None:
+    tagger, reloader, prom = served
+    add_version(registry, "v3", tamper=True)
+    registry.promote("v3", verify=False)  # as if someone wrote `current` by hand
+    outcome = reloader.check()
+    assert outcome.result == "refused" and "checksum mismatch" in outcome.message
+    assert tagger.tag([ARTICLE])[0].model_version == "v1"
+    assert reloads(prom, "refused") == 1
+    # polled again: still refused, not counted (or logged) twice
+    assert reloader.check().result == "refused"
+    assert reloads(prom, "refused") == 1
+
+
+def test_smoke_check_failure_is_refused(registry: ModelRegistry, served: Any) -> None:
+    """A manifest that disagrees with its model (one label too few) loads but cannot tag."""
+    tagger, reloader, prom = served
+    path = add_version(registry, "v4")
+    manifest = json.loads((path / "manifest.json").read_text())
+    topics = next(h for h in manifest["heads"] if h["name"] == "topics")
+    topics["labels"], topics["thresholds"] = topics["labels"][:-1], topics["thresholds"][:-1]
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    load_artifact(path)  # loading alone does not notice
+    registry.promote("v4")
+    outcome = reloader.check()
+    assert outcome.result == "refused" and "smoke check failed" in outcome.message
+    assert tagger.tag([ARTICLE])[0].model_version == "v1"
+    assert reloads(prom, "refused") == 1
+
+
+def test_smoke_check_rejects_scores_outside_0_1(registry: ModelRegistry) -> None:
+    loaded = load_artifact(registry.path("v1"))
+
+    class Broken:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+            self.head_featurizer = inner.head_featurizer
+
+        def features(self, X: Any, heads: Any) -> Any:
+            return self.inner.features(X, heads)
+
+        def scores(self, X: Any, heads: Any, features: Any = None) -> Any:
+            return {h: s * float("nan") for h, s in self.inner.scores(X, heads, features).items()}
+
+    from dataclasses import replace
+
+    with pytest.raises(ArtifactError, match="outside"):
+        smoke_check(replace(loaded, model=Broken(loaded.model)))
+
+
+def test_calls_in_flight_finish_on_the_old_model(registry: ModelRegistry, served: Any) -> None:
+    tagger, reloader, _ = served
+    old = tagger.model
+    assert old is not None
+    entered, release = threading.Event(), threading.Event()
+    inner = old.model
+
+    class Slow:
+        head_featurizer = inner.head_featurizer
+
+        def features(self, X: Any, heads: Any) -> Any:
+            entered.set()
+            assert release.wait(10)
+            return inner.features(X, heads)
+
+        def scores(self, X: Any, heads: Any, features: Any = None) -> Any:
+            return inner.scores(X, heads, features)
+
+    from dataclasses import replace
+
+    tagger.swap(replace(old, model=Slow()))
+    results: list[str] = []
+    worker = threading.Thread(target=lambda: results.append(tagger.tag([ARTICLE])[0].model_version))
+    worker.start()
+    assert entered.wait(10)
+    add_version(registry, "v2")
+    registry.promote("v2")
+    assert reloader.check().result == "loaded"  # swapped while the call is in flight
+    assert tagger.tag([ARTICLE])[0].model_version == "v2"  # new calls: the new model
+    release.set()
+    worker.join(10)
+    assert results == ["v1"]  # the call in flight finished on the model it started with
+
+
+def test_missing_model_dir(tmp_path: Path) -> None:
+    reloader = ModelReloader(Tagger(), tmp_path / "nothing", None, interval=0)
+    assert reloader.check().result == "missing"
