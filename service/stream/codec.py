@@ -1,0 +1,263 @@
+"""Kafka record bytes and headers <-> events: the input decoder, tagged output records and the
+dead-letter envelope. Pure translation: no Kafka client, no I/O. The formats are documented in
+docs/events.md and schemas/*.json.
+
+Every input ends either as an ``InputEvent`` or as a ``DecodeFailed`` carrying one of ``REASONS``;
+``decode_event`` raises nothing else, whatever the bytes and headers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from service.core.types import Article, TagResult
+
+Headers = Sequence[tuple[str, bytes | None]]
+
+CONTENT_TYPE = "content-type"
+JSON_TYPES = frozenset({"application/json", "text/json"})
+PROTOBUF_TYPES = frozenset(
+    {"application/x-protobuf", "application/protobuf", "application/vnd.google.protobuf"}
+)
+#: Headers copied from the input record to the tagged record (distributed tracing, correlation).
+TRACE_HEADERS = frozenset(
+    {"traceparent", "tracestate", "baggage", "b3", "uber-trace-id", "x-request-id", "x-correlation-id"}
+)
+TRACE_PREFIXES = ("x-b3-", "ot-baggage-", "uberctx-")
+H_MODEL_NAME = "newstagger-model-name"
+H_MODEL_VERSION = "newstagger-model-version"
+# dead-letter headers
+H_REASON = "newstagger-error-reason"
+H_ERROR_CLASS = "newstagger-error-class"
+H_ERROR_MESSAGE = "newstagger-error-message"
+H_SOURCE_TOPIC = "newstagger-source-topic"
+H_SOURCE_PARTITION = "newstagger-source-partition"
+H_SOURCE_OFFSET = "newstagger-source-offset"
+H_FAILED_AT = "newstagger-failed-at"
+MAX_ERROR_MESSAGE = 500
+
+#: Why a record went to the dead-letter topic (the ``reason`` label: a bounded set).
+REASONS = (
+    "invalid_json",  # not parseable as JSON (or not valid protobuf)
+    "wrong_type",  # not an object, or a field of the wrong type
+    "missing_field",  # no id or no text
+    "empty_text",
+    "text_too_long",
+    "undecodable",  # bytes that are not UTF-8, or a null value (tombstone)
+    "unknown_content_type",
+    "invalid_article",  # refused by the tagger's own validation
+    "model_error",  # the model failed on this article
+)
+STRING_FIELDS = ("id", "text", "title", "target", "published_at", "source", "url")
+
+
+class DecodeFailed(Exception):  # noqa: N818 - an outcome, not a crash
+    """The record cannot become an article; ``reason`` is one of REASONS."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class InputEvent:
+    """A decoded article event: the article to tag plus the input fields it may pass through."""
+
+    article: Article
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def header_value(headers: Headers, name: str) -> bytes | None:
+    """The last value of header ``name`` (case-insensitive), or None."""
+    found = None
+    for key, value in headers:
+        if isinstance(key, str) and key.lower() == name:
+            found = value
+    return found
+
+
+def decode_event(value: bytes | None, headers: Headers, max_text_bytes: int) -> InputEvent:
+    """Decode one record value. Raises only DecodeFailed."""
+    if value is None:
+        raise DecodeFailed("undecodable", "record value is null")
+    raw_type = header_value(headers, CONTENT_TYPE)
+    try:
+        media = (raw_type or b"application/json").decode("utf-8").split(";", 1)[0].strip().lower()
+    except UnicodeDecodeError:
+        raise DecodeFailed("unknown_content_type", "content-type header is not UTF-8") from None
+    if media in PROTOBUF_TYPES:
+        fields = _protobuf_fields(value)
+    elif media in JSON_TYPES or not media:
+        fields = _json_fields(value)
+    else:
+        raise DecodeFailed("unknown_content_type", f"unsupported content-type {media[:100]!r}")
+    article = _article(fields, max_text_bytes)
+    return InputEvent(article, fields)
+
+
+def _json_fields(value: bytes) -> dict[str, Any]:
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DecodeFailed("undecodable", f"value is not UTF-8: {exc.reason} at byte {exc.start}") from None
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise DecodeFailed("invalid_json", f"invalid JSON: {str(exc)[:200]}") from None
+    if not isinstance(data, dict):
+        raise DecodeFailed("wrong_type", f"the event must be a JSON object, not {type(data).__name__}")
+    return data
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _protobuf_fields(value: bytes) -> dict[str, Any]:
+    try:
+        from google.protobuf.json_format import MessageToDict
+        from google.protobuf.message import DecodeError
+
+        from service.grpc_api.gen.newstagger.v1 import tagger_pb2
+    except ImportError:
+        raise DecodeFailed("unknown_content_type", "protobuf support is not installed") from None
+    message = tagger_pb2.Article()
+    try:
+        message.ParseFromString(value)
+    except (DecodeError, ValueError, RuntimeError) as exc:
+        raise DecodeFailed("invalid_json", f"invalid protobuf Article: {str(exc)[:200]}") from None
+    data: dict[str, Any] = MessageToDict(message, preserving_proto_field_name=True)
+    return data
+
+
+def _article(fields: dict[str, Any], max_text_bytes: int) -> Article:
+    for name in STRING_FIELDS:
+        item = fields.get(name)
+        if item is not None and not isinstance(item, str):
+            raise DecodeFailed("wrong_type", f"field {name!r} must be a string, not {type(item).__name__}")
+    metadata = fields.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise DecodeFailed("wrong_type", f"field 'metadata' must be an object, not {type(metadata).__name__}")
+    for name in ("id", "text"):
+        if fields.get(name) is None:
+            raise DecodeFailed("missing_field", f"field {name!r} is required")
+    article_id, text = fields["id"], fields["text"]
+    if not article_id.strip():
+        raise DecodeFailed("missing_field", "field 'id' is empty")
+    if not text.strip():
+        raise DecodeFailed("empty_text", "field 'text' is empty")
+    size = len(text) if len(text) * 4 <= max_text_bytes else len(text.encode("utf-8", "surrogatepass"))
+    if size > max_text_bytes:
+        raise DecodeFailed("text_too_long", f"text is {size} bytes, over the limit of {max_text_bytes}")
+    return Article(article_id, text, fields.get("title") or "", fields.get("target") or "")
+
+
+# --- output ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a record came from."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutRecord:
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+def iso_now(now: float) -> str:
+    return datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def trace_headers(headers: Headers) -> list[tuple[str, bytes]]:
+    out = []
+    for key, value in headers:
+        name = key.lower() if isinstance(key, str) else ""
+        if value is not None and (name in TRACE_HEADERS or name.startswith(TRACE_PREFIXES)):
+            out.append((key, value))
+    return out
+
+
+def tagged_payload(
+    result: TagResult, source: Source, fields: dict[str, Any], passthrough: Sequence[str], now: float
+) -> dict[str, Any]:
+    heads = [
+        {
+            "head": h.head,
+            "kind": h.kind,
+            "labels": [{"label": s.label, "score": _score(s.score)} for s in h.labels],
+            "scores": [{"label": s.label, "score": _score(s.score)} for s in h.scores],
+        }
+        for h in result.heads
+    ]
+    return {
+        "id": result.article_id,
+        "heads": heads,
+        "model": {"name": result.model_name, "version": result.model_version},
+        "tagged_at": iso_now(now),
+        "source_record": {"topic": source.topic, "partition": source.partition, "offset": source.offset},
+        "fields": {name: fields[name] for name in passthrough if name in fields},
+    }
+
+
+def _score(value: float) -> float:
+    return value if math.isfinite(value) else 0.0
+
+
+def encode_tagged(
+    result: TagResult,
+    key: bytes | None,
+    headers: Headers,
+    source: Source,
+    fields: dict[str, Any],
+    passthrough: Sequence[str],
+    now: float,
+) -> OutRecord:
+    """The tagged record: same key, trace headers copied, model headers added."""
+    payload = tagged_payload(result, source, fields, passthrough, now)
+    value = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    out_headers = trace_headers(headers) + [
+        (CONTENT_TYPE, b"application/json"),
+        (H_MODEL_NAME, result.model_name.encode("utf-8")),
+        (H_MODEL_VERSION, result.model_version.encode("utf-8")),
+    ]
+    return OutRecord(key, value, out_headers)
+
+
+def encode_dead_letter(
+    key: bytes | None,
+    value: bytes | None,
+    headers: Headers,
+    source: Source,
+    reason: str,
+    error: BaseException,
+    model_version: str,
+    now: float,
+) -> OutRecord:
+    """The dead letter: the original key, value and headers, plus headers saying why, where
+    from, when and under which model version."""
+    message = str(error).replace("\r", " ").replace("\n", " ")[:MAX_ERROR_MESSAGE]
+    error_class = type(error).__name__
+    kept = [(k, v) for k, v in headers if isinstance(k, str) and v is not None]
+    extra = [
+        (H_REASON, reason),
+        (H_ERROR_CLASS, error_class),
+        (H_ERROR_MESSAGE, message),
+        (H_SOURCE_TOPIC, source.topic),
+        (H_SOURCE_PARTITION, str(source.partition)),
+        (H_SOURCE_OFFSET, str(source.offset)),
+        (H_FAILED_AT, iso_now(now)),
+        (H_MODEL_VERSION, model_version),
+    ]
+    return OutRecord(key, value, kept + [(k, v.encode("utf-8")) for k, v in extra])

@@ -1,0 +1,88 @@
+"""OffsetBook: what the worker has read, processed and committed, per assigned partition.
+
+``in_flight`` (read but not yet committed) drives backpressure; ``to_commit`` gives the offsets
+that are safe to commit (the next offset after the last record whose output was produced);
+the lag gauge is the partition's high watermark minus the committed offset.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import Any
+
+from kafka import TopicPartition
+from kafka.errors import KafkaError
+
+from service.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+LAG_INTERVAL_S = 1.0
+
+
+class OffsetBook:
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.assigned: frozenset[TopicPartition] = frozenset()
+        self._uncommitted: dict[TopicPartition, int] = {}  # records read, not yet committed
+        self._processed: dict[TopicPartition, int] = {}  # records produced, not yet committed
+        self._next: dict[TopicPartition, int] = {}  # offset to commit
+        self._committed: dict[TopicPartition, int | None] = {}
+        self._lag_at = 0.0
+
+    @property
+    def in_flight(self) -> int:
+        return sum(self._uncommitted.values())
+
+    def assign(self, tps: set[TopicPartition]) -> None:
+        self.revoke(set(self.assigned) - tps)
+        self.assigned = frozenset(tps)
+        self._lag_at = 0.0
+
+    def revoke(self, tps: set[TopicPartition]) -> None:
+        for tp in tps:
+            for book in (self._uncommitted, self._processed, self._next, self._committed):
+                book.pop(tp, None)
+            with contextlib.suppress(KeyError):
+                self.metrics.kafka_lag.remove(tp.topic, str(tp.partition))
+        self.assigned = self.assigned - tps
+
+    def read(self, tp: TopicPartition, count: int) -> None:
+        self._uncommitted[tp] = self._uncommitted.get(tp, 0) + count
+
+    def processed(self, tp: TopicPartition, offset: int) -> None:
+        self._processed[tp] = self._processed.get(tp, 0) + 1
+        self._next[tp] = offset + 1
+
+    def has_uncommitted(self) -> bool:
+        return any(self._processed.get(tp) for tp in self.assigned)
+
+    def to_commit(self) -> dict[TopicPartition, int]:
+        return {tp: self._next[tp] for tp in self.assigned if self._processed.get(tp)}
+
+    def committed(self, offsets: dict[TopicPartition, int]) -> None:
+        for tp, offset in offsets.items():
+            self._uncommitted[tp] = max(0, self._uncommitted.get(tp, 0) - self._processed.pop(tp, 0))
+            self._committed[tp] = offset
+        self._lag_at = 0.0
+
+    def update_lag(self, consumer: Any) -> None:
+        """Set the lag gauge (high watermark - committed) at most once a second."""
+        now = time.monotonic()
+        if now - self._lag_at < LAG_INTERVAL_S:
+            return
+        self._lag_at = now
+        for tp in self.assigned:
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            if tp not in self._committed:
+                try:
+                    self._committed[tp] = consumer.committed(tp, timeout_ms=2000)
+                except KafkaError as exc:
+                    logger.debug("committed offset of %s unknown: %s", tp, exc)
+                    continue
+            committed = self._committed[tp] or 0
+            self.metrics.kafka_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - committed))

@@ -1,0 +1,201 @@
+"""Helpers for the Kafka stream tests: fresh topics and group per test, a worker in a thread or
+a ``newstagger stream`` process, and a plain kafka-python reader that knows nothing of newstagger."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from prometheus_client import CollectorRegistry
+
+from service.runtime import Runtime, build_runtime
+from service.settings import Settings
+from service.stream.clients import ensure_topics
+from service.stream.main import build_stream_worker
+from service.stream.worker import StreamWorker
+from tests.helpers import wait_for
+
+FAST_GROUP = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 500}
+NEWSTAGGER = str(Path(sys.executable).parent / "newstagger")
+
+
+def stream_settings(bootstrap: str, model_dir: Path, **overrides: Any) -> Settings:
+    """Settings with uuid-named topics and group, fast group timings, no HTTP endpoint."""
+    tag = uuid.uuid4().hex[:10]
+    values: dict[str, Any] = {
+        "model_dir": model_dir,
+        "bootstrap_servers": bootstrap,
+        "input_topic": f"articles-{tag}",
+        "output_topic": f"tagged-{tag}",
+        "dlq_topic": f"dlq-{tag}",
+        "group_id": f"group-{tag}",
+        "metrics_port": 0,
+        "reload_interval_seconds": 0,
+        "grace_seconds": 10,
+        **FAST_GROUP,
+    }
+    settings = Settings(**(values | overrides))
+    ensure_topics(settings, [settings.input_topic, settings.output_topic, settings.dlq_topic])
+    return settings
+
+
+@dataclass
+class RunningWorker:
+    worker: StreamWorker
+    runtime: Runtime
+    registry: CollectorRegistry
+    thread: threading.Thread
+
+    def sample(self, name: str, **labels: str) -> float:
+        value = self.registry.get_sample_value(name, labels)
+        return 0.0 if value is None else value
+
+
+@contextmanager
+def worker_in_thread(
+    settings: Settings, prepare: Callable[[Runtime], None] | None = None
+) -> Iterator[RunningWorker]:
+    """A StreamWorker on the real broker, in a thread of this process; stopped on exit."""
+    registry = CollectorRegistry()
+    runtime = build_runtime(settings, registry=registry)
+    if prepare is not None:
+        prepare(runtime)
+    worker = build_stream_worker(runtime)
+    runtime.readiness.append(worker.ready)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker.run()
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name="stream-worker", daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: worker.ready()[0] or errors, 30, what="worker assigned")
+        assert not errors, errors
+        yield RunningWorker(worker, runtime, registry, thread)
+    finally:
+        worker.stop()
+        thread.join(settings.grace_seconds + 10)
+        runtime.close(5)
+    assert not thread.is_alive(), "worker did not stop"
+    assert not errors, errors
+
+
+def article(i: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": f"a-{i}",
+        "title": f"Report {i}",
+        "text": f"Troops were deployed near the border on day {i} as talks on sanctions stalled.",
+        "source": "wire",
+        "url": f"https://example.test/{i}",
+        **extra,
+    }
+
+
+def produce(
+    bootstrap: str,
+    topic: str,
+    records: Sequence[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]],
+    partition: int | None = None,
+) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    try:
+        for key, value, headers in records:
+            producer.send(topic, key=key, value=value, headers=headers, partition=partition)
+        producer.flush(30)
+    finally:
+        producer.close(5)
+
+
+def produce_articles(bootstrap: str, topic: str, ids: Sequence[int], keyed: bool = True) -> None:
+    produce(
+        bootstrap,
+        topic,
+        [((f"k{i % 7}".encode() if keyed else None), json.dumps(article(i)).encode(), []) for i in ids],
+    )
+
+
+class Reader:
+    """A plain kafka-python consumer (no group, no newstagger code) over some topics."""
+
+    def __init__(self, bootstrap: str, *topics: str) -> None:
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+        )
+        self.consumer.subscribe(list(topics))
+        self.records: list[Any] = []
+
+    def read_until(self, done: Callable[[list[Any]], bool], timeout: float = 60.0) -> list[Any]:
+        def check() -> bool:
+            for batch in self.consumer.poll(timeout_ms=200).values():
+                self.records.extend(batch)
+            return done(self.records)
+
+        wait_for(check, timeout, interval=0.0, what="records")
+        return self.records
+
+    def read_count(self, count: int, timeout: float = 60.0) -> list[Any]:
+        return self.read_until(lambda r: len(r) >= count, timeout)
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def output_ids(records: Sequence[Any]) -> list[str]:
+    return [json.loads(r.value)["id"] for r in records]
+
+
+def committed_total(bootstrap: str, group: str, topic: str) -> int:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        return sum(consumer.committed(TopicPartition(topic, p)) or 0 for p in parts)
+    finally:
+        consumer.close()
+
+
+def start_stream_process(settings: Settings, log: Path, **env: str) -> subprocess.Popen[bytes]:
+    """``newstagger stream`` as a child process, configured by flags for this test's settings;
+    its log lines are appended to ``log``."""
+    args = [
+        NEWSTAGGER,
+        "stream",
+        "--model-dir",
+        str(settings.model_dir),
+        "--bootstrap-servers",
+        settings.bootstrap_servers,
+        "--input-topic",
+        settings.input_topic,
+        "--output-topic",
+        settings.output_topic,
+        "--dlq-topic",
+        settings.dlq_topic,
+        "--group-id",
+        settings.group_id,
+        "--metrics-port",
+        str(settings.metrics_port),
+        "--session-timeout-ms",
+        str(settings.session_timeout_ms),
+        "--heartbeat-interval-ms",
+        str(settings.heartbeat_interval_ms),
+        "--grace-seconds",
+        str(settings.grace_seconds),
+        "--log-format",
+        "text",
+    ]
+    full_env = {**os.environ, "NEWSTAGGER_RELOAD_INTERVAL_SECONDS": "0", **env}
+    with log.open("ab") as sink:
+        return subprocess.Popen(args, env=full_env, stdout=subprocess.DEVNULL, stderr=sink)

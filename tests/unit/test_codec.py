@@ -1,0 +1,135 @@
+"""The event codec: every input ends as an article or a dead-letter reason, never a crash."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.core.types import HeadResult, LabelScore, TagResult
+from service.stream.codec import (
+    H_MODEL_VERSION,
+    H_REASON,
+    REASONS,
+    DecodeFailed,
+    InputEvent,
+    Source,
+    decode_event,
+    encode_dead_letter,
+    encode_tagged,
+)
+
+LIMIT = 1000
+header_names = st.one_of(
+    st.sampled_from(["content-type", "Content-Type", "traceparent", "x-b3-traceid", "other"]),
+    st.text(max_size=8),
+)
+header_values = st.one_of(
+    st.none(),
+    st.sampled_from([b"application/json", b"application/x-protobuf", b"text/plain", b"\xff"]),
+    st.binary(max_size=16),
+)
+headers_st = st.lists(st.tuples(header_names, header_values), max_size=4)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+field_values = st.one_of(json_values, st.text(max_size=40), st.just(" "), st.just("x" * (LIMIT + 1)))
+objects = st.dictionaries(
+    st.sampled_from(["id", "text", "title", "target", "published_at", "source", "url", "metadata", "extra"]),
+    field_values,
+    max_size=8,
+)
+
+
+def outcome(value: bytes | None, headers: Any) -> InputEvent | str:
+    try:
+        return decode_event(value, headers, LIMIT)
+    except DecodeFailed as exc:
+        assert exc.reason in REASONS
+        assert str(exc)
+        return exc.reason
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.one_of(st.none(), st.binary(max_size=200)), headers=headers_st)
+def test_arbitrary_bytes_and_headers_never_raise(value: bytes | None, headers: Any) -> None:
+    result = outcome(value, headers)
+    assert isinstance(result, InputEvent | str)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.one_of(objects, json_values), headers=headers_st)
+def test_arbitrary_json_is_an_article_or_a_reason(data: Any, headers: Any) -> None:
+    headers = [(k, v) for k, v in headers if k.lower() != "content-type"]
+    result = outcome(json.dumps(data).encode(), headers)
+    if isinstance(result, InputEvent):
+        assert isinstance(data, dict)
+        assert result.article.id == data["id"] and result.article.text == data["text"]
+        assert data["text"].strip() and len(data["text"].encode()) <= LIMIT
+
+
+@given(data=objects)
+def test_encoded_dead_letter_keeps_the_original(data: dict[str, Any]) -> None:
+    value = json.dumps(data).encode()
+    letter = encode_dead_letter(
+        b"k", value, [("traceparent", b"t")], Source("in", 2, 9), "wrong_type", ValueError("x\ny"), "v3", 0.0
+    )
+    headers = dict(letter.headers)
+    assert letter.key == b"k" and letter.value == value
+    assert headers["traceparent"] == b"t" and headers[H_REASON] == b"wrong_type"
+    assert headers["newstagger-error-message"] == b"x y"
+    assert headers[H_MODEL_VERSION] == b"v3"
+
+
+@pytest.mark.parametrize(
+    ("value", "headers", "reason"),
+    [
+        (b"{", [], "invalid_json"),
+        (b"NaN", [], "invalid_json"),
+        (b"[]", [], "wrong_type"),
+        (b'{"id": "a", "text": 1}', [], "wrong_type"),
+        (b'{"id": "a", "text": "t", "metadata": []}', [], "wrong_type"),
+        (b'{"text": "t"}', [], "missing_field"),
+        (b'{"id": "a", "text": null}', [], "missing_field"),
+        (b'{"id": "a", "text": " \\n"}', [], "empty_text"),
+        (json.dumps({"id": "a", "text": "\u00e9" * 501}).encode(), [], "text_too_long"),
+        (b"\xc3\x28", [], "undecodable"),
+        (None, [], "undecodable"),
+        (b"{}", [("content-type", b"text/csv")], "unknown_content_type"),
+        (b"\xff\xff", [("content-type", b"application/x-protobuf")], "invalid_json"),
+    ],
+)
+def test_each_bad_input_has_its_reason(value: bytes | None, headers: Any, reason: str) -> None:
+    assert outcome(value, headers) == reason
+
+
+def test_json_with_charset_and_tagged_record() -> None:
+    event = decode_event(
+        b'{"id": "a", "text": "t", "title": "T", "url": "u", "metadata": {"m": 1}}',
+        [("Content-Type", b"application/json; charset=utf-8")],
+        LIMIT,
+    )
+    result = TagResult(
+        "a", (HeadResult("topics", "multi", (LabelScore("x", 0.9),), (LabelScore("x", 0.9),)),), "m", "v1"
+    )
+    out = encode_tagged(
+        result, b"key", [("traceparent", b"tp"), ("secret", b"s")], Source("in", 0, 5), event.fields,
+        ("title", "url", "metadata", "published_at"), 0.0,
+    )  # fmt: skip
+    payload = json.loads(out.value or b"")
+    assert out.key == b"key"
+    assert dict(out.headers) == {
+        "traceparent": b"tp",
+        "content-type": b"application/json",
+        "newstagger-model-name": b"m",
+        "newstagger-model-version": b"v1",
+    }
+    assert payload["fields"] == {"title": "T", "url": "u", "metadata": {"m": 1}}
+    assert payload["source_record"] == {"topic": "in", "partition": 0, "offset": 5}
+    assert payload["tagged_at"] == "1970-01-01T00:00:00.000Z"
+    assert payload["heads"][0]["labels"] == [{"label": "x", "score": 0.9}]
