@@ -146,7 +146,12 @@ def register(sub: Any) -> None:
     actions.add_parser("list", help="Every version, the current one marked.", parents=[common])
     show = actions.add_parser("show", help="One version's manifest.", parents=[common])
     show.add_argument("version", nargs="?", default=None, help="Version (default: current).")
-    show.add_argument("--json", action="store_true", help="Print the whole manifest as JSON.")
+    show.add_argument(
+        "--summary",
+        action="store_true",
+        help="A readable summary (heads, thresholds, data files with sha256, seed, dev metrics, "
+        "how to retrain) instead of the manifest's JSON.",
+    )
     show.add_argument(
         "--export-config",
         type=Path,
@@ -325,10 +330,10 @@ def _models(args: argparse.Namespace) -> int:
         if args.export_config:
             args.export_config.write_text(config_to_toml(manifest.config), encoding="utf-8")
             print(f"wrote the training config of {shown} to {args.export_config}", file=sys.stderr)
-        if args.json:
-            print(json.dumps(manifest.to_json(), indent=2))
-        else:
+        if args.summary:
             print(_describe(manifest, registry.path(shown), shown == registry.current()))
+        else:
+            print(json.dumps(manifest.to_json(), indent=2))
         return 0
     if args.action == "history":
         entries = registry.entries()
@@ -376,8 +381,8 @@ def _models_list(registry: ModelRegistry) -> int:
     leftovers = registry.leftovers()
     if leftovers:
         print(
-            f"{len(leftovers)} leftover(s) of interrupted writes (safe to delete when no training "
-            f"runs): {', '.join(str(p) for p in leftovers)}"
+            f"{len(leftovers)} hidden staging leftover(s) of interrupted writes in {registry.root} "
+            "(ignored; safe to delete when no training runs)"
         )
     return 0
 
@@ -435,7 +440,7 @@ def _describe(m: Manifest, path: Path, is_current: bool) -> str:
     cmd = "newstagger train --data " + " ".join(str(p) for p in train_files)
     if dev_files:
         cmd += " --dev " + " ".join(str(p) for p in dev_files)
-    lines.append("retrain (same files, same sha256, the recorded config incl. seed: `--json` shows it):")
+    lines.append("retrain (the same files with the same sha256, the recorded config incl. the seed):")
     lines.append(f"  newstagger models show {m.version} --export-config CONFIG.toml")
     lines.append(f"  {cmd} --config CONFIG.toml")
     return "\n".join(lines)

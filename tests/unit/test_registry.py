@@ -147,13 +147,13 @@ def test_models_cli_output(
     assert main(["models", "list", *reg]) == 0
     out = capsys.readouterr().out
     assert "* v2" in out and "  v1" in out and "topics(" in out
-    assert "BROKEN" in out and "half" in out and "leftover" in out and ".pending-1-abc" in out
+    assert "BROKEN" in out and "half" in out and "1 hidden staging leftover" in out
     config = tmp_path / "config.toml"
-    assert main(["models", "show", "v1", "--export-config", str(config), *reg]) == 0
+    assert main(["models", "show", "v1", "--summary", "--export-config", str(config), *reg]) == 0
     out = capsys.readouterr().out
     assert "version      v1" in out and "seed" in out and "sha256" in out and "train.jsonl" in out
     assert load_config(config) == FAST_CONFIG  # the manifest's config round-trips exactly
-    assert main(["models", "show", "--json", *reg]) == 0
+    assert main(["models", "show", *reg]) == 0
     assert json.loads(capsys.readouterr().out)["version"] == "v2"
     assert main(["models", "rollback", *reg]) == 0
     assert "rolled back: v1 is current" in capsys.readouterr().out
