@@ -290,6 +290,8 @@ def _read_articles(stream: TextIO, source: str) -> list[Article]:
             continue
         try:
             raw = json.loads(line)
+            if not isinstance(raw.get("text"), str):
+                raise TypeError("'text' must be a string")
             articles.append(
                 Article(
                     str(raw.get("id", lineno)), raw["text"], raw.get("title") or "", raw.get("target") or ""

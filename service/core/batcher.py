@@ -9,12 +9,14 @@ Both the gRPC API and the Kafka worker tag through the same batcher.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 from service.core.errors import DeadlineExceeded, ModelNotReady, Overloaded
@@ -77,6 +79,7 @@ class MicroBatcher:
             self._queue.put_nowait(item)
         except queue.Full:
             raise Overloaded(f"queue full ({self._queue.maxsize} articles waiting); retry later") from None
+        self._after_put()
         return item.future
 
     def submit_many(
@@ -98,13 +101,20 @@ class MicroBatcher:
                 except queue.Full:
                     raise Overloaded("queue full") from None
             futures.append(item.future)
+            self._after_put()
         return futures
 
     def tag(
         self, article: Article, options: TagOptions = DEFAULT_OPTIONS, timeout: float | None = None
     ) -> TagResult:
+        """Tag one article, waiting at most ``timeout`` seconds (then DeadlineExceeded)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        return self.submit(article, options, deadline).result(timeout)
+        future = self.submit(article, options, deadline)
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            future.cancel()  # if still queued, the worker skips it
+            raise DeadlineExceeded(f"article {article.id!r} not tagged within {timeout}s") from None
 
     def close(self, timeout: float | None = None) -> None:
         """Stop accepting, finish what is queued, stop the thread."""
@@ -112,6 +122,23 @@ class MicroBatcher:
             self._closed = True
             self._queue.put(None)
         self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self._fail_leftovers()
+
+    def _after_put(self) -> None:
+        # close() raced with this submit and the worker has gone: nobody else will answer the item
+        if self._closed and not self._thread.is_alive():
+            self._fail_leftovers()
+
+    def _fail_leftovers(self) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                with contextlib.suppress(InvalidStateError):  # cancelled by its caller
+                    item.future.set_exception(ModelNotReady("the service is shutting down"))
 
     def _take_batch(self, first: _Item) -> tuple[list[_Item], bool]:
         batch, stop = [first], False
@@ -160,8 +187,14 @@ class MicroBatcher:
             if item.deadline is not None and now >= item.deadline:
                 item.future.set_exception(DeadlineExceeded("deadline passed before tagging"))
                 continue
-            if item.future.set_running_or_notify_cancel():
-                live.append(item)
+            if not item.future.set_running_or_notify_cancel():
+                continue
+            try:  # a bad article fails alone, before it can fail the batch
+                self.tagger.validate(item.article)
+            except Exception as exc:
+                item.future.set_exception(exc)
+                continue
+            live.append(item)
         if not live:
             return
         started = time.perf_counter()

@@ -47,7 +47,10 @@ class Tagger:
         """Raise InvalidArticle / InvalidRequest for what no model could tag."""
         if not article.text or not article.text.strip():
             raise InvalidArticle(f"article {article.id!r}: text is empty")
-        size = len(article.text.encode("utf-8", "surrogatepass"))
+        # a UTF-8 character is at most 4 bytes: only texts that might be over the limit are encoded
+        size = len(article.text)
+        if size * 4 > self.max_text_bytes:
+            size = len(article.text.encode("utf-8", "surrogatepass"))
         if size > self.max_text_bytes:
             raise InvalidArticle(
                 f"article {article.id!r}: text is {size} bytes, over the limit of {self.max_text_bytes}"
@@ -55,12 +58,15 @@ class Tagger:
         if options is not None:
             self.check_options(options)
 
-    def check_options(self, options: TagOptions) -> None:
+    def check_options(self, options: TagOptions, model: LoadedModel | None = None) -> None:
+        """Raise InvalidRequest for bad options; heads are checked against ``model``
+        (default: the current one)."""
         if options.top_k < 0:
             raise InvalidRequest("top_k must be >= 0")
         if options.min_score is not None and not 0.0 <= options.min_score <= 1.0:
             raise InvalidRequest("min_score must be between 0 and 1")
-        model = self._model
+        if model is None:
+            model = self._model
         if model is not None and options.heads:
             known = {h.name for h in model.manifest.heads}
             unknown = [h for h in options.heads if h not in known]
@@ -72,8 +78,11 @@ class Tagger:
     def tag(
         self, articles: Sequence[Article], options: TagOptions | Sequence[TagOptions] = DEFAULT_OPTIONS
     ) -> list[TagResult]:
-        """Tag ``articles`` with one vectorized call per head. ``options`` is one for all or one each."""
-        loaded = self.require_model()
+        """Tag ``articles`` with one vectorized call per head. ``options`` is one for all or one each.
+
+        Raises InvalidArticle (naming the article) if any article has empty or over-long text.
+        """
+        loaded = self.require_model()  # read once: a concurrent swap does not change this call's model
         per_item = [options] * len(articles) if isinstance(options, TagOptions) else list(options)
         if len(per_item) != len(articles):
             raise InvalidRequest("need one TagOptions per article")
@@ -81,7 +90,9 @@ class Tagger:
             return []
         all_heads = [h.name for h in loaded.manifest.heads]
         for opts in set(per_item):
-            self.check_options(opts)
+            self.check_options(opts, loaded)
+        for article in articles:
+            self.validate(article)
         wanted = {h for opts in per_item for h in (opts.heads or all_heads)}
         heads = [h for h in all_heads if h in wanted]
         X = articles_to_matrix(articles)

@@ -7,7 +7,8 @@ An artifact is a directory::
     MODEL_CARD.md    the same facts for people
 
 Loading refuses an artifact whose manifest is missing or malformed, whose model file does not
-match the manifest's sha256, or whose model file names a type that is not in ``TRUSTED_TYPES``.
+match the manifest's sha256, or whose model file names a type that is neither in ``TRUSTED_TYPES``
+nor a plain value (``PLAIN_TYPES``) -- stricter than skops' own defaults.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import shutil
 import tempfile
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,7 @@ CARD_FILE = "MODEL_CARD.md"
 TRUSTED_TYPES: tuple[str, ...] = (
     "builtins.slice",
     "numpy.dtype",
+    "numpy.float32",
     "numpy.float64",
     "numpy.int64",
     "numpy.ndarray",
@@ -58,6 +61,26 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "sklearn.pipeline.Pipeline",
     "sklearn.preprocessing._label.LabelBinarizer",
     "sklearn.svm._classes.LinearSVC",
+)
+
+
+#: Plain values (containers, strings, numbers) that skops stores as data, never as code.
+PLAIN_TYPES: frozenset[str] = frozenset(
+    f"builtins.{name}"
+    for name in (
+        "dict",
+        "list",
+        "tuple",
+        "set",
+        "frozenset",
+        "str",
+        "bytes",
+        "int",
+        "float",
+        "complex",
+        "bool",
+        "NoneType",
+    )
 )
 
 
@@ -200,9 +223,34 @@ def read_manifest(path: Path) -> Manifest:
     if not manifest_path.is_file():
         raise ArtifactError(f"{path}: no {MANIFEST_FILE} (not a model artifact)")
     try:
-        return Manifest.from_json(json.loads(manifest_path.read_text(encoding="utf-8")))
-    except (ValueError, KeyError, TypeError) as exc:
+        raw = json.loads(manifest_path.read_text(encoding="utf-8"))
+        if not isinstance(raw, dict):
+            raise TypeError(f"expected a JSON object, got {type(raw).__name__}")
+        return Manifest.from_json(raw)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ArtifactError(f"{manifest_path}: malformed manifest: {exc}") from exc
+
+
+def model_file_types(path: Path) -> set[str]:
+    """Every type, function and class a skops file names, read from its schema without loading it.
+
+    (skops itself trusts many scikit-learn and builtin types by default; newstagger trusts only
+    ``TRUSTED_TYPES`` and plain values.)
+    """
+    with zipfile.ZipFile(path) as zf:
+        schema = json.loads(zf.read("schema.json"))
+    found: set[str] = set()
+    stack: list[Any] = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            module, name = node.get("__module__"), node.get("__class__")
+            if isinstance(module, str) and isinstance(name, str):
+                found.add(f"{module}.{name}")
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
 
 
 def load_artifact(path: Path) -> LoadedModel:
@@ -218,9 +266,10 @@ def load_artifact(path: Path) -> LoadedModel:
             f"{model_path}: checksum mismatch (manifest {manifest.model_sha256[:12]}…, file {digest[:12]}…)"
         )
     try:
-        untrusted = [t for t in sio.get_untrusted_types(file=model_path) if t not in TRUSTED_TYPES]
+        named = model_file_types(model_path) | set(sio.get_untrusted_types(file=model_path))
     except Exception as exc:
         raise ArtifactError(f"{model_path}: unreadable model file: {exc}") from exc
+    untrusted = named - set(TRUSTED_TYPES) - PLAIN_TYPES
     if untrusted:
         raise ArtifactError(f"{model_path}: refusing untrusted types: {', '.join(sorted(untrusted))}")
     try:

@@ -1,0 +1,294 @@
+"""The model CLI end to end: train --out, evaluate --json, tag --explain, and the registry's
+models list/show/promote/rollback, including a crash between writing a version and promoting it."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.cli import main
+from service.model.artifact import MANIFEST_FILE, MODEL_FILE
+from service.model.registry import ModelRegistry
+from tests.helpers import STARTER
+
+ARTICLES = [
+    {"id": "k1", "text": "North Korean troops were deployed to Kursk; dozens were killed in shelling."},
+    {"id": "k2", "title": "Sanctions", "text": "The EU imposed sanctions over arms transfers to Russia."},
+]
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def fast_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("config") / "fast.toml"
+    path.write_text("[features]\nuse_char = false\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def cli_model(tmp_path_factory: pytest.TempPathFactory, fast_config: Path) -> tuple[Path, str, str]:
+    """`newstagger train --out` on the starter data; returns (dir, stdout, stderr)."""
+    out = tmp_path_factory.mktemp("cli") / "model"
+    with pytest.MonkeyPatch.context() as mp:
+        stdout, stderr = io.StringIO(), io.StringIO()
+        mp.setattr("sys.stdout", stdout)
+        mp.setattr("sys.stderr", stderr)
+        code = main(
+            [
+                "train",
+                "--data",
+                str(STARTER / "train.jsonl"),
+                "--dev",
+                str(STARTER / "dev.jsonl"),
+                "--config",
+                str(fast_config),
+                "--out",
+                str(out),
+                "--version",
+                "cli-1",
+            ]
+        )
+    assert code == 0, stderr.getvalue()
+    return out, stdout.getvalue(), stderr.getvalue()
+
+
+def test_train_out_writes_an_artifact_and_shows_progress(cli_model: tuple[Path, str, str]) -> None:
+    out, stdout, stderr = cli_model
+    assert f"model newstagger cli-1 written to {out}" in stdout
+    assert "[1/5]" in stderr and "[5/5] done" in stderr
+    manifest = json.loads((out / MANIFEST_FILE).read_text())
+    assert manifest["version"] == "cli-1"
+    assert manifest["config"]["features"]["use_char"] is False
+    assert {h["name"] for h in manifest["heads"]} == {"topics", "stance"}
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "cli-1" in card and "micro-F1" in card
+
+
+def test_train_out_refuses_an_existing_artifact(
+    cli_model: tuple[Path, str, str], capsys: pytest.CaptureFixture[str], fast_config: Path
+) -> None:
+    out = cli_model[0]
+    before = (out / MODEL_FILE).read_bytes()
+    code, _, err = run(
+        capsys, "train", "--data", str(STARTER / "dev.jsonl"), "--config", str(fast_config), "--out", str(out)
+    )
+    assert code == 2 and "not empty" in err
+    assert (out / MODEL_FILE).read_bytes() == before
+
+
+def test_evaluate_prints_metrics_and_writes_json(
+    cli_model: tuple[Path, str, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    report = tmp_path / "metrics.json"
+    code, out, _ = run(
+        capsys,
+        "evaluate",
+        "--model",
+        str(cli_model[0]),
+        "--data",
+        str(STARTER / "dev.jsonl"),
+        "--json",
+        str(report),
+    )
+    assert code == 0
+    assert "model newstagger cli-1 on 130 rows" in out
+    assert "topics: micro-F1" in out and "stance: accuracy" in out and "confusion" in out
+    metrics = json.loads(report.read_text())
+    topics, stance = metrics["topics"], metrics["stance"]
+    assert topics["kind"] == "multi" and topics["n"] == 130
+    assert 0.5 < topics["micro"]["f1"] <= 1.0 and 0.0 < topics["macro"]["f1"] <= 1.0
+    assert "troop_deployment" in topics["per_label"]
+    assert stance["kind"] == "single" and 0.0 < stance["accuracy"] <= 1.0
+    matrix = stance["confusion"]["matrix"]
+    assert sum(map(sum, matrix)) == 130 and len(matrix) == 3
+    # the figures on the command line and in the manifest agree
+    dev = json.loads((cli_model[0] / MANIFEST_FILE).read_text())["metrics"]["dev"]
+    assert dev["topics"]["micro"] == topics["micro"]
+
+
+def tag_lines(out: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_tag_explain_from_a_file(
+    cli_model: tuple[Path, str, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(a) + "\n" for a in ARTICLES), encoding="utf-8")
+    code, out, _ = run(capsys, "tag", str(src), "--model", str(cli_model[0]), "--explain")
+    assert code == 0
+    results = tag_lines(out)
+    assert [r["id"] for r in results] == ["k1", "k2"]
+    first = results[0]
+    assert first["model"] == {"name": "newstagger", "version": "cli-1"}
+    topics = first["heads"]["topics"]
+    labels = [x["label"] for x in topics["labels"]]
+    assert "troop_deployment" in labels
+    assert set(topics["explanations"]) == set(labels)
+    assert all(topics["explanations"][label] for label in labels)
+    stance = first["heads"]["stance"]
+    assert stance["label"] in {"supportive", "critical", "neutral"}
+    assert set(stance["distribution"]) == {"supportive", "critical", "neutral"}
+    assert stance["label"] in stance["explanations"]
+
+
+def test_tag_from_stdin_with_options(
+    cli_model: tuple[Path, str, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(ARTICLES[1]) + "\n\n"))
+    code, out, _ = run(
+        capsys, "tag", "--model", str(cli_model[0]), "--heads", "topics", "--top-k", "1", "--min-score", "0"
+    )
+    assert code == 0
+    [result] = tag_lines(out)
+    assert list(result["heads"]) == ["topics"]
+    assert len(result["heads"]["topics"]["labels"]) == 1
+    assert "explanations" not in result["heads"]["topics"]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"id": "x", "text": ""}', "'x': text is empty"),
+        ('{"id": "x"}', "<stdin>:1: need a JSON object with 'text'"),
+        ("not json", "<stdin>:1:"),
+    ],
+)
+def test_tag_rejects_bad_input_with_a_clear_message(
+    cli_model: tuple[Path, str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    line: str,
+    message: str,
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(line + "\n"))
+    code, out, err = run(capsys, "tag", "--model", str(cli_model[0]))
+    assert code == 2 and out == ""
+    assert message in err
+
+
+def test_tag_and_evaluate_with_no_model(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run(capsys, "evaluate", "--model", str(tmp_path), "--data", str(STARTER / "dev.jsonl"))
+    assert code == 2 and "no model in" in err and "newstagger train" in err
+
+
+def listed(out: str) -> dict[str, str]:
+    """`models list` rows by version; the current one starts with '*'."""
+    return {line[1:].split()[0]: line for line in out.splitlines() if line[1:].strip()}
+
+
+def add_version(registry: ModelRegistry, source: Path, version: str, created_at: str) -> None:
+    dst = registry.new_version_dir(version)
+    shutil.copytree(source, dst)
+    manifest = json.loads((dst / MANIFEST_FILE).read_text())
+    manifest.update(version=version, created_at=created_at)
+    (dst / MANIFEST_FILE).write_text(json.dumps(manifest))
+
+
+def test_models_list_show_promote_rollback(
+    registry: ModelRegistry, model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = str(registry.root)
+    add_version(registry, model_dir, "v2", "2999-01-01T00:00:00Z")
+    code, out, _ = run(capsys, "models", "list", "--registry", root)
+    assert code == 0
+    rows = listed(out)
+    assert rows["v1"].startswith("*") and not rows["v2"].startswith("*")
+    assert "topics(9)" in rows["v1"] and "stance(3)" in rows["v1"]
+
+    code, out, _ = run(capsys, "models", "show", "--registry", root)
+    assert code == 0 and json.loads(out)["version"] == "v1"
+    code, out, _ = run(capsys, "models", "show", "v2", "--registry", root)
+    assert json.loads(out)["version"] == "v2"
+
+    code, out, _ = run(capsys, "models", "promote", "v2", "--registry", root)
+    assert code == 0 and "promoted v2" in out
+    assert registry.current() == "v2"
+    code, out, _ = run(capsys, "models", "list", "--registry", root)
+    assert listed(out)["v2"].startswith("*") and not listed(out)["v1"].startswith("*")
+
+    code, out, _ = run(capsys, "models", "rollback", "--registry", root)
+    assert code == 0 and "v1 is current" in out
+    assert registry.current() == "v1"
+
+
+def test_models_errors_are_clear(
+    registry: ModelRegistry, model_dir: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    root = str(registry.root)
+    code, _, err = run(capsys, "models", "show", "nope", "--registry", root)
+    assert code == 2 and "no version 'nope'" in err
+    code, _, err = run(capsys, "models", "promote", "../v1", "--registry", root)
+    assert code == 2 and registry.current() == "v1"
+    code, _, err = run(capsys, "models", "rollback", "--registry", root)
+    assert code == 2 and "nothing to roll back" in err
+    code, out, _ = run(capsys, "models", "list", "--registry", str(tmp_path / "empty"))
+    assert code == 0 and "no models" in out
+
+
+def test_promote_refuses_a_tampered_version(
+    registry: ModelRegistry, model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add_version(registry, model_dir, "v2", "2999-01-01T00:00:00Z")
+    with (registry.path("v2") / MODEL_FILE).open("ab") as fh:
+        fh.write(b"tampered")
+    code, _, err = run(capsys, "models", "promote", "v2", "--registry", str(registry.root))
+    assert code == 2 and "checksum mismatch" in err
+    assert registry.current() == "v1"
+
+
+class SimulatedCrash(Exception):
+    pass
+
+
+def test_crash_between_writing_a_version_and_promoting_it(
+    registry: ModelRegistry,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    fast_config: Path,
+) -> None:
+    root = str(registry.root)
+    # debris of an earlier run that died while writing: a hidden staging directory
+    stale = registry.versions_dir / ".pending"
+    stale.mkdir()
+    (stale / MODEL_FILE).write_bytes(b"half a model")
+
+    def crash(self: ModelRegistry, version: str, verify: bool = True) -> None:
+        raise SimulatedCrash(version)
+
+    monkeypatch.setattr(ModelRegistry, "promote", crash)
+    with pytest.raises(SimulatedCrash) as info:
+        main(
+            ["train", "--data", str(STARTER / "dev.jsonl"), "--config", str(fast_config), "--registry", root]
+        )
+    new = str(info.value)
+    monkeypatch.undo()
+    capsys.readouterr()
+
+    # consistent: the old version is still served, the new one is complete but not current
+    assert registry.current() == "v1"
+    assert sorted(registry.versions()) == sorted(["v1", new])
+    code, out, _ = run(capsys, "models", "list", "--registry", root)
+    assert code == 0 and ".pending" not in out
+    rows = listed(out)
+    assert rows["v1"].startswith("*") and not rows[new].startswith("*")
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(ARTICLES[0]) + "\n"))
+    code, out, _ = run(capsys, "tag", "--model", root)
+    assert code == 0 and tag_lines(out)[0]["model"]["version"] == "v1"
+
+    # and the interrupted promotion can simply be done again
+    code, out, _ = run(capsys, "models", "promote", new, "--registry", root)
+    assert code == 0 and registry.current() == new
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(ARTICLES[0]) + "\n"))
+    code, out, _ = run(capsys, "tag", "--model", root)
+    assert tag_lines(out)[0]["model"]["version"] == new

@@ -1,0 +1,225 @@
+"""Labelled-data loading: every bad-data case names file, line and field; nothing is half-written."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.cli import main
+from service.core.errors import DataError
+from training.config import HeadConfig, TrainConfig
+from training.data import load_dataset
+from training.train import train
+
+CONFIG = TrainConfig()
+
+
+def row(rid: str, text: str = "Troops crossed the border.", **heads: Any) -> dict[str, Any]:
+    return {"id": rid, "text": text, **(heads or {"topics": ["deployment"], "stance": "neutral"})}
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def good_rows(n: int = 3) -> list[dict[str, Any]]:
+    return [row(f"r{i}") for i in range(n)]
+
+
+def data_error(paths: list[Path], config: TrainConfig = CONFIG, **kwargs: Any) -> str:
+    with pytest.raises(DataError) as info:
+        load_dataset(paths, config, **kwargs)
+    return str(info.value)
+
+
+def test_valid_jsonl_resolves_heads_from_the_data(tmp_path: Path) -> None:
+    rows = [
+        {"id": "a", "title": "T", "text": "x y", "topics": ["war", "aid"], "stance": "critical"},
+        {"id": "b", "text": "z", "topics": [], "stance": "neutral"},
+    ]
+    data = load_dataset([write_jsonl(tmp_path / "d.jsonl", rows)], CONFIG)
+    assert {n: h.kind for n, h in data.heads.items()} == {"topics": "multi", "stance": "single"}
+    assert [a.id for a in data.articles()] == ["a", "b"]
+    assert data.articles()[0].title == "T"
+    assert data.labels("topics") == [("war", "aid"), ()]
+    assert data.labels("stance") == [("critical",), ("neutral",)]
+    assert data.files[0]["rows"] == 2 and len(data.files[0]["sha256"]) == 64
+
+
+def test_missing_text_names_file_line_and_field(tmp_path: Path) -> None:
+    rows = good_rows()
+    rows.insert(1, {"id": "bad", "topics": [], "stance": "neutral"})
+    path = write_jsonl(tmp_path / "train.jsonl", rows)
+    message = data_error([path])
+    assert f"{path}:2:" in message and "'text'" in message
+
+
+def test_blank_text_is_missing_text(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "train.jsonl", [*good_rows(2), row("blank", text="   ")])
+    message = data_error([path])
+    assert f"{path}:3:" in message and "'text'" in message
+
+
+def test_unknown_head_when_heads_are_declared_on_the_command_line(tmp_path: Path) -> None:
+    rows = [
+        {"id": "a", "text": "x", "topics": ["war"]},
+        {"id": "b", "text": "y", "topics": ["aid"], "sentiment": "positive"},
+    ]
+    path = write_jsonl(tmp_path / "train.jsonl", rows)
+    message = data_error([path], head_names=["topics"])
+    assert f"{path}:2:" in message and "'sentiment'" in message and "unknown head" in message
+
+
+def test_unknown_head_when_heads_are_declared_in_the_config(tmp_path: Path) -> None:
+    config = TrainConfig(heads={"stance": HeadConfig(kind="single")})
+    path = write_jsonl(tmp_path / "train.jsonl", good_rows())
+    message = data_error([path], config)
+    assert f"{path}:1:" in message and "'topics'" in message and "unknown head" in message
+
+
+def test_ignored_fields_are_not_heads(tmp_path: Path) -> None:
+    config = TrainConfig(heads={"stance": HeadConfig()}, ignore_fields=("topics",))
+    data = load_dataset([write_jsonl(tmp_path / "train.jsonl", good_rows())], config)
+    assert list(data.heads) == ["stance"]
+
+
+def test_empty_label_list_where_labels_are_required(tmp_path: Path) -> None:
+    config = TrainConfig(heads={"topics": HeadConfig(kind="multi", require_labels=True)})
+    rows = [{"id": "a", "text": "x", "topics": ["war"]}, {"id": "b", "text": "y", "topics": []}]
+    path = write_jsonl(tmp_path / "train.jsonl", rows)
+    message = data_error([path], config)
+    assert f"{path}:2:" in message and "'topics'" in message and "empty label list" in message
+
+
+def test_empty_label_list_is_fine_where_labels_are_optional(tmp_path: Path) -> None:
+    rows = [{"id": "a", "text": "x", "topics": ["war"]}, {"id": "b", "text": "y", "topics": []}]
+    data = load_dataset([write_jsonl(tmp_path / "train.jsonl", rows)], CONFIG)
+    assert data.labels("topics") == [("war",), ()]
+
+
+def test_row_missing_a_head_names_the_field(tmp_path: Path) -> None:
+    rows = [*good_rows(2), {"id": "c", "text": "x", "topics": ["war"]}]
+    path = write_jsonl(tmp_path / "train.jsonl", rows)
+    message = data_error([path])
+    assert f"{path}:3:" in message and "'stance'" in message
+
+
+def test_duplicate_ids_name_both_lines(tmp_path: Path) -> None:
+    rows = [row("a"), row("b"), row("a")]
+    path = write_jsonl(tmp_path / "train.jsonl", rows)
+    message = data_error([path])
+    assert f"{path}:3:" in message and "'id'" in message and "duplicate id 'a'" in message
+    assert "line 1" in message
+
+
+def test_non_utf8_bytes_name_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "train.jsonl"
+    lines = [json.dumps(r).encode() for r in good_rows(2)]
+    lines.append(b'{"id": "c", "text": "caf\xe9 owners protest", "topics": [], "stance": "neutral"}')
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    message = data_error([path])
+    assert f"{path}:3:" in message and "UTF-8" in message
+
+
+def test_invalid_json_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "train.jsonl"
+    text = "".join(json.dumps(r) + "\n" for r in good_rows(2)) + '{"id": "c", "text": \n'
+    path.write_text(text, encoding="utf-8")
+    message = data_error([path])
+    assert f"{path}:3:" in message and "invalid JSON" in message
+
+
+def test_a_json_line_that_is_not_an_object(tmp_path: Path) -> None:
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps(row("a")) + "\n[1, 2]\n", encoding="utf-8")
+    message = data_error([path])
+    assert f"{path}:2:" in message and "JSON object" in message
+
+
+def test_wrong_label_types_name_the_field(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "train.jsonl", [row("a"), row("b", topics="war", stance="neutral")])
+    message = data_error([path])
+    assert f"{path}:2:" in message and "'topics'" in message and "list of label strings" in message
+
+
+def test_csv_input_works(tmp_path: Path) -> None:
+    path = tmp_path / "train.csv"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "title", "text", "topics", "stance"])
+        writer.writerow(["a", "Border", "Troops, tanks and\nartillery moved.", '["war", "aid"]', "critical"])
+        writer.writerow(["b", "", "Talks resumed.", "[]", "neutral"])
+    data = load_dataset([path], CONFIG)
+    assert {n: h.kind for n, h in data.heads.items()} == {"topics": "multi", "stance": "single"}
+    assert data.articles()[0].text == "Troops, tanks and\nartillery moved."
+    assert data.labels("topics") == [("war", "aid"), ()]
+    assert data.labels("stance") == [("critical",), ("neutral",)]
+
+
+def test_csv_errors_name_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "train.csv"
+    path.write_text("id,text,stance\na,Talks resumed.,neutral\nb,,critical\n", encoding="utf-8")
+    message = data_error([path])
+    assert f"{path}:3:" in message and "'text'" in message
+
+
+def test_several_files_merge_and_the_later_file_wins(tmp_path: Path) -> None:
+    first = write_jsonl(
+        tmp_path / "a.jsonl",
+        [row("x", "old text", topics=["war"], stance="neutral"), row("y", topics=["aid"], stance="neutral")],
+    )
+    second = write_jsonl(
+        tmp_path / "b.jsonl",
+        [row("x", "new text", topics=["aid"], stance="critical"), row("z", topics=[], stance="neutral")],
+    )
+    data = load_dataset([first, second], CONFIG)
+    by_id = {r.article.id: r for r in data.rows}
+    assert sorted(by_id) == ["x", "y", "z"]
+    assert by_id["x"].article.text == "new text"
+    assert by_id["x"].labels == {"topics": ("aid",), "stance": ("critical",)}
+    assert [f["path"] for f in data.files] == [str(first), str(second)]
+
+
+def test_errors_in_a_later_file_name_that_file(tmp_path: Path) -> None:
+    first = write_jsonl(tmp_path / "a.jsonl", good_rows())
+    second = write_jsonl(tmp_path / "b.jsonl", [row("q"), {"id": "w", "topics": [], "stance": "neutral"}])
+    message = data_error([first, second])
+    assert f"{second}:2:" in message and "'text'" in message
+
+
+def test_missing_file_and_empty_file(tmp_path: Path) -> None:
+    assert str(tmp_path / "nope.jsonl") in data_error([tmp_path / "nope.jsonl"])
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n", encoding="utf-8")
+    assert f"{empty}: no rows" in data_error([empty])
+
+
+def test_failed_train_leaves_no_artifact_directory(tmp_path: Path) -> None:
+    bad = write_jsonl(tmp_path / "bad.jsonl", [*good_rows(5), row("r0")])
+    out = tmp_path / "models" / "m1"
+    with pytest.raises(DataError, match=re.escape(f"{bad}:6:")):
+        train([bad], out, CONFIG)
+    assert not out.exists()
+    assert not (tmp_path / "models").exists() or list((tmp_path / "models").iterdir()) == []
+
+
+def test_failed_train_on_the_command_line_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(json.dumps(row("a")).encode() + b"\n\xff\xfe\n")
+    registry = tmp_path / "registry"
+    assert main(["train", "--data", str(bad), "--registry", str(registry)]) == 2
+    assert f"{bad}:2:" in capsys.readouterr().err
+    assert not (registry / "current").exists()
+    leftovers = list((registry / "versions").iterdir()) if (registry / "versions").exists() else []
+    assert leftovers == []
+    out = tmp_path / "out"
+    assert main(["train", "--data", str(bad), "--out", str(out)]) == 2
+    assert not out.exists()
