@@ -167,7 +167,9 @@ def committed_total(bootstrap: str, group: str, topic: str) -> int:
         consumer.close()
 
 
-def start_stream_process(settings: Settings, log: Path, **env: str) -> subprocess.Popen[bytes]:
+def start_stream_process(
+    settings: Settings, log: Path, metrics_port: int | None = None, **env: str
+) -> subprocess.Popen[bytes]:
     """``newstagger stream`` as a child process, configured by flags for this test's settings;
     its log lines are appended to ``log``."""
     args = [
@@ -186,7 +188,7 @@ def start_stream_process(settings: Settings, log: Path, **env: str) -> subproces
         "--group-id",
         settings.group_id,
         "--metrics-port",
-        str(settings.metrics_port),
+        str(settings.metrics_port if metrics_port is None else metrics_port),
         "--session-timeout-ms",
         str(settings.session_timeout_ms),
         "--heartbeat-interval-ms",

@@ -1,0 +1,148 @@
+"""``newstagger stream`` processes on the real broker: SIGTERM, SIGKILL and restart, scale-out."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import urllib.request
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+
+from service.settings import Settings
+from tests.helpers import free_port, stop_process, wait_for
+from tests.integration.test_stream_support import (
+    Reader,
+    committed_total,
+    output_ids,
+    produce_articles,
+    start_stream_process,
+    stream_settings,
+)
+
+
+def committed_by_partition(settings: Settings) -> dict[int, int]:
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, group_id=settings.group_id, enable_auto_commit=False
+    )
+    try:
+        parts = consumer.partitions_for_topic(settings.input_topic) or set()
+        return {p: consumer.committed(TopicPartition(settings.input_topic, p)) or 0 for p in parts}
+    finally:
+        consumer.close()
+
+
+def ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:  # noqa: S310
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def read_until_quiet(reader: Reader, quiet: float = 1.5, timeout: float = 30) -> list[Any]:
+    """Everything on the topics once nothing new has arrived for ``quiet`` seconds."""
+    state = {"count": -1, "since": time.monotonic()}
+
+    def settled(records: list[Any]) -> bool:
+        if len(records) != state["count"]:
+            state["count"], state["since"] = len(records), time.monotonic()
+        return time.monotonic() - state["since"] >= quiet
+
+    return reader.read_until(settled, timeout)
+
+
+def test_sigterm_finishes_the_batch_commits_and_exits_0(
+    kafka_bootstrap: str, model_dir: Path, tmp_path: Path
+) -> None:
+    settings = stream_settings(kafka_bootstrap, model_dir, metrics_port=free_port(), grace_seconds=10)
+    produce_articles(kafka_bootstrap, settings.input_topic, range(3000))
+    proc = start_stream_process(settings, tmp_path / "worker.log")
+    reader = Reader(kafka_bootstrap, settings.output_topic)
+    try:
+        reader.read_count(1, timeout=60)
+        signalled = time.monotonic()
+        code = stop_process(proc, signal.SIGTERM, timeout=settings.grace_seconds + 5)
+        took = time.monotonic() - signalled
+        records = read_until_quiet(reader)
+    finally:
+        stop_process(proc, signal.SIGKILL)
+        reader.close()
+    log = (tmp_path / "worker.log").read_text()
+    assert code == 0, log[-3000:]
+    assert took < settings.grace_seconds, took
+    committed = committed_by_partition(settings)
+    assert sum(committed.values()) >= 1
+    done: dict[int, set[int]] = defaultdict(set)
+    for rec in records:
+        source = json.loads(rec.value)["source_record"]
+        done[source["partition"]].add(source["offset"])
+    for partition, offset in committed.items():  # everything committed was published first
+        assert set(range(offset)) <= done[partition], partition
+    assert "received SIGTERM" in log and "stream worker stopped" in log
+
+
+def test_sigkill_mid_batch_then_restart_loses_nothing_and_resumes_from_the_commit(
+    kafka_bootstrap: str, model_dir: Path, tmp_path: Path
+) -> None:
+    count = 6000
+    settings = stream_settings(kafka_bootstrap, model_dir)
+    produce_articles(kafka_bootstrap, settings.input_topic, range(count))
+    log = tmp_path / "worker.log"
+    reader = Reader(kafka_bootstrap, settings.output_topic)
+    first = start_stream_process(settings, log)
+    try:
+        reader.read_count(200, timeout=60)
+        first.kill()
+        first.wait(10)
+        committed_at_kill = committed_total(kafka_bootstrap, settings.group_id, settings.input_topic)
+        before = len(read_until_quiet(reader))
+        assert committed_at_kill < count, "the worker finished before it was killed"
+        second = start_stream_process(settings, log)
+        try:
+            reader.read_until(lambda r: len(set(output_ids(r))) == count, timeout=90)
+            wait_for(
+                lambda: committed_total(kafka_bootstrap, settings.group_id, settings.input_topic) == count,
+                20,
+                what="all committed",
+            )
+            records = read_until_quiet(reader)
+        finally:
+            assert stop_process(second, signal.SIGTERM) == 0, log.read_text()[-3000:]
+    finally:
+        stop_process(first, signal.SIGKILL)
+        reader.close()
+    assert set(output_ids(records)) == {f"a-{i}" for i in range(count)}
+    # the restart resumed from the committed offsets: it re-tagged only what was not committed
+    assert len(records) == before + (count - committed_at_kill)
+
+
+def test_two_workers_split_six_partitions_and_nothing_is_lost_when_one_leaves_and_one_dies(
+    kafka_bootstrap: str, model_dir: Path, tmp_path: Path
+) -> None:
+    settings = stream_settings(kafka_bootstrap, model_dir, topic_partitions=6)
+    ports = [free_port(), free_port(), free_port()]
+    log = tmp_path / "workers.log"
+    procs = [start_stream_process(settings, log, metrics_port=p) for p in ports[:2]]
+    reader = Reader(kafka_bootstrap, settings.output_topic)
+    try:
+        for port in ports[:2]:  # both get a share of the 6 partitions
+            wait_for(lambda p=port: ready(p), 60, interval=0.2, what="worker ready")
+        produce_articles(kafka_bootstrap, settings.input_topic, range(3000))
+        reader.read_count(300, timeout=60)
+        assert stop_process(procs[0], signal.SIGTERM) == 0  # leaves gracefully
+        produce_articles(kafka_bootstrap, settings.input_topic, range(3000, 6000))
+        reader.read_until(lambda r: any(int(output_ids([x])[0][2:]) >= 3000 for x in r[-200:]), 60)
+        procs[1].kill()  # dies mid-stream
+        procs[1].wait(10)
+        procs.append(start_stream_process(settings, log, metrics_port=ports[2]))
+        reader.read_until(lambda r: len(set(output_ids(r))) == 6000, timeout=90)
+        assert stop_process(procs[2], signal.SIGTERM) == 0
+    finally:
+        for proc in procs:
+            stop_process(proc, signal.SIGKILL)
+        reader.close()
+    assert set(output_ids(reader.records)) == {f"a-{i}" for i in range(6000)}
