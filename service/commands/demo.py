@@ -173,9 +173,11 @@ def _feed_and_print(bootstrap: str, topics: dict[str, str], count: int, timeout:
 
 def _summary(event: dict[str, Any]) -> str:
     parts = []
-    for head, result in event.get("heads", {}).items():
-        labels = result.get("labels", [])
-        parts.append(f"{head}=" + (",".join(f"{x['label']}({x['score']:.2f})" for x in labels) or "-"))
+    for head in event.get("heads", []):
+        labels = head.get("labels", [])
+        parts.append(
+            f"{head['head']}=" + (",".join(f"{x['label']}({x['score']:.2f})" for x in labels) or "-")
+        )
     version = event.get("model", {}).get("version", "?")
     return f"{event['id']}: {'  '.join(parts)}  [model {version}]"
 

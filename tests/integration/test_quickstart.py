@@ -1,0 +1,115 @@
+"""The README's quick-start job, end to end: `newstagger demo` trains the default model, starts a
+broker, the gRPC server, the stream worker and /metrics, feeds starter articles and prints them
+tagged; Ctrl-C (SIGINT) stops everything and leaves no process behind."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.client import TaggerClient
+from tests.helpers import REPO, free_port, stop_process, wait_for
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_demo_runs_the_whole_product_and_stops_cleanly(tmp_path: Path) -> None:
+    port, metrics_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS" or v}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "demo",
+            "--model-dir",
+            str(tmp_path / "models"),
+            "--port",
+            str(port),
+            "--metrics-port",
+            str(metrics_port),
+            "--articles",
+            "6",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout or []], daemon=True).start()
+    output: list[str] = []
+    try:
+        deadline = time.monotonic() + 150
+        while not any("Press Ctrl-C" in line for line in output):
+            assert time.monotonic() < deadline, "demo did not finish its feed in time:\n" + "".join(output)
+            assert proc.poll() is None, "demo exited early:\n" + "".join(output)
+            try:
+                output.append(lines.get(timeout=1))
+            except queue.Empty:
+                pass
+        text = "".join(output)
+        tagged = [line for line in output if line.startswith("  starter-dev-")]
+        assert len(tagged) == 6, text
+        assert all("topics=" in line and "stance=" in line and "[model " in line for line in tagged)
+        assert "6 articles tagged" in text
+
+        with TaggerClient(f"127.0.0.1:{port}") as client:
+            result = client.tag("North Korean troops were deployed to the Kursk front.", article_id="q1")
+        assert result.article_id == "q1" and {h.head for h in result.heads} == {"topics", "stance"}
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:  # noqa: S310
+            families = {f.name: f for f in text_string_to_metric_families(resp.read().decode())}
+        consumed = sum(
+            s.value
+            for s in families["newstagger_kafka_consumed_records"].samples
+            if s.name.endswith("_total")
+        )
+        assert consumed >= 6
+
+        children = _descendants(proc.pid)
+        assert children, "demo started no child processes"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) in (0, 130)
+        wait_for(lambda: not any(_alive(pid) for pid in children), 30, what="demo's children to exit")
+    finally:
+        stop_process(proc, signal.SIGKILL)
+        if proc.stdout is not None:
+            proc.stdout.close()
