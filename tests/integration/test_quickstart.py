@@ -4,6 +4,7 @@ tagged; Ctrl-C (SIGINT) stops everything and leaves no process behind."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
@@ -81,10 +82,8 @@ def test_demo_runs_the_whole_product_and_stops_cleanly(tmp_path: Path) -> None:
         while not any("Press Ctrl-C" in line for line in output):
             assert time.monotonic() < deadline, "demo did not finish its feed in time:\n" + "".join(output)
             assert proc.poll() is None, "demo exited early:\n" + "".join(output)
-            try:
+            with contextlib.suppress(queue.Empty):
                 output.append(lines.get(timeout=1))
-            except queue.Empty:
-                pass
         text = "".join(output)
         tagged = [line for line in output if line.startswith("  starter-dev-")]
         assert len(tagged) == 6, text
