@@ -68,7 +68,8 @@ def test_every_readme_command_and_flag_exists() -> None:
             parser = _subparsers(parser)[words.pop(0)]
             checked += 1
         if parser is root:
-            assert not words or words[0].startswith("-"), f"README mentions unknown command: newstagger {words[0]}"
+            unknown = words[0] if words and not words[0].startswith("-") else None
+            assert unknown is None, f"README mentions unknown command: newstagger {unknown}"
         for word in words:
             if word.startswith("--"):
                 flag = word.split("=", 1)[0]
