@@ -153,12 +153,15 @@ def merge(rows: dict[str, dict[str, Any]], record: dict[str, Any]) -> bool:
 
 
 def write_rows(path: Path, rows: dict[str, dict[str, Any]]) -> None:
-    """Replace ``path`` with ``rows`` atomically and durably (temp file, fsync, rename, fsync dir)."""
+    """Replace ``path`` with ``rows``, sorted by id, atomically and durably (temp file, fsync,
+    rename, fsync dir). Sorted: events interleave differently across partitions from run to run,
+    and training's split depends on row order."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for record in rows.values():
+            for key in sorted(rows):  # by id: the same rows always give the same file (and model)
+                record = rows[key]
                 fh.write(json.dumps(record, ensure_ascii=False) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
