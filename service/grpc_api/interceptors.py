@@ -21,14 +21,21 @@ def _code_name(context: grpc.ServicerContext) -> str:
 class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
+        self._wrapped: dict[str, Any] = {}  # method path -> wrapped handler (built once per method)
 
     def intercept_service(
         self, continuation: Callable[[Any], Any], handler_call_details: grpc.HandlerCallDetails
     ) -> Any:
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = str(handler_call_details.method).rsplit("/", 1)[-1]
+        path = str(handler_call_details.method)
+        wrapped = self._wrapped.get(path)
+        if wrapped is None:
+            handler = continuation(handler_call_details)
+            if handler is None:
+                return None
+            wrapped = self._wrapped[path] = self._wrap(path.rsplit("/", 1)[-1], handler)
+        return wrapped
+
+    def _wrap(self, method: str, handler: Any) -> Any:
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(method, handler.unary_unary),
