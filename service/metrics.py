@@ -52,6 +52,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None) -> None:
         r = registry
+        self._serving: tuple[str, str] | None = None
         # gRPC
         self.grpc_requests = Counter(
             "newstagger_grpc_requests",
@@ -209,6 +210,9 @@ class Metrics:
                     self.predictions.labels(head.head, label.label).inc()
 
     def set_model(self, name: str, version: str, loaded_at: float | None = None) -> None:
-        self.model_info.clear()
+        # the replaced model's series drops to 0 (clear() is not available in multiprocess mode)
+        if self._serving is not None:
+            self.model_info.labels(*self._serving).set(0)
+        self._serving = (name, version)
         self.model_info.labels(name, version).set(1)
         self.model_loaded_at.set(loaded_at if loaded_at is not None else time.time())
