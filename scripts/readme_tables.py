@@ -24,7 +24,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 def metrics_table() -> str:
     metrics = vars(Metrics(CollectorRegistry()))
     rows = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
-    for metric in sorted(metrics.values(), key=lambda m: m._name):
+    for metric in sorted((m for m in metrics.values() if hasattr(m, "_name")), key=lambda m: m._name):
         # prometheus_client keeps name, type, labels and help on the metric object itself
         kind = metric._type
         name = metric._name + ("_total" if kind == "counter" else "")
