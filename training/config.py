@@ -38,21 +38,35 @@ class FeatureConfig:
     char_max_features: int = 200_000
     use_char: bool = True
     sublinear_tf: bool = True
+    # Target-aware heads (``[heads.X] target = ...``) only:
+    target_interaction: bool = True  # per-target copies of the text n-grams (target id x n-gram)
+    interaction_min_count: int = 20  # a target needs this many training rows to get its own block
+    interaction_max_targets: int = 50  # at most this many blocks (the most frequent targets)
+    target_ngrams: bool = True  # the target's own word n-grams as features
+    pair_features: bool = True  # target-text cosine, word/n-gram overlap, refuting/hedging cues
+    pair_weight: float = 1.0  # scale of the pair features relative to the TF-IDF blocks
 
 
 @dataclass(frozen=True)
 class ClassifierConfig:
+    model: str = "logreg"  # "logreg" | "linear_svc" (scores: squashed margins, or set calibration)
     C: float = 10.0
     class_weight: str = ""  # "" | "balanced"
     max_iter: int = 1000
+    calibration: str = ""  # "" | "sigmoid" | "isotonic": CalibratedClassifierCV around the model
+    calibration_cv: int = 3
 
 
 @dataclass(frozen=True)
 class ThresholdConfig:
     tune: bool = True
-    default: float = 0.5  # used for labels with too few dev positives to tune on
-    min_positives: int = 3
-    grid_steps: int = 19
+    default: float = 0.5  # the cut-off when not tuning (and the global one's fallback)
+    min_positives: int = 3  # fewer dev positives than this: the label takes the fallback
+    fallback: str = "global"  # "global": one cut-off tuned on all labels pooled | "default"
+    shrinkage: float = 0.0  # pull a label's cut-off toward the global one: weight k/(k + positives)
+    grid_min: float = 0.02
+    grid_max: float = 0.98
+    grid_steps: int = 49
 
 
 @dataclass(frozen=True)
@@ -99,7 +113,22 @@ def load_config(path: Path | None) -> TrainConfig:
             updates[key] = tuple(value) if isinstance(value, list) else value
         else:
             raise DataError(f"{path}: unknown option {key!r}")
+    _check_choice(updates, path)
     for name, head in updates.get("heads", {}).items():
         if head.kind not in ("", "multi", "single") or head.target not in ("", "target", "title"):
             raise DataError(f"{path} [heads.{name}]: kind must be multi|single, target must be target|title")
     return replace(config, **updates)
+
+
+def _check_choice(updates: dict[str, Any], path: Path) -> None:
+    clf = updates.get("classifier")
+    if clf is not None:
+        if clf.model not in ("logreg", "linear_svc"):
+            raise DataError(f"{path} [classifier]: model must be logreg|linear_svc, not {clf.model!r}")
+        if clf.calibration not in ("", "sigmoid", "isotonic"):
+            raise DataError(f"{path} [classifier]: calibration must be sigmoid|isotonic or empty")
+        if clf.class_weight not in ("", "balanced"):
+            raise DataError(f"{path} [classifier]: class_weight must be balanced or empty")
+    thresholds = updates.get("thresholds")
+    if thresholds is not None and thresholds.fallback not in ("global", "default"):
+        raise DataError(f"{path} [thresholds]: fallback must be global|default")

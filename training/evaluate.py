@@ -30,24 +30,46 @@ def indicator(labels: Sequence[tuple[str, ...]], label_set: Sequence[str]) -> ND
     return Y
 
 
+def _best_cutoff(
+    y: NDArray[np.int8], s: NDArray[np.float64], grid: NDArray[np.float64]
+) -> tuple[float, float]:
+    """The grid cut-off with the highest F1 of ``s >= t`` against ``y`` (lowest such t on ties)."""
+    pred = s[None, :] >= grid[:, None]  # (grid, n)
+    tp = (pred & (y[None, :] == 1)).sum(axis=1).astype(np.float64)
+    denom = pred.sum(axis=1) + float(y.sum())
+    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+    best = int(np.argmax(f1))
+    return float(grid[best]), float(f1[best])
+
+
 def tune_thresholds(Y: NDArray[np.int8], scores: NDArray[np.float64], cfg: ThresholdConfig) -> list[float]:
-    """Per label, the score cut-off that maximises F1 on dev; labels with fewer than
-    ``cfg.min_positives`` dev positives keep ``cfg.default``."""
+    """Per label, the score cut-off that maximises F1 on dev.
+
+    A label with fewer than ``cfg.min_positives`` dev positives takes the fallback: with
+    ``fallback = "global"`` one cut-off tuned on every label's scores pooled (micro-F1), so a rare
+    label keeps a cut-off fitted to how the model scores (a fixed 0.5 silences most rare labels of
+    a linear model); else ``cfg.default``. ``cfg.shrinkage`` = k pulls a tuned cut-off toward the
+    global one with weight k / (k + positives), which steadies labels with few dev positives.
+    """
+    n_labels = Y.shape[1]
+    if not cfg.tune or n_labels == 0:
+        return [cfg.default] * n_labels
+    grid = np.linspace(cfg.grid_min, cfg.grid_max, cfg.grid_steps)
+    fallback = cfg.default
+    if cfg.fallback == "global" and Y.sum() > 0:
+        fallback, _ = _best_cutoff(Y.ravel(), scores.ravel(), grid)
     thresholds = []
-    grid = np.linspace(0.05, 0.95, cfg.grid_steps)
-    for j in range(Y.shape[1]):
+    for j in range(n_labels):
         y, s = Y[:, j], scores[:, j]
-        if not cfg.tune or y.sum() < cfg.min_positives:
-            thresholds.append(cfg.default)
+        positives = int(y.sum())
+        if positives < max(1, cfg.min_positives):
+            thresholds.append(round(fallback, 4))
             continue
-        best_t, best_f = cfg.default, -1.0
-        for t in grid:
-            pred = s >= t
-            tp = float(np.sum(pred & (y == 1)))
-            f = 2 * tp / (pred.sum() + y.sum()) if (pred.sum() + y.sum()) else 0.0
-            if f > best_f + 1e-12:
-                best_t, best_f = float(t), f
-        thresholds.append(round(best_t, 4))
+        t, _ = _best_cutoff(y, s, grid)
+        if cfg.shrinkage > 0:
+            w = cfg.shrinkage / (cfg.shrinkage + positives)
+            t = w * fallback + (1 - w) * t
+        thresholds.append(round(t, 4))
     return thresholds
 
 

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import FeatureUnion, Pipeline
 
-from service.model.features import ColumnText
+from service.model.features import (
+    ColumnText,
+    SigmoidLinearSVC,
+    TargetInteraction,
+    TargetTextPairs,
+    UniqueRows,
+)
 from service.model.features import CompactTfidfVectorizer as TfidfVectorizer
 from training.config import FeatureConfig, HeadConfig, TrainConfig
 
@@ -18,19 +25,19 @@ def featurizer_key(head: HeadConfig) -> str:
     return f"text+{head.target}" if head.target else "text"
 
 
+def _word_tfidf(cfg: FeatureConfig, max_features: int | None = None, min_df: int = 0) -> TfidfVectorizer:
+    return TfidfVectorizer(
+        ngram_range=(1, cfg.word_ngram_max),
+        min_df=min_df or cfg.word_min_df,
+        max_features=max_features or cfg.word_max_features,
+        sublinear_tf=cfg.sublinear_tf,
+    )
+
+
 def build_text_features(cfg: FeatureConfig, columns: tuple[str, ...] = ("title", "text")) -> Pipeline:
-    """TF-IDF over word n-grams and (optionally) character n-grams of the joined columns."""
-    parts: list[tuple[str, Any]] = [
-        (
-            "word",
-            TfidfVectorizer(
-                ngram_range=(1, cfg.word_ngram_max),
-                min_df=cfg.word_min_df,
-                max_features=cfg.word_max_features,
-                sublinear_tf=cfg.sublinear_tf,
-            ),
-        )
-    ]
+    """TF-IDF over word n-grams and (optionally) character n-grams of the joined columns,
+    computed once per distinct text."""
+    parts: list[tuple[str, Any]] = [("word", _word_tfidf(cfg))]
     if cfg.use_char:
         parts.append(
             (
@@ -44,26 +51,51 @@ def build_text_features(cfg: FeatureConfig, columns: tuple[str, ...] = ("title",
                 ),
             )
         )
-    return Pipeline([("columns", ColumnText(columns)), ("tfidf", FeatureUnion(parts))])
+    union = FeatureUnion(parts) if len(parts) > 1 else parts[0][1]
+    return Pipeline([("columns", ColumnText(columns)), ("tfidf", UniqueRows(union))])
 
 
-def build_featurizer(head: HeadConfig, config: TrainConfig) -> Pipeline:
-    if head.target:
-        return build_text_features(
-            config.features, (head.target, "text") if head.target != "title" else ("title", "text")
+def build_featurizer(head: HeadConfig, config: TrainConfig) -> Any:
+    """Plain text features, or for a target-aware head the text seen in relation to its target:
+    per-target interaction blocks, the target's own n-grams, and target-text pair features."""
+    cfg = config.features
+    if not head.target:
+        return build_text_features(cfg)
+    # The target is judged separately, so the text features read the text alone.
+    text: Any = build_text_features(cfg, ("text",))
+    if cfg.target_interaction:
+        text = TargetInteraction(
+            text, head.target, cfg.interaction_min_count, cfg.interaction_max_targets, shared=True
         )
-    return build_text_features(config.features)
+    parts: list[tuple[str, Any]] = [("text", text)]
+    if cfg.target_ngrams:
+        target_words = Pipeline(
+            [
+                ("columns", ColumnText((head.target,))),
+                ("tfidf", UniqueRows(_word_tfidf(cfg, 20_000, min_df=1))),
+            ]
+        )
+        parts.append(("target", target_words))
+    if cfg.pair_features:
+        parts.append(("pair", TargetTextPairs(head.target, cfg.pair_weight)))
+    return FeatureUnion(parts)
 
 
 def build_classifier(head: HeadConfig, config: TrainConfig) -> Any:
     cc = config.classifier
-    base = LogisticRegression(
-        C=cc.C,
-        class_weight=cc.class_weight or None,
-        max_iter=cc.max_iter,
-        solver="liblinear" if head.kind == "multi" else "lbfgs",
-        random_state=config.seed,
-    )
+    base: Any
+    if cc.model == "linear_svc":
+        base = SigmoidLinearSVC(C=cc.C, class_weight=cc.class_weight or None, max_iter=cc.max_iter)
+    else:
+        base = LogisticRegression(
+            C=cc.C,
+            class_weight=cc.class_weight or None,
+            max_iter=cc.max_iter,
+            solver="liblinear" if head.kind == "multi" else "lbfgs",
+            random_state=config.seed,
+        )
+    if cc.calibration:
+        base = CalibratedClassifierCV(base, method=cc.calibration, cv=cc.calibration_cv)
     if head.kind == "multi":
         return OneVsRestClassifier(base)
     return base
