@@ -197,22 +197,9 @@ class CollectStats:
 
 
 def _kafka_config(settings: Settings) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        "bootstrap_servers": [s.strip() for s in settings.bootstrap_servers.split(",") if s.strip()],
-        "security_protocol": settings.kafka_security_protocol,
-        "client_id": "newstagger-labels",
-    }
-    if settings.kafka_security_protocol.startswith("SASL"):
-        config["sasl_mechanism"] = settings.kafka_sasl_mechanism or "PLAIN"
-        config["sasl_plain_username"] = settings.kafka_sasl_username
-        if settings.kafka_sasl_password is not None:
-            config["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
-    if settings.kafka_security_protocol.endswith("SSL"):
-        for name in ("cafile", "certfile", "keyfile"):
-            value = getattr(settings, f"kafka_ssl_{name}")
-            if value is not None:
-                config[f"ssl_{name}"] = str(value)
-    return config
+    from service.stream.clients import connection_config
+
+    return connection_config(settings) | {"client_id": "newstagger-labels"}
 
 
 def _progress(stats: CollectStats, rows: int, started: float, final: bool = False) -> None:
