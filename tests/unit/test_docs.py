@@ -53,7 +53,10 @@ def _command_lines() -> list[list[str]]:
 def test_readme_tables_are_generated_from_the_code() -> None:
     result = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "readme_tables.py"), "--check"],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
 
