@@ -35,7 +35,7 @@ from service.model.article_model import articles_to_matrix  # noqa: E402
 from service.model.artifact import load_artifact  # noqa: E402
 from training.config import TrainConfig, load_config  # noqa: E402
 from training.data import load_dataset  # noqa: E402
-from training.evaluate import head_metrics, indicator  # noqa: E402
+from training.evaluate import head_metrics  # noqa: E402
 from training.train import train  # noqa: E402
 
 CONFIGS = REPO / "benchmarks" / "configs"
@@ -181,8 +181,6 @@ def run_dataset(dataset: str, datasets_dir: Path, tmp: Path) -> Result:
     m = head_metrics(spec, gold_rows, S)
     gold = [g[0] if g else "" for g in gold_rows]
     pred = [spec.labels[int(j)] for j in np.argmax(S, axis=1)] if spec.kind == "single" else []
-    if spec.kind == "multi":
-        indicator(gold_rows, spec.labels)  # labels outside the head's set are ignored
     text, details = summarise(dataset, m, gold, pred)
     size = sum(p.stat().st_size for p in out.iterdir()) / 1e6
     return Result(dataset, text, train_seconds, len(X) / predict_seconds, size, details)
