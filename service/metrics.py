@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import multiprocess as prom_multiprocess
@@ -53,6 +54,10 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None) -> None:
         r = registry
         self._serving: tuple[str, str] | None = None
+        # label children looked up once per series (labels() takes a lock and builds a key each time)
+        self._top: dict[str, Any] = {}
+        self._none: dict[str, Any] = {}
+        self._assigned: dict[tuple[str, str], Any] = {}
         # gRPC
         self.grpc_requests = Counter(
             "newstagger_grpc_requests",
@@ -202,12 +207,23 @@ class Metrics:
     def observe_results(self, results: Sequence[TagResult]) -> None:
         for result in results:
             for head in result.heads:
+                name = head.head
                 if head.scores:
-                    self.top_score.labels(head.head).observe(head.scores[0].score)
+                    top = self._top.get(name)
+                    if top is None:
+                        top = self._top[name] = self.top_score.labels(name)
+                    top.observe(head.scores[0].score)
                 if not head.labels:
-                    self.no_label.labels(head.head).inc()
+                    none = self._none.get(name)
+                    if none is None:
+                        none = self._none[name] = self.no_label.labels(name)
+                    none.inc()
                 for label in head.labels:
-                    self.predictions.labels(head.head, label.label).inc()
+                    key = (name, label.label)
+                    counter = self._assigned.get(key)
+                    if counter is None:
+                        counter = self._assigned[key] = self.predictions.labels(name, label.label)
+                    counter.inc()
 
     def set_model(self, name: str, version: str, loaded_at: float | None = None) -> None:
         # the replaced model's series drops to 0 (clear() is not available in multiprocess mode)

@@ -5,6 +5,10 @@ idle, so a lone caller waits for nothing, and under load calls that arrive durin
 ride together in the next. ``max_wait_ms`` > 0 additionally holds a non-full batch that long.
 The queue is bounded: past ``queue_size`` waiting articles, ``submit`` raises Overloaded.
 Both the gRPC API and the Kafka worker tag through the same batcher.
+
+A ``DeliveryListener`` (``add_listener``) is told before and after the batcher sets the results
+of one batch, so a consumer on another thread can be woken once per batch instead of once per
+result (the gRPC server's ``ResultBridge``).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from typing import Protocol
 
 from service.core.errors import DeadlineExceeded, ModelNotReady, Overloaded
 from service.core.tagger import Tagger
@@ -33,6 +38,14 @@ class BatchStats:
     size: int
     queue_wait_seconds: tuple[float, ...]
     inference_seconds: float
+
+
+class DeliveryListener(Protocol):
+    def hold(self) -> None:
+        """The batcher is about to set the results of one batch (on its own thread)."""
+
+    def flush(self) -> None:
+        """It has set them all."""
 
 
 @dataclass(slots=True)
@@ -61,8 +74,13 @@ class MicroBatcher:
         self._on_batch = on_batch
         self._on_results = on_results
         self._closed = False
+        self._listeners: list[DeliveryListener] = []
         self._thread = threading.Thread(target=self._run, name="micro-batcher", daemon=True)
         self._thread.start()
+
+    def add_listener(self, listener: DeliveryListener) -> None:
+        """Call ``listener.hold()``/``flush()`` around the setting of each batch's results."""
+        self._listeners = [*self._listeners, listener]
 
     def depth(self) -> int:
         return self._queue.qsize()
@@ -208,9 +226,16 @@ class MicroBatcher:
             live[0].future.set_exception(exc)
             return
         elapsed = time.perf_counter() - started
-        for item, result in zip(live, results, strict=True):
-            item.future.set_result(result)
-        self._observe(live, now, elapsed, results)
+        listeners = self._listeners
+        for listener in listeners:
+            listener.hold()
+        try:
+            for item, result in zip(live, results, strict=True):
+                item.future.set_result(result)
+            self._observe(live, now, elapsed, results)  # recorded before the listeners pass results on
+        finally:
+            for listener in listeners:
+                listener.flush()
 
     def _process_one(self, item: _Item) -> None:
         started = time.perf_counter()

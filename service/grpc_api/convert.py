@@ -7,7 +7,7 @@ from datetime import datetime
 from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from service.core.types import Article, HeadResult, TagOptions, TagResult
+from service.core.types import DEFAULT_OPTIONS, Article, HeadResult, TagOptions, TagResult
 from service.grpc_api.gen.newstagger.v1 import tagger_pb2 as pb
 from service.model.artifact import LoadedModel
 
@@ -17,6 +17,8 @@ def to_article(message: pb.Article) -> Article:
 
 
 def to_options(message: pb.TagOptions) -> TagOptions:
+    if not message.ByteSize():  # nothing set (the common case): the shared default
+        return DEFAULT_OPTIONS
     return TagOptions(
         heads=tuple(message.heads),
         top_k=message.top_k,

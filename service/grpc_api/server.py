@@ -1,13 +1,16 @@
 """The gRPC server: TaggerService + AdminService, standard health checking, reflection, TLS/mTLS
 and graceful draining. ``build_server(runtime, settings)`` wires it; the caller starts and stops it.
+
+The server is ``grpc.aio``: calls are handled as coroutines on one event loop (``loop.py``, a
+daemon thread) instead of one pool thread per call, and wait for the micro-batcher's futures
+without blocking a thread. ``TaggerServer`` keeps a synchronous API for the composition root.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -15,6 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from service.core.errors import NewstaggerError
+from service.grpc_api import loop
 from service.grpc_api.gen.newstagger.v1 import tagger_pb2 as pb
 from service.grpc_api.gen.newstagger.v1 import tagger_pb2_grpc as pb_grpc
 from service.grpc_api.interceptors import ServerInterceptor
@@ -24,7 +28,7 @@ from service.settings import ADMIN_SERVICE_NAME, GRPC_SERVICE_NAME, Settings
 
 logger = logging.getLogger(__name__)
 
-HANDLER_THREADS = 128  # calls handled at once; each waits on the batcher, so threads are cheap
+MAX_CONCURRENT_CALLS = 128  # calls in flight beyond the batcher queue; more are refused
 HEALTH_POLL_SECONDS = 0.2
 HEALTH_SERVICES = ("", GRPC_SERVICE_NAME, ADMIN_SERVICE_NAME)
 MIN_MESSAGE_BYTES = 4 << 20
@@ -37,51 +41,73 @@ class ServerConfigError(NewstaggerError):
 
 class TaggerServer:
     """A started-or-not gRPC server with its health state. Health follows the model: SERVING once
-    a model is loaded (also when the reloader loads it later), NOT_SERVING while draining."""
+    a model is loaded (also when the reloader loads it later), NOT_SERVING while draining.
+    Every method is called from outside the server loop; the work runs on it."""
 
     def __init__(
-        self, server: grpc.Server, health_servicer: health.HealthServicer, model_loaded: Callable[[], bool]
+        self,
+        server: grpc.aio.Server,
+        health_servicer: health.aio.HealthServicer,
+        model_loaded: Callable[[], bool],
     ):
         self.grpc = server
         self.health = health_servicer
         self._model_loaded = model_loaded
-        self._draining = threading.Event()
-        self._watcher = threading.Thread(target=self._watch_health, name="grpc-health", daemon=True)
+        self._draining = False
+        self._watcher: asyncio.Task[None] | None = None
+        self._stopped: asyncio.Event | None = None
         self.serving = False
 
     def start(self) -> None:
-        self._update_health()
-        self.grpc.start()
-        self._watcher.start()
+        loop.run(self._start())
 
-    def _set(self, status: int) -> None:
-        for name in HEALTH_SERVICES:
-            self.health.set(name, status)
+    async def _start(self) -> None:
+        self._stopped = asyncio.Event()
+        await self._update_health(force=True)
+        await self.grpc.start()
+        self._watcher = asyncio.create_task(self._watch_health(), name="grpc-health")
 
-    def _update_health(self) -> None:
-        serving = self._model_loaded() and not self._draining.is_set()
-        if serving != self.serving or not self._watcher.is_alive():
-            self._set(
-                health_pb2.HealthCheckResponse.SERVING
-                if serving
-                else health_pb2.HealthCheckResponse.NOT_SERVING
-            )
+    async def _update_health(self, force: bool = False) -> None:
+        serving = self._model_loaded() and not self._draining
+        if serving != self.serving or force:
+            statuses = health_pb2.HealthCheckResponse
+            status = statuses.SERVING if serving else statuses.NOT_SERVING
+            for name in HEALTH_SERVICES:
+                await self.health.set(name, status)
             self.serving = serving
 
-    def _watch_health(self) -> None:
-        while not self._draining.wait(HEALTH_POLL_SECONDS):
-            self._update_health()
+    async def _watch_health(self) -> None:
+        while not self._draining:
+            await asyncio.sleep(HEALTH_POLL_SECONDS)
+            await self._update_health()
 
     def drain(self, grace: float) -> None:
         """Health NOT_SERVING, refuse new calls, let in-flight calls finish within ``grace`` seconds."""
-        self._draining.set()
-        self.health.enter_graceful_shutdown()  # every service NOT_SERVING, further updates ignored
+        loop.run(self._drain(grace), timeout=grace + 10)
+
+    async def _drain(self, grace: float) -> None:
+        self._draining = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+        await self.health.enter_graceful_shutdown()  # every service NOT_SERVING, further updates ignored
         self.serving = False
         logger.info("draining: refusing new calls, waiting up to %.1fs for in-flight ones", grace)
-        self.grpc.stop(grace).wait(grace + 5)
+        await self.grpc.stop(grace)
+        if self._stopped is not None:
+            self._stopped.set()
 
     def wait(self, timeout: float | None = None) -> bool:
-        return bool(self.grpc.wait_for_termination(timeout))
+        """Wait until the server has stopped; True if it did within ``timeout``."""
+        return loop.run(self._wait(timeout))
+
+    async def _wait(self, timeout: float | None) -> bool:
+        if self._stopped is None:
+            return True
+        try:
+            await asyncio.wait_for(self._stopped.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -108,6 +134,13 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
 
 def build_server(runtime: Runtime, settings: Settings, reuse_port: bool = False) -> tuple[TaggerServer, int]:
     """Wire and bind (not start) the server; returns it and the bound port (useful with port 0)."""
+    credentials = server_credentials(settings)
+    return loop.run(_build(runtime, settings, reuse_port, credentials))
+
+
+async def _build(
+    runtime: Runtime, settings: Settings, reuse_port: bool, credentials: grpc.ServerCredentials | None
+) -> tuple[TaggerServer, int]:
     message_limit = min(
         MAX_MESSAGE_BYTES, max(MIN_MESSAGE_BYTES, settings.max_text_bytes * settings.max_request_articles)
     )
@@ -116,17 +149,16 @@ def build_server(runtime: Runtime, settings: Settings, reuse_port: bool = False)
         ("grpc.max_receive_message_length", message_limit),
         ("grpc.max_send_message_length", message_limit),
     ]
-    server = grpc.server(
-        ThreadPoolExecutor(max_workers=HANDLER_THREADS, thread_name_prefix="grpc"),
+    server = grpc.aio.server(
         interceptors=[ServerInterceptor(runtime.metrics)],
         options=options,
-        maximum_concurrent_rpcs=settings.queue_size + HANDLER_THREADS,
+        maximum_concurrent_rpcs=settings.queue_size + MAX_CONCURRENT_CALLS,
     )
     tagger = TaggerServicer(runtime.tagger, runtime.batcher, runtime.metrics, settings.max_request_articles)
     pb_grpc.add_TaggerServiceServicer_to_server(tagger, server)
     token = settings.admin_token.get_secret_value() if settings.admin_token is not None else None
     pb_grpc.add_AdminServiceServicer_to_server(AdminServicer(runtime.reloader, token), server)
-    health_servicer = health.HealthServicer()
+    health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = (
         pb.DESCRIPTOR.services_by_name["TaggerService"].full_name,
@@ -136,7 +168,6 @@ def build_server(runtime: Runtime, settings: Settings, reuse_port: bool = False)
     )
     reflection.enable_server_reflection(names, server)
     address = f"{settings.host}:{settings.port}"
-    credentials = server_credentials(settings)
     try:
         port = (
             server.add_secure_port(address, credentials)

@@ -1,21 +1,21 @@
 """TaggerService and AdminService: translate protobuf <-> core and hand work to the shared batcher.
 
-Domain errors propagate as exceptions; ``interceptors.ServerInterceptor`` maps them to status
-codes once (``errors.STATUS_BY_ERROR``). Per-item errors of TagBatch/TagStream are mapped with
-the same table into ``ItemError``.
+Handlers are ``grpc.aio`` coroutines on the server loop; they wait for the batcher's futures
+through ``bridge.ResultBridge`` (the batcher thread wakes the loop once per burst of results), so
+no thread is parked per call. Domain errors propagate as exceptions; ``interceptors.ServerInterceptor`` maps
+them to status codes once (``errors.STATUS_BY_ERROR``). Per-item errors of TagBatch/TagStream are
+mapped with the same table into ``ItemError``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
-import queue
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 
@@ -23,6 +23,7 @@ from service.core.batcher import MicroBatcher
 from service.core.errors import DeadlineExceeded, InvalidRequest, Overloaded
 from service.core.tagger import Tagger
 from service.core.types import Article, TagOptions, TagResult
+from service.grpc_api.bridge import ResultBridge
 from service.grpc_api.convert import model_to_proto, result_to_proto, to_article, to_options
 from service.grpc_api.errors import code_number, status_for
 from service.grpc_api.gen.newstagger.v1 import tagger_pb2 as pb
@@ -33,21 +34,13 @@ from service.reloader import ModelReloader
 logger = logging.getLogger(__name__)
 
 STREAM_WINDOW = 256  # articles one stream may have queued or unread before it stops reading
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 
-def _deadline(context: grpc.ServicerContext) -> float | None:
+def _deadline(context: Context) -> float | None:
     """The call's deadline on the time.monotonic() clock (what the batcher compares against)."""
     remaining = context.time_remaining()
     return None if remaining is None else time.monotonic() + remaining
-
-
-def _wait(future: Future[TagResult], deadline: float | None) -> TagResult:
-    timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-    try:
-        return future.result(timeout)
-    except FutureTimeout:
-        future.cancel()  # still queued: the batcher skips it
-        raise DeadlineExceeded("deadline passed before the article was tagged") from None
 
 
 class TaggerServicer(pb_grpc.TaggerServiceServicer):
@@ -56,6 +49,13 @@ class TaggerServicer(pb_grpc.TaggerServiceServicer):
         self._batcher = batcher
         self._metrics = metrics
         self._max_articles = max_articles
+        self._bridge: ResultBridge | None = None
+
+    async def _wait(self, future: Future[TagResult], deadline: float | None) -> TagResult:
+        if self._bridge is None:
+            self._bridge = ResultBridge(asyncio.get_running_loop())
+            self._batcher.add_listener(self._bridge)
+        return await self._bridge.wait(future, deadline)
 
     def _submit(self, article: Article, options: TagOptions, deadline: float | None) -> Future[TagResult]:
         try:
@@ -67,16 +67,17 @@ class TaggerServicer(pb_grpc.TaggerServiceServicer):
             self._metrics.queue_depth.set(self._batcher.depth())
         return future
 
-    def Tag(self, request: pb.TagRequest, context: grpc.ServicerContext) -> pb.TagResponse:  # noqa: N802
+    async def Tag(self, request: pb.TagRequest, context: Context) -> pb.TagResponse:  # noqa: N802
         article, options = to_article(request.article), to_options(request.options)
         self._tagger.validate(article, options)
         deadline = _deadline(context)
         future = self._submit(article, options, deadline)
-        context.add_callback(future.cancel)  # a cancelled call is not computed
-        return pb.TagResponse(result=result_to_proto(_wait(future, deadline)))
+        return pb.TagResponse(result=result_to_proto(await self._wait(future, deadline)))
 
-    def TagBatch(  # noqa: N802
-        self, request: pb.TagBatchRequest, context: grpc.ServicerContext
+    async def TagBatch(  # noqa: N802
+        self,
+        request: pb.TagBatchRequest,
+        context: Context,
     ) -> pb.TagBatchResponse:
         if len(request.articles) > self._max_articles:
             raise InvalidRequest(
@@ -94,115 +95,108 @@ class TaggerServicer(pb_grpc.TaggerServiceServicer):
                 pending.append((article.id, self._submit(article, options, deadline)))
             except Exception as exc:  # noqa: BLE001 - reported per item
                 pending.append((article.id, exc))
-        items = [self._item(article_id, outcome, deadline) for article_id, outcome in pending]
+        items = [await self._item(article_id, outcome, deadline) for article_id, outcome in pending]
         version = next((i.result.model_version for i in items if i.HasField("result")), "")
         return pb.TagBatchResponse(items=items, model_version=version or loaded.manifest.version)
 
-    def _item(
+    async def _item(
         self, article_id: str, outcome: Future[TagResult] | BaseException, deadline: float | None
     ) -> pb.TagItem:
         try:
             if isinstance(outcome, BaseException):
                 raise outcome
-            return pb.TagItem(article_id=article_id, result=result_to_proto(_wait(outcome, deadline)))
-        except Exception as exc:  # noqa: BLE001 - reported per item, mapped by the one table
-            code, message = status_for(exc, "TagBatch")
             return pb.TagItem(
-                article_id=article_id, error=pb.ItemError(code=code_number(code), message=message)
+                article_id=article_id, result=result_to_proto(await self._wait(outcome, deadline))
             )
+        except Exception as exc:  # noqa: BLE001 - reported per item, mapped by the one table
+            return _error_item(article_id, exc, "TagBatch")
 
-    def TagStream(  # noqa: N802
-        self, request_iterator: Iterator[pb.TagStreamRequest], context: grpc.ServicerContext
-    ) -> Iterator[pb.TagStreamResponse]:
-        self._tagger.require_model()
-        out: queue.Queue[pb.TagStreamResponse | None] = queue.Queue()
-        window = threading.BoundedSemaphore(STREAM_WINDOW)
-        deadline = _deadline(context)
-        reader = threading.Thread(
-            target=self._read_stream,
-            args=(request_iterator, context, out, window, deadline),
-            name="tag-stream-reader",
-            daemon=True,
-        )
-        reader.start()
-        while True:
-            response = out.get()
-            if response is None:
-                return
-            window.release()
-            yield response
-
-    def _read_stream(
+    async def TagStream(  # noqa: N802
         self,
-        requests: Iterator[pb.TagStreamRequest],
-        context: grpc.ServicerContext,
-        out: queue.Queue[pb.TagStreamResponse | None],
-        window: threading.BoundedSemaphore,
+        request_iterator: AsyncIterator[pb.TagStreamRequest],
+        context: Context,
+    ) -> AsyncIterator[pb.TagStreamResponse]:
+        self._tagger.require_model()
+        out: asyncio.Queue[pb.TagStreamResponse | None] = asyncio.Queue()
+        window = asyncio.Semaphore(STREAM_WINDOW)
+        reader = asyncio.create_task(self._read_stream(request_iterator, out, window, _deadline(context)))
+        try:
+            while (response := await out.get()) is not None:
+                window.release()
+                yield response
+        finally:
+            reader.cancel()
+
+    async def _read_stream(
+        self,
+        requests: AsyncIterator[pb.TagStreamRequest],
+        out: asyncio.Queue[pb.TagStreamResponse | None],
+        window: asyncio.Semaphore,
         deadline: float | None,
     ) -> None:
-        outstanding = [0]
-        lock = threading.Lock()
-        finished_reading = threading.Event()
+        loop = asyncio.get_running_loop()
+        outstanding, finished = 0, False
 
-        def settle(response: pb.TagStreamResponse) -> None:
-            out.put(response)
-            with lock:
-                outstanding[0] -= 1
-                last = finished_reading.is_set() and outstanding[0] == 0
-            if last:
-                out.put(None)
+        def settle(response: pb.TagStreamResponse) -> None:  # on the loop
+            nonlocal outstanding
+            out.put_nowait(response)
+            outstanding -= 1
+            if finished and outstanding == 0:
+                out.put_nowait(None)
 
         try:
-            for request in requests:
-                while not window.acquire(timeout=0.5):
-                    if not context.is_active():
-                        return
-                with lock:
-                    outstanding[0] += 1
-                self._stream_one(request, deadline, settle)
+            async for request in requests:
+                await window.acquire()
+                outstanding += 1
+                self._stream_one(request, deadline, settle, loop)
         except Exception:  # the client went away or cancelled: nothing left to answer
             logger.debug("tag stream ended while reading", exc_info=True)
         finally:
-            with lock:
-                finished_reading.set()
-                last = outstanding[0] == 0
-            if last:
-                out.put(None)
+            finished = True
+            if outstanding == 0:
+                out.put_nowait(None)
 
-    def _stream_one(self, request: pb.TagStreamRequest, deadline: float | None, settle: Any) -> None:
+    def _stream_one(
+        self,
+        request: pb.TagStreamRequest,
+        deadline: float | None,
+        settle: Callable[[pb.TagStreamResponse], None],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
         article, key = to_article(request.article), request.correlation_id
 
         def respond(item: pb.TagItem) -> None:
             settle(pb.TagStreamResponse(item=item, correlation_id=key))
-
-        def error(exc: BaseException) -> pb.TagItem:
-            code, message = status_for(exc, "TagStream")
-            return pb.TagItem(
-                article_id=article.id, error=pb.ItemError(code=code_number(code), message=message)
-            )
 
         try:
             options = to_options(request.options)
             self._tagger.validate(article, options)
             future = self._submit(article, options, deadline)
         except Exception as exc:  # noqa: BLE001 - reported per item
-            respond(error(exc))
+            respond(_error_item(article.id, exc, "TagStream"))
             return
 
-        def done(f: Future[TagResult]) -> None:
+        def done(f: Future[TagResult]) -> None:  # on the loop
             if f.cancelled():
-                respond(error(DeadlineExceeded("cancelled before tagging")))
+                respond(_error_item(article.id, DeadlineExceeded("cancelled before tagging"), "TagStream"))
             elif (exc := f.exception()) is not None:
-                respond(error(exc))
+                respond(_error_item(article.id, exc, "TagStream"))
             else:
                 respond(pb.TagItem(article_id=article.id, result=result_to_proto(f.result())))
 
-        future.add_done_callback(done)
+        future.add_done_callback(lambda f: loop.call_soon_threadsafe(done, f))
 
-    def GetModel(  # noqa: N802
-        self, request: pb.GetModelRequest, context: grpc.ServicerContext
+    async def GetModel(  # noqa: N802
+        self,
+        request: pb.GetModelRequest,
+        context: Context,
     ) -> pb.GetModelResponse:
         return model_to_proto(self._tagger.require_model())
+
+
+def _error_item(article_id: str, exc: BaseException, method: str) -> pb.TagItem:
+    code, message = status_for(exc, method)
+    return pb.TagItem(article_id=article_id, error=pb.ItemError(code=code_number(code), message=message))
 
 
 class AdminServicer(pb_grpc.AdminServiceServicer):
@@ -212,11 +206,13 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         self._reloader = reloader
         self._token = token
 
-    def ReloadModel(  # noqa: N802
-        self, request: pb.ReloadModelRequest, context: grpc.ServicerContext
+    async def ReloadModel(  # noqa: N802
+        self,
+        request: pb.ReloadModelRequest,
+        context: Context,
     ) -> pb.ReloadModelResponse:
         if not self._token:
-            context.abort(
+            await context.abort(
                 grpc.StatusCode.UNIMPLEMENTED,
                 "the admin service is disabled (start the server with --admin-token to enable it)",
             )
@@ -224,7 +220,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         scheme, _, token = str(given).partition(" ")
         expected = self._token or ""
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected.encode()):
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
-        outcome = self._reloader.check()
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+        outcome = await asyncio.to_thread(self._reloader.check)  # loads a model: not on the loop
         logger.info("admin reload: %s %s", outcome.result, outcome.version)
         return pb.ReloadModelResponse(result=outcome.result, version=outcome.version, message=outcome.message)
