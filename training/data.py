@@ -88,10 +88,11 @@ def _infer_heads(
         declared.setdefault(name, HeadConfig())
     ignore = set(config.ignore_fields)
     explicit = bool(declared)
+    selected = set(head_names)  # `--heads` picks heads: other label fields are left out
     heads: dict[str, HeadConfig] = {}
     for path, lineno, record in records:
         for key, value in record.items():
-            if key in BASE_FIELDS or key in ignore:
+            if key in BASE_FIELDS or key in ignore or (selected and key not in selected):
                 continue
             if key not in declared:
                 if explicit:
@@ -155,6 +156,15 @@ def _row(path: Path, lineno: int, record: dict[str, Any], heads: dict[str, HeadC
                 )
     article = Article(str(rid), text, record.get("title") or "", record.get("target") or "")
     return Row(article, labels)
+
+
+def label_fields(paths: Sequence[Path]) -> set[str]:
+    """Every field other than id/title/text/target that some row of ``paths`` has."""
+    fields: set[str] = set()
+    for path in paths:
+        for _, record in _read_records(Path(path))[0]:
+            fields.update(k for k in record if k not in BASE_FIELDS)
+    return fields
 
 
 def load_dataset(

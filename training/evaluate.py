@@ -89,6 +89,11 @@ def head_metrics(
                 "f1": round(float(f), 4),
             }
         p, r, f, s = precision_recall_fscore_support(Y, P, average=None, zero_division=0)
+        present = (Y.sum(axis=0) > 0) | (P.sum(axis=0) > 0)  # labels the data or the model mention
+        out["macro_present"] = {
+            "f1": round(float(f[present].mean()) if present.any() else 0.0, 4),
+            "labels": int(present.sum()),
+        }
         out["per_label"] = {
             label: {
                 "precision": round(float(p[j]), 4),
@@ -139,8 +144,11 @@ def headline(metrics: dict[str, Any]) -> str:
     lines = []
     for head, m in metrics.items():
         if m["kind"] == "multi":
+            present = m.get("macro_present", {})
             lines.append(
-                f"{head}: micro-F1 {m['micro']['f1']:.4f}  macro-F1 {m['macro']['f1']:.4f}  (n={m['n']})"
+                f"{head}: micro-F1 {m['micro']['f1']:.4f}  macro-F1 {m['macro']['f1']:.4f}"
+                f" (over the {present.get('labels', '?')} labels present: {present.get('f1', 0):.4f})"
+                f"  (n={m['n']})"
             )
         else:
             lines.append(f"{head}: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  (n={m['n']})")

@@ -252,11 +252,17 @@ def _promote_if_better(
 
 def _evaluate(args: argparse.Namespace) -> int:
     from training.config import HeadConfig, load_config
-    from training.data import load_dataset
+    from training.data import label_fields, load_dataset
     from training.evaluate import evaluate_model, format_report
 
     loaded = load_artifact(resolve_model_path(args.model))
-    heads = {h.name: HeadConfig(kind=h.kind, target=h.target) for h in loaded.manifest.heads}
+    present = label_fields(args.data)
+    heads = {
+        h.name: HeadConfig(kind=h.kind, target=h.target) for h in loaded.manifest.heads if h.name in present
+    }
+    if not heads:
+        names = ", ".join(h.name for h in loaded.manifest.heads)
+        raise NewstaggerError(f"the data has none of the model's heads ({names}) to evaluate")
     data = load_dataset(args.data, load_config(None), heads=heads)
     metrics = evaluate_model(loaded, data)
     print(f"model {loaded.manifest.name} {loaded.manifest.version} on {len(data.rows)} rows")

@@ -66,14 +66,15 @@ def test_blank_text_is_missing_text(tmp_path: Path) -> None:
     assert f"{path}:3:" in message and "'text'" in message
 
 
-def test_unknown_head_when_heads_are_declared_on_the_command_line(tmp_path: Path) -> None:
+def test_heads_on_the_command_line_select_heads(tmp_path: Path) -> None:
     rows = [
         {"id": "a", "text": "x", "topics": ["war"]},
         {"id": "b", "text": "y", "topics": ["aid"], "sentiment": "positive"},
     ]
     path = write_jsonl(tmp_path / "train.jsonl", rows)
-    message = data_error([path], head_names=["topics"])
-    assert f"{path}:2:" in message and "'sentiment'" in message and "unknown head" in message
+    assert list(load_dataset([path], TrainConfig(), head_names=["topics"]).heads) == ["topics"]
+    message = data_error([path], head_names=["stance"])
+    assert "stance" in message and "found in no row" in message
 
 
 def test_unknown_head_when_heads_are_declared_in_the_config(tmp_path: Path) -> None:
