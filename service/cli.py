@@ -101,7 +101,7 @@ def _runtime_parser(sub: Any, name: str, help_text: str, groups: Sequence[tuple[
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from service.commands import demo, labels_cmds, model_cmds
+    from service.commands import demo, labels_cmds, models_cmds, tag_cmd, train_cmds
 
     parser = argparse.ArgumentParser(
         prog="newstagger",
@@ -110,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    model_cmds.register(sub)
+    train_cmds.register(sub)
+    tag_cmd.register(sub)
+    models_cmds.register(sub)
     labels_cmds.register(sub)
     demo.register(sub)
     serve = _runtime_parser(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,3 +54,27 @@ class TagResult:
     heads: tuple[HeadResult, ...]
     model_name: str
     model_version: str
+
+
+def _score(value: float) -> float:
+    return value if math.isfinite(value) else 0.0
+
+
+def result_to_json(result: TagResult, explanations: bool = True) -> dict[str, Any]:
+    """The one JSON shape of a result, shared by `newstagger tag` and tagged Kafka events."""
+    heads = []
+    for h in result.heads:
+        head: dict[str, Any] = {
+            "head": h.head,
+            "kind": h.kind,
+            "labels": [{"label": s.label, "score": _score(s.score)} for s in h.labels],
+            "scores": [{"label": s.label, "score": _score(s.score)} for s in h.scores],
+        }
+        if explanations and h.explanations:
+            head["explanations"] = {label: list(terms) for label, terms in h.explanations.items()}
+        heads.append(head)
+    return {
+        "id": result.article_id,
+        "heads": heads,
+        "model": {"name": result.model_name, "version": result.model_version},
+    }

@@ -9,13 +9,12 @@ Every input ends either as an ``InputEvent`` or as a ``DecodeFailed`` carrying o
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from service.core.types import Article, TagResult
+from service.core.types import Article, TagResult, result_to_json
 
 Headers = Sequence[tuple[str, bytes | None]]
 
@@ -192,27 +191,11 @@ def trace_headers(headers: Headers) -> list[tuple[str, bytes]]:
 def tagged_payload(
     result: TagResult, source: Source, fields: dict[str, Any], passthrough: Sequence[str], now: float
 ) -> dict[str, Any]:
-    heads = [
-        {
-            "head": h.head,
-            "kind": h.kind,
-            "labels": [{"label": s.label, "score": _score(s.score)} for s in h.labels],
-            "scores": [{"label": s.label, "score": _score(s.score)} for s in h.scores],
-        }
-        for h in result.heads
-    ]
-    return {
-        "id": result.article_id,
-        "heads": heads,
-        "model": {"name": result.model_name, "version": result.model_version},
+    return result_to_json(result) | {
         "tagged_at": iso_now(now),
         "source_record": {"topic": source.topic, "partition": source.partition, "offset": source.offset},
         "fields": {name: fields[name] for name in passthrough if name in fields},
     }
-
-
-def _score(value: float) -> float:
-    return value if math.isfinite(value) else 0.0
 
 
 def encode_tagged(

@@ -1,0 +1,204 @@
+"""CLI command `models`: list, show, history, promote and roll back registry versions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from service.core.errors import NewstaggerError
+from service.model.artifact import Manifest
+from service.model.registry import ModelRegistry
+
+FORMATTER = argparse.ArgumentDefaultsHelpFormatter
+
+
+def register(sub: Any) -> None:
+    models = sub.add_parser(
+        "models", help="List, show, promote or roll back registry versions.", formatter_class=FORMATTER
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--registry", type=Path, default=Path("models"), help="Registry directory.")
+    actions = models.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("list", help="Every version, the current one marked.", parents=[common])
+    show = actions.add_parser("show", help="One version's manifest.", parents=[common])
+    show.add_argument("version", nargs="?", default=None, help="Version (default: current).")
+    show.add_argument(
+        "--summary",
+        action="store_true",
+        help="A readable summary (heads, thresholds, data files with sha256, seed, dev metrics, "
+        "how to retrain) instead of the manifest's JSON.",
+    )
+    show.add_argument(
+        "--export-config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="Write the version's training config (seed included) as TOML, for `train --config FILE`.",
+    )
+    actions.add_parser("history", help="Every promotion and rollback, oldest first.", parents=[common])
+    promote = actions.add_parser("promote", help="Verify a version and make it current.", parents=[common])
+    promote.add_argument("version")
+    actions.add_parser(
+        "rollback", help="Make the previously current version current again.", parents=[common]
+    )
+    models.set_defaults(handler=_models)
+
+
+def _models(args: argparse.Namespace) -> int:
+    registry = ModelRegistry(args.registry)
+    root = registry.root
+    if args.action == "list":
+        return _models_list(registry)
+    if args.action == "show":
+        shown: str | None = args.version or registry.current()
+        if shown is None:
+            raise NewstaggerError(f"no current model in {root} — run `newstagger train`")
+        manifest = registry.manifest(shown)
+        if args.export_config:
+            args.export_config.write_text(config_to_toml(manifest.config), encoding="utf-8")
+            print(f"wrote the training config of {shown} to {args.export_config}", file=sys.stderr)
+        if args.summary:
+            print(_describe(manifest, registry.path(shown), shown == registry.current()))
+        else:
+            print(json.dumps(manifest.to_json(), indent=2))
+        return 0
+    if args.action == "history":
+        entries = registry.entries()
+        if not entries:
+            print(f"no promotions yet in {root}")
+        for entry in entries:
+            print(f"{entry.time}  {entry.action:<8}  {entry.version}")
+        return 0
+    if args.action == "promote":
+        previous = registry.promote(args.version)
+        if previous == args.version:
+            print(f"{args.version} is already current in {root} (verified)")
+        else:
+            print(f"promoted {args.version} to current in {root} (was: {previous or 'none'})")
+        return 0
+    previous = registry.current()
+    version = registry.rollback()
+    print(f"rolled back: {version} is current in {root} (was: {previous})")
+    return 0
+
+
+def _models_list(registry: ModelRegistry) -> int:
+    current = registry.current()
+    versions = registry.versions()
+    broken = registry.broken()
+    if not versions and not broken:
+        print(f"no models in {registry.root} — run `newstagger train --registry {registry.root}`")
+        return 0
+    print(f"{'':2}{'version':<28} {'created':<21} {'dev macro-F1':<14} heads (labels)")
+    for version in versions:
+        m = registry.manifest(version)
+        heads = ", ".join(f"{h.name}({len(h.labels)})" for h in m.heads)
+        print(
+            f"{'*' if version == current else ' ':2}{version:<28} {m.created_at:<21} "
+            f"{_dev_score(m):<14} {heads}"
+        )
+    for name, reason in sorted(broken.items()):
+        print(f"{'!':2}{name:<28} BROKEN: {reason}")
+    if current is None:
+        print("no current version: `newstagger models promote VERSION`")
+    elif current not in versions:
+        print(f"current points to {current!r}, which is missing or broken: promote or roll back")
+    else:
+        print("* = current (what the services load)")
+    leftovers = registry.leftovers()
+    if leftovers:
+        print(
+            f"{len(leftovers)} hidden staging leftover(s) of interrupted writes in {registry.root} "
+            "(ignored; safe to delete when no training runs)"
+        )
+    return 0
+
+
+def _dev_score(manifest: Manifest) -> str:
+    """Mean dev macro-F1 over the heads, as recorded at training time."""
+    dev = manifest.metrics.get("dev", {})
+    values = []
+    for m in dev.values():
+        if isinstance(m, dict):
+            value = m.get("macro", {}).get("f1") if m.get("kind") == "multi" else m.get("macro_f1")
+            if isinstance(value, int | float):
+                values.append(float(value))
+    return f"{sum(values) / len(values):.4f}" if values else "-"
+
+
+def _describe(m: Manifest, path: Path, is_current: bool) -> str:
+    """``models show``: what a person needs to know about a version, and how to retrain it."""
+    lines = [
+        f"version      {m.version}{'  (current)' if is_current else ''}",
+        f"name         {m.name}",
+        f"path         {path}",
+        f"created      {m.created_at}",
+        f"model sha256 {m.model_sha256}",
+        "versions     " + ", ".join(f"{k} {v}" for k, v in m.versions.items()),
+        f"seed         {m.config.get('seed', '-')}",
+        "heads:",
+    ]
+    for h in m.heads:
+        target = f", conditioned on {h.target!r}" if h.target else ""
+        lines.append(f"  {h.name} ({h.kind}-label{target}): {len(h.labels)} labels")
+        if h.kind == "multi":
+            pairs = (f"{label}@{t:g}" for label, t in zip(h.labels, h.thresholds, strict=True))
+            lines.append("    " + ", ".join(pairs))
+        else:
+            lines.append("    " + ", ".join(h.labels))
+    lines.append("data:")
+    for role in ("train", "dev"):
+        files = m.data.get(role)
+        if isinstance(files, list):
+            for f in files:
+                lines.append(f"  {role:<5} {f.get('path')}  rows {f.get('rows')}  sha256 {f.get('sha256')}")
+        elif files:
+            lines.append(f"  {role:<5} {files}")
+    dev = m.metrics.get("dev", {})
+    if dev:
+        lines.append("dev metrics:")
+        for head, hm in dev.items():
+            if hm.get("kind") == "multi":
+                lines.append(f"  {head}: micro-F1 {hm['micro']['f1']:.4f}  macro-F1 {hm['macro']['f1']:.4f}")
+            else:
+                lines.append(f"  {head}: accuracy {hm['accuracy']:.4f}  macro-F1 {hm['macro_f1']:.4f}")
+    train_files = [f.get("path") for f in m.data.get("train", []) if isinstance(f, dict)]
+    dev_files = [f.get("path") for f in m.data.get("dev", []) if isinstance(f, dict)]
+    cmd = "newstagger train --data " + " ".join(str(p) for p in train_files)
+    if dev_files:
+        cmd += " --dev " + " ".join(str(p) for p in dev_files)
+    lines.append("retrain (the same files with the same sha256, the recorded config incl. the seed):")
+    lines.append(f"  newstagger models show {m.version} --export-config CONFIG.toml")
+    lines.append(f"  {cmd} --config CONFIG.toml")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+
+
+def config_to_toml(config: dict[str, Any]) -> str:
+    """A manifest's training config as the TOML ``train --config`` reads (tables one level deep,
+    ``heads`` as ``[heads.NAME]``)."""
+    top = [f"{k} = {_toml_value(v)}" for k, v in config.items() if not isinstance(v, dict)]
+    tables = []
+    for key, value in config.items():
+        if not isinstance(value, dict):
+            continue
+        if key == "heads":
+            for name, head in value.items():
+                tables.append(f"\n[heads.{json.dumps(name)}]")
+                tables += [f"{k} = {_toml_value(v)}" for k, v in head.items()]
+        else:
+            tables.append(f"\n[{key}]")
+            tables += [f"{k} = {_toml_value(v)}" for k, v in value.items()]
+    return "\n".join(top + tables) + "\n"

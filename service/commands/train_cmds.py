@@ -1,0 +1,226 @@
+"""CLI commands `train` (with the registry quality gate) and `evaluate`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from service.core.errors import ArtifactError, NewstaggerError
+from service.model.artifact import load_artifact
+from service.model.registry import ModelRegistry, resolve_model_path
+
+FORMATTER = argparse.ArgumentDefaultsHelpFormatter
+GATE_METRICS = ("macro_f1", "micro_f1")  # training.gate.METRICS (not imported: training loads lazily)
+EXIT_REFUSED = 3  # train --promote-if-better refused the new version
+
+
+def _non_negative(value: str) -> float:
+    number = float(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{value}: must be >= 0")
+    return number
+
+
+def register(sub: Any) -> None:
+    train = sub.add_parser(
+        "train",
+        help="Train a model from labelled data (no data: the starter set).",
+        description="Train a model from labelled JSONL/CSV data and write a versioned "
+        "artifact. With no --data, trains the default model from the shipped starter set.",
+        formatter_class=FORMATTER,
+    )
+    train.add_argument(
+        "--data",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="Training files (JSONL or CSV), merged in order; later files win for the same id. "
+        "Default: the shipped starter set.",
+    )
+    train.add_argument(
+        "--dev",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="Dev files for threshold tuning and metrics (default: hold out part of --data).",
+    )
+    train.add_argument(
+        "--config", type=Path, default=None, help="Training config (TOML); see training/config.py."
+    )
+    train.add_argument(
+        "--heads",
+        nargs="+",
+        default=(),
+        metavar="HEAD",
+        help="Label fields to train as heads (default: every label field in the data).",
+    )
+    train.add_argument("--out", type=Path, default=None, help="Write the artifact to this new directory.")
+    train.add_argument(
+        "--registry",
+        type=Path,
+        default=Path("models"),
+        help="Add the model to this registry (ignored with --out).",
+    )
+    train.add_argument("--version", default="", help="Model version (default: UTC time + checksum).")
+    gate = train.add_argument_group("registry and quality gate (see docs/retraining.md)")
+    when = gate.add_mutually_exclusive_group()
+    when.add_argument(
+        "--promote-if-better",
+        action="store_true",
+        help="Promote the new version only if it is not worse than the current one on the evaluation "
+        "set (beyond --gate-tolerance); print the comparison either way; exit 3 when refused.",
+    )
+    when.add_argument(
+        "--no-promote",
+        action="store_true",
+        help="Only add the new version to the registry; `newstagger models promote` it later.",
+    )
+    gate.add_argument(
+        "--eval",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="Evaluation set of the gate (default: the --dev files, else the held-out part of --data).",
+    )
+    gate.add_argument(
+        "--gate-metric",
+        choices=sorted(GATE_METRICS),
+        default="macro_f1",
+        help="Per-head metric, averaged over the heads both models share.",
+    )
+    gate.add_argument(
+        "--gate-tolerance",
+        type=_non_negative,
+        default=0.0,
+        metavar="X",
+        help="How much worse (absolute, e.g. 0.01) the new model may be and still be promoted.",
+    )
+    train.set_defaults(handler=_train)
+
+    evaluate = sub.add_parser(
+        "evaluate", help="Print per-head metrics of a model on labelled data.", formatter_class=FORMATTER
+    )
+    evaluate.add_argument(
+        "--model", type=Path, default=Path("models"), help="Artifact or registry directory."
+    )
+    evaluate.add_argument(
+        "--data", type=Path, nargs="+", required=True, metavar="FILE", help="Labelled data."
+    )
+    evaluate.add_argument(
+        "--json", type=Path, default=None, metavar="OUT", help="Also write the metrics as JSON."
+    )
+    evaluate.set_defaults(handler=_evaluate)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from training.config import load_config
+    from training.train import STARTER_DIR, train
+
+    if args.out and (args.promote_if_better or args.no_promote):
+        raise NewstaggerError("--promote-if-better and --no-promote work on a --registry, not with --out")
+    config = load_config(args.config)
+    data, dev = args.data, args.dev
+    if data is None:
+        data, dev = [STARTER_DIR / "train.jsonl"], dev or [STARTER_DIR / "dev.jsonl"]
+    registry = None if args.out else ModelRegistry(args.registry)
+    # Without --version the version is known only once the model is saved: write it under a
+    # hidden name unique to this run (a crashed or concurrent run cannot block it; the registry
+    # ignores hidden names), then rename it into place. Whatever happens, no staging is left.
+    pending = f".pending-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    out = args.out if registry is None else registry.new_version_dir(args.version or pending)
+    try:
+        manifest = train(data, out, config, dev or (), args.heads, args.version)
+        if registry is not None and out.name == pending:
+            final = registry.new_version_dir(manifest.version)
+            try:
+                out.rename(final)
+            except OSError as exc:
+                raise ArtifactError(
+                    f"cannot add version {manifest.version} to {registry.root}: {exc}"
+                ) from exc
+            out = final
+    finally:
+        if out.name == pending:
+            shutil.rmtree(out, ignore_errors=True)
+    print(f"model {manifest.name} {manifest.version} written to {out}")
+    if registry is None:
+        return 0
+    version, root = manifest.version, registry.root
+    if args.no_promote:
+        print(
+            f"added {version} to {root}, not promoted (current: {registry.current() or 'none'}); "
+            f"promote it with: newstagger models promote {version} --registry {root}"
+        )
+        return 0
+    if args.promote_if_better:
+        return _promote_if_better(args, registry, version, data, dev or ())
+    previous = registry.promote(version)
+    print(f"promoted {version} to current in {root} (was: {previous or 'none'})")
+    return 0
+
+
+def _promote_if_better(
+    args: argparse.Namespace, registry: ModelRegistry, version: str, data: list[Path], dev: Sequence[Path]
+) -> int:
+    from training.config import load_config
+    from training.gate import compare_models, format_comparison, load_eval_set
+
+    new = load_artifact(registry.path(version))
+    current_version = registry.current()
+    current = None
+    if current_version is not None:
+        try:
+            current = load_artifact(registry.path(current_version))
+        except ArtifactError as exc:
+            print(f"warning: the current model does not load, nothing to protect: {exc}", file=sys.stderr)
+    eval_set, described = load_eval_set(current, new, load_config(args.config), args.eval or (), dev, data)
+    print(f"evaluation set: {described}")
+    try:
+        decision = compare_models(current, new, eval_set, args.gate_metric, args.gate_tolerance)
+    except ValueError as exc:
+        raise NewstaggerError(f"cannot compare {version} with {current_version}: {exc}") from exc
+    print(format_comparison(decision))
+    root = registry.root
+    if not decision.promote:
+        print(
+            f"newstagger train: refused to promote {version}: {decision.reason}.\n"
+            f"  {version} stays in {root}, unpromoted; {current_version} is still current.\n"
+            f"  To promote it anyway: newstagger models promote {version} --registry {root}",
+            file=sys.stderr,
+        )
+        return EXIT_REFUSED
+    previous = registry.promote(version)
+    print(f"promoted {version} to current in {root} (was: {previous or 'none'})")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from training.config import HeadConfig, load_config
+    from training.data import label_fields, load_dataset
+    from training.evaluate import evaluate_model, format_report
+
+    loaded = load_artifact(resolve_model_path(args.model))
+    present = label_fields(args.data)
+    heads = {
+        h.name: HeadConfig(kind=h.kind, target=h.target) for h in loaded.manifest.heads if h.name in present
+    }
+    if not heads:
+        names = ", ".join(h.name for h in loaded.manifest.heads)
+        raise NewstaggerError(f"the data has none of the model's heads ({names}) to evaluate")
+    data = load_dataset(args.data, load_config(None), heads=heads)
+    metrics = evaluate_model(loaded, data)
+    print(f"model {loaded.manifest.name} {loaded.manifest.version} on {len(data.rows)} rows")
+    print(format_report(metrics))
+    if args.json:
+        args.json.write_text(json.dumps(metrics, indent=2) + "\n")
+    return 0
