@@ -35,7 +35,7 @@ if str(REPO) not in sys.path:  # run as a script: make `service` and `training` 
 
 from service.core.tagger import Tagger  # noqa: E402
 from service.core.types import Article  # noqa: E402
-from service.model.artifact import LoadedModel, load_artifact  # noqa: E402
+from service.model.artifact import LoadedModel, load_artifact, sha256_file  # noqa: E402
 
 #: The shared corpus generator, beside the checkout (NEWSTAGGER_GEN_CORPUS overrides it).
 GEN_CORPUS = Path(os.environ.get("NEWSTAGGER_GEN_CORPUS", REPO.parent / "shared" / "bench" / "gen_corpus.py"))
@@ -95,14 +95,6 @@ class Split:
         return rest[:size]
 
 
-def _digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def trained_model(corpus: Path, split: Split, config: Any = None, log: Any = sys.stderr) -> Path:
     """An artifact trained with the real ``training.train.train`` on ``corpus`` (topics head), from
     the cache when the corpus bytes, the split, the config and the code versions are unchanged."""
@@ -118,7 +110,7 @@ def trained_model(corpus: Path, split: Split, config: Any = None, log: Any = sys
         raise ValueError(f"{corpus}: {len(docs)} documents, need {split.train} + {split.dev}")
     key_src = json.dumps(
         {
-            "corpus": _digest(corpus),
+            "corpus": sha256_file(corpus),
             "split": [split.train, split.dev],
             "config": config.to_json(),
             "newstagger": service.__version__,

@@ -73,6 +73,18 @@ def tune_thresholds(Y: NDArray[np.int8], scores: NDArray[np.float64], cfg: Thres
     return thresholds
 
 
+def _per_label(labels: Sequence[str], p: Any, r: Any, f: Any, s: Any) -> dict[str, dict[str, float]]:
+    return {
+        label: {
+            "precision": round(float(p[j]), 4),
+            "recall": round(float(r[j]), 4),
+            "f1": round(float(f[j]), 4),
+            "support": int(s[j]),
+        }
+        for j, label in enumerate(labels)
+    }
+
+
 def head_metrics(
     spec: HeadSpec, gold: Sequence[tuple[str, ...]], scores: NDArray[np.float64]
 ) -> dict[str, Any]:
@@ -94,15 +106,7 @@ def head_metrics(
             "f1": round(float(f[present].mean()) if present.any() else 0.0, 4),
             "labels": int(present.sum()),
         }
-        out["per_label"] = {
-            label: {
-                "precision": round(float(p[j]), 4),
-                "recall": round(float(r[j]), 4),
-                "f1": round(float(f[j]), 4),
-                "support": int(s[j]),
-            }
-            for j, label in enumerate(labels)
-        }
+        out["per_label"] = _per_label(labels, p, r, f, s)
         return out
     y_true = [g[0] for g in gold]
     y_pred = [labels[int(j)] for j in np.argmax(scores, axis=1)]
@@ -114,15 +118,7 @@ def head_metrics(
         "macro_f1": round(
             float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)), 4
         ),
-        "per_label": {
-            label: {
-                "precision": round(float(p[j]), 4),
-                "recall": round(float(r[j]), 4),
-                "f1": round(float(f[j]), 4),
-                "support": int(s[j]),
-            }
-            for j, label in enumerate(labels)
-        },
+        "per_label": _per_label(labels, p, r, f, s),
         "confusion": {"labels": labels, "matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist()},
     }
 
