@@ -1,0 +1,101 @@
+"""The HTTP side door of a real serving runtime: /readyz follows the model, /healthz stays up,
+/metrics speaks Prometheus text and OpenMetrics; logs are JSON lines with context."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.logs import configure_logging
+from service.model.registry import ModelRegistry
+from service.runtime import Runtime, build_runtime
+from service.settings import Settings
+from tests.helpers import free_port, wait_for
+
+
+def _get(port: int, path: str, accept: str = "") -> tuple[int, str, str]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Accept": accept})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as reply:  # noqa: S310 - loopback
+            return reply.status, reply.headers["Content-Type"], reply.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers["Content-Type"], exc.read().decode()
+
+
+@pytest.fixture()
+def empty_runtime(tmp_path: Path) -> Iterator[tuple[Runtime, int, ModelRegistry]]:
+    registry = ModelRegistry(tmp_path / "registry")
+    settings = Settings(
+        model_dir=registry.root,
+        reload_interval_seconds=0.1,
+        metrics_port=free_port(),
+        metrics_host="127.0.0.1",
+    )
+    runtime = build_runtime(settings)
+    port = runtime.start_http()
+    assert port is not None
+    yield runtime, port, registry
+    runtime.close(5)
+
+
+def test_readyz_follows_the_model_and_healthz_stays_up(
+    empty_runtime: tuple[Runtime, int, ModelRegistry], model_dir: Path
+) -> None:
+    _, port, registry = empty_runtime
+    status, _, body = _get(port, "/readyz")
+    assert (status, body.strip()) == (503, "model not loaded")
+    assert _get(port, "/healthz")[0] == 200
+
+    shutil.copytree(model_dir, registry.new_version_dir("v1"))
+    registry.promote("v1")
+    wait_for(lambda: _get(port, "/readyz")[0] == 200, 15, what="/readyz after the model appears")
+    assert "v1" in _get(port, "/readyz")[2]
+    assert _get(port, "/healthz")[0] == 200
+    assert _get(port, "/nope")[0] == 404
+
+
+def test_metrics_in_prometheus_text_and_openmetrics(
+    empty_runtime: tuple[Runtime, int, ModelRegistry], model_dir: Path
+) -> None:
+    runtime, port, registry = empty_runtime
+    shutil.copytree(model_dir, registry.new_version_dir("v1"))
+    registry.promote("v1")
+    wait_for(lambda: runtime.tagger.model is not None, 15, what="model load")
+
+    status, content_type, text = _get(port, "/metrics")
+    assert status == 200 and content_type.startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    info = [s for s in families["newstagger_model_info"].samples if s.value == 1]
+    assert [s.labels["version"] for s in info] == ["v1"]
+    reloads = {
+        s.labels["result"]: s.value
+        for s in families["newstagger_model_reloads"].samples
+        if s.name.endswith("_total")
+    }
+    assert reloads == {"loaded": 1.0}
+    assert "process_cpu_seconds" in families  # default process collectors
+
+    status, content_type, text = _get(port, "/metrics", "application/openmetrics-text; version=1.0.0")
+    assert status == 200 and content_type.startswith("application/openmetrics-text")
+    assert text.rstrip().endswith("# EOF")
+
+
+def test_json_logs_carry_context_and_no_text(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("INFO", "json")
+    try:
+        logging.getLogger("newstagger.test").info(
+            "tagged %s", "a1", extra={"article_id": "a1", "topic": "articles", "partition": 2, "offset": 7}
+        )
+    finally:
+        logging.getLogger().handlers.clear()
+    line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert line["level"] == "INFO" and line["logger"] == "newstagger.test" and line["message"] == "tagged a1"
+    assert (line["article_id"], line["topic"], line["partition"], line["offset"]) == ("a1", "articles", 2, 7)
