@@ -8,6 +8,7 @@ reference is checked against them, so the three cannot drift apart.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -121,3 +122,11 @@ class Settings(BaseSettings):
 def env_name(field: str) -> str:
     """The environment variable that sets ``field``."""
     return ENV_PREFIX + field.upper()
+
+
+def default_model_dir() -> Path:
+    """The model directory every command defaults to: NEWSTAGGER_MODEL_DIR, else ./models."""
+    return Path(os.environ.get(env_name("model_dir"), "models"))
+
+
+MODEL_DIR_HELP = f"[env {ENV_PREFIX}MODEL_DIR]"

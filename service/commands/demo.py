@@ -25,7 +25,7 @@ from typing import Any
 
 from service.core.errors import ArtifactError, NewstaggerError
 from service.model.registry import resolve_model_path
-from service.settings import DEFAULT_GRPC_PORT, DEFAULT_METRICS_PORT
+from service.settings import DEFAULT_GRPC_PORT, DEFAULT_METRICS_PORT, MODEL_DIR_HELP, default_model_dir
 
 STARTER_DEV = Path(__file__).resolve().parents[2] / "training" / "starter" / "dev.jsonl"
 
@@ -38,7 +38,10 @@ def register(sub: Any) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     demo.add_argument(
-        "--model-dir", type=Path, default=Path("models"), help="Model registry (trained if empty)."
+        "--model-dir",
+        type=Path,
+        default=default_model_dir(),
+        help=f"Model registry (trained if empty). {MODEL_DIR_HELP}",
     )
     demo.add_argument("--port", type=int, default=DEFAULT_GRPC_PORT, help="gRPC port.")
     demo.add_argument("--metrics-port", type=int, default=DEFAULT_METRICS_PORT, help="Metrics/health port.")

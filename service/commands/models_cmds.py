@@ -11,6 +11,7 @@ from typing import Any
 from service.core.errors import NewstaggerError
 from service.model.artifact import Manifest
 from service.model.registry import ModelRegistry
+from service.settings import MODEL_DIR_HELP, default_model_dir
 
 FORMATTER = argparse.ArgumentDefaultsHelpFormatter
 
@@ -20,7 +21,9 @@ def register(sub: Any) -> None:
         "models", help="List, show, promote or roll back registry versions.", formatter_class=FORMATTER
     )
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--registry", type=Path, default=Path("models"), help="Registry directory.")
+    common.add_argument(
+        "--registry", type=Path, default=default_model_dir(), help=f"Registry directory. {MODEL_DIR_HELP}"
+    )
     actions = models.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser("list", help="Every version, the current one marked.", parents=[common])
     show = actions.add_parser("show", help="One version's manifest.", parents=[common])

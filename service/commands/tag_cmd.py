@@ -13,6 +13,7 @@ from service.core.tagger import Tagger
 from service.core.types import Article, TagOptions, result_to_json
 from service.model.artifact import load_artifact
 from service.model.registry import resolve_model_path
+from service.settings import MODEL_DIR_HELP, default_model_dir
 
 FORMATTER = argparse.ArgumentDefaultsHelpFormatter
 
@@ -24,7 +25,12 @@ def register(sub: Any) -> None:
         formatter_class=FORMATTER,
     )
     tag.add_argument("input", nargs="?", type=Path, default=None, help="JSONL file (default: stdin).")
-    tag.add_argument("--model", type=Path, default=Path("models"), help="Artifact or registry directory.")
+    tag.add_argument(
+        "--model",
+        type=Path,
+        default=default_model_dir(),
+        help=f"Artifact or registry directory. {MODEL_DIR_HELP}",
+    )
     tag.add_argument("--heads", nargs="+", default=(), metavar="HEAD", help="Only these heads.")
     tag.add_argument("--top-k", type=int, default=0, help="At most K labels per head (0 = no cap).")
     tag.add_argument("--min-score", type=float, default=None, help="Override the thresholds with one score.")

@@ -15,6 +15,7 @@ from typing import Any
 from service.core.errors import ArtifactError, NewstaggerError
 from service.model.artifact import load_artifact
 from service.model.registry import ModelRegistry, resolve_model_path
+from service.settings import MODEL_DIR_HELP, default_model_dir
 
 FORMATTER = argparse.ArgumentDefaultsHelpFormatter
 GATE_METRICS = ("macro_f1", "micro_f1")  # training.gate.METRICS (not imported: training loads lazily)
@@ -67,8 +68,8 @@ def register(sub: Any) -> None:
     train.add_argument(
         "--registry",
         type=Path,
-        default=Path("models"),
-        help="Add the model to this registry (ignored with --out).",
+        default=default_model_dir(),
+        help=f"Add the model to this registry (ignored with --out). {MODEL_DIR_HELP}",
     )
     train.add_argument("--version", default="", help="Model version (default: UTC time + checksum).")
     gate = train.add_argument_group("registry and quality gate (see docs/retraining.md)")
@@ -111,7 +112,10 @@ def register(sub: Any) -> None:
         "evaluate", help="Print per-head metrics of a model on labelled data.", formatter_class=FORMATTER
     )
     evaluate.add_argument(
-        "--model", type=Path, default=Path("models"), help="Artifact or registry directory."
+        "--model",
+        type=Path,
+        default=default_model_dir(),
+        help=f"Artifact or registry directory. {MODEL_DIR_HELP}",
     )
     evaluate.add_argument(
         "--data", type=Path, nargs="+", required=True, metavar="FILE", help="Labelled data."

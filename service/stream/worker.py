@@ -5,6 +5,7 @@ letter for it, and for every record before it in its partition, has been acknowl
 broker (``acks=all``, idempotent producer). Records are emitted strictly in the order they were
 read, so per-partition (and per-key) order holds in the output. Memory is bounded: past
 ``max_in_flight_records`` read-but-uncommitted records the assigned partitions are paused.
+The produce side (encoding, sending, flushing with re-sends) lives in ``delivery``.
 """
 
 from __future__ import annotations
@@ -15,51 +16,22 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError, KafkaTimeoutError
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from service.core.errors import InvalidArticle, InvalidRequest, ModelNotReady
+from service.core.errors import ModelNotReady
 from service.core.types import TagResult
 from service.metrics import Metrics
 from service.settings import Settings
 from service.stream import clients
-from service.stream.codec import (
-    DecodeFailed,
-    InputEvent,
-    OutRecord,
-    Source,
-    decode_event,
-    encode_dead_letter,
-    encode_tagged,
-)
+from service.stream.codec import DecodeFailed, Source, decode_event
+from service.stream.delivery import BrokerStatus, Pending, Publisher
 from service.stream.offsets import OffsetBook
 
 logger = logging.getLogger(__name__)
-
-FLUSH_WAIT_S = 5.0
-MAX_BACKOFF_S = 5.0
-
-
-@dataclass(slots=True)
-class _Pending:
-    record: Any  # kafka ConsumerRecord
-    source: Source
-    event: InputEvent | None
-    future: Future[TagResult] | None = None
-    failure: tuple[str, BaseException] | None = None
-
-
-@dataclass(slots=True)
-class _Sent:
-    topic: str
-    out: OutRecord
-    partition: int | None
-    future: Any  # kafka FutureRecordMetadata
-    reason: str | None  # None = tagged record, else the DLQ reason
 
 
 class StreamWorker:
@@ -81,13 +53,11 @@ class StreamWorker:
         self.passthrough = tuple(f.strip() for f in settings.passthrough_fields.split(",") if f.strip())
         self._stopping = threading.Event()
         self._stop_deadline = float("inf")
-        self._chunks: deque[list[_Pending]] = deque()
-        self._window: list[_Sent] = []
+        self._chunks: deque[list[Pending]] = deque()
         self._book = OffsetBook(metrics)
+        self._broker = BrokerStatus(metrics)
         self._consumer: KafkaConsumer | None = None
-        self._producer: KafkaProducer | None = None
-        self._out_partitions: dict[str, int] = {}
-        self._broker_ok = False
+        self._publisher: Publisher | None = None
         self._last_commit = time.monotonic()
         self._done = threading.Event()
         self._closing = False
@@ -99,16 +69,16 @@ class StreamWorker:
         return self._consumer
 
     @property
-    def producer(self) -> KafkaProducer:
-        if self._producer is None:
+    def publisher(self) -> Publisher:
+        if self._publisher is None:
             raise RuntimeError("the stream worker has not started")
-        return self._producer
+        return self._publisher
 
     # --- public -----------------------------------------------------------------------------
     def ready(self) -> tuple[bool, str]:
         if not self._book.assigned:
             return False, "stream worker: no partitions assigned"
-        if not self._broker_ok:
+        if not self._broker.ok:
             return False, "stream worker: broker unreachable"
         return True, f"stream worker: {len(self._book.assigned)} partitions assigned"
 
@@ -136,12 +106,17 @@ class StreamWorker:
         s = self.settings
         logger.info("stream worker connecting: %s", clients.describe_connection(s))
         clients.ensure_topics(s, [s.input_topic, s.output_topic, s.dlq_topic])
-        self._producer = clients.build_producer(s)
-        for topic in (s.output_topic, s.dlq_topic):
-            self._out_partitions[topic] = len(self._producer.partitions_for(topic) or ()) or 1
+        producer = clients.build_producer(s)
+        try:
+            self._publisher = Publisher(
+                s, producer, self.metrics, self._broker, self._model_version, self.passthrough
+            )
+        except BaseException:
+            producer.close(timeout=5.0)
+            raise
         self._consumer = clients.build_consumer(s)
         self._consumer.subscribe([s.input_topic], listener=_Listener(self))
-        self._broker_ok = True
+        self._broker.ok = True
         logger.info("stream worker consuming %s as group %s", s.input_topic, s.group_id)
 
     def _step(self) -> None:
@@ -152,7 +127,7 @@ class StreamWorker:
                 timeout_ms=0 if busy else 100, max_records=self.settings.poll_max_records
             )
         except KafkaError as exc:
-            self._broker_trouble("poll", exc)
+            self._broker.trouble("poll", exc)
             return
         if polled:
             self._accept(polled)
@@ -162,16 +137,16 @@ class StreamWorker:
         self._book.update_lag(self._consumer)
 
     def _accept(self, polled: dict[TopicPartition, list[Any]]) -> None:
-        chunk: list[_Pending] = []
+        chunk: list[Pending] = []
         limit = self.settings.max_text_bytes
         for tp, records in polled.items():
             self.metrics.kafka_consumed.labels(tp.topic).inc(len(records))
             for rec in records:
                 source = Source(rec.topic, rec.partition, rec.offset)
                 try:
-                    chunk.append(_Pending(rec, source, decode_event(rec.value, rec.headers or [], limit)))
+                    chunk.append(Pending(rec, source, decode_event(rec.value, rec.headers or [], limit)))
                 except DecodeFailed as exc:
-                    chunk.append(_Pending(rec, source, None, failure=(exc.reason, exc)))
+                    chunk.append(Pending(rec, source, None, failure=(exc.reason, exc)))
             self._book.read(tp, len(records))
         wanted = [p for p in chunk if p.event is not None]
         try:  # blocks while the batcher queue is full: that is the backpressure
@@ -198,64 +173,9 @@ class StreamWorker:
                         return
             self._chunks.popleft()
             for pending in chunk:
-                self._produce(pending)
-
-    def _produce(self, pending: _Pending) -> None:
-        rec, now = pending.record, time.time()
-        headers = rec.headers or []
-        result: TagResult | None = None
-        if pending.future is not None:
-            try:
-                result = pending.future.result()
-            except (InvalidArticle, InvalidRequest) as exc:
-                pending.failure = ("invalid_article", exc)
-            except Exception as exc:
-                logger.warning(
-                    "model failed on a record: %s",
-                    type(exc).__name__,
-                    extra={"topic": rec.topic, "partition": rec.partition, "offset": rec.offset},
-                )
-                pending.failure = ("model_error", exc)
-        if result is not None and pending.event is not None:
-            out = encode_tagged(
-                result, rec.key, headers, pending.source, pending.event.fields, self.passthrough, now
-            )
-            self._send(self.settings.output_topic, out, rec, None)
-            if rec.timestamp and rec.timestamp > 0:
-                self.metrics.kafka_event_age.observe(max(0.0, now - rec.timestamp / 1000.0))
-        else:
-            reason, error = pending.failure or ("undecodable", ValueError("no event"))
-            logger.info(
-                "dead-lettering a record: %s",
-                reason,
-                extra={
-                    "topic": rec.topic,
-                    "partition": rec.partition,
-                    "offset": rec.offset,
-                    "reason": reason,
-                },
-            )
-            dead = encode_dead_letter(
-                rec.key, rec.value, headers, pending.source, reason, error, self._model_version(), now
-            )
-            self._send(self.settings.dlq_topic, dead, rec, reason)
-        self._book.processed(TopicPartition(rec.topic, rec.partition), rec.offset)
-
-    def _send(self, topic: str, out: OutRecord, rec: Any, reason: str | None) -> None:
-        # keyed records follow the key (per-key order); unkeyed ones keep their input partition
-        partition = None if out.key is not None else rec.partition % self._out_partitions[topic]
-        sent = _Sent(topic, out, partition, None, reason)
-        self._resend(sent)
-        self._window.append(sent)
-
-    def _resend(self, sent: _Sent) -> None:
-        sent.future = self.producer.send(
-            sent.topic,
-            value=sent.out.value,
-            key=sent.out.key,
-            headers=sent.out.headers,
-            partition=sent.partition,
-        )
+                self.publisher.publish(pending)
+                rec = pending.record
+                self._book.processed(TopicPartition(rec.topic, rec.partition), rec.offset)
 
     # --- flush and commit ---------------------------------------------------------------------
     def _due_for_commit(self) -> bool:
@@ -265,40 +185,9 @@ class StreamWorker:
             return True
         return time.monotonic() - self._last_commit >= self.commit_interval_s
 
-    def _flush(self) -> bool:
-        """Wait until every sent record is acknowledged, re-sending failed ones (from the first
-        failure on, so order holds). False only if the stop grace period ran out."""
-        attempt = 0
-        while self._window:
-            try:
-                self.producer.flush(timeout=min(FLUSH_WAIT_S, max(0.1, self._grace_left())))
-            except KafkaTimeoutError as exc:
-                self._broker_trouble("produce", exc)
-                if self._grace_left() <= 0:
-                    return False
-                continue
-            failed = next((i for i, s in enumerate(self._window) if s.future.failed()), None)
-            if failed is None:
-                for sent in self._window:
-                    self.metrics.kafka_produced.labels(sent.topic).inc()
-                    if sent.reason is not None:
-                        self.metrics.kafka_dlq.labels(sent.reason).inc()
-                self._window.clear()
-                self._broker_ok = True
-                return True
-            self._broker_trouble("produce", self._window[failed].future.exception)
-            if self._grace_left() <= 0:
-                return False
-            attempt += 1
-            time.sleep(min(MAX_BACKOFF_S, 0.1 * 2**attempt))
-            self.metrics.kafka_retries.labels("produce").inc()
-            for sent in self._window[failed:]:
-                self._resend(sent)
-        return True
-
     def _commit(self) -> None:
         self._last_commit = time.monotonic()
-        if not self._flush():
+        if not self.publisher.flush(self._grace_left):
             return
         offsets = self._book.to_commit()
         if not offsets:
@@ -309,19 +198,14 @@ class StreamWorker:
             )
         except KafkaError as exc:
             self.metrics.kafka_commit_failures.inc()
-            self._broker_trouble("commit", exc)
+            self._broker.trouble("commit", exc)
             return
         self.metrics.kafka_commits.inc()
         self._book.committed(offsets)
-        self._broker_ok = True
+        self._broker.ok = True
 
     def _grace_left(self) -> float:
         return self._stop_deadline - time.monotonic() if self._stopping.is_set() else float("inf")
-
-    def _broker_trouble(self, operation: str, exc: BaseException | None) -> None:
-        self._broker_ok = False
-        self.metrics.kafka_errors.labels(operation).inc()
-        logger.warning("Kafka %s failed, will retry: %s: %s", operation, type(exc).__name__, exc)
 
     def _apply_backpressure(self) -> None:
         limit = self.settings.max_in_flight_records
@@ -348,7 +232,8 @@ class StreamWorker:
         if self._consumer is not None and revoked and not self._closing:
             self._drain()
         self._chunks.clear()
-        self._window.clear()
+        if self._publisher is not None:
+            self._publisher.forget()
         self._book.revoke(revoked)
         logger.info("partitions revoked: %s", _names(revoked))
 
@@ -368,9 +253,9 @@ class StreamWorker:
                 self.consumer.close(autocommit=False)
             except Exception:
                 logger.exception("closing the consumer failed")
-        if self._producer is not None:
+        if self._publisher is not None:
             try:
-                self.producer.close(timeout=max(0.5, min(5.0, self._grace_left())))
+                self._publisher.close(timeout=max(0.5, min(5.0, self._grace_left())))
             except Exception:
                 logger.exception("closing the producer failed")
         self._book.assign(set())
