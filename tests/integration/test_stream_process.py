@@ -135,7 +135,7 @@ def test_two_workers_split_six_partitions_and_nothing_is_lost_when_one_leaves_an
         reader.read_count(300, timeout=60)
         assert stop_process(procs[0], signal.SIGTERM) == 0  # leaves gracefully
         produce_articles(kafka_bootstrap, settings.input_topic, range(3000, 6000))
-        reader.read_until(lambda r: any(int(output_ids([x])[0][2:]) >= 3000 for x in r[-200:]), 60)
+        reader.read_until(lambda r: any(int(output_ids([x])[0][2:]) >= 3000 for x in r[-200:]), 120)
         procs[1].kill()  # dies mid-stream
         procs[1].wait(10)
         procs.append(start_stream_process(settings, log, metrics_port=ports[2]))
