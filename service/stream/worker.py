@@ -185,17 +185,22 @@ class StreamWorker:
             return True
         return time.monotonic() - self._last_commit >= self.commit_interval_s
 
-    def _commit(self) -> None:
+    def _commit(self, in_rebalance: bool = False) -> None:
         self._last_commit = time.monotonic()
         if not self.publisher.flush(self._grace_left):
             return
         offsets = self._book.to_commit()
         if not offsets:
             return
+        commits = {tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()}
+        if in_rebalance:
+            # kafka-python 3 runs rebalance callbacks on the consumer's IO thread, where a blocking
+            # commit is refused; this one is queued before the re-join. Should it fail, the records
+            # are read again by the partitions' next owner (at-least-once holds).
+            self.consumer.commit_async(commits, callback=self._rebalance_committed)
+            return
         try:
-            self.consumer.commit(
-                {tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()}, timeout_ms=10_000
-            )
+            self.consumer.commit(commits, timeout_ms=10_000)
         except KafkaError as exc:
             self.metrics.kafka_commit_failures.inc()
             self._broker.trouble("commit", exc)
@@ -203,6 +208,13 @@ class StreamWorker:
         self.metrics.kafka_commits.inc()
         self._book.committed(offsets)
         self._broker.ok = True
+
+    def _rebalance_committed(self, _offsets: Any, response: Any) -> None:
+        if isinstance(response, BaseException):
+            self.metrics.kafka_commit_failures.inc()
+            self._broker.trouble("commit", response)
+        else:
+            self.metrics.kafka_commits.inc()
 
     def _grace_left(self) -> float:
         return self._stop_deadline - time.monotonic() if self._stopping.is_set() else float("inf")
@@ -220,17 +232,17 @@ class StreamWorker:
         self.metrics.kafka_paused.set(len(self.consumer.paused()))
 
     # --- rebalance and shutdown ---------------------------------------------------------------
-    def _drain(self) -> None:
+    def _drain(self, in_rebalance: bool = False) -> None:
         """Finish everything read so far and commit it (on revocation and on stop)."""
         while self._chunks and self._grace_left() > 0:
             self._emit(wait=min(1.0, max(0.01, self._grace_left())))
-        self._commit()
+        self._commit(in_rebalance)
 
     def on_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         revoked = set(revoked)
         self.metrics.kafka_rebalances.labels("revoked").inc()
         if self._consumer is not None and revoked and not self._closing:
-            self._drain()
+            self._drain(in_rebalance=True)
         self._chunks.clear()
         if self._publisher is not None:
             self._publisher.forget()
