@@ -2,17 +2,19 @@
 
     python benchmarks/grpc_bench.py                       # workers 1 and 2, concurrency 1 8 32 64
     python benchmarks/grpc_bench.py --workers 1 --runs 5 --seconds 6
+    python benchmarks/grpc_bench.py --config word.toml    # another training config (TOML, as for `train`)
+    python benchmarks/grpc_bench.py --server-code ../old  # serve from another checkout, same model and load
 
-One article per request (the corpus from ../shared/bench/gen_corpus.py, mean ~475 words), against
-a real `newstagger serve` process. The load generator is a separate process using grpc.aio with
-pre-serialized requests and undecoded responses, so it costs the 2-core machine as little as it
-can. Server CPU is read from /proc/<pid>/stat (utime+stime, the server and its worker processes)
-right before and after each measured run. The in-process baselines (Tagger.tag at batch 1 and
-batch 64) are measured in the same run. Each figure is the median of --runs runs.
-
-The model is the reference model of ../shared/bench/README.md: TF-IDF word 1-2 grams (200k
-features) + one-vs-rest logistic regression over the corpus's 8 topics, trained once and cached.
-(benchmarks/common.py did not exist yet when this was written; the helpers here are local.)
+One article per request, against a real `newstagger serve` process. Corpus, model and in-process
+baseline come from ``benchmarks.common``: the corpus of ../shared/bench/gen_corpus.py (--n 20000
+--seed 1234, mean ~475 words), a model trained with the real ``training.train.train`` and the
+default ``TrainConfig`` (or --config) on its first 4,000 documents (thresholds tuned on the next
+1,000), cached; requests are unseen documents after those. The in-process baselines
+(``inprocess_baseline`` at batch 1 and batch 64, same tagger code, same documents) are measured in
+the same run, before the server starts. The load generator is a separate process using grpc.aio
+with pre-serialized requests and undecoded responses, so it costs the 2-core machine as little as
+it can. Server CPU is read from /proc/<pid>/stat (utime+stime, the server and its worker
+processes) right before and after each measured run. Each figure is the median of --runs runs.
 """
 
 from __future__ import annotations
@@ -26,68 +28,45 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-GEN_CORPUS = REPO.parent / "shared" / "bench" / "gen_corpus.py"
 TAG_METHOD = "/newstagger.v1.TaggerService/Tag"
 TICKS = os.sysconf("SC_CLK_TCK")
 CONCURRENCY = (1, 8, 32, 64)
-sys.path.insert(0, str(REPO))  # this checkout's service/ and training/, also for the server and client
+sys.path.insert(0, str(REPO))  # this checkout's service/ and training/, also for the load generator
 
 
-# ----------------------------------------------------------------------------- corpus and model
-def prepare(
-    cache: Path, n_train: int, n_requests: int, gen_corpus: Path = GEN_CORPUS
-) -> tuple[Path, list[dict[str, Any]]]:
-    """The corpus (generated once) and a model trained on its first ``n_train`` documents."""
-    cache.mkdir(parents=True, exist_ok=True)
-    corpus = cache / f"corpus-{n_train + n_requests}.jsonl"
-    if not corpus.exists():
-        subprocess.run(
-            [sys.executable, str(gen_corpus), "--n", str(n_train + n_requests), "--seed", "1234"]
-            + ["--out", str(corpus)],
-            check=True,
-        )
-    docs = [json.loads(line) for line in corpus.read_text().splitlines()]
-    model_dir = cache / f"model-{n_train}"
-    if not (model_dir / "manifest.json").exists():
-        from training.config import FeatureConfig, TrainConfig
-        from training.train import train
+# ----------------------------------------------------------------------------- corpus, model, baseline
+def prepare(args: argparse.Namespace) -> tuple[Path, list[dict[str, Any]]]:
+    """The cached model (default TrainConfig unless --config) and the request documents."""
+    from benchmarks.common import Split, generate_corpus, read_corpus, trained_model
+    from training.config import load_config
 
-        train_file = cache / "train.jsonl"
-        train_file.write_text("".join(json.dumps(d) + "\n" for d in docs[:n_train]))
-        train([train_file], model_dir, TrainConfig(features=FeatureConfig(use_char=False)), version="bench")
-    return model_dir, docs[n_train:]
+    corpus = generate_corpus(args.n)
+    split = Split(args.train_docs, args.dev_docs)
+    model_dir = trained_model(corpus, split, load_config(args.config))
+    return model_dir, split.sample(read_corpus(corpus), args.request_docs)
 
 
-# ----------------------------------------------------------------------------- in-process baseline
-def inprocess_baseline(model_dir: Path, docs: list[dict[str, Any]], seconds: float) -> dict[str, float]:
+def baseline(model_dir: Path, docs: list[dict[str, Any]], runs: int) -> dict[str, float]:
+    """In-process ``Tagger.tag`` at batch 1 and batch 64 over the documents the load sends."""
+    from benchmarks.common import inprocess_baseline, load_model, to_articles
     from service.core.tagger import Tagger
-    from service.core.types import Article
-    from service.model.artifact import load_artifact
 
-    tagger = Tagger(load_artifact(model_dir))
-    articles = [Article(d["id"], d["text"]) for d in docs]
-    tagger.tag(articles[:64])  # warm up
-    out: dict[str, float] = {}
-    for batch in (1, 64):
-        latencies, done, i = [], 0, 0
-        cpu0, start = time.process_time(), time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            chunk = [articles[(i + k) % len(articles)] for k in range(batch)]
-            t0 = time.perf_counter()
-            tagger.tag(chunk)
-            latencies.append(time.perf_counter() - t0)
-            done, i = done + batch, i + batch
-        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu0
-        out[f"b{batch}_rate"] = done / elapsed
-        out[f"b{batch}_cpu_ms"] = 1000 * cpu / done
-        out[f"b{batch}_p50_ms"] = 1000 * statistics.median(latencies)
-    return out
+    tagger = Tagger(load_model(model_dir))
+    articles = to_articles(docs)
+    b1 = inprocess_baseline(tagger, articles, 1, runs)
+    b64 = inprocess_baseline(tagger, articles, 64, runs)
+    return {
+        "b1_rate": b1["docs_per_s"],
+        "b1_cpu_ms": b1["cpu_ms_per_doc"],
+        "b1_p50_ms": b1["p50_batch_ms"],
+        "b64_rate": b64["docs_per_s"],
+        "b64_cpu_ms": b64["cpu_ms_per_doc"],
+    }
 
 
 # ----------------------------------------------------------------------------- load generator
@@ -162,7 +141,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(model_dir: Path, workers: int) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(model_dir: Path, workers: int, code: Path) -> tuple[subprocess.Popen[bytes], int]:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -171,7 +150,7 @@ def start_server(model_dir: Path, workers: int) -> tuple[subprocess.Popen[bytes]
         [sys.executable, "-m", "service.cli", "serve", "--model-dir", str(model_dir), "--port", str(port)]
         + ["--metrics-port", "0", "--workers", str(workers), "--log-level", "WARNING"]
         + ["--reload-interval-seconds", "0"],
-        cwd=REPO,
+        cwd=code,
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -210,9 +189,9 @@ def run_load(port: int, docs_file: Path, concurrency: int, seconds: float) -> di
 
 
 def bench_server(
-    model_dir: Path, docs_file: Path, workers: int, runs: int, seconds: float
+    model_dir: Path, docs_file: Path, workers: int, runs: int, seconds: float, code: Path
 ) -> dict[int, dict[str, float]]:
-    proc, port = start_server(model_dir, workers)
+    proc, port = start_server(model_dir, workers, code)
     table: dict[int, dict[str, float]] = {}
     try:
         run_load(port, docs_file, 8, 2.0)  # warm-up
@@ -287,22 +266,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--runs", type=int, default=3, help="runs per point; the median is reported")
     parser.add_argument("--seconds", type=float, default=4.0, help="length of one measured run")
+    parser.add_argument("--n", type=int, default=20000, help="corpus size (documents)")
     parser.add_argument("--train-docs", type=int, default=4000)
-    parser.add_argument("--request-docs", type=int, default=2000)
-    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "newstagger-bench")
-    parser.add_argument("--gen-corpus", type=Path, default=GEN_CORPUS, help="path of gen_corpus.py")
+    parser.add_argument("--dev-docs", type=int, default=1000)
+    parser.add_argument(
+        "--request-docs", type=int, default=1024, help="unseen documents the load cycles over"
+    )
+    parser.add_argument("--config", type=Path, help="training config TOML (default: the default TrainConfig)")
+    parser.add_argument("--server-code", type=Path, default=REPO, help="checkout the server runs from")
     parser.add_argument("--out", type=Path, help="also write the Markdown table here")
     args = parser.parse_args(argv)
-    model_dir, docs = prepare(args.cache, args.train_docs, args.request_docs, args.gen_corpus)
-    docs_file = args.cache / "requests.jsonl"
+    model_dir, docs = prepare(args)
+    docs_file = model_dir.parent / f"grpc-requests-{len(docs)}.jsonl"
     docs_file.write_text("".join(json.dumps({"id": d["id"], "text": d["text"]}) + "\n" for d in docs))
-    bases = [inprocess_baseline(model_dir, docs, args.seconds) for _ in range(args.runs)]
-    base = {k: statistics.median(b[k] for b in bases) for k in bases[0]}
+    base = baseline(model_dir, docs, args.runs)
     print(f"  in-process: {base}", file=sys.stderr)
+    load0 = os.getloadavg()[0]
     results = {
-        w: bench_server(model_dir, docs_file, w, args.runs, args.seconds) for w in args.workers or [1, 2]
+        w: bench_server(model_dir, docs_file, w, args.runs, args.seconds, args.server_code.resolve())
+        for w in args.workers or [1, 2]
     }
     text = report(base, results)
+    load1 = os.getloadavg()[0]
+    text += f"\n\nModel {model_dir.name}; load average {load0:.1f} before the server runs, {load1:.1f} after."
     print(text)
     if args.out:
         args.out.write_text(text + "\n")
