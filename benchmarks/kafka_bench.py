@@ -3,18 +3,21 @@
 
 For each configuration (1 worker, 2 workers; separate ``newstagger stream`` processes in one group
 over a 6-partition input topic), each run:
-  1. 20,000 corpus articles (../shared/bench/gen_corpus.py, mean ~475 words) are produced to a fresh
-     input topic (not timed);
-  2. the workers are started; the clock runs from the first tagged record to the last
-     (producer timestamps of the output records) -> docs/s; wall time until every input offset is
-     committed; worker CPU per document (utime+stime from /proc);
-then, with one worker, a steady input rate below capacity (``--latency-fraction`` of the measured
-rate) for ``--latency-seconds``: end-to-end latency = time a plain consumer receives the tagged
-record minus the time it was produced to the input topic (p50/p99).
-The in-process batch-64 rate (Tagger.tag on 64 articles at a time, one thread) is measured in the
-same run. Medians over ``--runs`` runs are printed with the ratios, as a Markdown table.
+  1. the workers are started on fresh topics and the run waits until each has its partitions
+     (/readyz), so the group's start-up rebalances are not measured;
+  2. 20,000 unseen corpus articles (../shared/bench/gen_corpus.py, mean ~475 words, keyed by id)
+     are produced as fast as this process can; the clock runs from the first tagged record to the
+     last (producer timestamps of the output records) -> docs/s; wall time from the first input
+     sent until every input offset is committed; worker CPU per document (utime+stime, /proc);
+then, with one worker, a steady input rate below capacity (each ``--latency-fractions`` of the
+measured rate) for ``--latency-seconds``: end-to-end latency = time a plain consumer receives the
+tagged record minus the time it was produced to the input topic (p50/p99, first 10% skipped).
+The in-process batch-64 rate (``benchmarks.common.inprocess_baseline``: Tagger.tag on 64 articles at
+a time, one thread) is measured in each run. Medians over ``--runs`` runs are printed with the
+ratios, as a Markdown table. Corpus, model cache and baseline come from ``benchmarks/common.py``.
 
-    python benchmarks/kafka_bench.py --runs 3
+    python benchmarks/kafka_bench.py --runs 3                    # reference model: word 1-2 grams LR
+    python benchmarks/kafka_bench.py --runs 3 --config default   # default TrainConfig (word + char)
 """
 
 from __future__ import annotations
@@ -26,67 +29,63 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-GEN_CORPUS = REPO.parent / "shared" / "bench" / "gen_corpus.py"
 sys.path.insert(0, str(REPO))
 TICKS = os.sysconf("SC_CLK_TCK")
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
 
+from benchmarks.common import (  # noqa: E402
+    Split,
+    cache_dir,
+    generate_corpus,
+    inprocess_baseline,
+    load_model,
+    read_corpus,
+    to_articles,
+    trained_model,
+)
+from service.core.tagger import Tagger  # noqa: E402
 from tests.helpers import free_port, stop_process, tansu_broker, wait_for  # noqa: E402
 
-
 # ----------------------------------------------------------------------------- corpus and model
-def prepare(cache: Path, n_train: int, n_docs: int) -> tuple[Path, list[dict[str, Any]]]:
-    """The corpus (generated once) and a model trained on documents the benchmark does not send."""
-    cache.mkdir(parents=True, exist_ok=True)
-    corpus = cache / f"corpus-{n_train + n_docs}.jsonl"
-    if not corpus.exists():
-        subprocess.run(
-            [
-                sys.executable,
-                str(GEN_CORPUS),
-                "--n",
-                str(n_train + n_docs),
-                "--seed",
-                "1234",
-                "--out",
-                str(corpus),
-            ],
-            check=True,
-        )
-    docs = [json.loads(line) for line in corpus.read_text().splitlines()]
-    model_dir = cache / f"model-{n_train}"
-    if not (model_dir / "manifest.json").exists():
-        from training.config import FeatureConfig, TrainConfig
-        from training.train import train
-
-        train_file = cache / f"train-{n_train}.jsonl"
-        train_file.write_text("".join(json.dumps(d) + "\n" for d in docs[:n_train]))
-        train([train_file], model_dir, TrainConfig(features=FeatureConfig(use_char=False)), version="bench")
-    return model_dir, docs[n_train:]
+#: ``--config`` names: the reference model of this benchmark, and the default ``newstagger train``.
+CONFIGS = {
+    "word": "word 1-2 grams, one-vs-rest logistic regression (the reference model)",
+    "default": "default TrainConfig: word 1-2 grams + char 2-5 grams, logistic regression",
+}
 
 
-def inprocess_batch_rate(model_dir: Path, docs: list[dict[str, Any]], seconds: float) -> float:
-    from service.core.tagger import Tagger
-    from service.core.types import Article
-    from service.model.artifact import load_artifact
+def train_config(name: str) -> Any:
+    """``word`` (reference), ``default`` (``TrainConfig()``) or a TOML file as for ``train``."""
+    from training.config import FeatureConfig, TrainConfig, load_config
 
-    tagger = Tagger(load_artifact(model_dir))
-    articles = [Article(d["id"], d["text"]) for d in docs]
-    tagger.tag(articles[:64])  # warm up
-    done, i, start = 0, 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        tagger.tag([articles[(i + k) % len(articles)] for k in range(64)])
-        done, i = done + 64, i + 64
-    return done / (time.perf_counter() - start)
+    if name == "word":
+        return TrainConfig(features=FeatureConfig(use_char=False))
+    if name == "default":
+        return TrainConfig()
+    return load_config(Path(name))
+
+
+def prepare(args: argparse.Namespace) -> tuple[Path, list[dict[str, Any]]]:
+    """The cached model and the ``--docs`` corpus documents it never saw (train and dev excluded)."""
+    split = Split(args.train_docs, args.dev_docs)
+    corpus = generate_corpus(args.train_docs + args.dev_docs + args.docs)
+    model_dir = trained_model(corpus, split, train_config(args.config))
+    return model_dir, split.sample(read_corpus(corpus), args.docs)
+
+
+def inprocess_batch64(model_dir: Path, docs: list[dict[str, Any]], repeats: int) -> float:
+    """``Tagger.tag`` on 64 articles at a time, one thread, over 1,024 of the documents (median)."""
+    tagger = Tagger(load_model(model_dir))
+    return float(inprocess_baseline(tagger, to_articles(docs[:1024]), 64, repeats)["docs_per_s"])
 
 
 # ----------------------------------------------------------------------------- processes
@@ -108,6 +107,16 @@ def start_worker(model_dir: Path, bootstrap: str, tag: str, log: Path) -> tuple[
     with log.open("ab") as sink:
         proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=sink)
     return proc, port
+
+
+def wait_ready(port: int) -> None:
+    """Until the worker's /readyz says it has a model and partitions assigned."""
+
+    def ready() -> bool:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:  # noqa: S310
+            return bool(r.status == 200)
+
+    wait_for(ready, 60, interval=0.2, what="worker ready")
 
 
 def create_topics(bootstrap: str, tag: str) -> None:
@@ -133,12 +142,8 @@ def produce_all(bootstrap: str, topic: str, docs: list[dict[str, Any]], rate: fl
     producer.close(10)
 
 
-def committed(bootstrap: str, tag: str) -> int:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=f"g-{tag}", enable_auto_commit=False)
-    try:
-        return sum(consumer.committed(TopicPartition(f"in-{tag}", p)) or 0 for p in range(6))
-    finally:
-        consumer.close()
+def committed(consumer: KafkaConsumer, tag: str) -> int:
+    return sum(consumer.committed(TopicPartition(f"in-{tag}", p)) or 0 for p in range(6))
 
 
 def read_output(bootstrap: str, tag: str, count: int, timeout: float) -> list[Any]:
@@ -161,14 +166,21 @@ def throughput_run(
 ) -> dict[str, float]:
     tag = uuid.uuid4().hex[:8]
     create_topics(bootstrap, tag)
-    produce_all(bootstrap, f"in-{tag}", docs)
-    started = time.monotonic()
     procs = [start_worker(model_dir, bootstrap, tag, log) for _ in range(workers)]
+    # one client for the whole wait: a new consumer per check would compete with the workers for CPU
+    offsets = KafkaConsumer(bootstrap_servers=bootstrap, group_id=f"g-{tag}", enable_auto_commit=False)
     try:
-        wait_for(lambda: committed(bootstrap, tag) >= len(docs), 600, interval=0.5, what="all committed")
+        # every worker has its share of the partitions before any input exists, so the group's
+        # start-up rebalances are not in the measured rate
+        for _, port in procs:
+            wait_ready(port)
+        started = time.monotonic()
+        produce_all(bootstrap, f"in-{tag}", docs)
+        wait_for(lambda: committed(offsets, tag) >= len(docs), 600, interval=0.5, what="all committed")
         wall = time.monotonic() - started
         cpu = sum(cpu_seconds(p.pid) for p, _ in procs)
     finally:
+        offsets.close()
         for proc, _ in procs:
             stop_process(proc, signal.SIGTERM, 30)
     records = read_output(bootstrap, tag, len(docs), 120)
@@ -197,13 +209,7 @@ def latency_run(
     sample = [docs[i % len(docs)] | {"id": f"lat-{i}"} for i in range(count)]
     latencies: list[float] = []
     try:
-        import urllib.request
-
-        def ready() -> bool:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:  # noqa: S310
-                return bool(r.status == 200)
-
-        wait_for(ready, 60, interval=0.2, what="worker ready")
+        wait_ready(port)
         consumer = KafkaConsumer(f"out-{tag}", bootstrap_servers=bootstrap, auto_offset_reset="earliest")
         sender = threading.Thread(target=produce_all, args=(bootstrap, f"in-{tag}", sample, rate))
         sender.start()
@@ -216,9 +222,8 @@ def latency_run(
         consumer.close()
     finally:
         stop_process(proc, signal.SIGTERM, 30)
-    latencies.sort()
-    warm = latencies[len(latencies) // 10 :] or latencies  # skip the first 10% (warm-up)
-    warm.sort()
+    # skip the first 10% received (warm-up), in arrival order; then sort for the percentiles
+    warm = sorted(latencies[len(latencies) // 10 :] or latencies)
     return {"p50_ms": 1000 * warm[len(warm) // 2], "p99_ms": 1000 * warm[int(len(warm) * 0.99) - 1]}
 
 
@@ -228,20 +233,26 @@ def main() -> int:
     )
     parser.add_argument("--docs", type=int, default=20_000)
     parser.add_argument("--train-docs", type=int, default=4000)
+    parser.add_argument("--dev-docs", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--baseline-seconds", type=float, default=8.0)
-    parser.add_argument("--latency-fraction", type=float, default=0.5)
+    parser.add_argument("--baseline-repeats", type=int, default=5)
+    parser.add_argument(
+        "--config",
+        default="word",
+        help="training config: 'word' (reference model), 'default' (TrainConfig()) or a TOML file",
+    )
+    parser.add_argument("--latency-fractions", type=float, nargs="+", default=[0.25, 0.5])
     parser.add_argument("--latency-seconds", type=float, default=15.0)
-    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "newstagger-bench")
     args = parser.parse_args()
-    model_dir, docs = prepare(args.cache, args.train_docs, args.docs)
-    log = args.cache / "kafka-workers.log"
+    model_dir, docs = prepare(args)
+    log = cache_dir() / "kafka-workers.log"
     results: dict[int, list[dict[str, float]]] = {1: [], 2: []}
     baselines: list[float] = []
     latency: list[dict[str, float]] = []
+    load_before = os.getloadavg()[0]
     with tansu_broker() as bootstrap:
         for run in range(args.runs):
-            baselines.append(inprocess_batch_rate(model_dir, docs, args.baseline_seconds))
+            baselines.append(inprocess_batch64(model_dir, docs, args.baseline_repeats))
             for workers in (1, 2):
                 result = throughput_run(bootstrap, model_dir, docs, workers, log)
                 result["ratio"] = result["rate"] / baselines[-1]
@@ -249,33 +260,39 @@ def main() -> int:
                 print(f"run {run + 1} workers {workers}: {results[workers][-1]}", file=sys.stderr)
             print(f"run {run + 1} in-process batch-64: {baselines[-1]:.0f} docs/s", file=sys.stderr)
         one = statistics.median(r["rate"] for r in results[1])
-        latency.append(
-            latency_run(bootstrap, model_dir, docs, one * args.latency_fraction, args.latency_seconds, log)
-        )
+        for fraction in args.latency_fractions:
+            latency.append(
+                latency_run(bootstrap, model_dir, docs, one * fraction, args.latency_seconds, log)
+                | {"rate": one * fraction, "fraction": fraction}
+            )
     base = statistics.median(baselines)
-    lat = latency[0]
+    model = CONFIGS.get(args.config, args.config)
     print(
         f"\nKafka stream worker, {args.docs} articles, 6 partitions, medians of {args.runs} runs; "
-        f"in-process batch-64: {base:.0f} docs/s\n"
+        f"model: {model}; in-process batch-64: {base:.0f} docs/s "
+        f"(runs: {', '.join(f'{b:.0f}' for b in baselines)}); "
+        f"1-min load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after\n"
     )
     print(
         "| workers | docs/s | x in-process b64 (same run) | wall to all committed (s) "
-        "| worker CPU ms/doc | duplicates |"
+        "| worker CPU ms/doc | duplicates | runs (docs/s) |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for workers in (1, 2):
         rate = statistics.median(r["rate"] for r in results[workers])
         wall = statistics.median(r["wall"] for r in results[workers])
         cpu = statistics.median(r["cpu_ms"] for r in results[workers])
         ratio = statistics.median(r["ratio"] for r in results[workers])
         dups = max(r["duplicates"] for r in results[workers])
-        print(f"| {workers} | {rate:.0f} | {ratio:.2f} | {wall:.1f} | {cpu:.2f} | {dups:.0f} |")
+        runs = ", ".join(f"{r['rate']:.0f}" for r in results[workers])
+        print(f"| {workers} | {rate:.0f} | {ratio:.2f} | {wall:.1f} | {cpu:.2f} | {dups:.0f} | {runs} |")
     two = statistics.median(r["rate"] for r in results[2])
     print(f"\ntwo workers / one worker: {two / one:.2f}x")
-    print(
-        f"end-to-end latency at {one * args.latency_fraction:.0f} docs/s (1 worker): "
-        f"p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms"
-    )
+    for lat in latency:
+        print(
+            f"end-to-end latency at {lat['rate']:.0f} docs/s ({lat['fraction']:.0%} of 1 worker): "
+            f"p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms"
+        )
     return 0
 
 
