@@ -4,6 +4,7 @@
     python benchmarks/grpc_bench.py --workers 1 --runs 5 --seconds 6
     python benchmarks/grpc_bench.py --config word.toml    # another training config (TOML, as for `train`)
     python benchmarks/grpc_bench.py --server-code ../old  # serve from another checkout, same model and load
+    python benchmarks/grpc_bench.py --workers 1 --concurrency 1 --concurrency 32   # just the target points
 
 One article per request, against a real `newstagger serve` process. Corpus, model and in-process
 baseline come from ``benchmarks.common``: the corpus of ../shared/bench/gen_corpus.py (--n 20000
@@ -189,13 +190,19 @@ def run_load(port: int, docs_file: Path, concurrency: int, seconds: float) -> di
 
 
 def bench_server(
-    model_dir: Path, docs_file: Path, workers: int, runs: int, seconds: float, code: Path
+    model_dir: Path,
+    docs_file: Path,
+    workers: int,
+    runs: int,
+    seconds: float,
+    code: Path,
+    concurrency: tuple[int, ...] = CONCURRENCY,
 ) -> dict[int, dict[str, float]]:
     proc, port = start_server(model_dir, workers, code)
     table: dict[int, dict[str, float]] = {}
     try:
         run_load(port, docs_file, 8, 2.0)  # warm-up
-        for c in CONCURRENCY:
+        for c in concurrency:
             rows = []
             for _ in range(runs):
                 cpu0 = cpu_seconds(proc.pid)
@@ -238,6 +245,8 @@ def report(base: dict[str, float], results: dict[int, dict[int, dict[str, float]
             )
     lines.append("")
     for workers, table in results.items():
+        if 32 not in table or 1 not in table:
+            continue
         c32, c1 = table[32], table[1]
         lines.append(
             f"Targets, workers={workers}: c=32 CPU/req {c32['cpu_ms'] / base['b64_cpu_ms']:.2f}x (<= 1.3x: "
@@ -264,6 +273,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workers", type=int, action="append", help="server processes (repeatable; default 1 and 2)"
     )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        action="append",
+        help="concurrency levels (repeatable; default 1 8 32 64; the targets need 1 and 32)",
+    )
     parser.add_argument("--runs", type=int, default=3, help="runs per point; the median is reported")
     parser.add_argument("--seconds", type=float, default=4.0, help="length of one measured run")
     parser.add_argument("--n", type=int, default=20000, help="corpus size (documents)")
@@ -283,7 +298,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  in-process: {base}", file=sys.stderr)
     load0 = os.getloadavg()[0]
     results = {
-        w: bench_server(model_dir, docs_file, w, args.runs, args.seconds, args.server_code.resolve())
+        w: bench_server(
+            model_dir,
+            docs_file,
+            w,
+            args.runs,
+            args.seconds,
+            args.server_code.resolve(),
+            tuple(args.concurrency or CONCURRENCY),
+        )
         for w in args.workers or [1, 2]
     }
     text = report(base, results)
