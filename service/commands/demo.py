@@ -99,6 +99,7 @@ def local_broker() -> Iterator[str]:
         [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # Ctrl-C reaches only the demo, which stops the broker last
     )
     try:
         deadline = time.monotonic() + 20
@@ -206,7 +207,7 @@ def run_demo(args: argparse.Namespace) -> int:
             "NEWSTAGGER_LOG_LEVEL": os.environ.get("NEWSTAGGER_LOG_LEVEL", "WARNING"),
         }
         service = subprocess.Popen(  # noqa: S603 - this same program
-            [sys.executable, "-m", "service.cli", "serve", "--with-stream"], env=env
+            [sys.executable, "-m", "service.cli", "serve", "--with-stream"], env=env, start_new_session=True
         )
         stack.callback(_stop, service, 30.0)
         _say(f"• newstagger serve --with-stream: pid {service.pid}, waiting until ready…")
