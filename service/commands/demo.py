@@ -115,7 +115,6 @@ def local_broker() -> Iterator[str]:
 
 def _ensure_model(model_dir: Path) -> None:
     try:
-        resolve_model_path(model_dir)
         _say(f"• model: {resolve_model_path(model_dir)}")
     except ArtifactError:
         _say(f"• no model in {model_dir}: training the default model from the starter set…")

@@ -67,9 +67,6 @@ def _tag(args: argparse.Namespace) -> int:
         with args.input.open(encoding="utf-8") as fh:
             articles = _read_articles(fh, str(args.input))
     for start in range(0, len(articles), args.batch_size):
-        batch = articles[start : start + args.batch_size]
-        for article in batch:
-            tagger.validate(article, options)
-        for result in tagger.tag(batch, options):
+        for result in tagger.tag(articles[start : start + args.batch_size], options):
             print(json.dumps(result_to_json(result), ensure_ascii=False))
     return 0
