@@ -7,7 +7,7 @@ baseline measured *in the same run, on the same machine*::
     base = inprocess_baseline(tagger, articles, batch_size=64, repeats=5)
     print(base["docs_per_s"], base["cpu_ms_per_doc"], base["p50_batch_ms"])
 
-Corpus: ``../shared/bench/gen_corpus.py --n N --seed 1234`` (deterministic: the same seed gives the
+Corpus: ``benchmarks/gen_corpus.py --n N --seed 1234`` (deterministic: the same seed gives the
 same bytes). Model: the real ``training.train.train`` (default ``TrainConfig`` unless told
 otherwise) on the first documents of the corpus, cached in the system temp dir under a key of the
 corpus bytes, the training split and the config, so reruns start measuring at once.
@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,12 +32,11 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script: make `service` and `training` importable
     sys.path.insert(0, str(REPO))
 
+from benchmarks import gen_corpus  # noqa: E402
 from service.core.tagger import Tagger  # noqa: E402
 from service.core.types import Article  # noqa: E402
 from service.model.artifact import LoadedModel, load_artifact, sha256_file  # noqa: E402
 
-#: The shared corpus generator, beside the checkout (NEWSTAGGER_GEN_CORPUS overrides it).
-GEN_CORPUS = Path(os.environ.get("NEWSTAGGER_GEN_CORPUS", REPO.parent / "shared" / "bench" / "gen_corpus.py"))
 CORPUS_SEED = 1234
 CACHE_DIR = Path(tempfile.gettempdir()) / "newstagger-bench-cache"
 
@@ -52,18 +50,12 @@ def cache_dir() -> Path:
 def generate_corpus(n: int, out: Path | None = None, seed: int = CORPUS_SEED) -> Path:
     """The benchmark corpus of ``n`` documents (JSONL: id, text, topics); generated once per
     (n, seed) into the cache unless ``out`` is given. Written atomically."""
-    if not GEN_CORPUS.is_file():
-        raise FileNotFoundError(f"{GEN_CORPUS}: the shared corpus generator is missing")
     path = Path(out) if out is not None else cache_dir() / f"corpus-n{n}-s{seed}.jsonl"
     if path.is_file() and out is None:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    subprocess.run(
-        [sys.executable, str(GEN_CORPUS), "--n", str(n), "--seed", str(seed), "--out", str(partial)],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    gen_corpus.main(["--n", str(n), "--seed", str(seed), "--out", str(partial)])
     os.replace(partial, path)
     return path
 
@@ -200,3 +192,13 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
             f"| {r['p50_batch_ms']:.2f} | {runs} |"
         )
     return "\n".join(lines)
+
+
+def reference_config() -> Any:
+    """The reference model every speed target is stated against: TF-IDF word 1-2-grams (200k
+    features, sublinear tf) and one-vs-rest logistic regression -- fixed here, whatever the
+    defaults become."""
+    from training.config import ClassifierConfig, FeatureConfig, TrainConfig
+
+    features = FeatureConfig(word_ngram_max=2, word_min_df=2, word_max_features=200_000, use_char=False)
+    return TrainConfig(features=features, classifier=ClassifierConfig(model="logreg", C=10.0))

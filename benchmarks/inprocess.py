@@ -1,15 +1,18 @@
-"""In-process baseline: docs/s of ``Tagger.tag`` at several batch sizes, CPU time per document.
+"""In-process baseline: docs/s of ``Tagger.tag`` at several batch sizes, CPU time per document,
+for the default model and the reference model (word 1-2-grams + logistic regression) in one run.
 
-    python benchmarks/inprocess.py                 # 20,000-doc corpus, default model, ~5-10 min cold
+    python benchmarks/inprocess.py                 # 20,000-doc corpus: ~5 min cold, ~2 min cached
     python benchmarks/inprocess.py --quick         # a small corpus and sample: about a minute cold
     python benchmarks/inprocess.py --corpus corpus.jsonl --json out.json
+    python benchmarks/inprocess.py --config my.toml   # compare another training config instead
 
-The corpus comes from ``../shared/bench/gen_corpus.py --seed 1234`` (generated into the system temp
-dir unless ``--corpus`` names a file; a missing file is generated there). A model is trained on its
-first ``--train-docs`` documents with the real ``training.train.train`` and the default
-``TrainConfig`` (word + char n-grams, one-vs-rest logistic regression, thresholds tuned on the next
-``--dev-docs``), and cached in the temp dir keyed by corpus, split and config. Then the same fixed
-sample of unseen documents is tagged at each batch size, ``--repeats`` times; medians are reported.
+The corpus comes from ``benchmarks/gen_corpus.py --seed 1234`` (generated into the system temp
+dir unless ``--corpus`` names a file; a missing file is generated there). Both models are trained
+on its first ``--train-docs`` documents with the real ``training.train.train`` (topics head), and
+cached in the temp dir keyed by corpus, split and config. Then the same fixed sample of unseen
+documents is tagged at each batch size, ``--repeats`` times, the two models taking turns within
+each repeat so that both see the same machine load; medians are reported, and the ratio of the
+default model's CPU per document to the reference model's (target: at most 1.5x).
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -30,6 +35,7 @@ from benchmarks.common import (  # noqa: E402
     load_model,
     markdown_table,
     read_corpus,
+    reference_config,
     to_articles,
     trained_model,
 )
@@ -60,6 +66,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _describe(loaded: Any) -> str:
+    f = loaded.manifest.config.get("features", {})
+    chars = f"+ char {f.get('char_ngram_min')}-{f.get('char_ngram_max')}" if f.get("use_char") else "no char"
+    title = f", title x{f.get('title_weight')}" if f.get("title_weight", 1.0) != 1.0 else ""
+    return f"word 1-{f.get('word_ngram_max')} {chars}{title}"
+
+
+def measure(taggers: dict[str, Tagger], sample: list[Any], batch_size: int, repeats: int) -> dict[str, Any]:
+    """Every model at one batch size, taking turns in each repeat; medians and per-repeat ratios."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in taggers}
+    for _ in range(repeats):
+        for name, tagger in taggers.items():
+            runs[name].append(inprocess_baseline(tagger, sample, batch_size, 1))
+    out: dict[str, Any] = {"batch_size": batch_size}
+    for name, rows in runs.items():
+        out[name] = {
+            "batch_size": batch_size,
+            "docs": len(sample),
+            "repeats": repeats,
+            "docs_per_s": statistics.median(r["docs_per_s"] for r in rows),
+            "cpu_ms_per_doc": statistics.median(r["cpu_ms_per_doc"] for r in rows),
+            "p50_batch_ms": statistics.median(r["p50_batch_ms"] for r in rows),
+            "runs_docs_per_s": [round(r["docs_per_s"], 1) for r in rows],
+        }
+    ratios = [
+        d["cpu_ms_per_doc"] / r["cpu_ms_per_doc"]
+        for d, r in zip(runs["default"], runs["reference"], strict=True)
+    ]
+    out["cpu_ratio"] = statistics.median(ratios)
+    out["cpu_ratio_runs"] = [round(x, 2) for x in ratios]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.corpus is None:
@@ -69,40 +108,43 @@ def main(argv: list[str] | None = None) -> int:
     else:
         corpus = args.corpus
     split = Split(args.train_docs, args.dev_docs)
-    model_dir = trained_model(corpus, split, load_config(args.config))
-    loaded = load_model(model_dir)
+    configs = {"reference": reference_config(), "default": load_config(args.config)}
+    loaded = {name: load_model(trained_model(corpus, split, config)) for name, config in configs.items()}
+    taggers = {name: Tagger(model) for name, model in loaded.items()}
     sample = to_articles(split.sample(read_corpus(corpus), args.sample))
-    tagger = Tagger(loaded)
     load_before = os.getloadavg()[0]
-    rows = []
+    results = []
     for batch_size in args.batch_sizes:
-        row = inprocess_baseline(tagger, sample, batch_size, args.repeats)
-        rows.append(row)
+        row = measure(taggers, sample, batch_size, args.repeats)
+        results.append(row)
         print(
-            f"batch {batch_size:>4}: {row['docs_per_s']:8.1f} docs/s  {row['cpu_ms_per_doc']:6.2f} ms CPU/doc"
-            f"  p50 {row['p50_batch_ms']:8.2f} ms/batch",
+            f"batch {batch_size:>4}: "
+            + "  ".join(f"{n} {row[n]['cpu_ms_per_doc']:6.2f} ms CPU/doc" for n in taggers)
+            + f"  ratio {row['cpu_ratio']:.2f}x",
             file=sys.stderr,
         )
     words = sum(len(a.text.split()) for a in sample) / len(sample)
-    f = loaded.manifest.config.get("features", {})
-    config_name = "default TrainConfig" if args.config is None else args.config.name
-    chars = f"char {f.get('char_ngram_min')}-{f.get('char_ngram_max')}" if f.get("use_char") else "no char"
+    default_name = "default TrainConfig" if args.config is None else args.config.name
     print(
-        f"\nIn-process `Tagger.tag`, corpus {corpus.name} (seed 1234), model trained on {split.train} docs "
-        f"({config_name}: word 1-{f.get('word_ngram_max')} + {chars} n-grams, topics head), "
-        f"{len(sample)} unseen docs of {words:.0f} words on average, "
-        f"median of {args.repeats} passes; {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"load average {load_before:.1f} before / {os.getloadavg()[0]:.1f} after (other processes compete "
-        "for the CPUs when it is above the CPU count: trust CPU ms/doc over docs/s then).\n"
+        f"\nIn-process `Tagger.tag`, corpus {corpus.name} (seed 1234), models trained on {split.train} docs "
+        f"(topics head): reference = {_describe(loaded['reference'])}, {default_name} = "
+        f"{_describe(loaded['default'])}; {len(sample)} unseen docs of {words:.0f} words on average, "
+        f"median of {args.repeats} passes, the models taking turns; {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}, load average {load_before:.1f} before / "
+        f"{os.getloadavg()[0]:.1f} after "
+        "(other processes compete for the CPUs when it is above the CPU count: trust CPU ms/doc and the "
+        "ratio over docs/s then).\n"
     )
-    print(markdown_table(rows))
+    for name in taggers:
+        print(f"{name}:\n\n{markdown_table([r[name] for r in results])}\n")
+    print("| batch size | default / reference CPU per doc (median) | per repeat |\n|---:|---:|---|")
+    for r in results:
+        print(
+            f"| {r['batch_size']} | **{r['cpu_ratio']:.2f}x** | {', '.join(map(str, r['cpu_ratio_runs']))} |"
+        )
     if args.json:
-        meta = {
-            "corpus": str(corpus),
-            "model": str(model_dir),
-            "load_average": [load_before, os.getloadavg()[0]],
-        }
-        args.json.write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
+        meta = {"corpus": str(corpus), "load_average": [load_before, os.getloadavg()[0]]}
+        args.json.write_text(json.dumps({**meta, "rows": results}, indent=2) + "\n")
     return 0
 
 

@@ -33,6 +33,9 @@ class FeatureConfig:
     word_ngram_max: int = 2
     word_min_df: int = 2
     word_max_features: int = 200_000
+    word_max_df: float = 1.0  # drop words in more than this share of documents
+    stop_words: str = ""  # "" | "english": drop English stop words (before n-grams are formed)
+    title_repeat: int = 1  # count the headline's words this many times
     char_ngram_min: int = 2
     char_ngram_max: int = 5
     char_max_features: int = 200_000
@@ -60,6 +63,9 @@ class ClassifierConfig:
 @dataclass(frozen=True)
 class ThresholdConfig:
     tune: bool = True
+    # k > 1: cut-offs (and the reported estimate) come from k-fold cross-validated scores on the
+    # training data, and --dev is only scored; 0 or 1: tuned on --dev (or a held-out share of train).
+    cv_folds: int = 5
     default: float = 0.5  # the cut-off when not tuning (and the global one's fallback)
     min_positives: int = 3  # fewer dev positives than this: the label takes the fallback
     fallback: str = "global"  # "global": one cut-off tuned on all labels pooled | "default"
@@ -132,3 +138,10 @@ def _check_choice(updates: dict[str, Any], path: Path) -> None:
     thresholds = updates.get("thresholds")
     if thresholds is not None and thresholds.fallback not in ("global", "default"):
         raise DataError(f"{path} [thresholds]: fallback must be global|default")
+    if thresholds is not None and thresholds.cv_folds < 0:
+        raise DataError(f"{path} [thresholds]: cv_folds must be 0 (tune on dev) or at least 2")
+    features = updates.get("features")
+    if features is not None and features.stop_words not in ("", "english"):
+        raise DataError(f"{path} [features]: stop_words must be english or empty")
+    if features is not None and not (features.title_repeat >= 1 and 0.0 < features.word_max_df <= 1.0):
+        raise DataError(f"{path} [features]: title_repeat must be >= 1 and word_max_df in (0, 1]")

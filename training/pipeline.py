@@ -29,8 +29,10 @@ def _word_tfidf(cfg: FeatureConfig, max_features: int | None = None, min_df: int
     return TfidfVectorizer(
         ngram_range=(1, cfg.word_ngram_max),
         min_df=min_df or cfg.word_min_df,
+        max_df=cfg.word_max_df,
         max_features=max_features or cfg.word_max_features,
         sublinear_tf=cfg.sublinear_tf,
+        stop_words=cfg.stop_words or None,
     )
 
 
@@ -52,7 +54,8 @@ def build_text_features(cfg: FeatureConfig, columns: tuple[str, ...] = ("title",
             )
         )
     union = FeatureUnion(parts) if len(parts) > 1 else parts[0][1]
-    return Pipeline([("columns", ColumnText(columns)), ("tfidf", UniqueRows(union))])
+    repeats = tuple(cfg.title_repeat if c == "title" else 1 for c in columns)
+    return Pipeline([("columns", ColumnText(columns, repeats=repeats)), ("tfidf", UniqueRows(union))])
 
 
 def build_featurizer(head: HeadConfig, config: TrainConfig) -> Any:

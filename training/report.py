@@ -43,13 +43,17 @@ def model_card(fields: dict[str, Any]) -> str:
             lines.append(f"- dev file `{f['path']}` ({f['rows']} rows, sha256 {f['sha256'][:16]}…)")
     else:
         lines.append(f"- dev: {data['dev']}")
+    if "thresholds" in data:
+        lines.append(f"- label cut-offs (the ≥ figures above): {data['thresholds']}")
+    metrics = fields["metrics"]
+    sections = (
+        ("cv", f"Cross-validated estimate ({data['train_rows']} training rows, out-of-fold scores)"),
+        ("dev", f"Dev metrics ({data['dev_rows']} rows{', scored only' if 'cv' in metrics else ''})"),
+    )
+    for key, title in sections:
+        if key in metrics:
+            lines += ["", f"## {title}", "", "```", format_report(metrics[key]).rstrip(), "```"]
     lines += [
-        "",
-        "## Dev metrics",
-        "",
-        "```",
-        format_report(fields["metrics"]["dev"]).rstrip(),
-        "```",
         "",
         f"Training took {fields['metrics']['train_seconds']} s.",
         "",
@@ -62,7 +66,7 @@ def model_card(fields: dict[str, Any]) -> str:
         "## Limits",
         "",
         "A linear bag-of-n-grams model: it reads words, not meaning. Scores are calibrated only as far as",
-        "logistic regression is; thresholds were tuned on the dev data above and may not transfer to other",
+        "logistic regression is; thresholds were tuned as stated above and may not transfer to other",
         "sources. Check the per-label rows before trusting a rare label.",
         "",
     ]

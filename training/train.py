@@ -6,7 +6,9 @@ import logging
 import platform
 import random
 import sys
+import textwrap
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -14,13 +16,15 @@ from typing import Any
 
 import numpy as np
 import sklearn
+from numpy.typing import NDArray
 
 import service
+from service.core.errors import DataError
 from service.model.article_model import ArticleModel, articles_to_matrix
 from service.model.artifact import HeadSpec, Manifest, save_artifact
 from training.config import TrainConfig
 from training.data import Dataset, Row, load_dataset
-from training.evaluate import head_metrics, indicator, tune_thresholds
+from training.evaluate import head_metrics, headline, indicator, tune_thresholds
 from training.pipeline import build_classifier, build_featurizer, featurizer_key
 from training.report import model_card
 
@@ -80,6 +84,44 @@ def _score_heads(model: ArticleModel, rows: Sequence[Row]) -> dict[str, Any]:
     return model.scores(X, list(model.classifiers))
 
 
+def _with_fixed_labels(data: Dataset) -> Dataset:
+    """``data`` whose multi-label heads name their full label set, so that every fold's model has
+    the same columns (a rare label may be missing from a fold's training part)."""
+    heads = {}
+    for name, head in data.heads.items():
+        if head.kind == "multi" and not head.labels:
+            head = replace(head, labels=tuple(sorted({label for row in data.labels(name) for label in row})))
+        heads[name] = head
+    return replace(data, heads=heads)
+
+
+def cross_validated_scores(
+    data: Dataset, config: TrainConfig, folds: int, on_step: Callable[[str], None] = lambda _: None
+) -> dict[str, NDArray[np.float64]]:
+    """Out-of-fold scores per head for every row of ``data``: each row scored by a model fitted
+    on the other ``folds - 1`` parts. Columns follow the full model's label order."""
+    data = _with_fixed_labels(data)
+    n = len(data.rows)
+    if n < folds:
+        raise DataError(f"{n} training rows: too few for {folds}-fold cross-validation (thresholds.cv_folds)")
+    parts = np.array_split(np.random.RandomState(config.seed).permutation(n), folds)
+    out: dict[str, NDArray[np.float64]] = {}
+    for k, held in enumerate(parts, start=1):
+        on_step(f"cross-validation fold {k}/{folds}")
+        held_set = set(held.tolist())
+        fit_rows = tuple(r for i, r in enumerate(data.rows) if i not in held_set)
+        with warnings.catch_warnings():  # a label absent from this fold's part is predicted constant
+            warnings.filterwarnings("ignore", message="Label .* is present in all training examples")
+            model = fit_model(replace(data, rows=fit_rows), config)
+        scores = _score_heads(model, [data.rows[i] for i in held])
+        for name, block in scores.items():
+            labels = list(data.heads[name].labels) or sorted({g[0] for g in data.labels(name)})
+            full = out.setdefault(name, np.zeros((n, len(labels)), dtype=np.float64))
+            columns = np.asarray([labels.index(label) for label in model.labels[name]], dtype=np.intp)
+            full[np.ix_(held, columns)] = block
+    return out
+
+
 def train(
     data_paths: Sequence[Path],
     out_dir: Path,
@@ -88,39 +130,72 @@ def train(
     head_names: Sequence[str] = (),
     version: str = "",
 ) -> Manifest:
-    """Train, tune, evaluate and save. Prints progress to stderr. Returns the manifest."""
+    """Train, tune, evaluate and save. Prints progress to stderr. Returns the manifest.
+
+    With ``config.thresholds.cv_folds`` = k > 1 (the default), the cut-offs and the reported
+    estimate come from k-fold cross-validation on the training data, the model is fitted on all of
+    it, and the dev data (if any) is only scored: the dev figures are an honest held-out estimate.
+    With k <= 1, the cut-offs are tuned on the dev data (or on a held-out share of the training data,
+    and the model is then refitted on all of it), and the dev figures are optimistic.
+    """
     started = time.perf_counter()
     np.random.seed(config.seed)
+    folds = config.thresholds.cv_folds
     total = 5
     _progress(1, total, f"loading {', '.join(str(p) for p in data_paths)}", started)
     data = load_dataset(data_paths, config, head_names)
-    if dev_paths:
-        dev = load_dataset(dev_paths, config, heads=data.heads)
-        fit_on, tune_on = data, dev
+    dev = load_dataset(dev_paths, config, heads=data.heads) if dev_paths else None
+
+    def step(message: str) -> None:
+        print(f"      {message} ({time.perf_counter() - started:.1f}s)", file=sys.stderr, flush=True)
+
+    if folds > 1:
+        data = _with_fixed_labels(data)
+        print(
+            f"      {len(data.rows)} training rows, cut-offs from {folds}-fold cross-validation; "
+            + (f"{len(dev.rows)} dev rows, scored only" if dev else "no dev data")
+            + "; heads: "
+            + ", ".join(f"{n} ({h.kind})" for n, h in data.heads.items()),
+            file=sys.stderr,
+        )
+        _progress(2, total, f"{folds}-fold cross-validation on the training data", started)
+        tune_on, tune_scores = data, cross_validated_scores(data, config, folds, step)
+        _progress(3, total, "fitting on all training rows", started)
+        model = fit_model(data, config, lambda m: step(f"fitting {m}"))
     else:
-        fit_on, tune_on = _split(data, config.dev_fraction, config.seed)
-        dev = tune_on
-    print(
-        f"      {len(data.rows)} training rows, {len(dev.rows)} dev rows; heads: "
-        + ", ".join(f"{n} ({h.kind})" for n, h in data.heads.items()),
-        file=sys.stderr,
-    )
-    _progress(2, total, "fitting", started)
-    model = fit_model(fit_on, config, lambda m: print(f"      fitting {m}", file=sys.stderr, flush=True))
-    _progress(3, total, "tuning thresholds and evaluating on dev", started)
-    dev_scores = _score_heads(model, tune_on.rows)
+        fit_on, tune_on = (data, dev) if dev else _split(data, config.dev_fraction, config.seed)
+        print(
+            f"      {len(fit_on.rows)} training rows, {len(tune_on.rows)} rows for cut-offs and metrics; "
+            "heads: " + ", ".join(f"{n} ({h.kind})" for n, h in data.heads.items()),
+            file=sys.stderr,
+        )
+        _progress(2, total, "fitting", started)
+        model = fit_model(fit_on, config, lambda m: step(f"fitting {m}"))
+        _progress(3, total, "tuning thresholds on the held-out rows", started)
+        tune_scores = _score_heads(model, tune_on.rows)
     specs = []
     for name, head in data.heads.items():
         labels = tuple(model.labels[name])
         thresholds: tuple[float, ...] = ()
         if head.kind == "multi":
             Y = indicator(tune_on.labels(name), labels)
-            thresholds = tuple(tune_thresholds(Y, dev_scores[name], config.thresholds))
+            thresholds = tuple(tune_thresholds(Y, tune_scores[name], config.thresholds))
         specs.append(HeadSpec(name, head.kind, labels, thresholds, head.target))
-    metrics = {s.name: head_metrics(s, tune_on.labels(s.name), dev_scores[s.name]) for s in specs}
-    if not dev_paths:
+    metrics: dict[str, Any] = {}
+    if folds > 1:
+        metrics["cv"] = {s.name: head_metrics(s, data.labels(s.name), tune_scores[s.name]) for s in specs}
+    if dev is not None or folds <= 1:
+        scored = dev if (dev is not None and folds > 1) else tune_on
+        _progress(4, total, f"scoring {len(scored.rows)} dev rows", started)
+        dev_scores = tune_scores if scored is tune_on else _score_heads(model, scored.rows)
+        metrics["dev"] = {s.name: head_metrics(s, scored.labels(s.name), dev_scores[s.name]) for s in specs}
+    if folds <= 1 and dev is None:
         _progress(4, total, "refitting on all training rows", started)
         model = fit_model(data, config)
+    for key, title in (("cv", "cross-validated estimate"), ("dev", "dev")):
+        if key in metrics:
+            print(f"      {title}:\n" + textwrap.indent(headline(metrics[key]), "        "), file=sys.stderr)
+    dev_rows = len(dev.rows) if dev is not None else (0 if folds > 1 else len(tune_on.rows))
     train_seconds = time.perf_counter() - started
     _progress(total, total, f"writing {out_dir}", started)
     fields = {
@@ -137,12 +212,17 @@ def train(
         "data": {
             "train": list(data.files),
             "dev": list(dev.files)
-            if dev_paths
-            else f"{config.dev_fraction:.0%} of train held out (seed {config.seed})",
+            if dev is not None
+            else (
+                "none" if folds > 1 else f"{config.dev_fraction:.0%} of train held out (seed {config.seed})"
+            ),
             "train_rows": len(data.rows),
-            "dev_rows": len(dev.rows),
+            "dev_rows": dev_rows,
+            "thresholds": f"{folds}-fold cross-validation on the training rows"
+            if folds > 1
+            else "tuned on the dev rows",
         },
-        "metrics": {"dev": metrics, "train_seconds": round(train_seconds, 2)},
+        "metrics": {**metrics, "train_seconds": round(train_seconds, 2)},
         "config": config.to_json(),
     }
     card = model_card(fields)

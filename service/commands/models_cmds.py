@@ -121,8 +121,9 @@ def _models_list(registry: ModelRegistry) -> int:
 
 
 def _dev_score(manifest: Manifest) -> str:
-    """Mean dev macro-F1 over the heads, as recorded at training time."""
-    dev = manifest.metrics.get("dev", {})
+    """Mean dev macro-F1 over the heads, as recorded at training time (the cross-validated
+    estimate when there was no dev data)."""
+    dev = manifest.metrics.get("dev") or manifest.metrics.get("cv", {})
     values = []
     for m in dev.values():
         if isinstance(m, dict):
@@ -160,14 +161,19 @@ def _describe(m: Manifest, path: Path, is_current: bool) -> str:
                 lines.append(f"  {role:<5} {f.get('path')}  rows {f.get('rows')}  sha256 {f.get('sha256')}")
         elif files:
             lines.append(f"  {role:<5} {files}")
-    dev = m.metrics.get("dev", {})
-    if dev:
-        lines.append("dev metrics:")
-        for head, hm in dev.items():
+    for key, title in (("cv", "cross-validated estimate (training rows)"), ("dev", "dev metrics")):
+        block = m.metrics.get(key, {})
+        if not block:
+            continue
+        lines.append(f"{title}:")
+        for head, hm in block.items():
             if hm.get("kind") == "multi":
-                lines.append(f"  {head}: micro-F1 {hm['micro']['f1']:.4f}  macro-F1 {hm['macro']['f1']:.4f}")
+                micro, macro = hm["micro"]["f1"], hm["macro"]["f1"]
+                lines.append(f"  {head}: micro-F1 {micro:.4f}  macro-F1 {macro:.4f}  (n={hm['n']})")
             else:
-                lines.append(f"  {head}: accuracy {hm['accuracy']:.4f}  macro-F1 {hm['macro_f1']:.4f}")
+                lines.append(
+                    f"  {head}: accuracy {hm['accuracy']:.4f}  macro-F1 {hm['macro_f1']:.4f}  (n={hm['n']})"
+                )
     train_files = [f.get("path") for f in m.data.get("train", []) if isinstance(f, dict)]
     dev_files = [f.get("path") for f in m.data.get("dev", []) if isinstance(f, dict)]
     cmd = "newstagger train --data " + " ".join(str(p) for p in train_files)

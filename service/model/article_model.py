@@ -78,22 +78,43 @@ class ArticleModel:
         return cache[key]
 
     def explain(self, features_row: Any, head: str, label_index: int, k: int = 5) -> tuple[str, ...]:
-        """The ``k`` features that pushed ``label_index`` of ``head`` up most for one article.
+        """The ``k`` words or phrases that pushed ``label_index`` of ``head`` up most for one article.
 
         Works for linear classifiers (coefficients times feature values); other classifiers
-        give no explanation.
+        give no explanation. Character n-grams (a reader cannot tell what "oop" means) and
+        dense pair features are never named: only word n-grams are.
         """
         coef = linear_coefficients(self.classifiers[head], label_index)
         if coef is None:
             return ()
         row = sparse.csr_matrix(features_row)
         contributions = row.multiply(coef.reshape(1, -1)).tocsr()
-        if contributions.nnz == 0:
-            return ()
         values = contributions.data
-        order = np.argsort(-values)[:k]
         names = self.feature_names(head)
-        return tuple(str(names[contributions.indices[i]]).split("__", 1)[-1] for i in order if values[i] > 0)
+        out: list[str] = []
+        for i in np.argsort(-values):
+            if values[i] <= 0 or len(out) == k:
+                break
+            term = readable_term(str(names[contributions.indices[i]]))
+            if term is not None and term not in out:
+                out.append(term)
+        return tuple(out)
+
+
+#: Prefixes FeatureUnion puts before a word n-gram's name (``text__word__north korea``).
+_WORD_PREFIXES = ("text__", "target__", "word__", "title__")
+
+
+def readable_term(name: str) -> str | None:
+    """A feature name as a reader sees it: the word n-gram, or None for a feature that is not one
+    (character n-grams, pair features)."""
+    while name.startswith(_WORD_PREFIXES):
+        name = name.split("__", 1)[1]
+    if "|" in name:  # a per-target interaction feature: "<target>|word__<n-gram>"
+        return readable_term(name.split("|", 1)[1])
+    if "__" in name and name.split("__", 1)[0] in ("char", "pair"):
+        return None
+    return name
 
 
 def linear_coefficients(clf: Any, label_index: int) -> NDArray[np.float64] | None:

@@ -22,20 +22,31 @@ COLUMNS = ("title", "text", "target")
 
 
 class ColumnText(TransformerMixin, BaseEstimator):  # type: ignore[misc]
-    """Joins some columns of the raw (n, 3) object matrix into one string per row."""
+    """Joins some columns of the raw (n, 3) object matrix into one string per row.
 
-    def __init__(self, columns: tuple[str, ...] = ("title", "text"), sep: str = "\n") -> None:
+    ``repeats`` (one count per column, default 1 each) repeats a column's text, which weights its
+    words more: a headline repeated twice counts its words twice.
+    """
+
+    def __init__(
+        self, columns: tuple[str, ...] = ("title", "text"), sep: str = "\n", repeats: tuple[int, ...] = ()
+    ) -> None:
         self.columns = columns
         self.sep = sep
+        self.repeats = repeats
 
     def fit(self, X: Any, y: Any = None) -> ColumnText:
         self.indices_ = [COLUMNS.index(c) for c in self.columns]
         return self
 
     def transform(self, X: NDArray[np.object_]) -> list[str]:
-        if len(self.indices_) == 1:
+        repeats = tuple(getattr(self, "repeats", ())) or (1,) * len(self.indices_)  # older artifacts: none
+        if len(self.indices_) == 1 and repeats[0] == 1:
             return [str(v) for v in X[:, self.indices_[0]]]
-        return [self.sep.join(str(v) for v in row if v) for row in X[:, self.indices_]]
+        return [
+            self.sep.join(self.sep.join([str(v)] * r) for v, r in zip(row, repeats, strict=True) if v)
+            for row in X[:, self.indices_]
+        ]
 
     def get_feature_names_out(self, input_features: Any = None) -> NDArray[np.object_]:
         return np.asarray(self.columns, dtype=object)

@@ -143,3 +143,23 @@ def test_config_rejects_unknown_choices(tmp_path: Path, bad: str) -> None:
     path.write_text(bad)
     with pytest.raises(DataError):
         load_config(path)
+
+
+@pytest.mark.parametrize("target", ["", "target"])
+def test_explanations_name_whole_words_even_with_character_n_grams(target: str) -> None:
+    """A reader cannot tell what "oop" means: with character n-grams in the model, explanations
+    still name only words and phrases of the article."""
+    config = TrainConfig(features=FeatureConfig(use_char=True, word_min_df=1, interaction_min_count=2))
+    featurizer = build_featurizer(HeadConfig("single", target), config)
+    X = _matrix(TWEETS)
+    y = [s for _, _, s in TWEETS]
+    model = ArticleModel(
+        {"t": featurizer.fit(X)}, {"stance": LogisticRegression(C=100).fit(featurizer.transform(X), y)},
+        {"stance": "t"}, {"stance": sorted(set(y))},
+    )  # fmt: skip
+    features = model.features(X, ["stance"])["t"]
+    for i, (text, about, stance) in enumerate(TWEETS):
+        terms = model.explain(features[i], "stance", sorted(set(y)).index(stance), k=10)
+        assert terms, text
+        words = set(f"{text} {about}".lower().replace(",", " ").split())  # the target's words count
+        assert all(set(term.split()) <= words for term in terms), (text, terms)
