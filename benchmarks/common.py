@@ -200,5 +200,14 @@ def reference_config() -> Any:
     defaults become."""
     from training.config import ClassifierConfig, FeatureConfig, TrainConfig
 
-    features = FeatureConfig(word_ngram_max=2, word_min_df=2, word_max_features=200_000, use_char=False)
-    return TrainConfig(features=features, classifier=ClassifierConfig(model="logreg", C=10.0))
+    features = FeatureConfig(
+        word_ngram_max=2,
+        word_min_df=2,
+        word_max_features=200_000,
+        use_char=False,
+        title_repeat=1,
+        stop_words="",
+    )
+    return TrainConfig(
+        features=features, classifier=ClassifierConfig(model="logreg", C=10.0, class_weight="")
+    )

@@ -11,15 +11,15 @@ import pytest
 from service.model.artifact import LoadedModel, load_artifact
 from service.model.registry import ModelRegistry
 from tests.helpers import STARTER, tansu_broker
-from training.config import FeatureConfig, TrainConfig
+from training.config import TrainConfig
 from training.train import train
 
-FAST_CONFIG = TrainConfig(features=FeatureConfig(use_char=False))
+FAST_CONFIG = TrainConfig()  # the default configuration: the model `newstagger train` builds
 
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An artifact trained once per session on the shipped starter set (word n-grams only: fast)."""
+    """The default model, trained once per session on the shipped starter set."""
     out = tmp_path_factory.mktemp("model") / "v1"
     train([STARTER / "train.jsonl"], out, FAST_CONFIG, [STARTER / "dev.jsonl"], version="v1")
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import random
 import sys
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import sklearn
+from joblib import Parallel, delayed
 from numpy.typing import NDArray
 
 import service
@@ -95,29 +97,38 @@ def _with_fixed_labels(data: Dataset) -> Dataset:
     return replace(data, heads=heads)
 
 
+def _fold_scores(
+    data: Dataset, config: TrainConfig, held: NDArray[np.intp]
+) -> tuple[dict[str, list[str]], dict[str, NDArray[np.float64]]]:
+    """The label order of a model fitted on every row but ``held``, and its scores for them."""
+    held_set = set(held.tolist())
+    fit_rows = tuple(r for i, r in enumerate(data.rows) if i not in held_set)
+    with warnings.catch_warnings():  # a label absent from this fold's part is predicted constant
+        warnings.filterwarnings("ignore", message="Label .* is present in all training examples")
+        model = fit_model(replace(data, rows=fit_rows), config)
+    return model.labels, _score_heads(model, [data.rows[i] for i in held])
+
+
 def cross_validated_scores(
     data: Dataset, config: TrainConfig, folds: int, on_step: Callable[[str], None] = lambda _: None
 ) -> dict[str, NDArray[np.float64]]:
     """Out-of-fold scores per head for every row of ``data``: each row scored by a model fitted
-    on the other ``folds - 1`` parts. Columns follow the full model's label order."""
+    on the other ``folds - 1`` parts (the folds run in parallel, one process per CPU). Columns
+    follow the full model's label order."""
     data = _with_fixed_labels(data)
     n = len(data.rows)
     if n < folds:
         raise DataError(f"{n} training rows: too few for {folds}-fold cross-validation (thresholds.cv_folds)")
     parts = np.array_split(np.random.RandomState(config.seed).permutation(n), folds)
+    on_step(f"cross-validation: {folds} folds on {min(folds, os.cpu_count() or 1)} processes")
+    jobs = (delayed(_fold_scores)(data, config, held) for held in parts)
+    results = Parallel(n_jobs=min(folds, os.cpu_count() or 1))(jobs)
     out: dict[str, NDArray[np.float64]] = {}
-    for k, held in enumerate(parts, start=1):
-        on_step(f"cross-validation fold {k}/{folds}")
-        held_set = set(held.tolist())
-        fit_rows = tuple(r for i, r in enumerate(data.rows) if i not in held_set)
-        with warnings.catch_warnings():  # a label absent from this fold's part is predicted constant
-            warnings.filterwarnings("ignore", message="Label .* is present in all training examples")
-            model = fit_model(replace(data, rows=fit_rows), config)
-        scores = _score_heads(model, [data.rows[i] for i in held])
+    for held, (fold_labels, scores) in zip(parts, results, strict=True):
         for name, block in scores.items():
             labels = list(data.heads[name].labels) or sorted({g[0] for g in data.labels(name)})
             full = out.setdefault(name, np.zeros((n, len(labels)), dtype=np.float64))
-            columns = np.asarray([labels.index(label) for label in model.labels[name]], dtype=np.intp)
+            columns = np.asarray([labels.index(label) for label in fold_labels[name]], dtype=np.intp)
             full[np.ix_(held, columns)] = block
     return out
 

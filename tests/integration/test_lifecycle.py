@@ -245,7 +245,7 @@ def test_retrain_promote_and_refuse_under_load(
             evals = [json.loads(line) for line in (STARTER / "dev.jsonl").read_text().splitlines()]
             eval_file = write_jsonl(tmp_path / "eval.jsonl", evals + cyber_rows(PLACES[14:], "cyber-eval"))
             fast = tmp_path / "fast.toml"
-            fast.write_text("[features]\nuse_char = false\n")
+            fast.write_text("[thresholds]\ncv_folds = 0\n")
             code = main(
                 [
                     "train",

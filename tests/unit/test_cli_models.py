@@ -31,7 +31,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 @pytest.fixture(scope="module")
 def fast_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("config") / "fast.toml"
-    path.write_text("[features]\nuse_char = false\n", encoding="utf-8")
+    path.write_text("[thresholds]\ncv_folds = 0\n", encoding="utf-8")
     return path
 
 
@@ -101,16 +101,17 @@ def test_evaluate_prints_metrics_and_writes_json(
         str(report),
     )
     assert code == 0
-    assert "model newstagger cli-1 on 130 rows" in out
+    rows = len((STARTER / "dev.jsonl").read_text(encoding="utf-8").splitlines())
+    assert f"model newstagger cli-1 on {rows} rows" in out
     assert "topics: micro-F1" in out and "stance: accuracy" in out and "confusion" in out
     metrics = json.loads(report.read_text())
     topics, stance = metrics["topics"], metrics["stance"]
-    assert topics["kind"] == "multi" and topics["n"] == 130
+    assert topics["kind"] == "multi" and topics["n"] == rows
     assert 0.5 < topics["micro"]["f1"] <= 1.0 and 0.0 < topics["macro"]["f1"] <= 1.0
     assert "troop_deployment" in topics["per_label"]
     assert stance["kind"] == "single" and 0.0 < stance["accuracy"] <= 1.0
     matrix = stance["confusion"]["matrix"]
-    assert sum(map(sum, matrix)) == 130 and len(matrix) == 3
+    assert sum(map(sum, matrix)) == rows and len(matrix) == 3
     # the figures on the command line and in the manifest agree
     dev = json.loads((cli_model[0] / MANIFEST_FILE).read_text())["metrics"]["dev"]
     assert dev["topics"]["micro"] == topics["micro"]

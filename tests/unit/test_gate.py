@@ -16,7 +16,7 @@ from tests.helpers import STARTER
 from training.data import Dataset, load_dataset
 from training.gate import compare_models, format_comparison, head_metric
 
-FAST_TOML = "[features]\nuse_char = false\n"
+FAST_TOML = "[thresholds]\ncv_folds = 0\n"
 
 
 @pytest.fixture(scope="module")

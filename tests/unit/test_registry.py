@@ -118,7 +118,7 @@ def test_train_leaves_no_pending_directory_on_failure(
 
     monkeypatch.setattr(Path, "rename", refuse)
     fast = tmp_path / "fast.toml"
-    fast.write_text("[features]\nuse_char = false\n")
+    fast.write_text("[thresholds]\ncv_folds = 0\n")
     args = [
         "train",
         "--data",
