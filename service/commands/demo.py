@@ -34,8 +34,10 @@ def register(sub: Any) -> None:
     demo = sub.add_parser(
         "demo",
         help="Run everything locally: broker, default model, gRPC + stream worker, a demo feed.",
-        description=__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train the default model if there is none, start a local Kafka broker (unless "
+        "KAFKA_BOOTSTRAP_SERVERS is set), run `newstagger serve --with-stream` (gRPC, stream worker, "
+        "/metrics), feed starter articles through the input topic and print each one tagged, next to "
+        "its expected labels. Ctrl-C stops it all.",
     )
     demo.add_argument(
         "--model-dir",

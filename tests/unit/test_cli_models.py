@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import io
 import json
+import select
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -162,22 +165,53 @@ def test_tag_from_stdin_with_options(
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ('{"id": "x", "text": ""}', "'x': text is empty"),
-        ('{"id": "x"}', "<stdin>:1: need a JSON object with 'text'"),
-        ("not json", "<stdin>:1:"),
+        ('{"id": "x", "text": ""}', "<stdin>:2: article 'x': text is empty"),
+        ('{"id": "x"}', "<stdin>:2: need a JSON object with 'text'"),
+        ("not json", "<stdin>:2: invalid JSON"),
+        ('[{"text": "a list"}]', "<stdin>:2: need a JSON object with 'text', got an array"),
     ],
 )
-def test_tag_rejects_bad_input_with_a_clear_message(
+def test_a_bad_line_gives_an_error_result_in_its_place_or_stops_with_strict(
     cli_model: tuple[Path, str, str],
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
     line: str,
     message: str,
 ) -> None:
-    monkeypatch.setattr("sys.stdin", io.StringIO(line + "\n"))
+    good = json.dumps(ARTICLES[0]) + "\n"
+    monkeypatch.setattr("sys.stdin", io.StringIO(good + line + "\n" + good))
     code, out, err = run(capsys, "tag", "--model", str(cli_model[0]))
-    assert code == 2 and out == ""
-    assert message in err
+    first, bad, last = [json.loads(x) for x in out.splitlines()]
+    assert code == 1 and first["id"] == last["id"] == "k1" and "heads" in last
+    assert bad["line"] == 2 and bad["error"].startswith(message)
+    assert err == f"newstagger tag: 1 of 3 lines could not be tagged (first: {bad['error']})\n"
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(good + line + "\n" + good))
+    code, out, err = run(capsys, "tag", "--model", str(cli_model[0]), "--strict")
+    assert code == 2 and [json.loads(x)["id"] for x in out.splitlines()] == ["k1"]
+    assert err.startswith(f"newstagger tag: {message}") and err.count("\n") == 1
+
+
+def test_tag_prints_each_result_before_the_next_line_arrives(cli_model: tuple[Path, str, str]) -> None:
+    """A pipe that delivers one line at a time gets each result at once, not at end of input."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "tag", "--model", str(cli_model[0]), "--batch-size", "64"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            for article in ARTICLES:
+                proc.stdin.write(json.dumps(article) + "\n")
+                proc.stdin.flush()
+                ready, _, _ = select.select([proc.stdout], [], [], 60)
+                assert ready, f"no result for {article['id']} while stdin is still open"
+                assert json.loads(proc.stdout.readline())["id"] == article["id"]
+            proc.stdin.close()
+            assert proc.wait(30) == 0
+        finally:
+            proc.kill()
 
 
 def test_tag_and_evaluate_with_no_model(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
