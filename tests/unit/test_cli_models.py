@@ -123,6 +123,46 @@ def tag_lines(out: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
+def test_evaluate_reports_gold_labels_the_model_does_not_know_and_counts_them_as_errors(
+    cli_model: tuple[Path, str, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    rows = [json.loads(line) for line in (STARTER / "dev.jsonl").read_text().splitlines() if line]
+    for r in rows[:3]:
+        r["stance"] = r["stance"].capitalize()  # "Neutral" for `neutral`
+    for r in rows[3:5]:
+        r["topics"] = [*r["topics"], "brand_new_topic"]
+    data = tmp_path / "dev.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = tmp_path / "metrics.json"
+    code, out, _ = run(
+        capsys, "evaluate", "--model", str(cli_model[0]), "--data", str(data), "--json", str(report)
+    )
+    assert code == 0
+    stance, topics = (json.loads(report.read_text())[h] for h in ("stance", "topics"))
+    assert stance["n"] == topics["n"] == len(rows)  # no row dropped
+    ids = [r["id"] for r in rows]
+    assert stance["unknown_gold"]["count"] == 3 and stance["unknown_gold"]["examples"] == ids[:3]
+    assert topics["unknown_gold"] == {
+        "count": 2,
+        "rows": 2,
+        "labels": {"brand_new_topic": 2},
+        "examples": ids[3:5],
+    }
+    assert f"stance: accuracy {stance['accuracy']:.4f}" in out
+    assert "! 3 gold label(s) in 3 row(s) that the model does not know, counted as errors" in out
+    assert "'brand_new_topic' x2" in out
+    # the three rows count as wrong (a label no prediction matches); the new topic as missed
+    assert sum(map(sum, stance["confusion"]["matrix"])) == len(rows)
+    assert stance["per_label"][rows[0]["stance"]]["support"] >= 1
+    assert stance["per_label"][rows[0]["stance"]]["f1"] == 0.0
+    assert topics["per_label"]["brand_new_topic"] == {
+        "precision": 0.0,
+        "recall": 0.0,
+        "f1": 0.0,
+        "support": 2,
+    }
+
+
 def test_tag_explain_from_a_file(
     cli_model: tuple[Path, str, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
