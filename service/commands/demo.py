@@ -184,7 +184,7 @@ def _feed_and_print(bootstrap: str, topics: dict[str, str], count: int, timeout:
 def _labels(gold: dict[str, Any]) -> str:
     """The feed's own labels, head by head, as the summary shows predictions."""
     return "  ".join(
-        f"{head}=" + (",".join(labels) if isinstance(labels, list) else str(labels) or "-")
+        f"{head}=" + ((",".join(labels) if isinstance(labels, list) else str(labels)) or "-")
         for head, labels in gold.items()
     )
 
