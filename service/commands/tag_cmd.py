@@ -82,35 +82,43 @@ def _parse(line: str, where: str) -> Article:
 Line = tuple[int, str]
 
 
-def _batches(stream: TextIO, size: int) -> Iterator[list[Line]]:
+def _batches(stream: TextIO, size: int, source: str) -> Iterator[list[Line]]:
     """Non-blank lines in batches of what has arrived (at least one, at most ``size``)."""
-    lines: queue.Queue[Line | None] = queue.Queue(maxsize=4 * size)
+    lines: queue.Queue[Line | Exception | None] = queue.Queue(maxsize=4 * size)
 
     def read() -> None:
         try:
             for lineno, line in enumerate(stream, start=1):
                 if line.strip():
                     lines.put((lineno, line))
+        except (OSError, UnicodeDecodeError) as exc:  # handed to the main thread to report
+            lines.put(exc)
         finally:
             lines.put(None)
 
     threading.Thread(target=read, name="tag-reader", daemon=True).start()
-    done = False
-    while not done:
-        first = lines.get()
-        if first is None:
-            return
-        batch = [first]
-        while len(batch) < size:
-            try:
-                item = lines.get_nowait()
-            except queue.Empty:
-                break
-            if item is None:
-                done = True
-                break
+    batch: list[Line] = []
+    while True:
+        item = lines.get() if not batch else _next_now(lines)
+        if isinstance(item, tuple):
             batch.append(item)
-        yield batch
+            if len(batch) < size:
+                continue
+        if batch:
+            yield batch
+            batch = []
+        if isinstance(item, Exception):
+            raise NewstaggerError(f"{source}: cannot read: {item}") from item
+        if item is None:
+            return
+
+
+def _next_now(lines: queue.Queue[Line | Exception | None]) -> Line | Exception | None | bool:
+    """The next item if one has arrived, else False (the batch so far is ready to go)."""
+    try:
+        return lines.get_nowait()
+    except queue.Empty:
+        return False
 
 
 def _tag(args: argparse.Namespace) -> int:
@@ -141,7 +149,7 @@ def _tag_stream(
 ) -> tuple[int, str, int]:
     """Tag and print batch by batch; returns (failed lines, the first error, lines seen)."""
     failed, first_error, total = 0, "", 0
-    for batch in _batches(stream, batch_size):
+    for batch in _batches(stream, batch_size, source):
         items: list[Article | dict[str, Any]] = []
         for lineno, line in batch:
             where = f"{source}:{lineno}"

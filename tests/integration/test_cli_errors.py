@@ -15,7 +15,7 @@ from tests.helpers import STARTER, free_port
 
 
 def _cases(
-    registry: Path, model_file: Path, busy_port: int, no_broker: int
+    registry: Path, model_file: Path, latin1: Path, busy_port: int, no_broker: int
 ) -> dict[str, tuple[list[str], str]]:
     """name -> (arguments, text the error line must contain)."""
     runtime = ["--model-dir", str(registry), "--metrics-port", str(busy_port)]
@@ -37,6 +37,10 @@ def _cases(
             ["models", "list", "--registry", str(model_file)],
             f"{model_file}: is a file",
         ),
+        "tag, a file that is not UTF-8": (
+            ["tag", str(latin1), "--model", str(registry)],
+            f"{latin1}: cannot read",
+        ),
         "tag, --batch-size 0": (["tag", "--batch-size", "0", "--model", str(registry)], "--batch-size: 0"),
         "tag, a JSON array on stdin": (["tag", "--model", str(registry)], "<stdin>:1: need a JSON object"),
     }
@@ -48,7 +52,9 @@ def test_bad_input_gives_one_clear_line_and_a_non_zero_exit(registry: ModelRegis
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        cases = _cases(registry.root, version_dir / "model.skops", busy.getsockname()[1], free_port())
+        latin1 = tmp_path / "latin1.jsonl"
+        latin1.write_bytes('{"text": "caf\u00e9"}\n'.encode("latin-1"))
+        cases = _cases(registry.root, version_dir / "model.skops", latin1, busy.getsockname()[1], free_port())
         procs = {
             name: subprocess.Popen(
                 [sys.executable, "-m", "service.cli", *argv],
