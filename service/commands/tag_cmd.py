@@ -47,7 +47,9 @@ def register(sub: Any) -> None:
     tag = sub.add_parser(
         "tag", help="Tag articles (JSONL) from a file or stdin, streaming.", description=DESCRIPTION
     )
-    tag.add_argument("input", nargs="?", type=Path, default=None, help="JSONL file (default: stdin).")
+    tag.add_argument(
+        "input", nargs="?", type=Path, default=None, metavar="FILE", help="JSONL file (default: stdin)."
+    )
     tag.add_argument(
         "--model",
         type=Path,
