@@ -99,7 +99,7 @@ def test_help_lists_defaults_and_env(command: str, capsys: pytest.CaptureFixture
 
 
 def test_nothing_a_user_reads_or_runs_points_outside_the_repository() -> None:
-    """A clone has no ../shared: the README, docs, code and benchmarks must not need it."""
+    """A clone has only the repository: the README, docs, code and benchmarks must not need a sibling dir."""
     found = subprocess.run(
         ["git", "grep", "-n", "-I", r"\.\./shared", "--", "README.md", "docs", "benchmarks", "service"]
         + ["training", "newstagger", "scripts", "helm", "Makefile", "Dockerfile", "pyproject.toml"],
