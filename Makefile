@@ -5,14 +5,22 @@ BIN     = $(VENV)/bin
 
 .PHONY: demo test lint typecheck unit integration protos bench clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+
+# the runtime and the embedded broker only (no development toolchain)
+$(BIN)/.demo-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[demo]"
+	touch $@
+
+# everything `make test` needs
+$(BIN)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@
 
 ## demo: the whole product on the embedded default (local broker, default model, service, demo feed)
-demo: $(BIN)/.installed
+demo: $(BIN)/.demo-installed
 	$(BIN)/newstagger demo
 
 ## test: lint, type checks, generated-code drift check, unit and integration tests (what CI runs)

@@ -7,7 +7,7 @@
     python benchmarks/grpc_bench.py --workers 1 --concurrency 1 --concurrency 32   # just the target points
 
 One article per request, against a real `newstagger serve` process. Corpus, model and in-process
-baseline come from ``benchmarks.common``: the corpus of ../shared/bench/gen_corpus.py (--n 20000
+baseline come from ``benchmarks.common``: the corpus of benchmarks/gen_corpus.py (--n 20000
 --seed 1234, mean ~475 words), a model trained with the real ``training.train.train`` and the
 default ``TrainConfig`` (or --config) on its first 4,000 documents (thresholds tuned on the next
 1,000), cached; requests are unseen documents after those. The in-process baselines

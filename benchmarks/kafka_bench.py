@@ -5,7 +5,7 @@ For each configuration (1 worker, 2 workers; separate ``newstagger stream`` proc
 over a 6-partition input topic), each run:
   1. the workers are started on fresh topics and the run waits until each has its partitions
      (/readyz), so the group's start-up rebalances are not measured;
-  2. 20,000 unseen corpus articles (../shared/bench/gen_corpus.py, mean ~475 words, keyed by id)
+  2. 20,000 unseen corpus articles (benchmarks/gen_corpus.py, mean ~475 words, keyed by id)
      are produced as fast as this process can; the clock runs from the first tagged record to the
      last (producer timestamps of the output records) -> docs/s; wall time from the first input
      sent until every input offset is committed; worker CPU per document (utime+stime, /proc);

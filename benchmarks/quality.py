@@ -1,7 +1,11 @@
 """Model quality on public datasets: train with ``training.train.train()``, score on dev, one table.
 
-    python benchmarks/quality.py --datasets-dir ../shared/datasets --out benchmarks/results/quality.md
-    python benchmarks/quality.py --datasets-dir ../shared/datasets --only semeval2016_task6
+    python benchmarks/quality.py --datasets-dir DIR --out benchmarks/results/quality.md
+    NEWSTAGGER_DATASETS=DIR python benchmarks/quality.py --only semeval2016_task6
+
+The datasets are not in the repository (their terms allow research use only): where to get them
+and the layout DIR must have (``DIR/<dataset>/train.jsonl``, ``dev.jsonl``, ...) are in
+``benchmarks/README.md`` ("Datasets").
 
 Each dataset is trained on its ``train.jsonl`` with ``benchmarks/configs/<dataset>.toml`` (the same code
 path as ``newstagger train --config ... --data ... --dev ...``), the artifact is written to a temp
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -208,13 +213,27 @@ def table(results: Sequence[Result]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--datasets-dir", type=Path, default=REPO.parent / "shared" / "datasets")
+    from_env = os.environ.get("NEWSTAGGER_DATASETS")
+    parser.add_argument(
+        "--datasets-dir",
+        type=Path,
+        default=Path(from_env) if from_env else None,
+        required=not from_env,
+        help="Directory with one folder per dataset (default: $NEWSTAGGER_DATASETS); "
+        "see benchmarks/README.md, Datasets.",
+    )
     parser.add_argument("--out", type=Path, default=None, help="Write the Markdown table here.")
     parser.add_argument(
         "--only", action="append", choices=DATASETS, help="Run just this dataset (repeatable)."
     )
     parser.add_argument("--json", type=Path, default=None, help="Also write the raw figures as JSON.")
     args = parser.parse_args(argv)
+    for dataset in args.only or DATASETS:
+        if not (args.datasets_dir / dataset / "train.jsonl").is_file():
+            parser.error(
+                f"no {args.datasets_dir / dataset / 'train.jsonl'}: get the dataset and convert it as "
+                "benchmarks/README.md (Datasets) describes, or pick others with --only"
+            )
     results = []
     with tempfile.TemporaryDirectory(prefix="newstagger-quality-") as tmp:
         for dataset in args.only or DATASETS:

@@ -7,8 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NoReturn, get_args, get_origin
 
 from pydantic import SecretStr, ValidationError
 
@@ -53,6 +52,41 @@ KAFKA_FLAGS = tuple(
 LOG_FLAGS = ("log_level", "log_format")
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Shows an option's default once: appended only when the help does not already say it and
+    there is one to show; drops the reST double backticks docstrings use."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text.lower()
+            or not action.option_strings
+            or default in (None, False, argparse.SUPPRESS)
+            or (isinstance(default, tuple | list) and not default)
+        ):
+            return text
+        return text + " (default: %(default)s)"
+
+    def format_help(self) -> str:
+        return super().format_help().replace("``", "")
+
+
+class RawDescriptionHelpFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """HelpFormatter that keeps the description's own line breaks."""
+
+
+class Parser(argparse.ArgumentParser):
+    """Every (sub)command's parser: our help formatter, and usage errors in one line."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -66,6 +100,7 @@ def add_settings_flags(parser: argparse.ArgumentParser, names: Sequence[str], ti
         shown = "unset" if default is None else ("***" if isinstance(default, SecretStr) else default)
         env = env_name(name) + (" or KAFKA_BOOTSTRAP_SERVERS" if name == "bootstrap_servers" else "")
         help_text = f"{info.description} [env {env}; default {shown}]".replace("%", "%%")
+        choices = get_args(info.annotation) if get_origin(info.annotation) is Literal else None
         if info.annotation is bool:
             group.add_argument(
                 _flag(name),
@@ -76,7 +111,12 @@ def add_settings_flags(parser: argparse.ArgumentParser, names: Sequence[str], ti
             )
         else:
             group.add_argument(
-                _flag(name), dest=name, default=argparse.SUPPRESS, help=help_text, metavar=name.upper()
+                _flag(name),
+                dest=name,
+                default=argparse.SUPPRESS,
+                help=help_text,
+                choices=choices,
+                metavar="{" + ",".join(choices) + "}" if choices else name.upper(),
             )
 
 
@@ -92,9 +132,7 @@ def load_settings(args: argparse.Namespace) -> Settings:
 
 
 def _runtime_parser(sub: Any, name: str, help_text: str, groups: Sequence[tuple[str, Sequence[str]]]) -> Any:
-    parser = sub.add_parser(
-        name, help=help_text, description=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    parser = sub.add_parser(name, help=help_text, description=help_text)
     for title, names in groups:
         add_settings_flags(parser, names, title)
     return parser
@@ -103,7 +141,7 @@ def _runtime_parser(sub: Any, name: str, help_text: str, groups: Sequence[tuple[
 def build_parser() -> argparse.ArgumentParser:
     from service.commands import demo, labels_cmds, models_cmds, tag_cmd, train_cmds
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="newstagger",
         description="Tag news articles with topics and stance: train models, serve them over gRPC, "
         "tag Kafka streams. Run `newstagger COMMAND --help` for each command's options.",
@@ -184,17 +222,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NewstaggerError as exc:
         print(f"newstagger {args.command}: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
     except BrokenPipeError:
         return 0
-
-
-def existing_path(value: str) -> Path:
-    path = Path(value)
-    if not path.exists():
-        raise argparse.ArgumentTypeError(f"{value}: no such file or directory")
-    return path
+    except OSError as exc:  # the environment, not a bug: a file, a directory or a port
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"newstagger {args.command}: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -7,8 +7,11 @@
         print(result.heads[0].labels)          # (LabelScore(label='troop_deployment', score=0.97),)
         print(client.model().version)
 
-Results are the core's own frozen dataclasses (``service.core.types``). gRPC errors surface
-as ``grpc.RpcError`` with the status code the API documents (INVALID_ARGUMENT, UNAVAILABLE, ...).
+Results are the core's own frozen dataclasses (``service.core.types``). A failed call raises a
+``RemoteError`` carrying the status ``code`` and the server's message, as the subclass for its
+code: ``InvalidArgumentError`` (also an ``InvalidRequest``), ``UnavailableError`` (no server, no
+model yet, or draining), ``OverloadedError`` (also an ``Overloaded``: retry with backoff),
+``DeadlineError`` (also a ``DeadlineExceeded``); any other code raises ``RemoteError`` itself.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 import grpc
 
+from service.core.errors import DeadlineExceeded, InvalidRequest, NewstaggerError, Overloaded
 from service.core.types import Article, HeadResult, LabelScore, TagOptions, TagResult
 from service.grpc_api.gen.newstagger.v1 import tagger_pb2 as pb
 from service.grpc_api.gen.newstagger.v1 import tagger_pb2_grpc as pb_grpc
@@ -70,6 +75,47 @@ def result_from_proto(message: pb.TagResult) -> TagResult:
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
+class RemoteError(NewstaggerError):
+    """A gRPC call failed; ``code`` is its status code, the message is the server's."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class InvalidArgumentError(RemoteError, InvalidRequest):
+    """INVALID_ARGUMENT: empty or oversized text, too many articles, an unknown head."""
+
+
+class UnavailableError(RemoteError):
+    """UNAVAILABLE: the server cannot be reached, has no model loaded yet, or is draining."""
+
+
+class OverloadedError(RemoteError, Overloaded):
+    """RESOURCE_EXHAUSTED: the server's queue is full; retry with backoff."""
+
+
+class DeadlineError(RemoteError, DeadlineExceeded):
+    """DEADLINE_EXCEEDED: not tagged within the client's timeout."""
+
+
+ERROR_BY_STATUS: dict[grpc.StatusCode, type[RemoteError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
+    grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: OverloadedError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineError,
+}
+
+
+def _call(method: Any, request: Any, timeout: float) -> Any:
+    """``method(request)``; a gRPC error becomes the RemoteError for its status code."""
+    try:
+        return method(request, timeout=timeout)
+    except grpc.RpcError as exc:
+        code = exc.code()
+        raise ERROR_BY_STATUS.get(code, RemoteError)(code, exc.details() or str(code)) from None
+
+
 class TaggerClient:
     """Blocking client. ``credentials`` for TLS (``grpc.ssl_channel_credentials(...)``)."""
 
@@ -94,7 +140,7 @@ class TaggerClient:
             article=_article(Article(article_id, text, title, target)),
             options=_options(options or TagOptions()),
         )
-        return result_from_proto(self._stub.Tag(request, timeout=self.timeout).result)
+        return result_from_proto(_call(self._stub.Tag, request, self.timeout).result)
 
     def tag_batch(
         self, articles: Sequence[Article], options: TagOptions | None = None
@@ -103,7 +149,7 @@ class TaggerClient:
         request = pb.TagBatchRequest(
             articles=[_article(a) for a in articles], options=_options(options or TagOptions())
         )
-        response = self._stub.TagBatch(request, timeout=self.timeout)
+        response = _call(self._stub.TagBatch, request, self.timeout)
         out: list[TagResult | ItemError] = []
         for item in response.items:
             if item.HasField("result"):
@@ -114,7 +160,7 @@ class TaggerClient:
         return out
 
     def model(self) -> ModelInfo:
-        response = self._stub.GetModel(pb.GetModelRequest(), timeout=self.timeout)
+        response = _call(self._stub.GetModel, pb.GetModelRequest(), self.timeout)
         return ModelInfo(response.name, response.version, {h.name: tuple(h.labels) for h in response.heads})
 
     def close(self) -> None:

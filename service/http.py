@@ -10,6 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from service.core.errors import NewstaggerError
+
 logger = logging.getLogger(__name__)
 
 #: Returns (ready, reason). Reason is shown on /readyz: e.g. "model not loaded".
@@ -21,7 +23,13 @@ class HealthServer:
 
     def __init__(self, registry: CollectorRegistry, ready: ReadinessCheck, host: str, port: int) -> None:
         handler = _make_handler(registry, ready)
-        self._server = ThreadingHTTPServer((host, port), handler)
+        try:
+            self._server = ThreadingHTTPServer((host, port), handler)
+        except OSError as exc:
+            raise NewstaggerError(
+                f"cannot serve metrics on {host}:{port}: {exc.strerror or exc} "
+                "(choose another --metrics-port, or 0 for none)"
+            ) from exc
         self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)

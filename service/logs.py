@@ -52,5 +52,9 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # kafka-python logs every failed connection attempt (18 lines for one unreachable broker);
+    # our worker reports broker trouble itself, once, with the operation and a metric. Its own
+    # logs show with --log-level DEBUG.
+    kafka_level = logging.DEBUG if root.level <= logging.DEBUG else logging.CRITICAL
     for noisy in ("kafka", "kafka.conn", "kafka.coordinator", "kafka.consumer", "kafka.producer"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+        logging.getLogger(noisy).setLevel(kafka_level)

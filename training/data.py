@@ -1,7 +1,8 @@
 """Load and validate labelled data (JSONL or CSV).
 
 A row has ``id``, ``text``, optional ``title`` and ``target``, and one field per head: a list of
-labels (multi-label head) or one label (single-label head). Heads come from the data or the
+labels (multi-label head) or one label (single-label head). In CSV a multi-label cell is a JSON
+list or labels separated by ``|`` (empty = no labels); see docs/retraining.md. Heads come from the data or the
 config, never from code. Every error names the file, the line and the field.
 Several files merge in order; a later file wins for the same id. Within one file ids are unique.
 """
@@ -13,6 +14,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,8 @@ from service.core.types import Article
 from training.config import HeadConfig, TrainConfig
 
 BASE_FIELDS = ("id", "title", "text", "target")
+LABEL_SEPARATOR = "|"  # between the labels of a multi-label CSV cell
+LOOKS_LIKE_A_LIST = re.compile(r"[^,;|]+(?:[,;|][^,;|]+)+")
 
 
 @dataclass(frozen=True)
@@ -58,15 +62,7 @@ def _read_records(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], str]:
             raise DataError(f"{path}:{lineno}: not valid UTF-8 (byte {exc.start + 1} of the line)") from exc
     text = raw.decode("utf-8").lstrip("\ufeff")
     if path.suffix.lower() == ".csv":
-        reader = csv.DictReader(io.StringIO(text))
-        for record in reader:
-            cells: dict[str, Any] = {k: v for k, v in record.items() if k is not None and v != ""}
-            for key, value in list(cells.items()):
-                if key not in BASE_FIELDS and value.startswith("["):
-                    with contextlib.suppress(json.JSONDecodeError):
-                        cells[key] = json.loads(value)
-            records.append((reader.line_num, cells))
-        return records, digest
+        return _csv_records(text), digest
     for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
@@ -78,6 +74,47 @@ def _read_records(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], str]:
             raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
         records.append((lineno, record))
     return records, digest
+
+
+def _csv_records(text: str) -> list[tuple[int, dict[str, Any]]]:
+    """CSV rows as records. A label column with a JSON list or a ``|`` in any cell is multi-label:
+    each of its cells becomes a list (``a|b``, ``["a", "b"]``; an empty cell = no labels)."""
+    reader = csv.DictReader(io.StringIO(text))
+    rows = [(reader.line_num, {k: v for k, v in record.items() if k is not None}) for record in reader]
+    multi = {
+        key
+        for _, cells in rows
+        for key, value in cells.items()
+        if key not in BASE_FIELDS and (value.startswith("[") or LABEL_SEPARATOR in value)
+    }
+    records = []
+    for lineno, cells in rows:
+        record: dict[str, Any] = {k: v for k, v in cells.items() if k not in BASE_FIELDS or v != ""}
+        for key in multi & set(record):
+            record[key] = _csv_labels(record[key])
+        records.append((lineno, record))
+    return records
+
+
+def _csv_labels(cell: str) -> Any:
+    """A multi-label CSV cell: a JSON list, or labels separated by ``|`` ("" = none)."""
+    if cell.startswith("["):
+        with contextlib.suppress(json.JSONDecodeError):
+            return json.loads(cell)
+    return [label.strip() for label in cell.split(LABEL_SEPARATOR) if label.strip()]
+
+
+def _refuse_hidden_lists(records: list[tuple[Path, int, dict[str, Any]]], name: str) -> None:
+    """A head inferred single-label whose values look like several labels ("a;b") would silently
+    train one label per combination: refuse it and say how to write several labels."""
+    for path, lineno, record in records:
+        value = record.get(name)
+        if isinstance(value, str) and LOOKS_LIKE_A_LIST.fullmatch(value):
+            raise DataError(
+                f"{path}:{lineno}: field {name!r}: {value!r} looks like several labels. For a "
+                "multi-label head write a JSON list (JSONL, or a CSV cell) or separate labels with '|' "
+                f'(CSV); if it is one label, declare the head: [heads.{name}] kind = "single"'
+            )
 
 
 def _infer_heads(
@@ -106,6 +143,9 @@ def _infer_heads(
                 heads[key] = HeadConfig(
                     kind, declared[key].target, declared[key].require_labels, declared[key].labels
                 )
+    for name, head in heads.items():
+        if head.kind == "single" and not declared[name].kind:
+            _refuse_hidden_lists(records, name)
     missing = sorted(set(declared) - set(heads))
     if missing:
         raise DataError(f"head(s) {', '.join(missing)} declared but found in no row")
@@ -134,6 +174,8 @@ def _row(path: Path, lineno: int, record: dict[str, Any], heads: dict[str, HeadC
                 f"{where}: field {head.target!r}: head {name!r} is conditioned on it, but it is empty"
             )
         value = record.get(name)
+        if head.kind == "multi" and isinstance(value, str) and path.suffix.lower() == ".csv":
+            value = _csv_labels(value)  # a column declared multi-label with no '|' in it
         if value is None:
             raise DataError(f"{where}: field {name!r}: missing (every row needs every head)")
         if head.kind == "multi":

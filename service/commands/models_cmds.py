@@ -13,20 +13,28 @@ from service.model.artifact import Manifest
 from service.model.registry import ModelRegistry
 from service.settings import MODEL_DIR_HELP, default_model_dir
 
-FORMATTER = argparse.ArgumentDefaultsHelpFormatter
-
 
 def register(sub: Any) -> None:
     models = sub.add_parser(
-        "models", help="List, show, promote or roll back registry versions.", formatter_class=FORMATTER
+        "models",
+        help="List, show, promote or roll back registry versions.",
+        description="Manage the model registry: every trained version side by side and a `current` "
+        "pointer that the running services follow (see docs/retraining.md).",
     )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--registry", type=Path, default=default_model_dir(), help=f"Registry directory. {MODEL_DIR_HELP}"
     )
     actions = models.add_subparsers(dest="action", required=True, metavar="ACTION")
-    actions.add_parser("list", help="Every version, the current one marked.", parents=[common])
-    show = actions.add_parser("show", help="One version's manifest.", parents=[common])
+    actions.add_parser(
+        "list",
+        help="Every version, the current one marked.",
+        description="Every version, the current one marked.",
+        parents=[common],
+    )
+    show = actions.add_parser(
+        "show", help="One version's manifest.", description="One version's manifest.", parents=[common]
+    )
     show.add_argument("version", nargs="?", default=None, help="Version (default: current).")
     show.add_argument(
         "--summary",
@@ -41,11 +49,24 @@ def register(sub: Any) -> None:
         metavar="FILE",
         help="Write the version's training config (seed included) as TOML, for `train --config FILE`.",
     )
-    actions.add_parser("history", help="Every promotion and rollback, oldest first.", parents=[common])
-    promote = actions.add_parser("promote", help="Verify a version and make it current.", parents=[common])
+    actions.add_parser(
+        "history",
+        help="Every promotion and rollback, oldest first.",
+        description="Every promotion and rollback, oldest first.",
+        parents=[common],
+    )
+    promote = actions.add_parser(
+        "promote",
+        help="Verify a version and make it current.",
+        description="Verify a version and make it current.",
+        parents=[common],
+    )
     promote.add_argument("version")
     actions.add_parser(
-        "rollback", help="Make the previously current version current again.", parents=[common]
+        "rollback",
+        help="Make the previously current version current again.",
+        description="Make the previously current version current again.",
+        parents=[common],
     )
     models.set_defaults(handler=_models)
 

@@ -1,30 +1,55 @@
-"""CLI command `tag`: articles as JSONL in, one JSON result per article out."""
+"""CLI command `tag`: articles as JSONL in, one JSON result per line out, as they are tagged.
+
+Lines are read on their own thread; the tagger takes whatever has arrived (up to
+``--batch-size``) as one vectorized call, so a pipe that delivers one line at a time gets each
+result at once and a file is tagged in full batches. Output keeps the input order.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import queue
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from service.core.errors import InvalidArticle
+from service.core.errors import InvalidArticle, NewstaggerError
 from service.core.tagger import Tagger
 from service.core.types import Article, TagOptions, result_to_json
 from service.model.artifact import load_artifact
 from service.model.registry import resolve_model_path
 from service.settings import MODEL_DIR_HELP, default_model_dir
 
-FORMATTER = argparse.ArgumentDefaultsHelpFormatter
+DESCRIPTION = (
+    "Tag articles read as JSON lines (an object with 'text' and optional 'id', 'title', 'target' "
+    "per line) from FILE or stdin. Each result is printed as soon as it is tagged, one JSON line per "
+    'input line, in order. A line that cannot be tagged gives {"line": N, "id": ..., "error": ...} '
+    "in its place and the exit code is 1; with --strict the first such line stops the command "
+    "(exit 2) after printing the results before it."
+)
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value}: must be at least 1")
+    return number
 
 
 def register(sub: Any) -> None:
     tag = sub.add_parser(
-        "tag",
-        help="Tag articles (JSONL) from a file or stdin; one JSON result per line.",
-        formatter_class=FORMATTER,
+        "tag", help="Tag articles (JSONL) from a file or stdin, streaming.", description=DESCRIPTION
     )
-    tag.add_argument("input", nargs="?", type=Path, default=None, help="JSONL file (default: stdin).")
+    tag.add_argument(
+        "input", nargs="?", type=Path, default=None, metavar="FILE", help="JSONL file (default: stdin)."
+    )
     tag.add_argument(
         "--model",
         type=Path,
@@ -35,38 +60,121 @@ def register(sub: Any) -> None:
     tag.add_argument("--top-k", type=int, default=0, help="At most K labels per head (0 = no cap).")
     tag.add_argument("--min-score", type=float, default=None, help="Override the thresholds with one score.")
     tag.add_argument("--explain", action="store_true", help="Show the terms that pushed each label most.")
-    tag.add_argument("--batch-size", type=int, default=64, help="Articles per vectorized call.")
+    tag.add_argument("--batch-size", type=_positive, default=64, help="Most articles per vectorized call.")
+    tag.add_argument("--strict", action="store_true", help="Stop at the first line that cannot be tagged.")
     tag.set_defaults(handler=_tag)
 
 
-def _read_articles(stream: TextIO, source: str) -> list[Article]:
-    articles = []
-    for lineno, line in enumerate(stream, start=1):
-        if not line.strip():
-            continue
+def _parse(line: str, where: str) -> Article:
+    try:
+        raw = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise InvalidArticle(f"{where}: invalid JSON: {exc.msg}") from None
+    if not isinstance(raw, dict):
+        kind = "an array" if isinstance(raw, list) else type(raw).__name__
+        raise InvalidArticle(f"{where}: need a JSON object with 'text', got {kind}")
+    if not isinstance(raw.get("text"), str):
+        raise InvalidArticle(f"{where}: need a JSON object with 'text' (a string)")
+    fields = [raw.get(k) or "" for k in ("title", "target")]
+    if not all(isinstance(f, str) for f in fields):
+        raise InvalidArticle(f"{where}: 'title' and 'target' must be strings")
+    return Article(str(raw.get("id", where.rsplit(":", 1)[-1])), raw["text"], *fields)
+
+
+Line = tuple[int, str]
+
+
+def _batches(stream: TextIO, size: int, source: str) -> Iterator[list[Line]]:
+    """Non-blank lines in batches of what has arrived (at least one, at most ``size``)."""
+    lines: queue.Queue[Line | Exception | None] = queue.Queue(maxsize=4 * size)
+
+    def read() -> None:
         try:
-            raw = json.loads(line)
-            if not isinstance(raw.get("text"), str):
-                raise TypeError("'text' must be a string")
-            articles.append(
-                Article(
-                    str(raw.get("id", lineno)), raw["text"], raw.get("title") or "", raw.get("target") or ""
-                )
-            )
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-            raise InvalidArticle(f"{source}:{lineno}: need a JSON object with 'text' ({exc})") from exc
-    return articles
+            for lineno, line in enumerate(stream, start=1):
+                if line.strip():
+                    lines.put((lineno, line))
+        except (OSError, UnicodeDecodeError) as exc:  # handed to the main thread to report
+            lines.put(exc)
+        finally:
+            lines.put(None)
+
+    threading.Thread(target=read, name="tag-reader", daemon=True).start()
+    batch: list[Line] = []
+    while True:
+        item = lines.get() if not batch else _next_now(lines)
+        if isinstance(item, tuple):
+            batch.append(item)
+            if len(batch) < size:
+                continue
+        if batch:
+            yield batch
+            batch = []
+        if isinstance(item, Exception):
+            raise NewstaggerError(f"{source}: cannot read: {item}") from item
+        if item is None:
+            return
+
+
+def _next_now(lines: queue.Queue[Line | Exception | None]) -> Line | Exception | None | bool:
+    """The next item if one has arrived, else False (the batch so far is ready to go)."""
+    try:
+        return lines.get_nowait()
+    except queue.Empty:
+        return False
 
 
 def _tag(args: argparse.Namespace) -> int:
     tagger = Tagger(load_artifact(resolve_model_path(args.model)))
     options = TagOptions(tuple(args.heads), args.top_k, args.min_score, args.explain)
+    tagger.check_options(options)
     if args.input is None:
-        articles = _read_articles(sys.stdin, "<stdin>")
+        source, opened = "<stdin>", contextlib.nullcontext(sys.stdin)
+    elif args.input.is_dir():
+        raise NewstaggerError(f"{args.input}: is a directory, not a JSONL file")
     else:
-        with args.input.open(encoding="utf-8") as fh:
-            articles = _read_articles(fh, str(args.input))
-    for start in range(0, len(articles), args.batch_size):
-        for result in tagger.tag(articles[start : start + args.batch_size], options):
-            print(json.dumps(result_to_json(result), ensure_ascii=False))
+        source, opened = str(args.input), args.input.open(encoding="utf-8")
+    with opened as stream:
+        failed, first_error, total = _tag_stream(
+            tagger, options, stream, source, args.batch_size, args.strict
+        )
+    if failed:
+        print(
+            f"newstagger tag: {failed} of {total} lines could not be tagged (first: {first_error})",
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+def _tag_stream(
+    tagger: Tagger, options: TagOptions, stream: TextIO, source: str, batch_size: int, strict: bool
+) -> tuple[int, str, int]:
+    """Tag and print batch by batch; returns (failed lines, the first error, lines seen)."""
+    failed, first_error, total = 0, "", 0
+    for batch in _batches(stream, batch_size, source):
+        items: list[Article | dict[str, Any]] = []
+        for lineno, line in batch:
+            where = f"{source}:{lineno}"
+            article = None
+            try:
+                article = _parse(line, where)
+                tagger.validate(article)
+                items.append(article)
+            except InvalidArticle as exc:
+                message = str(exc) if str(exc).startswith(where) else f"{where}: {exc}"
+                if strict:
+                    _print(tagger, options, items)  # what came before, then stop
+                    raise InvalidArticle(message) from None
+                failed, first_error = failed + 1, first_error or message
+                items.append({"line": lineno, "id": article and article.id, "error": message})
+        _print(tagger, options, items)
+        total += len(batch)
+    return failed, first_error, total
+
+
+def _print(tagger: Tagger, options: TagOptions, items: list[Article | dict[str, Any]]) -> None:
+    """Tag the articles among ``items`` in one call; print every item's line in order."""
+    results = iter(tagger.tag([a for a in items if isinstance(a, Article)], options))
+    out = [result_to_json(next(results)) if isinstance(i, Article) else i for i in items]
+    sys.stdout.write("".join(json.dumps(o, ensure_ascii=False) + "\n" for o in out))
+    sys.stdout.flush()

@@ -17,7 +17,6 @@ from service.model.artifact import load_artifact
 from service.model.registry import ModelRegistry, resolve_model_path
 from service.settings import MODEL_DIR_HELP, default_model_dir
 
-FORMATTER = argparse.ArgumentDefaultsHelpFormatter
 GATE_METRICS = ("macro_f1", "micro_f1")  # training.gate.METRICS (not imported: training loads lazily)
 EXIT_REFUSED = 3  # train --promote-if-better refused the new version
 
@@ -35,7 +34,6 @@ def register(sub: Any) -> None:
         help="Train a model from labelled data (no data: the starter set).",
         description="Train a model from labelled JSONL/CSV data and write a versioned "
         "artifact. With no --data, trains the default model from the shipped starter set.",
-        formatter_class=FORMATTER,
     )
     train.add_argument(
         "--data",
@@ -109,7 +107,11 @@ def register(sub: Any) -> None:
     train.set_defaults(handler=_train)
 
     evaluate = sub.add_parser(
-        "evaluate", help="Print per-head metrics of a model on labelled data.", formatter_class=FORMATTER
+        "evaluate",
+        help="Print per-head metrics of a model on labelled data.",
+        description="Score a model on labelled JSONL/CSV data: per head, the headline figures, "
+        "per-label precision/recall/F1 and (single-label heads) a confusion matrix. Gold labels the "
+        "model does not know are reported and counted as errors.",
     )
     evaluate.add_argument(
         "--model",

@@ -17,8 +17,8 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
+import uuid
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -197,7 +197,10 @@ def save_artifact(
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    # mode 0o777 less the umask, like its files (mkdtemp's 0o700 would hide the version from a
+    # service running as another user)
+    staging = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
     try:
         sio.dump(model, staging / MODEL_FILE)
         digest = sha256_file(staging / MODEL_FILE)

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from service.core.errors import ArtifactError
-from service.model.artifact import MANIFEST_FILE, Manifest, load_artifact, read_manifest
+from service.model.artifact import MANIFEST_FILE, MODEL_FILE, Manifest, load_artifact, read_manifest
 
 CURRENT = "current"
 HISTORY = "history"
@@ -97,6 +97,8 @@ class ModelRegistry:
             name = (self.root / CURRENT).read_text(encoding="utf-8").strip()
         except FileNotFoundError:
             return None
+        except NotADirectoryError:
+            raise ArtifactError(f"{self.root}: is a file, not a model registry (a directory)") from None
         return name or None
 
     def current_path(self) -> Path | None:
@@ -163,7 +165,10 @@ class ModelRegistry:
             load_artifact(path)
         previous = self.current()
         self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".current.", dir=self.root)
+        # mode 0o666 less the umask (mkstemp's 0o600 would hide the pointer from a service
+        # running as another user, e.g. the image's uid 10001 on a read-only mount)
+        tmp = self.root / f".current.{uuid.uuid4().hex}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(version + "\n")
@@ -200,6 +205,9 @@ def _fsync_dir(path: Path) -> None:
 def resolve_model_path(path: Path) -> Path:
     """A registry's current artifact, or ``path`` itself if it is an artifact directory."""
     path = Path(path)
+    if path.is_file():
+        hint = f"; did you mean {path.parent}?" if path.name in (MANIFEST_FILE, MODEL_FILE) else ""
+        raise ArtifactError(f"{path}: is a file, not a model directory (an artifact or a registry){hint}")
     if (path / MANIFEST_FILE).is_file():
         return path
     registry = ModelRegistry(path)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from types import FrameType
 
+from service.core.errors import NewstaggerError
 from service.core.types import Article, TagResult
 from service.logs import configure_logging
 from service.runtime import Runtime, build_runtime
@@ -48,26 +49,29 @@ def wait_for_model(runtime: Runtime, stop: threading.Event) -> bool:
 
 
 def run_stream(settings: Settings) -> int:
-    """Run the worker until SIGTERM/SIGINT; then finish the batch, flush, commit and exit 0."""
+    """Run the worker until SIGTERM/SIGINT; then finish the batch, flush, commit and exit 0.
+    A NewstaggerError (no broker, metrics port taken) is raised for the CLI to print in one line."""
     configure_logging(settings.log_level, settings.log_format)
     runtime = build_runtime(settings)
-    runtime.start_http()
-    worker = build_stream_worker(runtime)
-    runtime.readiness.append(worker.ready)
     stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        logger.info("received %s: stopping", signal.Signals(signum).name)
-        stop.set()
-        worker.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     started = time.monotonic()
     code = 0
     try:
+        runtime.start_http()
+        worker = build_stream_worker(runtime)
+        runtime.readiness.append(worker.ready)
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            logger.info("received %s: stopping", signal.Signals(signum).name)
+            stop.set()
+            worker.stop()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
         if wait_for_model(runtime, stop):
             worker.run()
+    except NewstaggerError:
+        raise
     except Exception:
         logger.exception("stream worker failed")
         code = 1

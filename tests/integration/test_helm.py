@@ -720,12 +720,11 @@ def test_dockerfile_matches_the_chart_and_the_code() -> None:
     assert 'CMD ["serve"]' in runtime
     env_names = set(re.findall(r"\b(NEWSTAGGER_[A-Z_]+)=", " ".join(runtime)))
     assert env_names and env_names <= SETTING_ENV_VARS
-    assert re.search(
-        r'^newstagger = "service\.cli:main"$', (ROOT / "pyproject.toml").read_text(), re.MULTILINE
-    )
+    assert re.search(r'^newstagger = "newstagger:main"$', (ROOT / "pyproject.toml").read_text(), re.MULTILINE)
     ignore = (ROOT / ".dockerignore").read_text().splitlines()
     assert ignore[[i for i, line in enumerate(ignore) if not line.startswith("#")][0]] == "*"
-    assert {"!pyproject.toml", "!README.md", "!service/", "!training/"} <= set(ignore)
+    assert {"!pyproject.toml", "!README.md", "!newstagger/", "!service/", "!training/"} <= set(ignore)
+    assert {f"COPY {p} ./{p}" for p in ("newstagger", "service", "training")} <= set(builder)
 
 
 def values_key_lines() -> Iterator[tuple[str, bool]]:

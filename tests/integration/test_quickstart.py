@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import re
+import select
 import signal
 import subprocess
 import sys
@@ -20,6 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.client import TaggerClient
 from tests.helpers import REPO, free_port, stop_process, wait_for
+
+README = (REPO / "README.md").read_text(encoding="utf-8")
 
 
 def _descendants(pid: int) -> set[int]:
@@ -51,10 +55,19 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def readme_consumer_snippet(kafka_port: int) -> str:
+    """The README's "consume tagged events" Python block, pointed at the demo's broker port."""
+    [snippet] = [b for b in re.findall(r"```python\n(.*?)```", README, re.S) if "KafkaConsumer(" in b]
+    assert "127.0.0.1:9092" in snippet
+    return snippet.replace("127.0.0.1:9092", f"127.0.0.1:{kafka_port}")
+
+
 @pytest.mark.timeout(480)  # training the default model from the starter corpus comes first
 def test_demo_runs_the_whole_product_and_stops_cleanly(tmp_path: Path) -> None:
-    port, metrics_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS" or v}
+    port, metrics_port, kafka_port = free_port(), free_port(), free_port()
+    # the venv's bin directory is not on PATH, as after a plain `make demo`
+    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "VIRTUAL_ENV")}
+    env["PATH"] = "/usr/bin:/bin"
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -67,6 +80,8 @@ def test_demo_runs_the_whole_product_and_stops_cleanly(tmp_path: Path) -> None:
             str(port),
             "--metrics-port",
             str(metrics_port),
+            "--kafka-port",
+            str(kafka_port),
             "--articles",
             "6",
         ],
@@ -90,7 +105,29 @@ def test_demo_runs_the_whole_product_and_stops_cleanly(tmp_path: Path) -> None:
         tagged = [line for line in output if line.startswith("  starter-dev-")]
         assert len(tagged) == 6, text
         assert all("topics=" in line and "stance=" in line and "[model " in line for line in tagged)
+        expected = [line for line in output if line.startswith("      expected  topics=")]
+        assert len(expected) == 6 and all(" stance=" in line for line in expected), text
         assert "6 articles tagged" in text
+        assert f"bootstrap servers 127.0.0.1:{kafka_port}" in text
+        program = Path(sys.executable).parent / "newstagger"
+        assert f"{program} --help, or first `source {program.parent / 'activate'}`" in text
+
+        # the README's consumer snippet, as written but for the port, prints the tagged events
+        with subprocess.Popen(
+            [sys.executable, "-c", readme_consumer_snippet(kafka_port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        ) as reader:
+            try:
+                ready, _, _ = select.select([reader.stdout], [], [], 60)
+                assert ready, "the README's consumer snippet printed nothing in 60 s"
+                first = reader.stdout.readline() if reader.stdout else ""
+                assert re.match(r"starter-dev-\S+ \{'topics': \[.*\], 'stance': \['\w+'\]\} \S+", first), (
+                    first
+                )
+            finally:
+                stop_process(reader, signal.SIGKILL)
 
         with TaggerClient(f"127.0.0.1:{port}") as client:
             result = client.tag("North Korean troops were deployed to the Kursk front.", article_id="q1")

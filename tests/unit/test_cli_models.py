@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import io
 import json
+import select
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +124,46 @@ def tag_lines(out: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
+def test_evaluate_reports_gold_labels_the_model_does_not_know_and_counts_them_as_errors(
+    cli_model: tuple[Path, str, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    rows = [json.loads(line) for line in (STARTER / "dev.jsonl").read_text().splitlines() if line]
+    for r in rows[:3]:
+        r["stance"] = r["stance"].capitalize()  # "Neutral" for `neutral`
+    for r in rows[3:5]:
+        r["topics"] = [*r["topics"], "brand_new_topic"]
+    data = tmp_path / "dev.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = tmp_path / "metrics.json"
+    code, out, _ = run(
+        capsys, "evaluate", "--model", str(cli_model[0]), "--data", str(data), "--json", str(report)
+    )
+    assert code == 0
+    stance, topics = (json.loads(report.read_text())[h] for h in ("stance", "topics"))
+    assert stance["n"] == topics["n"] == len(rows)  # no row dropped
+    ids = [r["id"] for r in rows]
+    assert stance["unknown_gold"]["count"] == 3 and stance["unknown_gold"]["examples"] == ids[:3]
+    assert topics["unknown_gold"] == {
+        "count": 2,
+        "rows": 2,
+        "labels": {"brand_new_topic": 2},
+        "examples": ids[3:5],
+    }
+    assert f"stance: accuracy {stance['accuracy']:.4f}" in out
+    assert "! 3 gold label(s) in 3 row(s) that the model does not know, counted as errors" in out
+    assert "'brand_new_topic' x2" in out
+    # the three rows count as wrong (a label no prediction matches); the new topic as missed
+    assert sum(map(sum, stance["confusion"]["matrix"])) == len(rows)
+    assert stance["per_label"][rows[0]["stance"]]["support"] >= 1
+    assert stance["per_label"][rows[0]["stance"]]["f1"] == 0.0
+    assert topics["per_label"]["brand_new_topic"] == {
+        "precision": 0.0,
+        "recall": 0.0,
+        "f1": 0.0,
+        "support": 2,
+    }
+
+
 def test_tag_explain_from_a_file(
     cli_model: tuple[Path, str, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -163,22 +206,53 @@ def test_tag_from_stdin_with_options(
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ('{"id": "x", "text": ""}', "'x': text is empty"),
-        ('{"id": "x"}', "<stdin>:1: need a JSON object with 'text'"),
-        ("not json", "<stdin>:1:"),
+        ('{"id": "x", "text": ""}', "<stdin>:2: article 'x': text is empty"),
+        ('{"id": "x"}', "<stdin>:2: need a JSON object with 'text'"),
+        ("not json", "<stdin>:2: invalid JSON"),
+        ('[{"text": "a list"}]', "<stdin>:2: need a JSON object with 'text', got an array"),
     ],
 )
-def test_tag_rejects_bad_input_with_a_clear_message(
+def test_a_bad_line_gives_an_error_result_in_its_place_or_stops_with_strict(
     cli_model: tuple[Path, str, str],
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
     line: str,
     message: str,
 ) -> None:
-    monkeypatch.setattr("sys.stdin", io.StringIO(line + "\n"))
+    good = json.dumps(ARTICLES[0]) + "\n"
+    monkeypatch.setattr("sys.stdin", io.StringIO(good + line + "\n" + good))
     code, out, err = run(capsys, "tag", "--model", str(cli_model[0]))
-    assert code == 2 and out == ""
-    assert message in err
+    first, bad, last = [json.loads(x) for x in out.splitlines()]
+    assert code == 1 and first["id"] == last["id"] == "k1" and "heads" in last
+    assert bad["line"] == 2 and bad["error"].startswith(message)
+    assert err == f"newstagger tag: 1 of 3 lines could not be tagged (first: {bad['error']})\n"
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(good + line + "\n" + good))
+    code, out, err = run(capsys, "tag", "--model", str(cli_model[0]), "--strict")
+    assert code == 2 and [json.loads(x)["id"] for x in out.splitlines()] == ["k1"]
+    assert err.startswith(f"newstagger tag: {message}") and err.count("\n") == 1
+
+
+def test_tag_prints_each_result_before_the_next_line_arrives(cli_model: tuple[Path, str, str]) -> None:
+    """A pipe that delivers one line at a time gets each result at once, not at end of input."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "tag", "--model", str(cli_model[0]), "--batch-size", "64"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            for article in ARTICLES:
+                proc.stdin.write(json.dumps(article) + "\n")
+                proc.stdin.flush()
+                ready, _, _ = select.select([proc.stdout], [], [], 60)
+                assert ready, f"no result for {article['id']} while stdin is still open"
+                assert json.loads(proc.stdout.readline())["id"] == article["id"]
+            proc.stdin.close()
+            assert proc.wait(30) == 0
+        finally:
+            proc.kill()
 
 
 def test_tag_and_evaluate_with_no_model(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -163,6 +163,44 @@ def test_csv_input_works(tmp_path: Path) -> None:
     assert data.labels("stance") == [("critical",), ("neutral",)]
 
 
+def test_csv_multi_label_cells_use_a_pipe_and_an_empty_cell_means_no_labels(tmp_path: Path) -> None:
+    path = tmp_path / "train.csv"
+    path.write_text(
+        "id,text,topics,stance\n"
+        "a,Sanctions and missiles.,sanctions|weapons_programme,critical\n"
+        "b,Troops moved.,troop_deployment,neutral\n"
+        "c,Nothing to see.,,neutral\n",
+        encoding="utf-8",
+    )
+    data = load_dataset([path], CONFIG)
+    assert data.heads["topics"].kind == "multi" and data.heads["stance"].kind == "single"
+    assert data.labels("topics") == [("sanctions", "weapons_programme"), ("troop_deployment",), ()]
+
+
+def test_a_declared_multi_label_csv_column_needs_no_pipe(tmp_path: Path) -> None:
+    path = tmp_path / "train.csv"
+    path.write_text("id,text,topics\na,Sanctions.,sanctions\nb,Quiet day.,\n", encoding="utf-8")
+    data = load_dataset([path], TrainConfig(heads={"topics": HeadConfig(kind="multi")}))
+    assert data.labels("topics") == [("sanctions",), ()]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_labels_joined_by_another_separator_are_refused_not_combined(tmp_path: Path, suffix: str) -> None:
+    """`sanctions;weapons_programme` once trained a single-label head of combined labels."""
+    path = tmp_path / f"train{suffix}"
+    rows = [("a", "sanctions"), ("b", "sanctions;weapons_programme")]
+    if suffix == ".csv":
+        path.write_text("id,text,topics\n" + "".join(f"{i},Some text.,{t}\n" for i, t in rows))
+    else:
+        write_jsonl(path, [{"id": i, "text": "Some text.", "topics": t} for i, t in rows])
+    message = data_error([path])
+    line = 3 if suffix == ".csv" else 2
+    assert f"{path}:{line}: field 'topics'" in message and "looks like several labels" in message
+    assert "'|'" in message and 'kind = "single"' in message
+    declared = TrainConfig(heads={"topics": HeadConfig(kind="single")})
+    assert load_dataset([path], declared).labels("topics")[1] == ("sanctions;weapons_programme",)
+
+
 def test_csv_errors_name_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "train.csv"
     path.write_text("id,text,stance\na,Talks resumed.,neutral\nb,,critical\n", encoding="utf-8")

