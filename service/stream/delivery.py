@@ -64,6 +64,7 @@ class _Sent:
     future: Any  # kafka FutureRecordMetadata
     reason: str | None  # None = tagged record, else the DLQ reason
     source: TopicPartition
+    offset: int  # of the input record
 
 
 class StreamFailed(NewstaggerError):
@@ -185,7 +186,8 @@ class Publisher:
     def _send(self, topic: str, out: OutRecord, rec: Any, reason: str | None) -> None:
         # keyed records follow the key (per-key order); unkeyed ones keep their input partition
         partition = None if out.key is not None else rec.partition % self._out_partitions[topic]
-        sent = _Sent(topic, out, partition, None, reason, TopicPartition(rec.topic, rec.partition))
+        source = TopicPartition(rec.topic, rec.partition)
+        sent = _Sent(topic, out, partition, None, reason, source, rec.offset)
         self._resend(sent)
         self._window.append(sent)
 
@@ -229,10 +231,16 @@ class Publisher:
                 return False
         return True
 
-    def forget(self, partitions: set[TopicPartition]) -> None:
-        """Stop tracking what was sent for ``partitions`` (revoked: their records are read again
-        by their next owner). Records of partitions still owned stay until acknowledged."""
+    def forget(self, partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
+        """Stop tracking what was sent for ``partitions`` (revoked: their records are read again);
+        returns, per partition, the first input offset whose output was not acknowledged.
+        Records of partitions still owned stay until acknowledged."""
+        unacked: dict[TopicPartition, int] = {}
+        for sent in self._window:
+            if sent.source in partitions:
+                unacked.setdefault(sent.source, sent.offset)
         self._window = [s for s in self._window if s.source not in partitions]
+        return unacked
 
     def close(self, timeout: float) -> None:
         self.producer.close(timeout=timeout)

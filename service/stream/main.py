@@ -9,6 +9,7 @@ worker that cannot go on calls ``on_failure`` so that the process stops and exit
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -65,11 +66,14 @@ class StreamService:
         self.worker.stop()
 
     def join(self) -> int:
-        """Wait for the worker to stop (at most the grace period plus a margin); the exit code."""
+        """Wait for the worker to stop; its exit code. Past the grace period plus a margin the
+        process exits at once with status 1."""
         self._thread.join(self.runtime.settings.grace_seconds + STOP_MARGIN_S)
-        if self._thread.is_alive():
-            logger.error("the stream worker did not stop in time; leaving without it")
-            self.exit_code = 1
+        if self._thread.is_alive():  # stuck in a client call: end the process now (its clients'
+            # exit hooks would wait on the same broker); what it did not commit is read again
+            logger.error("the stream worker did not stop in time; exiting without it")
+            logging.shutdown()
+            os._exit(1)
         return self.exit_code
 
     def _run(self) -> None:

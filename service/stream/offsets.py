@@ -20,6 +20,7 @@ from service.metrics import Metrics
 logger = logging.getLogger(__name__)
 
 LAG_INTERVAL_S = 1.0
+COMMITTED_TIMEOUT_MS = 500
 
 
 class OffsetBook:
@@ -80,9 +81,9 @@ class OffsetBook:
                 continue
             if tp not in self._committed:
                 try:
-                    self._committed[tp] = consumer.committed(tp, timeout_ms=2000)
-                except KafkaError as exc:
+                    self._committed[tp] = consumer.committed(tp, timeout_ms=COMMITTED_TIMEOUT_MS)
+                except KafkaError as exc:  # the broker is slow: the poll loop must not wait on it
                     logger.debug("committed offset of %s unknown: %s", tp, exc)
-                    continue
+                    return
             committed = self._committed[tp] or 0
             self.metrics.kafka_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - committed))

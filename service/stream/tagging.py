@@ -109,6 +109,8 @@ class Tagging:
 
     def _retry_later(self, pending: Pending, exc: BaseException) -> None:
         backoff = self._model.failed(exc)  # StreamFailed once tagging has failed for too long
+        if pending.attempts == 0:  # its failure may be older than the last success: retry at once
+            backoff = 0.0
         pending.future = None
         pending.attempts += 1
         pending.retry_at = time.monotonic() + backoff

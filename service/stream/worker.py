@@ -281,24 +281,28 @@ class StreamWorker:
         logger.warning("partitions lost (the member was expelled): %s", _names(lost))
 
     def _abandon(self, revoked: set[TopicPartition]) -> None:
-        """Drop the records not yet published. A partition still owned (a partial revoke) is
-        rewound to its first dropped record, so none of them is skipped."""
-        first: dict[TopicPartition, int] = {}
+        """Drop the records not yet published, and the unacknowledged sends of ``revoked``
+        partitions. Each partition that had some is rewound to the first of them: kafka-python
+        keeps the fetch position of a partition that is assigned again, so without the rewind
+        they would be skipped."""
+        rewind: dict[TopicPartition, int] = {}
         dropped: dict[TopicPartition, int] = {}
         for chunk in self._chunks:
             for pending in chunk:
                 tp = TopicPartition(pending.record.topic, pending.record.partition)
-                first.setdefault(tp, pending.record.offset)
+                rewind.setdefault(tp, pending.record.offset)
                 dropped[tp] = dropped.get(tp, 0) + 1
                 if pending.future is not None:
                     pending.future.cancel()  # the batcher skips it if still queued
         self._chunks.clear()
-        for tp, offset in first.items():
-            if tp not in revoked and tp in self._book.assigned and self._consumer is not None:
-                self._consumer.seek(tp, offset)
-                self._book.read(tp, -dropped[tp])
         if self._publisher is not None:
-            self._publisher.forget(revoked)
+            for tp, offset in self._publisher.forget(revoked).items():
+                rewind[tp] = min(offset, rewind.get(tp, offset))
+        for tp, offset in rewind.items():
+            if self._consumer is not None and tp in self._consumer.assignment():
+                self._consumer.seek(tp, offset)
+            if tp not in revoked:
+                self._book.read(tp, -dropped.get(tp, 0))
         self._book.revoke(revoked)
 
     def on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
