@@ -61,11 +61,13 @@ class Tagging:
 
     def settle(self, pending: Pending, wait: float, may_block: bool = True) -> bool:
         """True once ``pending`` has its outcome (a result or a dead-letter reason). Waits at most
-        ``wait`` seconds for its tagging; ``may_block`` False skips the model probe (the record
-        then simply stays unsettled: the rebalance callback must return quickly)."""
+        ``wait`` seconds for its tagging; ``may_block`` False neither submits nor probes the model
+        (the record then stays unsettled: the rebalance callback must return quickly)."""
         if pending.settled:
             return True
         if pending.future is None:  # a retry is due at pending.retry_at
+            if not may_block:
+                return False
             due = pending.retry_at - time.monotonic()
             if due > 0:
                 time.sleep(min(due, max(0.0, wait)))

@@ -28,13 +28,12 @@ from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
 
 from service.metrics import Metrics
 from service.settings import Settings
 from service.stream import clients
 from service.stream.codec import DecodeFailed, Source, decode_event
-from service.stream.delivery import GROUP_CHANGED, BrokerStatus, Pending, Publisher, StreamFailed
+from service.stream.delivery import BrokerStatus, Pending, Publisher, StreamFailed
 from service.stream.offsets import OffsetBook
 from service.stream.tagging import Submit, Tagging
 
@@ -202,45 +201,15 @@ class StreamWorker:
     def _commit(self, until: float) -> None:
         """Flush (until the monotonic time ``until``), then commit what is acknowledged."""
         self._last_commit = time.monotonic()
-        if not self.publisher.flush(until):
-            return
-        offsets = self._book.to_commit()
-        if not offsets:
-            return
-        commits = {tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()}
-        timeout = max(0.1, min(COMMIT_TIMEOUT_S, self._grace_left()))
-        try:
-            self.consumer.commit(commits, timeout_ms=int(timeout * 1000))
-        except GROUP_CHANGED as exc:
-            self.metrics.kafka_commit_failures.inc()
-            logger.warning("commit refused, the group has rebalanced (records are read again): %s", exc)
-            return
-        except KafkaError as exc:
-            self.metrics.kafka_commit_failures.inc()
-            self._broker.trouble("commit", exc)
-            return
-        self.metrics.kafka_commits.inc()
-        self._book.committed(offsets)
-        self._broker.fine("commit")
-
-    def _commit_in_rebalance(self) -> None:
-        # kafka-python 3 runs rebalance callbacks on the consumer's IO thread, where a blocking
-        # commit is refused; this one is queued before the re-join. Should it fail, the records
-        # are read again by the partitions' next owner (at-least-once holds).
-        offsets = self._book.to_commit()
-        if offsets:
-            commits = {tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()}
-            self.consumer.commit_async(commits, callback=self._rebalance_committed)
-
-    def _rebalance_committed(self, _offsets: Any, response: Any) -> None:
-        if isinstance(response, BaseException):
-            self.metrics.kafka_commit_failures.inc()
-            logger.warning("commit before the rebalance failed (records are read again): %s", response)
-        else:
-            self.metrics.kafka_commits.inc()
+        if self.publisher.flush(until):
+            timeout = max(0.1, min(COMMIT_TIMEOUT_S, self._grace_left()))
+            self._book.commit(self.consumer, self._broker, timeout)
 
     def _grace_left(self) -> float:
         return self._stop_deadline - time.monotonic() if self._stopping.is_set() else float("inf")
+
+    def _close_budget(self) -> float:
+        return max(0.5, min(5.0, self._grace_left()))
 
     def _apply_backpressure(self) -> None:
         limit = self.settings.max_in_flight_records
@@ -265,7 +234,7 @@ class StreamWorker:
             try:
                 self._emit(wait=0.0, may_block=False)
                 if self.publisher.flush(started + self._revoke_budget):
-                    self._commit_in_rebalance()
+                    self._book.commit_async(self.consumer)
             except StreamFailed as exc:  # raised by the poll loop, not here on the IO thread
                 self._failure = exc
                 self._stopping.set()
@@ -320,15 +289,14 @@ class StreamWorker:
 
     def _close(self) -> None:
         self._closing = True
-        budget = max(0.5, min(5.0, self._grace_left()))
         if self._consumer is not None:
             try:
-                self.consumer.close(autocommit=False, timeout_ms=int(budget * 1000))
+                self.consumer.close(autocommit=False, timeout_ms=int(self._close_budget() * 1000))
             except Exception:
                 logger.exception("closing the consumer failed")
         if self._publisher is not None:
             try:
-                self._publisher.close(timeout=max(0.5, min(5.0, self._grace_left())))
+                self._publisher.close(timeout=self._close_budget())
             except Exception:
                 logger.exception("closing the producer failed")
         self._book.assign(set())

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from service.model.registry import ModelRegistry
 from tests.helpers import free_port, stop_process, tansu_broker, wait_for
 from tests.integration.test_stream_stall import broker_pid
@@ -141,3 +143,29 @@ def test_serve_with_stream_on_an_empty_registry_tags_everything_once_a_model_is_
         stop_process(proc, signal.SIGKILL)
         reader.close()
     assert all(r.topic == settings.output_topic for r in reader.records)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("NEWSTAGGER_SOAK_TESTS"), reason="60 s soak: NEWSTAGGER_SOAK_TESTS=1")
+def test_a_60s_broker_outage_within_the_retry_limit_loses_nothing(model_dir: Path, tmp_path: Path) -> None:
+    """The issue's reliability scenario: the broker frozen for 60 s (far past the 2 s session
+    timeout, within the default 120 s retry limit) while records are in flight."""
+    count = 6000
+    log = tmp_path / "worker.log"
+    with tansu_broker() as bootstrap:
+        settings = stream_settings(bootstrap, model_dir)
+        produce_articles(bootstrap, settings.input_topic, range(count))
+        reader = Reader(bootstrap, settings.output_topic)
+        proc = start_stream_process(settings, log)
+        try:
+            reader.read_count(100, timeout=60)
+            with broker_stopped(broker_pid(bootstrap)):
+                time.sleep(60)
+            assert proc.poll() is None, log.read_text()[-3000:]
+            reader.read_until(lambda r: len(set(output_ids(r))) == count, timeout=180)
+            wait_for(lambda: committed_total(bootstrap, settings.group_id, settings.input_topic) == count, 60)
+            assert stop_process(proc, signal.SIGTERM) == 0, log.read_text()[-3000:]
+        finally:
+            stop_process(proc, signal.SIGKILL)
+            reader.close()
+    assert set(output_ids(reader.records)) == {f"a-{i}" for i in range(count)}
