@@ -127,7 +127,7 @@ def _protobuf_fields(value: bytes) -> dict[str, Any]:
         from google.protobuf.json_format import MessageToDict
         from google.protobuf.message import DecodeError
 
-        from service.grpc_api.gen.newstagger.v1 import tagger_pb2
+        from service.gen.newstagger.v1 import tagger_pb2
     except ImportError:
         raise DecodeFailed("unknown_content_type", "protobuf support is not installed") from None
     message = tagger_pb2.Article()
