@@ -54,7 +54,7 @@ def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int | None
 def test_an_outage_past_the_retry_limit_exits_1_and_a_restart_loses_nothing(
     model_dir: Path, tmp_path: Path
 ) -> None:
-    count = 4000
+    count = 2500
     log = tmp_path / "worker.log"
     with tansu_broker() as bootstrap:
         settings = stream_settings(bootstrap, model_dir)
