@@ -115,6 +115,9 @@ class StreamWorker:
             if self._failure is not None:
                 raise self._failure
             self._finish()
+        except StreamFailed as exc:
+            self._failure = exc  # the clients close quickly: the broker is what failed
+            raise
         finally:
             self._close()
             self._done.set()
@@ -209,7 +212,7 @@ class StreamWorker:
         return self._stop_deadline - time.monotonic() if self._stopping.is_set() else float("inf")
 
     def _close_budget(self) -> float:
-        return max(0.5, min(5.0, self._grace_left()))
+        return 1.0 if self._failure is not None else max(0.5, min(5.0, self._grace_left()))
 
     def _apply_backpressure(self) -> None:
         limit = self.settings.max_in_flight_records
