@@ -108,7 +108,7 @@ class Settings(BaseSettings):
         120.0,
         gt=0,
         description="How long the stream worker retries a failing broker or model before it exits with "
-        "status 1 (so it is restarted and its partitions are reassigned).",
+        "a non-zero status (so it is restarted and its partitions are reassigned).",
     )
     session_timeout_ms: int = Field(10_000, ge=1, description="Kafka consumer group session timeout.")
     heartbeat_interval_ms: int = Field(3_000, ge=1, description="Kafka consumer group heartbeat interval.")

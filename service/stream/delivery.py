@@ -69,7 +69,7 @@ class _Sent:
 
 class StreamFailed(NewstaggerError):
     """The worker cannot go on: an error that retrying cannot fix, or one that outlasted
-    ``stream_retry_seconds``. The process exits with status 1 and its partitions move on."""
+    ``stream_retry_seconds``. The process exits non-zero and its partitions move on."""
 
 
 class Retrying:

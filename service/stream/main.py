@@ -2,7 +2,7 @@
 
 ``StreamService`` runs the worker in a thread of a serving process: it first waits for a model
 (not ready meanwhile, and nothing is read, so nothing can be dropped), then runs the worker. A
-worker that cannot go on calls ``on_failure`` so that the process stops and exits with status 1
+worker that cannot go on calls ``on_failure`` so that the process stops with a non-zero status
 (the orchestrator restarts it; the group gives its partitions to the other members).
 """
 
@@ -16,10 +16,10 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
+from service.core.errors import NewstaggerError
 from service.logs import configure_logging
 from service.runtime import Runtime, build_runtime
 from service.settings import Settings
-from service.stream.delivery import StreamFailed
 from service.stream.worker import StreamWorker
 
 logger = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ class StreamService:
         self.runtime = runtime
         self.worker = build_stream_worker(runtime)
         self.exit_code = 0
+        self.error: NewstaggerError | None = None  # why it stopped on its own, if it did
         self._on_failure = on_failure
         self._stop = threading.Event()
         self._waiting = True
@@ -81,8 +82,9 @@ class StreamService:
             if self._wait_for_model():
                 self._waiting = False
                 self.worker.run()
-        except StreamFailed as exc:
+        except NewstaggerError as exc:  # StreamFailed, KafkaSetupError: a sentence, no traceback
             self.exit_code = 1
+            self.error = exc
             logger.error("stream worker stopped: %s", exc)
             self._on_failure()
         except Exception:
@@ -107,8 +109,9 @@ class StreamService:
 
 
 def run_stream(settings: Settings) -> int:
-    """Run the worker until SIGTERM/SIGINT (finish the batch, flush, commit, exit 0) or until it
-    cannot go on (exit 1)."""
+    """Run the worker until SIGTERM/SIGINT (finish the batch, flush, commit, exit 0). If it cannot
+    go on (no broker, a fatal Kafka error, retries past the limit) its NewstaggerError is raised
+    for the CLI to print in one line (exit 2); an unexpected error exits 1."""
     configure_logging(settings.log_level, settings.log_format)
     stop = threading.Event()
 
@@ -131,4 +134,6 @@ def run_stream(settings: Settings) -> int:
     finally:
         runtime.close(timeout=max(1.0, min(5.0, settings.grace_seconds)))
     logger.info("stream worker exited after %.1fs", time.monotonic() - started)
+    if service.error is not None:
+        raise service.error
     return code

@@ -51,7 +51,7 @@ def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int | None
         return None, time.monotonic() - started
 
 
-def test_an_outage_past_the_retry_limit_exits_1_and_a_restart_loses_nothing(
+def test_an_outage_past_the_retry_limit_exits_non_zero_and_a_restart_loses_nothing(
     model_dir: Path, tmp_path: Path
 ) -> None:
     count = 2500
@@ -66,8 +66,9 @@ def test_an_outage_past_the_retry_limit_exits_1_and_a_restart_loses_nothing(
             reader.read_count(100, timeout=60)
             with broker_stopped(broker_pid(bootstrap)):  # longer than the session timeout (2 s)
                 code, took = wait_exit(first, 40)
-            assert code == 1, log.read_text()[-3000:]
-            assert "has failed for" in log.read_text()
+            said = [line for line in log.read_text().splitlines() if line.startswith("newstagger stream: ")]
+            assert code == 2 and len(said) == 1, log.read_text()[-3000:]
+            assert "has failed for" in said[0] and "--stream-retry-seconds" in said[0], said
             second = start_stream_process(settings, log)
             reader.read_until(lambda r: len(set(output_ids(r))) == count, timeout=120)
             wait_for(lambda: committed_total(bootstrap, settings.group_id, settings.input_topic) == count, 30)
