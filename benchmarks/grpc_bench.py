@@ -103,7 +103,7 @@ async def _load(port: int, payloads: list[bytes], concurrency: int, seconds: flo
 
 
 def load_main(args: argparse.Namespace) -> int:
-    from service.grpc_api.gen.newstagger.v1 import tagger_pb2 as pb
+    from service.gen.newstagger.v1 import tagger_pb2 as pb
 
     docs = [json.loads(line) for line in Path(args.docs).read_text().splitlines()]
     payloads = [

@@ -1,10 +1,10 @@
-"""Regenerate the gRPC/protobuf stubs in service/grpc_api/gen/ from protos/.
+"""Regenerate the gRPC/protobuf stubs in service/gen/ from protos/.
 
     python scripts/gen_protos.py           # regenerate in place
     python scripts/gen_protos.py --check   # regenerate into a temp dir; exit 1 if anything differs
 
-The include mapping ``-Iservice/grpc_api/gen=protos`` makes the generated imports absolute
-(``from service.grpc_api.gen.newstagger.v1 import tagger_pb2``), so no post-processing is needed.
+The include mapping ``-Iservice/gen=protos`` makes the generated imports absolute
+(``from service.gen.newstagger.v1 import tagger_pb2``), so no post-processing is needed.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 PROTOS = REPO / "protos"
-GEN_PREFIX = Path("service/grpc_api/gen")
+GEN_PREFIX = Path("service/gen")
 GEN = REPO / GEN_PREFIX
 
 
@@ -28,7 +28,7 @@ def proto_files() -> list[Path]:
 
 
 def generate(out_root: Path) -> None:
-    """Write the stubs under ``out_root / service/grpc_api/gen``, with __init__.py files."""
+    """Write the stubs under ``out_root / service/gen``, with __init__.py files."""
     out_root.mkdir(parents=True, exist_ok=True)
     sources = [str(GEN_PREFIX / p.relative_to(PROTOS)) for p in proto_files()]
     bin_dir = Path(sys.executable).parent

@@ -45,6 +45,8 @@ KAFKA_FLAGS = tuple(
         "poll_max_records",
         "max_in_flight_records",
         "passthrough_fields",
+        "output_compression",
+        "stream_retry_seconds",
         "session_timeout_ms",
         "heartbeat_interval_ms",
     )
@@ -203,8 +205,9 @@ def _version() -> str:
 
 def _serve(args: argparse.Namespace) -> int:
     from service.grpc_api.main import run_serve
+    from service.stream.main import StreamService
 
-    return run_serve(load_settings(args), with_stream=args.with_stream)
+    return run_serve(load_settings(args), sidecar=StreamService if args.with_stream else None)
 
 
 def _stream(args: argparse.Namespace) -> int:

@@ -25,8 +25,8 @@ import grpc
 
 from service.core.errors import DeadlineExceeded, InvalidRequest, NewstaggerError, Overloaded
 from service.core.types import Article, HeadResult, LabelScore, TagOptions, TagResult
-from service.grpc_api.gen.newstagger.v1 import tagger_pb2 as pb
-from service.grpc_api.gen.newstagger.v1 import tagger_pb2_grpc as pb_grpc
+from service.gen.newstagger.v1 import tagger_pb2 as pb
+from service.gen.newstagger.v1 import tagger_pb2_grpc as pb_grpc
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 
@@ -18,6 +19,23 @@ from service.reloader import ModelReloader
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+
+class Sidecar(Protocol):
+    """Work a serving process runs beside its gRPC server (the stream worker, for
+    ``serve --with-stream``), built by the composition root with a ``SidecarFactory``."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def join(self) -> int:
+        """Wait for it to stop (bounded by the grace period); its exit code."""
+        ...
+
+
+#: (runtime, on_failure) -> Sidecar; ``on_failure`` stops the process (exit status 1)
+SidecarFactory = Callable[["Runtime", Callable[[], None]], Sidecar]
 
 
 @dataclass

@@ -100,6 +100,16 @@ class Settings(BaseSettings):
         "title,source,url,published_at",
         description="Comma-separated input fields copied into tagged events.",
     )
+    output_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        "gzip",
+        description="Compression of the tagged and dead-letter records (gzip: every Kafka client reads it).",
+    )
+    stream_retry_seconds: float = Field(
+        120.0,
+        gt=0,
+        description="How long the stream worker retries a failing broker or model before it exits with "
+        "a non-zero status (so it is restarted and its partitions are reassigned).",
+    )
     session_timeout_ms: int = Field(10_000, ge=1, description="Kafka consumer group session timeout.")
     heartbeat_interval_ms: int = Field(3_000, ge=1, description="Kafka consumer group heartbeat interval.")
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(

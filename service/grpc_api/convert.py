@@ -8,7 +8,7 @@ from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from service.core.types import DEFAULT_OPTIONS, Article, HeadResult, TagOptions, TagResult
-from service.grpc_api.gen.newstagger.v1 import tagger_pb2 as pb
+from service.gen.newstagger.v1 import tagger_pb2 as pb
 from service.model.artifact import LoadedModel
 
 

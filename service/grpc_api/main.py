@@ -14,22 +14,22 @@ import signal
 import threading
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
 
 from service.logs import configure_logging
-from service.runtime import Runtime, build_runtime
+from service.runtime import Sidecar, SidecarFactory, build_runtime
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 
-def run_serve(settings: Settings, with_stream: bool = False) -> int:
+def run_serve(settings: Settings, sidecar: SidecarFactory | None = None) -> int:
+    """``sidecar``: what runs beside the server (the stream worker), in one process only."""
     configure_logging(settings.log_level, settings.log_format)
     if settings.workers > 1:
         from service.grpc_api.workers import run_workers
 
-        return run_workers(settings, with_stream)
-    return serve_process(settings, with_stream)
+        return run_workers(settings, sidecar)
+    return serve_process(settings, sidecar)
 
 
 def install_stop_handlers(stop: threading.Event) -> None:
@@ -42,35 +42,28 @@ def install_stop_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, on_signal)
 
 
-def _start_stream(runtime: Runtime) -> tuple[Any, threading.Thread]:
-    from service.stream.main import build_stream_worker  # type: ignore[attr-defined,unused-ignore]
-
-    worker = build_stream_worker(runtime)
-    runtime.readiness.append(worker.ready)
-    thread = threading.Thread(target=worker.run, name="stream-worker", daemon=True)
-    thread.start()
-    return worker, thread
-
-
 def serve_process(
     settings: Settings,
-    with_stream: bool = False,
+    sidecar: SidecarFactory | None = None,
     serve_http: bool = True,
     reuse_port: bool = False,
     on_health: Callable[[bool], None] | None = None,
 ) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit code. ``on_health`` is told whether this
-    process is serving (the multi-process supervisor aggregates it into /readyz)."""
+    process is serving (the multi-process supervisor aggregates it into /readyz). A sidecar that
+    fails stops the process with exit status 1."""
     from service.grpc_api.server import build_server
 
     stop = threading.Event()
     install_stop_handlers(stop)
     runtime = build_runtime(settings)
     server, port = build_server(runtime, settings, reuse_port=reuse_port)
-    stream: tuple[Any, threading.Thread] | None = None
+    side: Sidecar | None = None
+    code = 0
     try:
-        if with_stream:
-            stream = _start_stream(runtime)
+        if sidecar is not None:
+            side = sidecar(runtime, stop.set)
+            side.start()
         if serve_http:
             http_port = runtime.start_http()
             if http_port is not None:
@@ -84,12 +77,13 @@ def serve_process(
                 on_health(last)
         if on_health is not None:
             on_health(False)
+        if side is not None:
+            side.stop()  # drains beside the server, within the same grace period
         server.drain(settings.grace_seconds)
     finally:
-        if stream is not None:
-            worker, thread = stream
-            worker.stop()
-            thread.join(settings.grace_seconds)
+        if side is not None:
+            side.stop()
+            code = side.join()
         runtime.close(timeout=settings.grace_seconds)
     logger.info("stopped")
-    return 0
+    return code

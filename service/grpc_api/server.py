@@ -18,9 +18,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from service.core.errors import NewstaggerError
+from service.gen.newstagger.v1 import tagger_pb2 as pb
+from service.gen.newstagger.v1 import tagger_pb2_grpc as pb_grpc
 from service.grpc_api import loop
-from service.grpc_api.gen.newstagger.v1 import tagger_pb2 as pb
-from service.grpc_api.gen.newstagger.v1 import tagger_pb2_grpc as pb_grpc
 from service.grpc_api.interceptors import ServerInterceptor
 from service.grpc_api.servicer import AdminServicer, TaggerServicer
 from service.runtime import Runtime

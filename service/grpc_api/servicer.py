@@ -23,11 +23,11 @@ from service.core.batcher import MicroBatcher
 from service.core.errors import DeadlineExceeded, InvalidRequest, Overloaded
 from service.core.tagger import Tagger
 from service.core.types import Article, TagOptions, TagResult
+from service.gen.newstagger.v1 import tagger_pb2 as pb
+from service.gen.newstagger.v1 import tagger_pb2_grpc as pb_grpc
 from service.grpc_api.bridge import ResultBridge
 from service.grpc_api.convert import model_to_proto, result_to_proto, to_article, to_options
 from service.grpc_api.errors import code_number, status_for
-from service.grpc_api.gen.newstagger.v1 import tagger_pb2 as pb
-from service.grpc_api.gen.newstagger.v1 import tagger_pb2_grpc as pb_grpc
 from service.metrics import Metrics
 from service.reloader import ModelReloader
 

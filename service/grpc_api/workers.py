@@ -25,12 +25,13 @@ from typing import Any
 from service.grpc_api.main import install_stop_handlers
 from service.http import HealthServer
 from service.logs import configure_logging
+from service.runtime import SidecarFactory
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 
-def _worker(settings: Settings, with_stream: bool, flag: Synchronized[int]) -> None:
+def _worker(settings: Settings, sidecar: SidecarFactory | None, flag: Synchronized[int]) -> None:
     from service.grpc_api.main import serve_process
 
     configure_logging(settings.log_level, settings.log_format)
@@ -38,7 +39,7 @@ def _worker(settings: Settings, with_stream: bool, flag: Synchronized[int]) -> N
     def on_health(serving: bool) -> None:
         flag.value = 1 if serving else 0
 
-    code = serve_process(settings, with_stream, serve_http=False, reuse_port=True, on_health=on_health)
+    code = serve_process(settings, sidecar, serve_http=False, reuse_port=True, on_health=on_health)
     raise SystemExit(code)
 
 
@@ -48,19 +49,19 @@ def _free_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
-def run_workers(settings: Settings, with_stream: bool) -> int:
+def run_workers(settings: Settings, sidecar: SidecarFactory | None) -> int:
     own_dir = None
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         own_dir = tempfile.mkdtemp(prefix="newstagger-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir
     try:
-        return _supervise(settings, with_stream)
+        return _supervise(settings, sidecar)
     finally:
         if own_dir is not None:
             shutil.rmtree(own_dir, ignore_errors=True)
 
 
-def _supervise(settings: Settings, with_stream: bool) -> int:
+def _supervise(settings: Settings, sidecar: SidecarFactory | None) -> int:
     from prometheus_client import multiprocess
 
     from service.metrics import build_registry
@@ -73,7 +74,7 @@ def _supervise(settings: Settings, with_stream: bool) -> int:
     procs: list[Any] = [
         ctx.Process(
             target=_worker,
-            args=(child_settings, with_stream and index == 0, flag),
+            args=(child_settings, sidecar if index == 0 else None, flag),
             name=f"newstagger-worker-{index}",
         )
         for index, flag in enumerate(flags)

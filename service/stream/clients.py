@@ -77,6 +77,7 @@ def build_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
         "delivery_timeout_ms": 120_000,
         "request_timeout_ms": 30_000,
         "retry_backoff_ms": 200,
+        "compression_type": None if settings.output_compression == "none" else settings.output_compression,
     }
     return KafkaProducer(**(config | overrides))
 

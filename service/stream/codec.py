@@ -46,13 +46,18 @@ REASONS = (
     "wrong_type",  # not an object, or a field of the wrong type
     "missing_field",  # no id or no text
     "empty_text",
-    "text_too_long",
+    "text_too_long",  # text, title and target together over max_text_bytes
+    "field_too_long",  # id, published_at, source or url over MAX_FIELD_BYTES
     "undecodable",  # bytes that are not UTF-8, or a null value (tombstone)
     "unknown_content_type",
     "invalid_article",  # refused by the tagger's own validation
     "model_error",  # the model failed on this article
 )
 STRING_FIELDS = ("id", "text", "title", "target", "published_at", "source", "url")
+#: the fields the model reads: together at most max_text_bytes
+MODEL_FIELDS = ("text", "title", "target")
+#: the other string fields are identifiers and metadata: each at most this many UTF-8 bytes
+MAX_FIELD_BYTES = 8192
 
 
 class DecodeFailed(Exception):  # noqa: N818 - an outcome, not a crash
@@ -122,7 +127,7 @@ def _protobuf_fields(value: bytes) -> dict[str, Any]:
         from google.protobuf.json_format import MessageToDict
         from google.protobuf.message import DecodeError
 
-        from service.grpc_api.gen.newstagger.v1 import tagger_pb2
+        from service.gen.newstagger.v1 import tagger_pb2
     except ImportError:
         raise DecodeFailed("unknown_content_type", "protobuf support is not installed") from None
     message = tagger_pb2.Article()
@@ -150,10 +155,25 @@ def _article(fields: dict[str, Any], max_text_bytes: int) -> Article:
         raise DecodeFailed("missing_field", "field 'id' is empty")
     if not text.strip():
         raise DecodeFailed("empty_text", "field 'text' is empty")
-    size = len(text) if len(text) * 4 <= max_text_bytes else len(text.encode("utf-8", "surrogatepass"))
-    if size > max_text_bytes:
-        raise DecodeFailed("text_too_long", f"text is {size} bytes, over the limit of {max_text_bytes}")
+    sizes = {name: _utf8_size(fields.get(name) or "", max_text_bytes) for name in MODEL_FIELDS}
+    if sum(sizes.values()) > max_text_bytes:
+        parts = ", ".join(f"{name} {size}" for name, size in sizes.items() if size)
+        raise DecodeFailed(
+            "text_too_long", f"text, title and target are {parts} bytes, over the limit of {max_text_bytes}"
+        )
+    for name in STRING_FIELDS:
+        if name not in MODEL_FIELDS:
+            size = _utf8_size(fields.get(name) or "", MAX_FIELD_BYTES)
+            if size > MAX_FIELD_BYTES:
+                raise DecodeFailed(
+                    "field_too_long", f"field {name!r} is {size} bytes, over the limit of {MAX_FIELD_BYTES}"
+                )
     return Article(article_id, text, fields.get("title") or "", fields.get("target") or "")
+
+
+def _utf8_size(value: str, limit: int) -> int:
+    """UTF-8 size of ``value``; a character is at most 4 bytes, so short ones need no encoding."""
+    return len(value) if len(value) * 4 <= limit else len(value.encode("utf-8", "surrogatepass"))
 
 
 # --- output ---------------------------------------------------------------------------------

@@ -15,10 +15,16 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from kafka import KafkaProducer
-from kafka.errors import KafkaTimeoutError
+from kafka import KafkaProducer, TopicPartition
+from kafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    KafkaTimeoutError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
 
-from service.core.errors import InvalidArticle, InvalidRequest
+from service.core.errors import NewstaggerError
 from service.core.types import TagResult
 from service.metrics import Metrics
 from service.settings import Settings
@@ -32,13 +38,22 @@ MAX_BACKOFF_S = 5.0
 
 @dataclass(slots=True)
 class Pending:
-    """One input record between poll and produce."""
+    """One input record between poll and produce: it ends with a ``result`` or a ``failure``
+    (the dead-letter reason); until then ``future`` is its tagging in flight, or None while a
+    retry waits for ``retry_at``."""
 
     record: Any  # kafka ConsumerRecord
     source: Source
     event: InputEvent | None
     future: Future[TagResult] | None = None
     failure: tuple[str, BaseException] | None = None
+    result: TagResult | None = None
+    attempts: int = 0
+    retry_at: float = 0.0
+
+    @property
+    def settled(self) -> bool:
+        return self.event is None or self.result is not None or self.failure is not None
 
 
 @dataclass(slots=True)
@@ -48,19 +63,79 @@ class _Sent:
     partition: int | None
     future: Any  # kafka FutureRecordMetadata
     reason: str | None  # None = tagged record, else the DLQ reason
+    source: TopicPartition
+    offset: int  # of the input record
+
+
+class StreamFailed(NewstaggerError):
+    """The worker cannot go on: an error that retrying cannot fix, or one that outlasted
+    ``stream_retry_seconds``. The process exits non-zero and its partitions move on."""
+
+
+class Retrying:
+    """How long something (the broker, the model) has been failing: a growing backoff while it
+    fails, and StreamFailed once it has failed for longer than ``limit`` seconds."""
+
+    def __init__(self, what: str, limit: float) -> None:
+        self.what = what
+        self.limit = limit
+        self.failures = 0
+        self._since: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self._since is None
+
+    def succeeded(self) -> None:
+        self.failures, self._since = 0, None
+
+    def failed(self, exc: BaseException | None) -> float:
+        """Count a failure; the backoff before the next try, or StreamFailed past the limit."""
+        now = time.monotonic()
+        if self._since is None:
+            self._since = now
+        self.failures += 1
+        if now - self._since > self.limit:
+            raise StreamFailed(
+                f"{self.what} has failed for {now - self._since:.0f}s, over the limit of {self.limit:g}s "
+                f"(--stream-retry-seconds); last error: {type(exc).__name__}: {exc}"
+            ) from exc
+        return float(min(MAX_BACKOFF_S, 0.1 * 2 ** min(self.failures, 6)))
+
+
+#: Errors that mean the group moved on (the partitions belong to someone else now): the records
+#: are read again by their new owner, so they are not the worker's failure.
+GROUP_CHANGED = (
+    CommitFailedError,
+    RebalanceInProgressError,
+    IllegalGenerationError,
+    UnknownMemberIdError,
+)
 
 
 class BrokerStatus:
-    """Whether the last broker operation worked; failures are counted and logged."""
+    """Whether the broker operations work; failures are counted and logged. A failure that
+    retrying cannot fix, or an operation that keeps failing past the limit, raises StreamFailed."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, limit: float) -> None:
         self.metrics = metrics
-        self.ok = False
+        self._ops = {op: Retrying(f"Kafka {op}", limit) for op in ("poll", "produce", "commit")}
 
-    def trouble(self, operation: str, exc: BaseException | None) -> None:
-        self.ok = False
+    @property
+    def ok(self) -> bool:
+        return all(op.ok for op in self._ops.values())
+
+    def fine(self, operation: str) -> None:
+        self._ops[operation].succeeded()
+
+    def trouble(self, operation: str, exc: BaseException | None) -> float:
+        """Record a failed ``operation``; returns the backoff before the next try."""
         self.metrics.kafka_errors.labels(operation).inc()
+        if not getattr(exc, "retriable", False):
+            raise StreamFailed(f"Kafka {operation} failed and retrying cannot help: {exc!r}") from exc
+        backoff = self._ops[operation].failed(exc)
         logger.warning("Kafka %s failed, will retry: %s: %s", operation, type(exc).__name__, exc)
+        return backoff
 
 
 class Publisher:
@@ -86,25 +161,12 @@ class Publisher:
         }
 
     def publish(self, pending: Pending) -> None:
-        """Send the tagged record for ``pending``, or a dead letter saying why there is none."""
+        """Send the tagged record for a settled ``pending``, or a dead letter saying why there is none."""
         rec, now = pending.record, time.time()
         headers = rec.headers or []
-        result: TagResult | None = None
-        if pending.future is not None:
-            try:
-                result = pending.future.result()
-            except (InvalidArticle, InvalidRequest) as exc:
-                pending.failure = ("invalid_article", exc)
-            except Exception as exc:
-                logger.warning(
-                    "model failed on a record: %s",
-                    type(exc).__name__,
-                    extra={"topic": rec.topic, "partition": rec.partition, "offset": rec.offset},
-                )
-                pending.failure = ("model_error", exc)
-        if result is not None and pending.event is not None:
+        if pending.result is not None and pending.event is not None:
             out = encode_tagged(
-                result, rec.key, headers, pending.source, pending.event.fields, self.passthrough, now
+                pending.result, rec.key, headers, pending.source, pending.event.fields, self.passthrough, now
             )
             self._send(self.settings.output_topic, out, rec, None)
             if rec.timestamp and rec.timestamp > 0:
@@ -124,7 +186,8 @@ class Publisher:
     def _send(self, topic: str, out: OutRecord, rec: Any, reason: str | None) -> None:
         # keyed records follow the key (per-key order); unkeyed ones keep their input partition
         partition = None if out.key is not None else rec.partition % self._out_partitions[topic]
-        sent = _Sent(topic, out, partition, None, reason)
+        source = TopicPartition(rec.topic, rec.partition)
+        sent = _Sent(topic, out, partition, None, reason, source, rec.offset)
         self._resend(sent)
         self._window.append(sent)
 
@@ -137,16 +200,17 @@ class Publisher:
             partition=sent.partition,
         )
 
-    def flush(self, grace_left: Callable[[], float]) -> bool:
-        """Wait until every sent record is acknowledged, re-sending failed ones (from the first
-        failure on, so order holds). False only if the stop grace period ran out."""
-        attempt = 0
+    def flush(self, until: float) -> bool:
+        """Wait until every sent record is acknowledged or the monotonic time ``until``, re-sending
+        failed ones (from the first failure on, so order holds). True when all are acknowledged;
+        False when time ran out (the window is kept: the next flush goes on with it). Raises
+        StreamFailed for a failure that retrying cannot fix or that outlasted the retry limit."""
         while self._window:
             try:
-                self.producer.flush(timeout=min(FLUSH_WAIT_S, max(0.1, grace_left())))
+                self.producer.flush(timeout=max(0.05, min(FLUSH_WAIT_S, until - time.monotonic())))
             except KafkaTimeoutError as exc:
                 self._broker.trouble("produce", exc)
-                if grace_left() <= 0:
+                if time.monotonic() >= until:
                     return False
                 continue
             failed = next((i for i, s in enumerate(self._window) if s.future.failed()), None)
@@ -156,21 +220,27 @@ class Publisher:
                     if sent.reason is not None:
                         self.metrics.kafka_dlq.labels(sent.reason).inc()
                 self._window.clear()
-                self._broker.ok = True
+                self._broker.fine("produce")
                 return True
-            self._broker.trouble("produce", self._window[failed].future.exception)
-            if grace_left() <= 0:
-                return False
-            attempt += 1
-            time.sleep(min(MAX_BACKOFF_S, 0.1 * 2**attempt))
+            backoff = self._broker.trouble("produce", self._window[failed].future.exception)
+            time.sleep(max(0.0, min(backoff, until - time.monotonic())))
             self.metrics.kafka_retries.labels("produce").inc()
             for sent in self._window[failed:]:
                 self._resend(sent)
+            if time.monotonic() >= until:
+                return False
         return True
 
-    def forget(self) -> None:
-        """Drop the window (partitions revoked: their records will be read again elsewhere)."""
-        self._window.clear()
+    def forget(self, partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
+        """Stop tracking what was sent for ``partitions`` (revoked: their records are read again);
+        returns, per partition, the first input offset whose output was not acknowledged.
+        Records of partitions still owned stay until acknowledged."""
+        unacked: dict[TopicPartition, int] = {}
+        for sent in self._window:
+            if sent.source in partitions:
+                unacked.setdefault(sent.source, sent.offset)
+        self._window = [s for s in self._window if s.source not in partitions]
+        return unacked
 
     def close(self, timeout: float) -> None:
         self.producer.close(timeout=timeout)

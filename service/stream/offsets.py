@@ -1,8 +1,9 @@
 """OffsetBook: what the worker has read, processed and committed, per assigned partition.
 
 ``in_flight`` (read but not yet committed) drives backpressure; ``to_commit`` gives the offsets
-that are safe to commit (the next offset after the last record whose output was produced);
-the lag gauge is the partition's high watermark minus the committed offset.
+that are safe to commit (the next offset after the last record whose output was produced) and
+``commit`` commits them (the caller has flushed first); the lag gauge is the partition's high
+watermark minus the committed offset.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ from typing import Any
 
 from kafka import TopicPartition
 from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
 
 from service.metrics import Metrics
+from service.stream.delivery import GROUP_CHANGED, BrokerStatus
 
 logger = logging.getLogger(__name__)
 
 LAG_INTERVAL_S = 1.0
+COMMITTED_TIMEOUT_MS = 500
 
 
 class OffsetBook:
@@ -62,6 +66,43 @@ class OffsetBook:
     def to_commit(self) -> dict[TopicPartition, int]:
         return {tp: self._next[tp] for tp in self.assigned if self._processed.get(tp)}
 
+    def commit(self, consumer: Any, broker: BrokerStatus, timeout_s: float) -> None:
+        """Commit ``to_commit``; a refusal because the group moved on is logged (the records are
+        read again by their new owner), other failures go to ``broker`` (which may give up)."""
+        offsets = self.to_commit()
+        if not offsets:
+            return
+        commits = {tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()}
+        try:
+            consumer.commit(commits, timeout_ms=int(timeout_s * 1000))
+        except GROUP_CHANGED as exc:
+            self.metrics.kafka_commit_failures.inc()
+            logger.warning("commit refused, the group has rebalanced (records are read again): %s", exc)
+            return
+        except KafkaError as exc:
+            self.metrics.kafka_commit_failures.inc()
+            broker.trouble("commit", exc)
+            return
+        self.metrics.kafka_commits.inc()
+        self.committed(offsets)
+        broker.fine("commit")
+
+    def commit_async(self, consumer: Any) -> None:
+        """Queue a commit of ``to_commit`` (in a rebalance callback, on the consumer's IO thread,
+        where a blocking commit is refused). Should it fail, the records are read again by the
+        partitions' next owner (at-least-once holds)."""
+        offsets = self.to_commit()
+        if offsets:
+            commits = {tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()}
+            consumer.commit_async(commits, callback=self._committed_async)
+
+    def _committed_async(self, _offsets: Any, response: Any) -> None:
+        if isinstance(response, BaseException):
+            self.metrics.kafka_commit_failures.inc()
+            logger.warning("commit before the rebalance failed (records are read again): %s", response)
+        else:
+            self.metrics.kafka_commits.inc()
+
     def committed(self, offsets: dict[TopicPartition, int]) -> None:
         for tp, offset in offsets.items():
             self._uncommitted[tp] = max(0, self._uncommitted.get(tp, 0) - self._processed.pop(tp, 0))
@@ -80,9 +121,9 @@ class OffsetBook:
                 continue
             if tp not in self._committed:
                 try:
-                    self._committed[tp] = consumer.committed(tp, timeout_ms=2000)
-                except KafkaError as exc:
+                    self._committed[tp] = consumer.committed(tp, timeout_ms=COMMITTED_TIMEOUT_MS)
+                except KafkaError as exc:  # the broker is slow: the poll loop must not wait on it
                     logger.debug("committed offset of %s unknown: %s", tp, exc)
-                    continue
+                    return
             committed = self._committed[tp] or 0
             self.metrics.kafka_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - committed))

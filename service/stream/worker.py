@@ -5,7 +5,16 @@ letter for it, and for every record before it in its partition, has been acknowl
 broker (``acks=all``, idempotent producer). Records are emitted strictly in the order they were
 read, so per-partition (and per-key) order holds in the output. Memory is bounded: past
 ``max_in_flight_records`` read-but-uncommitted records the assigned partitions are paused.
-The produce side (encoding, sending, flushing with re-sends) lives in ``delivery``.
+Tagging outcomes and retries live in ``tagging``; the produce side (encoding, sending, flushing
+with re-sends) in ``delivery``.
+
+Nothing waits without a bound: a flush waits at most ``FLUSH_BUDGET_S`` (the loop goes on
+polling, so the member stays in its group, and tries again at the next commit); the revoke
+callback, which runs on the consumer's IO thread, publishes what is already tagged, flushes and
+commits within a quarter of the session timeout and abandons the rest (its records are read again
+by the partitions' next owner); after ``stop`` everything is bounded by ``grace_seconds``. An
+error that retrying cannot fix, or one that outlasts ``stream_retry_seconds``, ends ``run`` with
+StreamFailed (nothing more is committed).
 """
 
 from __future__ import annotations
@@ -15,23 +24,24 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
 
-from service.core.errors import ModelNotReady
-from service.core.types import TagResult
 from service.metrics import Metrics
 from service.settings import Settings
 from service.stream import clients
 from service.stream.codec import DecodeFailed, Source, decode_event
-from service.stream.delivery import BrokerStatus, Pending, Publisher
+from service.stream.delivery import BrokerStatus, Pending, Publisher, StreamFailed
 from service.stream.offsets import OffsetBook
+from service.stream.tagging import Submit, Tagging
 
 logger = logging.getLogger(__name__)
+
+FLUSH_BUDGET_S = 1.0
+COMMIT_TIMEOUT_S = 5.0
+REVOKE_BUDGET_S = 5.0
 
 
 class StreamWorker:
@@ -40,22 +50,25 @@ class StreamWorker:
     def __init__(
         self,
         settings: Settings,
-        submit: Callable[[list[Any]], list[Future[TagResult]]],
+        submit: Submit,
         metrics: Metrics,
         model_version: Callable[[], str],
         commit_interval_s: float = 1.0,
     ) -> None:
         self.settings = settings
-        self._submit = submit
         self.metrics = metrics
         self._model_version = model_version
         self.commit_interval_s = commit_interval_s
         self.passthrough = tuple(f.strip() for f in settings.passthrough_fields.split(",") if f.strip())
         self._stopping = threading.Event()
         self._stop_deadline = float("inf")
+        self._failure: StreamFailed | None = None
         self._chunks: deque[list[Pending]] = deque()
         self._book = OffsetBook(metrics)
-        self._broker = BrokerStatus(metrics)
+        self._broker = BrokerStatus(metrics, settings.stream_retry_seconds)
+        self._tagging = Tagging(submit, self._stopping, settings.stream_retry_seconds)
+        # the revoke callback blocks the consumer's IO thread (heartbeats): well under the session
+        self._revoke_budget = min(REVOKE_BUDGET_S, settings.session_timeout_ms / 4000)
         self._consumer: KafkaConsumer | None = None
         self._publisher: Publisher | None = None
         self._last_commit = time.monotonic()
@@ -80,6 +93,8 @@ class StreamWorker:
             return False, "stream worker: no partitions assigned"
         if not self._broker.ok:
             return False, "stream worker: broker unreachable"
+        if not self._tagging.ok:
+            return False, "stream worker: tagging fails, retrying"
         return True, f"stream worker: {len(self._book.assigned)} partitions assigned"
 
     def stop(self) -> None:
@@ -92,11 +107,17 @@ class StreamWorker:
         return self._done.wait(timeout)
 
     def run(self) -> None:
+        """Until ``stop``; raises StreamFailed (after closing the clients) if it cannot go on."""
         try:
             self._start()
             while not self._stopping.is_set():
                 self._step()
+            if self._failure is not None:
+                raise self._failure
             self._finish()
+        except StreamFailed as exc:
+            self._failure = exc  # the clients close quickly: the broker is what failed
+            raise
         finally:
             self._close()
             self._done.set()
@@ -116,7 +137,6 @@ class StreamWorker:
             raise
         self._consumer = clients.build_consumer(s)
         self._consumer.subscribe([s.input_topic], listener=_Listener(self))
-        self._broker.ok = True
         logger.info("stream worker consuming %s as group %s", s.input_topic, s.group_id)
 
     def _step(self) -> None:
@@ -127,13 +147,18 @@ class StreamWorker:
                 timeout_ms=0 if busy else 100, max_records=self.settings.poll_max_records
             )
         except KafkaError as exc:
-            self._broker.trouble("poll", exc)
+            if self._failure is not None:  # raised in the rebalance callback
+                raise self._failure from exc
+            self._stopping.wait(self._broker.trouble("poll", exc))
             return
+        self._broker.fine("poll")
+        if self._failure is not None:
+            raise self._failure
         if polled:
             self._accept(polled)
         self._emit(wait=0.0 if polled else 0.05)
         if self._due_for_commit():
-            self._commit()
+            self._commit(time.monotonic() + FLUSH_BUDGET_S)
         self._book.update_lag(self._consumer)
 
     def _accept(self, polled: dict[TopicPartition, list[Any]]) -> None:
@@ -148,34 +173,25 @@ class StreamWorker:
                 except DecodeFailed as exc:
                     chunk.append(Pending(rec, source, None, failure=(exc.reason, exc)))
             self._book.read(tp, len(records))
-        wanted = [p for p in chunk if p.event is not None]
-        try:  # blocks while the batcher queue is full: that is the backpressure
-            futures = self._submit([p.event.article for p in wanted if p.event is not None])
-        except ModelNotReady:
-            logger.warning("the tagger is shutting down; %d records left uncommitted", len(chunk))
-            self._stopping.set()
-            return
-        for pending, future in zip(wanted, futures, strict=True):
-            pending.future = future
         self._chunks.append(chunk)
+        for pending in chunk:  # blocks while the batcher queue is full: that is the backpressure
+            if pending.event is not None and not self._tagging.start(pending):
+                return  # stopping: the rest of the chunk is not committed
 
-    def _emit(self, wait: float) -> None:
-        """Produce the results of finished chunks, oldest first (never out of order)."""
+    def _emit(self, wait: float, may_block: bool = True) -> bool:
+        """Publish the settled chunks, oldest first (never out of order). False when the oldest
+        waits for a retry rather than for the model."""
         while self._chunks:
             chunk = self._chunks[0]
             for pending in chunk:
-                if pending.future is not None and not pending.future.done():
-                    if wait <= 0:
-                        return
-                    try:
-                        pending.future.exception(timeout=wait)
-                    except TimeoutError:
-                        return
+                if not self._tagging.settle(pending, wait, may_block):
+                    return pending.future is not None
             self._chunks.popleft()
             for pending in chunk:
                 self.publisher.publish(pending)
                 rec = pending.record
                 self._book.processed(TopicPartition(rec.topic, rec.partition), rec.offset)
+        return True
 
     # --- flush and commit ---------------------------------------------------------------------
     def _due_for_commit(self) -> bool:
@@ -185,39 +201,18 @@ class StreamWorker:
             return True
         return time.monotonic() - self._last_commit >= self.commit_interval_s
 
-    def _commit(self, in_rebalance: bool = False) -> None:
+    def _commit(self, until: float) -> None:
+        """Flush (until the monotonic time ``until``), then commit what is acknowledged."""
         self._last_commit = time.monotonic()
-        if not self.publisher.flush(self._grace_left):
-            return
-        offsets = self._book.to_commit()
-        if not offsets:
-            return
-        commits = {tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()}
-        if in_rebalance:
-            # kafka-python 3 runs rebalance callbacks on the consumer's IO thread, where a blocking
-            # commit is refused; this one is queued before the re-join. Should it fail, the records
-            # are read again by the partitions' next owner (at-least-once holds).
-            self.consumer.commit_async(commits, callback=self._rebalance_committed)
-            return
-        try:
-            self.consumer.commit(commits, timeout_ms=10_000)
-        except KafkaError as exc:
-            self.metrics.kafka_commit_failures.inc()
-            self._broker.trouble("commit", exc)
-            return
-        self.metrics.kafka_commits.inc()
-        self._book.committed(offsets)
-        self._broker.ok = True
-
-    def _rebalance_committed(self, _offsets: Any, response: Any) -> None:
-        if isinstance(response, BaseException):
-            self.metrics.kafka_commit_failures.inc()
-            self._broker.trouble("commit", response)
-        else:
-            self.metrics.kafka_commits.inc()
+        if self.publisher.flush(until):
+            timeout = max(0.1, min(COMMIT_TIMEOUT_S, self._grace_left()))
+            self._book.commit(self.consumer, self._broker, timeout)
 
     def _grace_left(self) -> float:
         return self._stop_deadline - time.monotonic() if self._stopping.is_set() else float("inf")
+
+    def _close_budget(self) -> float:
+        return 1.0 if self._failure is not None else max(0.5, min(5.0, self._grace_left()))
 
     def _apply_backpressure(self) -> None:
         limit = self.settings.max_in_flight_records
@@ -232,22 +227,55 @@ class StreamWorker:
         self.metrics.kafka_paused.set(len(self.consumer.paused()))
 
     # --- rebalance and shutdown ---------------------------------------------------------------
-    def _drain(self, in_rebalance: bool = False) -> None:
-        """Finish everything read so far and commit it (on revocation and on stop)."""
-        while self._chunks and self._grace_left() > 0:
-            self._emit(wait=min(1.0, max(0.01, self._grace_left())))
-        self._commit(in_rebalance)
-
     def on_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        """On the consumer's IO thread, bounded by the revoke budget: publish what is tagged
+        already, flush, commit what is acknowledged; abandon the rest."""
         revoked = set(revoked)
         self.metrics.kafka_rebalances.labels("revoked").inc()
-        if self._consumer is not None and revoked and not self._closing:
-            self._drain(in_rebalance=True)
+        if self._consumer is not None and revoked and not self._closing and self._failure is None:
+            started = time.monotonic()
+            try:
+                self._emit(wait=0.0, may_block=False)
+                if self.publisher.flush(started + self._revoke_budget):
+                    self._book.commit_async(self.consumer)
+            except StreamFailed as exc:  # raised by the poll loop, not here on the IO thread
+                self._failure = exc
+                self._stopping.set()
+            logger.info("revoke handled in %.2fs", time.monotonic() - started)
+        self._abandon(revoked)
+        logger.info("partitions revoked: %s", _names(revoked))
+
+    def on_lost(self, lost: Iterable[TopicPartition]) -> None:
+        """Membership lost (session expired): nothing can be committed; abandon everything."""
+        lost = set(lost)
+        self.metrics.kafka_rebalances.labels("revoked").inc()
+        self._abandon(lost)
+        logger.warning("partitions lost (the member was expelled): %s", _names(lost))
+
+    def _abandon(self, revoked: set[TopicPartition]) -> None:
+        """Drop the records not yet published, and the unacknowledged sends of ``revoked``
+        partitions. Each partition that had some is rewound to the first of them: kafka-python
+        keeps the fetch position of a partition that is assigned again, so without the rewind
+        they would be skipped."""
+        rewind: dict[TopicPartition, int] = {}
+        dropped: dict[TopicPartition, int] = {}
+        for chunk in self._chunks:
+            for pending in chunk:
+                tp = TopicPartition(pending.record.topic, pending.record.partition)
+                rewind.setdefault(tp, pending.record.offset)
+                dropped[tp] = dropped.get(tp, 0) + 1
+                if pending.future is not None:
+                    pending.future.cancel()  # the batcher skips it if still queued
         self._chunks.clear()
         if self._publisher is not None:
-            self._publisher.forget()
+            for tp, offset in self._publisher.forget(revoked).items():
+                rewind[tp] = min(offset, rewind.get(tp, offset))
+        for tp, offset in rewind.items():
+            if self._consumer is not None and tp in self._consumer.assignment():
+                self._consumer.seek(tp, offset)
+            if tp not in revoked:
+                self._book.read(tp, -dropped.get(tp, 0))
         self._book.revoke(revoked)
-        logger.info("partitions revoked: %s", _names(revoked))
 
     def on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         self.metrics.kafka_rebalances.labels("assigned").inc()
@@ -255,19 +283,23 @@ class StreamWorker:
         logger.info("partitions assigned: %s", _names(self._book.assigned))
 
     def _finish(self) -> None:
+        """After ``stop``: finish and publish what was read, flush, commit, within the grace."""
         logger.info("stream worker stopping: finishing %d chunks", len(self._chunks))
-        self._drain()
+        while self._chunks and self._grace_left() > 0:
+            if not self._emit(wait=min(0.5, max(0.01, self._grace_left()))):
+                break  # the oldest record waits for a retry: it is left uncommitted
+        self._commit(self._stop_deadline)
 
     def _close(self) -> None:
         self._closing = True
         if self._consumer is not None:
             try:
-                self.consumer.close(autocommit=False)
+                self.consumer.close(autocommit=False, timeout_ms=int(self._close_budget() * 1000))
             except Exception:
                 logger.exception("closing the consumer failed")
         if self._publisher is not None:
             try:
-                self._publisher.close(timeout=max(0.5, min(5.0, self._grace_left())))
+                self._publisher.close(timeout=self._close_budget())
             except Exception:
                 logger.exception("closing the producer failed")
         self._book.assign(set())
@@ -281,6 +313,9 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def on_partitions_revoked(self, revoked: Any) -> None:
         self.worker.on_revoked(revoked)
+
+    def on_partitions_lost(self, lost: Any) -> None:
+        self.worker.on_lost(lost)
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         self.worker.on_assigned(assigned)

@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from service.core.tagger import Tagger
 from service.core.types import DEFAULT_OPTIONS, Article, TagResult
-from service.grpc_api.gen.newstagger.v1 import tagger_pb2 as pb
+from service.gen.newstagger.v1 import tagger_pb2 as pb
 from service.model.registry import ModelRegistry
 from tests.helpers import wait_for
 from tests.integration.test_grpc_support import serve_in_process

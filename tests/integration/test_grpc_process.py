@@ -18,8 +18,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.grpc_api.gen.newstagger.v1 import tagger_pb2 as pb
-from service.grpc_api.gen.newstagger.v1 import tagger_pb2_grpc as pb_grpc
+from service.gen.newstagger.v1 import tagger_pb2 as pb
+from service.gen.newstagger.v1 import tagger_pb2_grpc as pb_grpc
 from service.model.registry import ModelRegistry
 from tests.helpers import REPO, free_port, stop_process, wait_for
 

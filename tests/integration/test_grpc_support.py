@@ -12,7 +12,7 @@ import grpc
 from prometheus_client import CollectorRegistry
 
 from service.core.tagger import Tagger
-from service.grpc_api.gen.newstagger.v1 import tagger_pb2_grpc as pb_grpc
+from service.gen.newstagger.v1 import tagger_pb2_grpc as pb_grpc
 from service.grpc_api.server import TaggerServer, build_server
 from service.runtime import Runtime, build_runtime
 from service.settings import Settings

@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from service.grpc_api.gen.newstagger.v1 import tagger_pb2 as pb
-from service.grpc_api.gen.newstagger.v1 import tagger_pb2_grpc as pb_grpc
+from service.gen.newstagger.v1 import tagger_pb2 as pb
+from service.gen.newstagger.v1 import tagger_pb2_grpc as pb_grpc
 from service.model.registry import ModelRegistry
 from tests.integration.test_grpc_support import serve_in_process
 

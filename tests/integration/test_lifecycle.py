@@ -28,8 +28,8 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 
 from service.cli import main
-from service.grpc_api.gen.newstagger.v1 import tagger_pb2 as pb
-from service.grpc_api.gen.newstagger.v1 import tagger_pb2_grpc as pb_grpc
+from service.gen.newstagger.v1 import tagger_pb2 as pb
+from service.gen.newstagger.v1 import tagger_pb2_grpc as pb_grpc
 from service.model.artifact import MODEL_FILE
 from service.model.registry import ModelRegistry
 from tests.helpers import REPO, STARTER, free_port, stop_process, wait_for

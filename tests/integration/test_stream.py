@@ -225,7 +225,7 @@ def test_slow_model_pauses_partitions_and_loses_nothing(kafka_bootstrap: str, mo
 
 @pytest.mark.parametrize("content_type", [b"application/x-protobuf"])
 def test_protobuf_articles_are_tagged(kafka_bootstrap: str, model_dir: Path, content_type: bytes) -> None:
-    pb = pytest.importorskip("service.grpc_api.gen.newstagger.v1.tagger_pb2")
+    pb = pytest.importorskip("service.gen.newstagger.v1.tagger_pb2")
     settings = stream_settings(kafka_bootstrap, model_dir)
     message = pb.Article(id="pb-1", title="Border", text="Troops were deployed near the border.", url="u")
     produce(

@@ -18,7 +18,7 @@ Errors (gRPC status codes):
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from service.grpc_api.gen.newstagger.v1 import tagger_pb2 as _tagger_pb2
+from service.gen.newstagger.v1 import tagger_pb2 as _tagger_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys

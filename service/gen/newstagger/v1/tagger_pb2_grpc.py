@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from service.grpc_api.gen.newstagger.v1 import tagger_pb2 as service_dot_grpc__api_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2
+from service.gen.newstagger.v1 import tagger_pb2 as service_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in service/grpc_api/gen/newstagger/v1/tagger_pb2_grpc.py depends on'
+        + ' but the generated code in service/gen/newstagger/v1/tagger_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -37,23 +37,23 @@ class TaggerServiceStub:
         """
         self.Tag = channel.unary_unary(
                 '/newstagger.v1.TaggerService/Tag',
-                request_serializer=service_dot_grpc__api_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.TagRequest.SerializeToString,
-                response_deserializer=service_dot_grpc__api_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.TagResponse.FromString,
+                request_serializer=service_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.TagRequest.SerializeToString,
+                response_deserializer=service_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.TagResponse.FromString,
                 _registered_method=True)
         self.TagBatch = channel.unary_unary(
                 '/newstagger.v1.TaggerService/TagBatch',
-                request_serializer=service_dot_grpc__api_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.TagBatchRequest.SerializeToString,
-                response_deserializer=service_dot_grpc__api_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.TagBatchResponse.FromString,
+                request_serializer=service_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.TagBatchRequest.SerializeToString,
+                response_deserializer=service_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.TagBatchResponse.FromString,
                 _registered_method=True)
         self.TagStream = channel.stream_stream(
                 '/newstagger.v1.TaggerService/TagStream',
-                request_serializer=service_dot_grpc__api_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.TagStreamRequest.SerializeToString,
-                response_deserializer=service_dot_grpc__api_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.TagStreamResponse.FromString,
+                request_serializer=service_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.TagStreamRequest.SerializeToString,
+                response_deserializer=service_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.TagStreamResponse.FromString,
                 _registered_method=True)
         self.GetModel = channel.unary_unary(
                 '/newstagger.v1.TaggerService/GetModel',
-                request_serializer=service_dot_grpc__api_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.GetModelRequest.SerializeToString,
-                response_deserializer=service_dot_grpc__api_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.GetModelResponse.FromString,
+                request_serializer=service_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.GetModelRequest.SerializeToString,
+                response_deserializer=service_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.GetModelResponse.FromString,
                 _registered_method=True)
 
 
@@ -98,23 +98,23 @@ def add_TaggerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Tag': grpc.unary_unary_rpc_method_handler(
                     servicer.Tag,
-                    request_deserializer=service_dot_grpc__api_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.TagRequest.FromString,
-                    response_serializer=service_dot_grpc__api_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.TagResponse.SerializeToString,
+                    request_deserializer=service_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.TagRequest.FromString,
+                    response_serializer=service_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.TagResponse.SerializeToString,
             ),
             'TagBatch': grpc.unary_unary_rpc_method_handler(
                     servicer.TagBatch,
-                    request_deserializer=service_dot_grpc__api_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.TagBatchRequest.FromString,
-                    response_serializer=service_dot_grpc__api_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.TagBatchResponse.SerializeToString,
+                    request_deserializer=service_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.TagBatchRequest.FromString,
+                    response_serializer=service_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.TagBatchResponse.SerializeToString,
             ),
             'TagStream': grpc.stream_stream_rpc_method_handler(
                     servicer.TagStream,
-                    request_deserializer=service_dot_grpc__api_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.TagStreamRequest.FromString,
-                    response_serializer=service_dot_grpc__api_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.TagStreamResponse.SerializeToString,
+                    request_deserializer=service_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.TagStreamRequest.FromString,
+                    response_serializer=service_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.TagStreamResponse.SerializeToString,
             ),
             'GetModel': grpc.unary_unary_rpc_method_handler(
                     servicer.GetModel,
-                    request_deserializer=service_dot_grpc__api_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.GetModelRequest.FromString,
-                    response_serializer=service_dot_grpc__api_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.GetModelResponse.SerializeToString,
+                    request_deserializer=service_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.GetModelRequest.FromString,
+                    response_serializer=service_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.GetModelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -143,8 +143,8 @@ class TaggerService:
             request,
             target,
             '/newstagger.v1.TaggerService/Tag',
-            service_dot_grpc__api_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.TagRequest.SerializeToString,
-            service_dot_grpc__api_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.TagResponse.FromString,
+            service_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.TagRequest.SerializeToString,
+            service_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.TagResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -170,8 +170,8 @@ class TaggerService:
             request,
             target,
             '/newstagger.v1.TaggerService/TagBatch',
-            service_dot_grpc__api_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.TagBatchRequest.SerializeToString,
-            service_dot_grpc__api_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.TagBatchResponse.FromString,
+            service_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.TagBatchRequest.SerializeToString,
+            service_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.TagBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -197,8 +197,8 @@ class TaggerService:
             request_iterator,
             target,
             '/newstagger.v1.TaggerService/TagStream',
-            service_dot_grpc__api_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.TagStreamRequest.SerializeToString,
-            service_dot_grpc__api_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.TagStreamResponse.FromString,
+            service_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.TagStreamRequest.SerializeToString,
+            service_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.TagStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -224,8 +224,8 @@ class TaggerService:
             request,
             target,
             '/newstagger.v1.TaggerService/GetModel',
-            service_dot_grpc__api_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.GetModelRequest.SerializeToString,
-            service_dot_grpc__api_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.GetModelResponse.FromString,
+            service_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.GetModelRequest.SerializeToString,
+            service_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.GetModelResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -250,8 +250,8 @@ class AdminServiceStub:
         """
         self.ReloadModel = channel.unary_unary(
                 '/newstagger.v1.AdminService/ReloadModel',
-                request_serializer=service_dot_grpc__api_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.ReloadModelRequest.SerializeToString,
-                response_deserializer=service_dot_grpc__api_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.ReloadModelResponse.FromString,
+                request_serializer=service_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.ReloadModelRequest.SerializeToString,
+                response_deserializer=service_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.ReloadModelResponse.FromString,
                 _registered_method=True)
 
 
@@ -273,8 +273,8 @@ def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'ReloadModel': grpc.unary_unary_rpc_method_handler(
                     servicer.ReloadModel,
-                    request_deserializer=service_dot_grpc__api_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.ReloadModelRequest.FromString,
-                    response_serializer=service_dot_grpc__api_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.ReloadModelResponse.SerializeToString,
+                    request_deserializer=service_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.ReloadModelRequest.FromString,
+                    response_serializer=service_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.ReloadModelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -304,8 +304,8 @@ class AdminService:
             request,
             target,
             '/newstagger.v1.AdminService/ReloadModel',
-            service_dot_grpc__api_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.ReloadModelRequest.SerializeToString,
-            service_dot_grpc__api_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.ReloadModelResponse.FromString,
+            service_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.ReloadModelRequest.SerializeToString,
+            service_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2.ReloadModelResponse.FromString,
             options,
             channel_credentials,
             insecure,

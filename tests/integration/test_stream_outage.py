@@ -1,0 +1,172 @@
+"""``newstagger stream`` / ``serve --with-stream`` processes when things go wrong: a broker outage
+past the retry limit ends the worker with status 1 (and a restart loses nothing), SIGTERM stops it
+within the grace period even while the broker is stalled, and ``serve --with-stream`` started on
+an empty registry tags everything once a model is promoted. Uses its own tansu brokers where the
+test stops one."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from service.model.registry import ModelRegistry
+from tests.helpers import free_port, stop_process, tansu_broker, wait_for
+from tests.integration.test_stream_stall import broker_pid
+from tests.integration.test_stream_support import (
+    Reader,
+    committed_total,
+    output_ids,
+    produce_articles,
+    start_stream_process,
+    stream_settings,
+)
+
+
+@contextmanager
+def broker_stopped(pid: int) -> Iterator[None]:
+    """SIGSTOP our own broker child; SIGCONT on the way out, whatever happens."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int | None, float]:
+    started = time.monotonic()
+    try:
+        return proc.wait(timeout), time.monotonic() - started
+    except subprocess.TimeoutExpired:
+        return None, time.monotonic() - started
+
+
+def test_an_outage_past_the_retry_limit_exits_non_zero_and_a_restart_loses_nothing(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    count = 2500
+    log = tmp_path / "worker.log"
+    with tansu_broker() as bootstrap:
+        settings = stream_settings(bootstrap, model_dir)
+        produce_articles(bootstrap, settings.input_topic, range(count))
+        reader = Reader(bootstrap, settings.output_topic)
+        first = start_stream_process(settings, log, NEWSTAGGER_STREAM_RETRY_SECONDS="3")
+        second = None
+        try:
+            reader.read_count(100, timeout=60)
+            with broker_stopped(broker_pid(bootstrap)):  # longer than the session timeout (2 s)
+                code, took = wait_exit(first, 40)
+            said = [line for line in log.read_text().splitlines() if line.startswith("newstagger stream: ")]
+            assert code == 2 and len(said) == 1, log.read_text()[-3000:]
+            assert "has failed for" in said[0] and "--stream-retry-seconds" in said[0], said
+            second = start_stream_process(settings, log)
+            reader.read_until(lambda r: len(set(output_ids(r))) == count, timeout=120)
+            wait_for(lambda: committed_total(bootstrap, settings.group_id, settings.input_topic) == count, 30)
+            assert stop_process(second, signal.SIGTERM) == 0, log.read_text()[-3000:]
+        finally:
+            stop_process(first, signal.SIGKILL)
+            if second is not None:
+                stop_process(second, signal.SIGKILL)
+            reader.close()
+    assert set(output_ids(reader.records)) == {f"a-{i}" for i in range(count)}
+    assert took < 3 + 20, took
+
+
+def test_sigterm_during_a_broker_stall_stops_within_the_grace_period(model_dir: Path, tmp_path: Path) -> None:
+    log = tmp_path / "worker.log"
+    with tansu_broker() as bootstrap:
+        settings = stream_settings(bootstrap, model_dir, grace_seconds=3)
+        produce_articles(bootstrap, settings.input_topic, range(4000))
+        reader = Reader(bootstrap, settings.output_topic)
+        proc = start_stream_process(settings, log)
+        try:
+            reader.read_count(100, timeout=60)
+            with broker_stopped(broker_pid(bootstrap)):
+                time.sleep(1.0)  # sends are in flight and cannot be acknowledged
+                proc.send_signal(signal.SIGTERM)
+                code, took = wait_exit(proc, 30)
+        finally:
+            stop_process(proc, signal.SIGKILL)
+            reader.close()
+    assert code is not None, log.read_text()[-3000:]
+    assert took < settings.grace_seconds + 4, (took, log.read_text()[-3000:])
+
+
+def readyz(port: int) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:  # noqa: S310
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def test_serve_with_stream_on_an_empty_registry_tags_everything_once_a_model_is_promoted(
+    kafka_bootstrap: str, model_dir: Path, tmp_path: Path
+) -> None:
+    registry = ModelRegistry(tmp_path / "registry")
+    settings = stream_settings(kafka_bootstrap, registry.root)
+    metrics_port = free_port()
+    args = [sys.executable, "-m", "service.cli", "serve", "--with-stream", "--model-dir", str(registry.root)]
+    args += ["--port", "0", "--metrics-port", str(metrics_port), "--reload-interval-seconds", "0.3"]
+    args += ["--bootstrap-servers", kafka_bootstrap, "--group-id", settings.group_id, "--log-format", "text"]
+    args += ["--input-topic", settings.input_topic, "--output-topic", settings.output_topic]
+    args += ["--dlq-topic", settings.dlq_topic]
+    args += ["--session-timeout-ms", "2000", "--heartbeat-interval-ms", "500"]
+    produce_articles(kafka_bootstrap, settings.input_topic, range(50))
+    log = tmp_path / "serve.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=sink)
+    reader = Reader(kafka_bootstrap, settings.output_topic, settings.dlq_topic)
+    try:
+        status = wait_for(lambda: readyz(metrics_port)[0], 60, interval=0.2, what="/readyz answers")
+        time.sleep(2.0)  # records are waiting; the worker must not give up on them
+        status, reason = readyz(metrics_port)
+        assert status == 503 and "model" in reason, (status, reason)
+        shutil.copytree(model_dir, registry.new_version_dir("v1"))
+        registry.promote("v1")
+        wait_for(lambda: readyz(metrics_port)[0] == 200, 60, interval=0.2, what="ready with a model")
+        produce_articles(kafka_bootstrap, settings.input_topic, range(50, 100))
+        reader.read_until(lambda r: len(set(output_ids(r))) == 100, timeout=60)
+        assert stop_process(proc, signal.SIGTERM, timeout=30) == 0, log.read_text()[-3000:]
+    finally:
+        stop_process(proc, signal.SIGKILL)
+        reader.close()
+    assert all(r.topic == settings.output_topic for r in reader.records)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("NEWSTAGGER_SOAK_TESTS"), reason="60 s soak: NEWSTAGGER_SOAK_TESTS=1")
+def test_a_60s_broker_outage_within_the_retry_limit_loses_nothing(model_dir: Path, tmp_path: Path) -> None:
+    """The issue's reliability scenario: the broker frozen for 60 s (far past the 2 s session
+    timeout, within the default 120 s retry limit) while records are in flight."""
+    count = 6000
+    log = tmp_path / "worker.log"
+    with tansu_broker() as bootstrap:
+        settings = stream_settings(bootstrap, model_dir)
+        produce_articles(bootstrap, settings.input_topic, range(count))
+        reader = Reader(bootstrap, settings.output_topic)
+        proc = start_stream_process(settings, log)
+        try:
+            reader.read_count(100, timeout=60)
+            with broker_stopped(broker_pid(bootstrap)):
+                time.sleep(60)
+            assert proc.poll() is None, log.read_text()[-3000:]
+            reader.read_until(lambda r: len(set(output_ids(r))) == count, timeout=180)
+            wait_for(lambda: committed_total(bootstrap, settings.group_id, settings.input_topic) == count, 60)
+            assert stop_process(proc, signal.SIGTERM) == 0, log.read_text()[-3000:]
+        finally:
+            stop_process(proc, signal.SIGKILL)
+            reader.close()
+    assert set(output_ids(reader.records)) == {f"a-{i}" for i in range(count)}
