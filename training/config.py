@@ -35,7 +35,7 @@ class FeatureConfig:
     word_max_features: int = 200_000
     word_max_df: float = 1.0  # drop words in more than this share of documents
     stop_words: str = ""  # "" | "english": drop English stop words (before n-grams are formed)
-    title_repeat: int = 2  # count the headline's words this many times (the headline says what matters)
+    title_repeat: int = 1  # count the headline's words this many times
     char_ngram_min: int = 2
     char_ngram_max: int = 5
     char_max_features: int = 200_000
