@@ -27,6 +27,7 @@ GRPC_FLAGS = (
     "tls_key",
     "tls_client_ca",
 )
+HTTP_FLAGS = ("http_port", "http_max_body_bytes")
 METRICS_FLAGS = ("metrics_host", "metrics_port")
 KAFKA_FLAGS = tuple(
     name
@@ -158,10 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = _runtime_parser(
         sub,
         "serve",
-        "Serve the gRPC API (and the metrics endpoint).",
+        "Serve the gRPC API, the HTTP API (with --http-port) and the metrics endpoint.",
         [
             ("model", MODEL_FLAGS),
             ("gRPC server", GRPC_FLAGS),
+            ("HTTP API (REST/JSON, Open Inference Protocol)", HTTP_FLAGS),
             ("batching", BATCH_FLAGS),
             ("metrics", METRICS_FLAGS),
             ("logging", LOG_FLAGS),

@@ -83,6 +83,26 @@ class Metrics:
             "Articles refused because the batcher queue was full.",
             registry=r,
         )
+        # HTTP API
+        self.http_requests = Counter(
+            "newstagger_http_requests",
+            "HTTP API requests finished, by route and status.",
+            ["route", "status"],
+            registry=r,
+        )
+        self.http_latency = Histogram(
+            "newstagger_http_request_duration_seconds",
+            "HTTP API request latency, by route.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.http_in_flight = Gauge(
+            "newstagger_http_in_flight_requests",
+            "HTTP API requests being handled now.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         # batching
         self.queue_depth = Gauge(
             "newstagger_batcher_queue_depth",

@@ -57,6 +57,14 @@ class Settings(BaseSettings):
         None, description="CA bundle (PEM) for client certificates; set = mutual TLS required."
     )
 
+    # --- HTTP API (REST/JSON and the Open Inference Protocol; same host and TLS as gRPC) ---
+    http_port: int = Field(
+        0, ge=0, le=65535, description="Port of the REST/JSON and V2 HTTP API (0 = off); binds --host."
+    )
+    http_max_body_bytes: int = Field(
+        16 << 20, ge=1024, description="Largest HTTP request body accepted (bigger ones get 413)."
+    )
+
     # --- batching (shared by gRPC and Kafka) ---
     max_batch_size: int = Field(64, ge=1, description="Most articles the micro-batcher tags in one call.")
     max_wait_ms: float = Field(

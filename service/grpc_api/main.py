@@ -53,17 +53,21 @@ def serve_process(
     process is serving (the multi-process supervisor aggregates it into /readyz). A sidecar that
     fails stops the process with exit status 1."""
     from service.grpc_api.server import build_server
+    from service.http_api.server import build_http_api
 
     stop = threading.Event()
     install_stop_handlers(stop)
     runtime = build_runtime(settings)
     server, port = build_server(runtime, settings, reuse_port=reuse_port)
+    api = build_http_api(runtime, settings, reuse_port=reuse_port)
     side: Sidecar | None = None
     code = 0
     try:
         if sidecar is not None:
             side = sidecar(runtime, stop.set)
             side.start()
+        if api is not None:  # listening before /readyz can answer
+            logger.info("REST and V2 HTTP API on %s:%d", settings.host, api.start())
         if serve_http:
             http_port = runtime.start_http()
             if http_port is not None:
@@ -79,6 +83,8 @@ def serve_process(
             on_health(False)
         if side is not None:
             side.stop()  # drains beside the server, within the same grace period
+        if api is not None:
+            api.stop(settings.grace_seconds)
         server.drain(settings.grace_seconds)
     finally:
         if side is not None:

@@ -1,0 +1,123 @@
+"""The Starlette application: REST routes, V2 routes, ``/openapi.json``, and the edge that every
+request passes (``Edge``: body limit, metrics by route and status) and every error leaves by
+(``guarded``: domain error -> status + JSON body, anything else -> 500 ``internal error``)."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.http_api.errors import BodyTooLarge, headers_for, status_for
+from service.metrics import Metrics
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+ErrorBody = Callable[[int, str, str], dict[str, Any]]
+
+
+def rest_error(code: int, status: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "status": status, "message": message}}
+
+
+def error_response(exc: BaseException, where: str, body: ErrorBody = rest_error) -> Response:
+    code, status, message = status_for(exc, where)
+    return JSONResponse(body(code, status, message), status_code=code, headers=headers_for(code))
+
+
+def guarded(endpoint: Endpoint, body: ErrorBody = rest_error) -> Endpoint:
+    """``endpoint`` with its exceptions turned into error responses, once, here."""
+
+    @functools.wraps(endpoint)
+    async def call(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except Exception as exc:  # noqa: BLE001 - mapped by the one table
+            return error_response(exc, f"{request.method} {request.url.path}", body)
+
+    return call
+
+
+def guard_routes(routes: list[BaseRoute], body: ErrorBody = rest_error) -> list[BaseRoute]:
+    return [
+        Route(r.path, guarded(r.endpoint, body), methods=sorted(r.methods or ()))
+        if isinstance(r, Route)
+        else r
+        for r in routes
+    ]
+
+
+class Edge:
+    """Pure ASGI middleware: refuses bodies over ``max_body_bytes`` (413) and records
+    ``newstagger_http_requests_total{route,status}`` and the latency histogram per route."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int) -> None:
+        self.app = app
+        self._metrics = metrics
+        self._max = max_body_bytes
+        self._latency: dict[str, Any] = {}
+        self._counts: dict[tuple[str, str], Any] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        self._metrics.http_in_flight.inc()
+        status = 500
+        limit, seen = self._max, 0
+
+        async def counted_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise BodyTooLarge(f"request body over the limit of {limit} bytes")
+            return message
+
+        async def status_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            length = dict(scope["headers"]).get(b"content-length")
+            if length is not None and length.isdigit() and int(length) > limit:
+                response = error_response(BodyTooLarge(f"request body over the limit of {limit} bytes"), "")
+                await response(scope, receive, status_send)
+                return
+            await self.app(scope, counted_receive, status_send)
+        finally:
+            self._metrics.http_in_flight.dec()
+            route = scope.get("route")
+            self._record(getattr(route, "path", "unmatched"), str(status), time.perf_counter() - started)
+
+    def _record(self, route: str, status: str, seconds: float) -> None:
+        latency = self._latency.get(route)
+        if latency is None:
+            latency = self._latency[route] = self._metrics.http_latency.labels(route)
+        latency.observe(seconds)
+        count = self._counts.get((route, status))
+        if count is None:
+            count = self._counts[(route, status)] = self._metrics.http_requests.labels(route, status)
+        count.inc()
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)  # noqa: S101 - registered for HTTPException only
+    names = {404: "NOT_FOUND", 405: "UNIMPLEMENTED"}
+    body = rest_error(exc.status_code, names.get(exc.status_code, "INVALID_ARGUMENT"), str(exc.detail))
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+def build_app(routes: list[BaseRoute], metrics: Metrics, max_body_bytes: int) -> ASGIApp:
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    return Edge(app, metrics, max_body_bytes)

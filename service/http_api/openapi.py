@@ -1,0 +1,113 @@
+"""The OpenAPI 3.1 document of the HTTP API, generated from the pydantic models in ``schemas.py``.
+Served at ``/openapi.json``; the copy checked in at ``docs/openapi.json`` is kept identical by
+``python scripts/gen_openapi.py --check`` (a test runs it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic.json_schema import models_json_schema
+
+import service
+from service.http_api.schemas import DOCUMENTED
+
+REF = "#/components/schemas/{model}"
+ERRORS = {
+    "400": "Bad request: malformed body, empty or over-long text, unknown head, bad option, "
+    "too many articles.",
+    "413": "Request body over `--http-max-body-bytes`.",
+    "429": "Queue full; retry after the `Retry-After` seconds, with backoff.",
+    "503": "No model loaded yet, or the server is draining (`Retry-After`).",
+    "504": "Not tagged before the `X-Request-Timeout` deadline.",
+    "500": "Unexpected; the message is `internal error` and the details are in the server log.",
+}
+TIMEOUT = {
+    "name": "X-Request-Timeout",
+    "in": "header",
+    "required": False,
+    "description": "Seconds the caller will wait; an article still queued after that is never computed "
+    "(504).",
+    "schema": {"type": "number", "exclusiveMinimum": 0},
+}
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": REF.format(model=name)}
+
+
+def _json(name: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(name)}}}
+
+
+def _operation(summary: str, ok: str, request: str | None = None, **extra: Any) -> dict[str, Any]:
+    responses = {"200": _json(ok, "OK")} | {code: _json("Error", text) for code, text in ERRORS.items()}
+    operation: dict[str, Any] = {"summary": summary, "responses": responses, **extra}
+    if request is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _ref(request)}},
+        }
+        operation["parameters"] = [TIMEOUT]
+    return operation
+
+
+def _v2(summary: str, *params: str) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "parameters": [
+            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params
+        ],
+        "tags": ["Open Inference Protocol (V2)"],
+        "externalDocs": {"url": "https://github.com/kserve/open-inference-protocol"},
+        "responses": {"200": {"description": "As the Open Inference Protocol specifies."}},
+    }
+
+
+def build_openapi() -> dict[str, Any]:
+    _, defs = models_json_schema([(m, "validation") for m in DOCUMENTED], ref_template=REF)
+    admin = _operation(
+        "Load the registry's current model now (verified and smoke-tested first).",
+        "ReloadResponse",
+        security=[{"bearer": []}],
+    )
+    admin["responses"] |= {
+        "401": _json("Error", "Missing or wrong bearer token."),
+        "501": _json("Error", "Admin calls are disabled (no `--admin-token`)."),
+    }
+    model_path = "/v2/models/{model_name}"
+    versioned = model_path + "/versions/{model_version}"
+    name, both = ("model_name",), ("model_name", "model_version")
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "newstagger",
+            "version": service.__version__,
+            "description": "Tags news articles with topics and stance. The REST API mirrors the gRPC API "
+            "(`protos/newstagger/v1/tagger.proto`); `/v2/...` is the Open Inference Protocol (KServe V2).",
+        },
+        "paths": {
+            "/v1/tag": {"post": _operation("Tag one article.", "TagResponse", "TagRequest")},
+            "/v1/tag:batch": {
+                "post": _operation(
+                    "Tag many articles; one item per article, in request order; a bad article fails alone.",
+                    "TagBatchResponse",
+                    "TagBatchRequest",
+                )
+            },
+            "/v1/model": {"get": _operation("The model being served.", "ModelInfo")},
+            "/v1/admin/reload": {"post": admin},
+            "/v2": {"get": _v2("Server metadata.")},
+            "/v2/health/live": {"get": _v2("Server live.")},
+            "/v2/health/ready": {"get": _v2("Server ready (a model is loaded).")},
+            model_path: {"get": _v2("Model metadata: inputs and output tensors.", *name)},
+            model_path + "/ready": {"get": _v2("Model ready.", *name)},
+            model_path + "/infer": {"post": _v2("Inference: BYTES `text` in, per-head tensors out.", *name)},
+            versioned: {"get": _v2("Model metadata (this version).", *both)},
+            versioned + "/ready": {"get": _v2("Model ready (this version).", *both)},
+            versioned + "/infer": {"post": _v2("Inference (this version).", *both)},
+        },
+        "components": {
+            "schemas": defs["$defs"],
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

@@ -1,0 +1,122 @@
+"""newstagger as a V2 model: tensors in, tensors out, independent of the transport.
+
+Inputs (BYTES, one element per article, UTF-8): ``text`` (required), ``title`` and ``target``
+(optional, same length as ``text``). Outputs, per head ``H`` with ``L`` labels, each of shape
+``[N, L]`` for ``N`` articles, every row ordered by score, highest first:
+
+- ``H_labels`` (BYTES): the label names;
+- ``H_scores`` (FP32): their scores in [0, 1];
+- ``H_assigned`` (BOOL): whether the label is assigned (over its tuned threshold; for a
+  single-label head exactly the first).
+
+Requesting only some outputs runs only their heads. The model metadata declares all of this.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from service.core.errors import InvalidRequest
+from service.core.types import Article, TagOptions, TagResult
+from service.model.artifact import LoadedModel
+
+PLATFORM = "newstagger_sklearn"
+INPUTS = ("text", "title", "target")
+KINDS = (("labels", "BYTES"), ("scores", "FP32"), ("assigned", "BOOL"))
+
+
+@dataclass(frozen=True, slots=True)
+class Tensor:
+    """One output tensor: ``data`` is a numpy array of the tensor's shape (BYTES as ``object``)."""
+
+    name: str
+    datatype: str
+    data: NDArray[Any]
+
+
+def output_names(loaded: LoadedModel) -> dict[str, tuple[str, str, str]]:
+    """Output name -> (head, kind, datatype), in the model's head order."""
+    return {f"{h.name}_{kind}": (h.name, kind, dtype) for h in loaded.manifest.heads for kind, dtype in KINDS}
+
+
+def model_metadata(loaded: LoadedModel) -> dict[str, Any]:
+    manifest = loaded.manifest
+    sizes = {h.name: len(h.labels) for h in manifest.heads}
+    return {
+        "name": manifest.name,
+        "versions": [manifest.version],
+        "platform": PLATFORM,
+        "inputs": [{"name": name, "datatype": "BYTES", "shape": [-1]} for name in INPUTS],
+        "outputs": [
+            {"name": name, "datatype": dtype, "shape": [-1, sizes[head]]}
+            for name, (head, _kind, dtype) in output_names(loaded).items()
+        ],
+    }
+
+
+def to_articles(inputs: Mapping[str, Sequence[str]], max_articles: int) -> list[Article]:
+    """The articles of one request, from its decoded BYTES inputs."""
+    unknown = sorted(set(inputs) - set(INPUTS))
+    if unknown:
+        raise InvalidRequest(f"unknown input(s) {', '.join(unknown)}; the model takes {', '.join(INPUTS)}")
+    texts = inputs.get("text")
+    if texts is None:
+        raise InvalidRequest("the input tensor 'text' (BYTES, one element per article) is required")
+    if len(texts) > max_articles:
+        raise InvalidRequest(f"{len(texts)} articles in one request; the limit is {max_articles}")
+    extra = {name: inputs[name] for name in ("title", "target") if name in inputs}
+    for name, values in extra.items():
+        if len(values) != len(texts):
+            raise InvalidRequest(f"input '{name}' has {len(values)} elements; 'text' has {len(texts)}")
+    return [
+        Article(
+            id=str(i),
+            text=text,
+            title=extra["title"][i] if "title" in extra else "",
+            target=extra["target"][i] if "target" in extra else "",
+        )
+        for i, text in enumerate(texts)
+    ]
+
+
+def options_for(loaded: LoadedModel, requested: Sequence[str]) -> tuple[TagOptions, list[str]]:
+    """The options that compute ``requested`` outputs (all when empty) and their names in order."""
+    known = output_names(loaded)
+    unknown = [name for name in requested if name not in known]
+    if unknown:
+        raise InvalidRequest(f"unknown output(s) {', '.join(unknown)}; see the model metadata")
+    names = list(requested) or list(known)
+    heads = {known[name][0] for name in names}
+    order = tuple(h.name for h in loaded.manifest.heads if h.name in heads)
+    return TagOptions(heads=order if requested else ()), names
+
+
+def to_outputs(loaded: LoadedModel, names: Sequence[str], results: Sequence[TagResult]) -> list[Tensor]:
+    known = output_names(loaded)
+    columns: dict[str, tuple[list[list[str]], list[list[float]], list[list[bool]]]] = {}
+    for result in results:
+        for verdict in result.heads:
+            labels, scores, assigned = columns.setdefault(verdict.head, ([], [], []))
+            chosen = {s.label for s in verdict.labels}
+            labels.append([s.label for s in verdict.scores])
+            scores.append([s.score for s in verdict.scores])
+            assigned.append([s.label in chosen for s in verdict.scores])
+    tensors = []
+    for name in names:
+        head, kind, dtype = known[name]
+        width = len(loaded.manifest.head(head).labels)
+        labels, scores, assigned = columns.get(head, ([], [], []))
+        if kind == "labels":
+            data: NDArray[Any] = np.array(labels, dtype=object).reshape(len(results), width)
+        elif kind == "scores":
+            # float64 holds the core's rounded scores exactly for JSON; encoders send FP32
+            data = np.array(scores, dtype=np.float64).reshape(len(results), width)
+        else:
+            data = np.array(assigned, dtype=np.bool_).reshape(len(results), width)
+        tensors.append(Tensor(name, dtype, data))
+    return tensors
