@@ -109,9 +109,7 @@ class RestApi:
 
     async def tag(self, request: Request) -> Response:
         body = parse_body(TagRequest, await request.body())
-        result = await self._dispatcher.tag(
-            body.to_article(), to_options(body.options), deadline_of(request)
-        )
+        result = await self._dispatcher.tag(body.to_article(), to_options(body.options), deadline_of(request))
         return JSONResponse({"result": result_to_json(result)})
 
     async def tag_batch(self, request: Request) -> Response:

@@ -1,0 +1,246 @@
+"""The REST/JSON API through real sockets and a real HTTP client (httpx): each route, each
+documented status, the same results as the gRPC API, and the OpenAPI document."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import jsonschema
+import pytest
+from openapi_spec_validator import validate as validate_openapi
+
+from service.grpc_api.gen.newstagger.v1 import tagger_pb2 as pb
+from service.model.registry import ModelRegistry
+from tests.helpers import REPO, wait_for
+from tests.integration.test_grpc_api import BlockingTagger, FailingTagger
+from tests.integration.test_http_support import HttpServed, serve_http
+
+TEXT = "Officials met in the capital on Monday to discuss the ceasefire agreement and next steps."
+TOKEN = "s3cret"  # noqa: S105 - a test token
+OPENAPI = json.loads((REPO / "docs" / "openapi.json").read_text(encoding="utf-8"))
+
+
+def schema(name: str) -> dict[str, Any]:
+    """A component of the checked-in OpenAPI document, resolvable on its own."""
+    return {"$ref": f"#/components/schemas/{name}", "components": OPENAPI["components"]}
+
+
+def article(i: int | str, text: str = TEXT) -> dict[str, str]:
+    return {"id": f"a-{i}", "title": "Talks resume", "text": text}
+
+
+def proto_result_json(result: pb.TagResult) -> dict[str, Any]:
+    """A gRPC TagResult in the REST/Kafka JSON shape, to compare the two APIs."""
+    heads = []
+    for h in result.heads:
+        head: dict[str, Any] = {
+            "head": h.head,
+            "kind": h.kind,
+            "labels": [{"label": s.label, "score": pytest.approx(s.score, rel=1e-6)} for s in h.labels],
+            "scores": [{"label": s.label, "score": pytest.approx(s.score, rel=1e-6)} for s in h.scores],
+        }
+        if h.explanations:
+            head["explanations"] = {e.label: list(e.terms) for e in h.explanations}
+        heads.append(head)
+    return {
+        "id": result.article_id,
+        "heads": heads,
+        "model": {"name": result.model_name, "version": result.model_version},
+    }
+
+
+def assert_error(reply: Any, status: int, grpc_status: str, text: str = "") -> dict[str, Any]:
+    assert reply.status_code == status, reply.text
+    body = reply.json()
+    jsonschema.validate(body, schema("Error"))
+    assert body["error"]["code"] == status and body["error"]["status"] == grpc_status
+    assert text in body["error"]["message"]
+    return dict(body["error"])
+
+
+@pytest.fixture()
+def served(registry: ModelRegistry) -> Iterator[HttpServed]:
+    with serve_http(registry.root, max_text_bytes=2000, max_request_articles=8, admin_token=TOKEN) as s:
+        yield s
+
+
+@pytest.mark.parametrize(
+    "options",
+    [None, {"heads": ["stance"], "top_k": 1, "min_score": 0.0, "explain": True}, {"explain": True}],
+    ids=["defaults", "one-head-top1-explain", "explain"],
+)
+def test_tag_returns_what_grpc_tag_returns(served: HttpServed, options: dict[str, Any] | None) -> None:
+    body: dict[str, Any] = {"article": article(1)}
+    if options is not None:
+        body["options"] = options
+    reply = served.client.post("/v1/tag", json=body)
+    assert reply.status_code == 200, reply.text
+    jsonschema.validate(reply.json(), schema("TagResponse"))
+    grpc_options = pb.TagOptions(**options) if options else None
+    expected = served.grpc.stub.Tag(pb.TagRequest(article=pb.Article(**article(1)), options=grpc_options))
+    assert reply.json()["result"] == proto_result_json(expected.result)
+
+
+def test_tag_batch_answers_every_article_in_order_and_a_bad_one_fails_alone(served: HttpServed) -> None:
+    articles = [article(0), article(1, text="  "), article(2, text="word " * 500), article(3)]
+    reply = served.client.post("/v1/tag:batch", json={"articles": articles, "options": {"top_k": 2}})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    jsonschema.validate(body, schema("TagBatchResponse"))
+    assert [item["id"] for item in body["items"]] == ["a-0", "a-1", "a-2", "a-3"]
+    assert body["model_version"] == "v1"
+    assert body["items"][1]["error"] == {
+        "code": 400,
+        "status": "INVALID_ARGUMENT",
+        "message": "article 'a-1': text is empty",
+    }
+    assert "over the limit of 2000" in body["items"][2]["error"]["message"]
+    for item in (body["items"][0], body["items"][3]):
+        assert all(len(head["scores"]) <= 2 for head in item["result"]["heads"])
+    assert_error(
+        served.client.post("/v1/tag:batch", json={"articles": [article(i) for i in range(9)]}),
+        400,
+        "INVALID_ARGUMENT",
+        "9 articles in one request; the limit is 8",
+    )
+
+
+def test_model_is_what_grpc_get_model_returns(served: HttpServed, loaded_model: Any) -> None:
+    reply = served.client.get("/v1/model")
+    assert reply.status_code == 200
+    body = reply.json()
+    jsonschema.validate(body, schema("ModelInfo"))
+    expected = served.grpc.stub.GetModel(pb.GetModelRequest())
+    assert (body["name"], body["version"]) == (expected.name, expected.version) == ("newstagger", "v1")
+    assert [(h["name"], h["kind"], h["labels"]) for h in body["heads"]] == [
+        (h.name, h.kind, list(h.labels)) for h in expected.heads
+    ]
+    assert body["metrics"] == loaded_model.manifest.metrics
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({}, "text is empty"),
+        ({"article": {"id": "x", "text": "   "}}, "text is empty"),
+        ({"article": article(1, text="word " * 500)}, "over the limit of 2000"),
+        ({"article": article(1), "options": {"heads": ["nope"]}}, "unknown head(s) nope"),
+        ({"article": article(1), "options": {"top_k": -1}}, "top_k must be >= 0"),
+        ({"article": article(1), "options": {"min_score": 2}}, "min_score must be between 0 and 1"),
+        ({"article": {"id": "x", "txt": "typo"}}, "article.txt: Extra inputs are not permitted"),
+        ({"article": {"id": 1, "text": TEXT}}, "article.id: Input should be a valid string"),
+    ],
+    ids=["missing-article", "blank", "too-long", "unknown-head", "top-k", "min-score", "typo", "bad-type"],
+)
+def test_invalid_requests_are_400_with_the_grpc_message(
+    served: HttpServed, body: dict[str, Any], message: str
+) -> None:
+    assert_error(served.client.post("/v1/tag", json=body), 400, "INVALID_ARGUMENT", message)
+
+
+def test_malformed_json_unknown_routes_and_methods(served: HttpServed) -> None:
+    assert_error(served.client.post("/v1/tag", content=b"{not json"), 400, "INVALID_ARGUMENT", "Invalid JSON")
+    assert_error(served.client.get("/v1/nope"), 404, "NOT_FOUND")
+    assert_error(served.client.get("/v1/tag"), 405, "UNIMPLEMENTED")
+
+
+def test_bodies_over_the_limit_are_413(registry: ModelRegistry) -> None:
+    with serve_http(registry.root, http_max_body_bytes=4096) as s:
+        big = {"article": article(1, text="word " * 2000)}
+        assert_error(s.client.post("/v1/tag", json=big), 413, "INVALID_ARGUMENT", "over the limit of 4096")
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+            yield json.dumps(big).encode()
+
+        assert_error(s.client.post("/v1/tag", content=chunks()), 413, "INVALID_ARGUMENT", "4096 bytes")
+        assert s.client.post("/v1/tag", json={"article": article(1)}).status_code == 200
+
+
+def test_no_model_is_503_with_retry_after(tmp_path: Any) -> None:
+    with serve_http(tmp_path / "empty-registry") as s:
+        reply = s.client.post("/v1/tag", json={"article": article(1)})
+        assert_error(reply, 503, "UNAVAILABLE", "no model is loaded")
+        assert reply.headers["retry-after"] == "1"
+        assert_error(s.client.get("/v1/model"), 503, "UNAVAILABLE")
+
+
+def test_full_queue_is_429_with_retry_after_and_a_passed_deadline_is_504(registry: ModelRegistry) -> None:
+    tagger = BlockingTagger()
+    with serve_http(registry.root, tagger=tagger, queue_size=1, max_batch_size=1) as s:
+        replies: dict[str, Any] = {}
+
+        def post(name: str, headers: dict[str, str]) -> None:
+            replies[name] = s.client.post("/v1/tag", json={"article": article(name)}, headers=headers)
+
+        busy = threading.Thread(target=post, args=("busy", {}))
+        busy.start()
+        assert tagger.entered.wait(10)  # the batcher is now stuck on "busy"
+        late = threading.Thread(target=post, args=("late", {"X-Request-Timeout": "0.5"}))
+        late.start()
+        wait_for(lambda: s.grpc.runtime.batcher.depth() == 1, timeout=10, what="queued")
+        full = s.client.post("/v1/tag", json={"article": article("extra")})
+        assert_error(full, 429, "RESOURCE_EXHAUSTED", "queue full")
+        assert full.headers["retry-after"] == "1"
+        late.join(10)
+        assert_error(replies["late"], 504, "DEADLINE_EXCEEDED")
+        tagger.release.set()
+        busy.join(10)
+        assert replies["busy"].status_code == 200
+        assert "a-late" not in tagger.computed  # it expired while queued: never computed
+        assert s.grpc.sample("newstagger_http_requests_total", route="/v1/tag", status="429") == 1
+        assert s.grpc.sample("newstagger_http_requests_total", route="/v1/tag", status="504") == 1
+        assert s.grpc.sample("newstagger_overload_rejections_total") == 1
+        bad = s.client.post("/v1/tag", json={"article": article(1)}, headers={"X-Request-Timeout": "soon"})
+        assert_error(bad, 400, "INVALID_ARGUMENT", "x-request-timeout")
+
+
+def test_unexpected_errors_are_500_with_a_generic_message(
+    registry: ModelRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    with serve_http(registry.root, tagger=FailingTagger()) as s, caplog.at_level(logging.ERROR):
+        reply = s.client.post("/v1/tag", json={"article": article(1)})
+        assert_error(reply, 500, "INTERNAL")
+        assert reply.json()["error"]["message"] == "internal error"
+        assert "secret" not in reply.text
+        item = s.client.post("/v1/tag:batch", json={"articles": [article(1)]}).json()["items"][0]
+        assert item["error"] == {"code": 500, "status": "INTERNAL", "message": "internal error"}
+    assert [r for r in caplog.records if r.exc_info and "boom at /srv/secret" in str(r.exc_info[1])]
+
+
+def test_admin_reload_needs_the_bearer_token(served: HttpServed, registry: ModelRegistry) -> None:
+    assert_error(served.client.post("/v1/admin/reload"), 401, "UNAUTHENTICATED", "bearer token")
+    wrong = served.client.post("/v1/admin/reload", headers={"Authorization": "Bearer nope"})
+    assert_error(wrong, 401, "UNAUTHENTICATED")
+    reply = served.client.post("/v1/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert reply.status_code == 200
+    jsonschema.validate(reply.json(), schema("ReloadResponse"))
+    assert reply.json()["result"] == "unchanged" and reply.json()["version"] == "v1"
+
+
+def test_admin_reload_is_501_without_an_admin_token(registry: ModelRegistry) -> None:
+    with serve_http(registry.root) as s:
+        reply = s.client.post("/v1/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert_error(reply, 501, "UNIMPLEMENTED", "--admin-token")
+
+
+def test_the_served_openapi_document_is_the_checked_in_one_and_valid(served: HttpServed) -> None:
+    reply = served.client.get("/openapi.json")
+    assert reply.status_code == 200
+    assert reply.json() == OPENAPI
+    validate_openapi(OPENAPI)
+    assert {"/v1/tag", "/v1/tag:batch", "/v1/model", "/v2/models/{model_name}/infer"} <= set(OPENAPI["paths"])
+
+
+def test_requests_are_counted_by_route_and_status(served: HttpServed) -> None:
+    served.client.post("/v1/tag", json={"article": article(1)})
+    served.client.post("/v1/tag", json={})
+    served.client.get("/v1/nothing-here")
+    assert served.grpc.sample("newstagger_http_requests_total", route="/v1/tag", status="200") == 1
+    assert served.grpc.sample("newstagger_http_requests_total", route="/v1/tag", status="400") == 1
+    assert served.grpc.sample("newstagger_http_requests_total", route="unmatched", status="404") == 1
+    assert served.grpc.sample("newstagger_http_request_duration_seconds_count", route="/v1/tag") == 2
+    assert served.grpc.sample("newstagger_http_in_flight_requests") == 0
