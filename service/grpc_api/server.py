@@ -18,6 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from service.core.errors import NewstaggerError
+from service.dispatch import Dispatcher
 from service.gen.newstagger.v1 import tagger_pb2 as pb
 from service.gen.newstagger.v1 import tagger_pb2_grpc as pb_grpc
 from service.grpc_api import loop
@@ -25,6 +26,7 @@ from service.grpc_api.interceptors import ServerInterceptor
 from service.grpc_api.servicer import AdminServicer, TaggerServicer
 from service.runtime import Runtime
 from service.settings import ADMIN_SERVICE_NAME, GRPC_SERVICE_NAME, Settings
+from service.v2.grpc_servicer import add_inference_service
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +160,8 @@ async def _build(
     pb_grpc.add_TaggerServiceServicer_to_server(tagger, server)
     token = settings.admin_token.get_secret_value() if settings.admin_token is not None else None
     pb_grpc.add_AdminServiceServicer_to_server(AdminServicer(runtime.reloader, token), server)
+    dispatcher = Dispatcher(runtime.tagger, runtime.batcher, runtime.metrics)
+    v2_name = add_inference_service(server, dispatcher, settings.max_request_articles)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = (
@@ -165,6 +169,7 @@ async def _build(
         pb.DESCRIPTOR.services_by_name["AdminService"].full_name,
         health.SERVICE_NAME,
         reflection.SERVICE_NAME,
+        v2_name,
     )
     reflection.enable_server_reflection(names, server)
     address = f"{settings.host}:{settings.port}"

@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Route
 
 from service.core.errors import InvalidRequest
 from service.core.types import result_to_json
-from service.http_api.dispatch import Dispatcher
+from service.dispatch import Dispatcher
 from service.http_api.errors import Disabled, Unauthenticated, status_for
 from service.http_api.schemas import TagBatchRequest, TagRequest, to_options
 from service.model.artifact import LoadedModel

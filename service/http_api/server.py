@@ -16,8 +16,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service.core.errors import NewstaggerError
+from service.dispatch import Dispatcher
 from service.http_api.app import build_app, guard_routes
-from service.http_api.dispatch import Dispatcher
 from service.http_api.openapi import build_openapi
 from service.http_api.rest import RestApi
 from service.http_api.v2 import V2Api

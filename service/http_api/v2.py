@@ -6,7 +6,6 @@ bytes, then the raw tensors). Errors are ``{"error": message}`` with the REST AP
 from __future__ import annotations
 
 import json
-import struct
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,12 +16,12 @@ from starlette.routing import BaseRoute, Route
 
 import service
 from service.core.errors import InvalidRequest
+from service.dispatch import Dispatcher
 from service.http_api.app import guard_routes
-from service.http_api.dispatch import Dispatcher
 from service.http_api.errors import NotFound
 from service.http_api.rest import deadline_of
 from service.model.artifact import LoadedModel
-from service.v2.tensors import Tensor, model_metadata, options_for, to_articles, to_outputs
+from service.v2.tensors import decode_bytes_tensor, encode_tensor, infer, model_metadata, text_of
 
 HEADER_LENGTH = "inference-header-content-length"
 EXTENSIONS = ["binary_tensor_data"]
@@ -38,43 +37,6 @@ def _flatten(data: Any) -> Iterator[Any]:
             yield from _flatten(item)
     else:
         yield data
-
-
-def decode_bytes_tensor(raw: bytes) -> list[str]:
-    """BYTES elements in the binary extension: each a 4-byte little-endian length, then the bytes."""
-    values, offset = [], 0
-    while offset < len(raw):
-        if offset + 4 > len(raw):
-            raise InvalidRequest("truncated BYTES tensor data")
-        (size,) = struct.unpack_from("<I", raw, offset)
-        offset += 4
-        if offset + size > len(raw):
-            raise InvalidRequest("truncated BYTES tensor data")
-        values.append(_text(raw[offset : offset + size]))
-        offset += size
-    return values
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bytes):
-        try:
-            return value.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidRequest("BYTES elements must be UTF-8 text") from None
-    raise InvalidRequest(f"BYTES elements must be strings, got {type(value).__name__}")
-
-
-def encode_tensor(tensor: Tensor) -> bytes:
-    if tensor.datatype == "BYTES":
-        parts = []
-        for value in tensor.data.flat:
-            encoded = str(value).encode("utf-8")
-            parts += [struct.pack("<I", len(encoded)), encoded]
-        return b"".join(parts)
-    dtype = np.dtype("<f4") if tensor.datatype == "FP32" else np.dtype(np.bool_)
-    return np.ascontiguousarray(tensor.data, dtype=dtype).tobytes()
 
 
 def _split_body(request: Request, body: bytes) -> tuple[dict[str, Any], bytes]:
@@ -109,7 +71,7 @@ def decode_inputs(parsed: dict[str, Any], binary: bytes) -> dict[str, list[str]]
             inputs[name] = decode_bytes_tensor(binary[offset : offset + size])
             offset += size
         else:
-            inputs[name] = [_text(v) for v in _flatten(spec.get("data", []))]
+            inputs[name] = [text_of(v) for v in _flatten(spec.get("data", []))]
         shape = spec.get("shape")
         if (
             isinstance(shape, list)
@@ -185,18 +147,15 @@ class V2Api:
     async def infer(self, request: Request) -> Response:
         loaded = self._model(request)
         parsed, binary = _split_body(request, await request.body())
-        articles = to_articles(decode_inputs(parsed, binary), self._max_articles)
         requested, binary_outputs, binary_all = _requested(parsed)
-        options, names = options_for(loaded, requested)
-        if binary_all:
-            binary_outputs = set(names)
-        outcomes = await self._dispatcher.tag_each(articles, options, deadline_of(request))
-        results = []
-        for outcome in outcomes:
-            if isinstance(outcome, Exception):
-                raise outcome  # a tensor is all or nothing: the first bad article fails the call
-            results.append(outcome)
-        version = results[0].model_version if results else loaded.manifest.version
+        version, tensors = await infer(
+            self._dispatcher,
+            loaded,
+            decode_inputs(parsed, binary),
+            requested,
+            self._max_articles,
+            deadline_of(request),
+        )
         response: dict[str, Any] = {
             "model_name": loaded.manifest.name,
             "model_version": version,
@@ -205,13 +164,13 @@ class V2Api:
         if isinstance(parsed.get("id"), str):
             response["id"] = parsed["id"]
         chunks = []
-        for tensor in to_outputs(loaded, names, results):
+        for tensor in tensors:
             out: dict[str, Any] = {
                 "name": tensor.name,
                 "datatype": tensor.datatype,
                 "shape": list(tensor.data.shape),
             }
-            if tensor.name in binary_outputs:
+            if binary_all or tensor.name in binary_outputs:
                 chunk = encode_tensor(tensor)
                 out["parameters"] = {"binary_data_size": len(chunk)}
                 chunks.append(chunk)

@@ -14,6 +14,7 @@ Requesting only some outputs runs only their heads. The model metadata declares 
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from numpy.typing import NDArray
 
 from service.core.errors import InvalidRequest
 from service.core.types import Article, TagOptions, TagResult
+from service.dispatch import Dispatcher
 from service.model.artifact import LoadedModel
 
 PLATFORM = "newstagger_sklearn"
@@ -120,3 +122,61 @@ def to_outputs(loaded: LoadedModel, names: Sequence[str], results: Sequence[TagR
             data = np.array(assigned, dtype=np.bool_).reshape(len(results), width)
         tensors.append(Tensor(name, dtype, data))
     return tensors
+
+
+def decode_bytes_tensor(raw: bytes) -> list[str]:
+    """BYTES elements in the binary extension: each a 4-byte little-endian length, then the bytes."""
+    values, offset = [], 0
+    while offset < len(raw):
+        if offset + 4 > len(raw):
+            raise InvalidRequest("truncated BYTES tensor data")
+        (size,) = struct.unpack_from("<I", raw, offset)
+        offset += 4
+        if offset + size > len(raw):
+            raise InvalidRequest("truncated BYTES tensor data")
+        values.append(text_of(raw[offset : offset + size]))
+        offset += size
+    return values
+
+
+def text_of(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidRequest("BYTES elements must be UTF-8 text") from None
+    raise InvalidRequest(f"BYTES elements must be strings, got {type(value).__name__}")
+
+
+def encode_tensor(tensor: Tensor) -> bytes:
+    if tensor.datatype == "BYTES":
+        parts = []
+        for value in tensor.data.flat:
+            encoded = str(value).encode("utf-8")
+            parts += [struct.pack("<I", len(encoded)), encoded]
+        return b"".join(parts)
+    dtype = np.dtype("<f4") if tensor.datatype == "FP32" else np.dtype(np.bool_)
+    return np.ascontiguousarray(tensor.data, dtype=dtype).tobytes()
+
+
+async def infer(
+    dispatcher: Dispatcher,
+    loaded: LoadedModel,
+    inputs: Mapping[str, Sequence[str]],
+    requested: Sequence[str],
+    max_articles: int,
+    deadline: float | None,
+) -> tuple[str, list[Tensor]]:
+    """Tag the request's articles through the shared batcher; (model version, output tensors).
+    A tensor is all or nothing: the first article that cannot be tagged fails the call."""
+    articles = to_articles(inputs, max_articles)
+    options, names = options_for(loaded, requested)
+    results = []
+    for outcome in await dispatcher.tag_each(articles, options, deadline):
+        if isinstance(outcome, Exception):
+            raise outcome
+        results.append(outcome)
+    version = results[0].model_version if results else loaded.manifest.version
+    return version, to_outputs(loaded, names, results)

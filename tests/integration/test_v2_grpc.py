@@ -1,0 +1,154 @@
+"""The Open Inference Protocol (V2) over gRPC, through stubs generated from the protocol's
+``.proto`` (``protos/inference/``) on a real server. (``tritonclient.grpc`` pins protobuf < 7,
+which this project's generated code cannot run on; its HTTP client is tested in test_v2_http.)"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+
+from service.grpc_api.gen.inference import open_inference_grpc_pb2 as v2
+from service.grpc_api.gen.inference import open_inference_grpc_pb2_grpc as v2_grpc
+from service.grpc_api.gen.newstagger.v1 import tagger_pb2 as pb
+from service.model.registry import ModelRegistry
+from tests.integration.test_grpc_support import Served, serve_in_process
+
+TEXTS = [
+    "Officials met in the capital on Monday to discuss the ceasefire agreement and next steps.",
+    "North Korean troops were sent to Kursk to fight alongside Russian forces.",
+]
+
+
+@pytest.fixture()
+def served(registry: ModelRegistry) -> Iterator[Served]:
+    with serve_in_process(registry.root, max_text_bytes=2000, max_request_articles=8) as s:
+        yield s
+
+
+@pytest.fixture()
+def stub(served: Served) -> v2_grpc.GRPCInferenceServiceStub:
+    return v2_grpc.GRPCInferenceServiceStub(served.channel)
+
+
+def raw_bytes(values: list[str]) -> bytes:
+    return b"".join(struct.pack("<I", len(v.encode())) + v.encode() for v in values)
+
+
+def split_raw_bytes(raw: bytes) -> list[str]:
+    out, offset = [], 0
+    while offset < len(raw):
+        (size,) = struct.unpack_from("<I", raw, offset)
+        out.append(raw[offset + 4 : offset + 4 + size].decode())
+        offset += 4 + size
+    return out
+
+
+def infer_request(
+    model: str, texts: list[str], raw: bool, outputs: Sequence[str] = ()
+) -> v2.ModelInferRequest:
+    tensor = v2.ModelInferRequest.InferInputTensor(name="text", datatype="BYTES", shape=[len(texts)])
+    request = v2.ModelInferRequest(model_name=model, id="req-1", inputs=[tensor])
+    request.outputs.extend(v2.ModelInferRequest.InferRequestedOutputTensor(name=n) for n in outputs)
+    if raw:
+        request.raw_input_contents.append(raw_bytes(texts))
+    else:
+        request.inputs[0].contents.bytes_contents.extend(t.encode() for t in texts)
+    return request
+
+
+def test_health_and_metadata(stub: v2_grpc.GRPCInferenceServiceStub, loaded_model: Any) -> None:
+    manifest = loaded_model.manifest
+    assert stub.ServerLive(v2.ServerLiveRequest(), timeout=5).live
+    assert stub.ServerReady(v2.ServerReadyRequest(), timeout=5).ready
+    assert stub.ModelReady(v2.ModelReadyRequest(name=manifest.name), timeout=5).ready
+    assert stub.ModelReady(v2.ModelReadyRequest(name=manifest.name, version="v1"), timeout=5).ready
+    assert not stub.ModelReady(v2.ModelReadyRequest(name=manifest.name, version="v9"), timeout=5).ready
+    assert stub.ServerMetadata(v2.ServerMetadataRequest(), timeout=5).name == "newstagger"
+    meta = stub.ModelMetadata(v2.ModelMetadataRequest(name=manifest.name), timeout=5)
+    assert (meta.name, list(meta.versions)) == (manifest.name, ["v1"])
+    assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs][0] == ("text", "BYTES", [-1])
+    topics = len(manifest.head("topics").labels)
+    assert ("topics_scores", "FP32", [-1, topics]) in [
+        (t.name, t.datatype, list(t.shape)) for t in meta.outputs
+    ]
+    with pytest.raises(grpc.RpcError) as info:
+        stub.ModelMetadata(v2.ModelMetadataRequest(name="other"), timeout=5)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND and "no model 'other'" in info.value.details()
+
+
+@pytest.mark.parametrize("raw", [True, False], ids=["raw-contents", "typed-contents"])
+def test_infer_returns_what_tag_returns(
+    stub: v2_grpc.GRPCInferenceServiceStub, served: Served, loaded_model: Any, raw: bool
+) -> None:
+    reply = stub.ModelInfer(infer_request(loaded_model.manifest.name, TEXTS, raw), timeout=10)
+    assert (reply.model_name, reply.model_version, reply.id) == (loaded_model.manifest.name, "v1", "req-1")
+    outputs: dict[str, Any] = {}
+    for i, out in enumerate(reply.outputs):
+        shape = tuple(out.shape)
+        if raw:
+            data = reply.raw_output_contents[i]
+            if out.datatype == "BYTES":
+                outputs[out.name] = np.array(split_raw_bytes(data), dtype=object).reshape(shape)
+            else:
+                outputs[out.name] = np.frombuffer(data, "<f4" if out.datatype == "FP32" else "?").reshape(
+                    shape
+                )
+        else:
+            c = out.contents
+            values: list[Any] = (
+                [b.decode() for b in c.bytes_contents]
+                if out.datatype == "BYTES"
+                else list(c.fp32_contents if out.datatype == "FP32" else c.bool_contents)
+            )
+            outputs[out.name] = np.array(values, dtype=object).reshape(shape)
+    for row, text in enumerate(TEXTS):
+        expected = served.stub.Tag(pb.TagRequest(article=pb.Article(id="x", text=text)), timeout=10).result
+        for head in expected.heads:
+            labels = list(outputs[f"{head.head}_labels"][row])
+            assert labels == [s.label for s in head.scores]
+            scores = [float(x) for x in outputs[f"{head.head}_scores"][row]]
+            assert scores == pytest.approx([s.score for s in head.scores], rel=1e-6)
+            assigned = [bool(x) for x in outputs[f"{head.head}_assigned"][row]]
+            assert [lbl for lbl, a in zip(labels, assigned, strict=True) if a] == [
+                s.label for s in head.labels
+            ]
+
+
+def test_infer_only_the_outputs_asked_for(stub: v2_grpc.GRPCInferenceServiceStub, loaded_model: Any) -> None:
+    reply = stub.ModelInfer(
+        infer_request(loaded_model.manifest.name, TEXTS, False, ["stance_labels"]), timeout=10
+    )
+    assert [o.name for o in reply.outputs] == ["stance_labels"]
+    assert list(reply.outputs[0].shape) == [2, len(loaded_model.manifest.head("stance").labels)]
+
+
+def test_bad_infer_requests_are_invalid_argument(
+    stub: v2_grpc.GRPCInferenceServiceStub, served: Served, loaded_model: Any
+) -> None:
+    name = loaded_model.manifest.name
+    cases = [
+        (infer_request(name, ["  "], raw=True), "text is empty"),
+        (infer_request(name, ["a"] * 9, raw=False), "the limit is 8"),
+        (infer_request(name, ["a b"], raw=False, outputs=["nope"]), "unknown output(s) nope"),
+    ]
+    for request, message in cases:
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ModelInfer(request, timeout=10)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert message in info.value.details()
+    assert served.sample("newstagger_grpc_requests_total", method="ModelInfer", code="INVALID_ARGUMENT") == 3
+
+
+def test_no_model_is_unavailable_and_not_ready(tmp_path: Any) -> None:
+    with serve_in_process(tmp_path / "empty") as s:
+        stub = v2_grpc.GRPCInferenceServiceStub(s.channel)
+        assert stub.ServerLive(v2.ServerLiveRequest(), timeout=5).live
+        assert not stub.ServerReady(v2.ServerReadyRequest(), timeout=5).ready
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ModelInfer(infer_request("newstagger", ["a b"], raw=False), timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
