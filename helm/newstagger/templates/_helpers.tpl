@@ -127,6 +127,9 @@ values to change. Included by configmap.yaml, which every install renders.
 {{- if and $v.grpc.tls.enabled (not $v.grpc.tls.secretName) -}}
 {{- fail "grpc.tls.enabled is true but grpc.tls.secretName is empty: name an existing kubernetes.io/tls Secret holding the server certificate and key." -}}
 {{- end -}}
+{{- if and $v.http.enabled $v.http.probes $v.grpc.tls.mutual -}}
+{{- fail "http.probes cannot be used with grpc.tls.mutual: kubelet probes present no client certificate. Set http.probes=false (the server is then probed on the metrics port)." -}}
+{{- end -}}
 {{- if and $v.grpc.tls.mutual (not $v.grpc.tls.enabled) -}}
 {{- fail "grpc.tls.mutual requires grpc.tls.enabled." -}}
 {{- end -}}
