@@ -46,18 +46,6 @@ def _bind(host: str, port: int, reuse_port: bool) -> socket.socket:
     return sock
 
 
-def _tls(settings: Settings) -> dict[str, object]:
-    if settings.tls_cert is None or settings.tls_key is None:
-        return {}  # the gRPC server refuses half a TLS configuration before we get here
-    options: dict[str, object] = {
-        "ssl_certfile": str(settings.tls_cert),
-        "ssl_keyfile": str(settings.tls_key),
-    }
-    if settings.tls_client_ca is not None:
-        options |= {"ssl_ca_certs": str(settings.tls_client_ca), "ssl_cert_reqs": ssl.CERT_REQUIRED}
-    return options
-
-
 class HttpApiServer:
     def __init__(self, config: uvicorn.Config, sock: socket.socket) -> None:
         self._server = uvicorn.Server(config)
@@ -101,6 +89,8 @@ def build_http_api(runtime: Runtime, settings: Settings, reuse_port: bool = Fals
 
     routes = guard_routes(rest.routes()) + v2.routes() + [Route("/openapi.json", openapi_json)]
     app = build_app(routes, runtime.metrics, settings.http_max_body_bytes)
+    tls = settings.tls_cert is not None and settings.tls_key is not None  # else gRPC already refused
+    client_ca = settings.tls_client_ca if tls else None
     config = uvicorn.Config(
         app,
         log_config=None,
@@ -108,6 +98,9 @@ def build_http_api(runtime: Runtime, settings: Settings, reuse_port: bool = Fals
         lifespan="off",
         server_header=False,
         timeout_graceful_shutdown=max(1, int(settings.grace_seconds)),
-        **_tls(settings),  # type: ignore[arg-type]
+        ssl_certfile=settings.tls_cert if tls else None,
+        ssl_keyfile=settings.tls_key if tls else None,
+        ssl_ca_certs=str(client_ca) if client_ca is not None else None,
+        ssl_cert_reqs=ssl.CERT_REQUIRED if client_ca is not None else ssl.CERT_NONE,
     )
     return HttpApiServer(config, _bind(settings.host, settings.http_port, reuse_port))
