@@ -18,8 +18,8 @@ import numpy as np
 import service
 from service.core.errors import InvalidRequest
 from service.dispatch import Dispatcher
-from service.grpc_api.gen.inference import open_inference_grpc_pb2 as pb
-from service.grpc_api.gen.inference import open_inference_grpc_pb2_grpc as pb_grpc
+from service.gen.inference import open_inference_grpc_pb2 as pb
+from service.gen.inference import open_inference_grpc_pb2_grpc as pb_grpc
 from service.model.artifact import LoadedModel
 from service.v2.tensors import Tensor, decode_bytes_tensor, encode_tensor, infer, model_metadata, text_of
 

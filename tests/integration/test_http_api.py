@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 from openapi_spec_validator import validate as validate_openapi
 
-from service.grpc_api.gen.newstagger.v1 import tagger_pb2 as pb
+from service.gen.newstagger.v1 import tagger_pb2 as pb
 from service.model.registry import ModelRegistry
 from tests.helpers import REPO, wait_for
 from tests.integration.test_grpc_api import BlockingTagger, FailingTagger

@@ -12,9 +12,9 @@ import grpc
 import numpy as np
 import pytest
 
-from service.grpc_api.gen.inference import open_inference_grpc_pb2 as v2
-from service.grpc_api.gen.inference import open_inference_grpc_pb2_grpc as v2_grpc
-from service.grpc_api.gen.newstagger.v1 import tagger_pb2 as pb
+from service.gen.inference import open_inference_grpc_pb2 as v2
+from service.gen.inference import open_inference_grpc_pb2_grpc as v2_grpc
+from service.gen.newstagger.v1 import tagger_pb2 as pb
 from service.model.registry import ModelRegistry
 from tests.integration.test_grpc_support import Served, serve_in_process
 

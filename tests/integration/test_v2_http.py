@@ -11,7 +11,7 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from service.grpc_api.gen.newstagger.v1 import tagger_pb2 as pb
+from service.gen.newstagger.v1 import tagger_pb2 as pb
 from service.model.registry import ModelRegistry
 from tests.integration.test_http_support import HttpServed, serve_http
 

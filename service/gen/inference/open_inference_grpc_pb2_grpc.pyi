@@ -13,7 +13,7 @@ comments are ours). Only the protocol's required API is here: health, metadata, 
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from service.grpc_api.gen.inference import open_inference_grpc_pb2 as _open_inference_grpc_pb2
+from service.gen.inference import open_inference_grpc_pb2 as _open_inference_grpc_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
