@@ -16,7 +16,7 @@ from service.settings import Settings, env_name
 
 # Settings each runtime command exposes as flags.
 MODEL_FLAGS = ("model_dir", "reload_interval_seconds", "admin_token", "max_text_bytes")
-BATCH_FLAGS = ("max_batch_size", "max_wait_ms", "queue_size")
+BATCH_FLAGS = ("max_batch_size", "max_wait_ms", "queue_size", "max_queue_seconds")
 GRPC_FLAGS = (
     "host",
     "port",

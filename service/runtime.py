@@ -49,11 +49,17 @@ class Runtime:
     readiness: list[Callable[[], tuple[bool, str]]] = field(default_factory=list)
     http: HealthServer | None = None
 
+    def serving(self) -> bool:
+        """A model is loaded and the micro-batcher is running (what gRPC health reports)."""
+        return self.tagger.model is not None and self.batcher.alive()
+
     def ready(self) -> tuple[bool, str]:
-        """Ready when a model is loaded and every adapter's own check passes."""
+        """Ready when a model is loaded, the batcher runs and every adapter's own check passes."""
         model = self.tagger.model
         if model is None:
             return False, "model not loaded"
+        if not self.batcher.alive():
+            return False, "micro-batcher not running"
         for check in self.readiness:
             ok, reason = check()
             if not ok:
@@ -98,6 +104,7 @@ def build_runtime(settings: Settings, registry: CollectorRegistry | None = None)
         max_batch_size=settings.max_batch_size,
         max_wait_ms=settings.max_wait_ms,
         queue_size=settings.queue_size,
+        max_queue_seconds=settings.max_queue_seconds,
         on_batch=on_batch,
         on_results=metrics.observe_results,
     )

@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     queue_size: int = Field(
         2048, ge=1, description="Articles allowed to wait in the batcher; beyond that calls are rejected."
     )
+    max_queue_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="Expected seconds of model work allowed to wait in the batcher; beyond that calls are "
+        "rejected (and calls whose deadline the queued work would miss).",
+    )
 
     # --- metrics / HTTP ---
     metrics_host: str = Field(

@@ -1,10 +1,22 @@
 """MicroBatcher: coalesces concurrent tag requests into one vectorized Tagger call.
 
-One worker thread takes whatever is queued (up to ``max_batch_size``) the moment the model is
-idle, so a lone caller waits for nothing, and under load calls that arrive during one predict
-ride together in the next. ``max_wait_ms`` > 0 additionally holds a non-full batch that long.
-The queue is bounded: past ``queue_size`` waiting articles, ``submit`` raises Overloaded.
-Both the gRPC API and the Kafka worker tag through the same batcher.
+One worker thread takes whatever is queued (up to ``max_batch_size`` articles and about
+``MAX_BATCH_SECONDS`` of work) the moment the model is idle, so a lone caller waits for nothing,
+and under load calls that arrive during one predict ride together in the next. ``max_wait_ms`` > 0
+additionally holds a non-full batch that long. Both the gRPC API and the Kafka worker tag through
+the same batcher.
+
+Admission is by expected seconds of work, not only by count: every article's cost is estimated
+from its length and the model time per character measured on recent batches (``CostModel``).
+``submit`` refuses at once (Overloaded) when more than ``max_queue_seconds`` of work is waiting,
+when ``queue_size`` articles are, or when the work ahead means the article would not be tagged
+before its deadline, so under overload callers get a fast "retry later" instead of a late answer,
+and the model computes only what can still be delivered in time.
+
+Every future is completed exactly once: the worker claims it with ``set_running_or_notify_cancel``
+before it decides anything about it (a caller's cancel either wins before that or not at all),
+and any exception in a batch fails that batch's futures instead of the thread. ``alive()`` says
+whether the worker is running; readiness and gRPC health include it.
 
 A ``DeliveryListener`` (``add_listener``) is told before and after the batcher sets the results
 of one batch, so a consumer on another thread can be woken once per batch instead of once per
@@ -15,9 +27,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -25,10 +37,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from service.core.errors import DeadlineExceeded, ModelNotReady, Overloaded
-from service.core.tagger import Tagger
+from service.core.tagger import MAX_MODEL_TEXT_CHARS, Tagger
 from service.core.types import DEFAULT_OPTIONS, Article, TagOptions, TagResult
 
 logger = logging.getLogger(__name__)
+
+MAX_BATCH_SECONDS = 0.5  # a batch stops growing at about this much expected model time
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,13 +62,36 @@ class DeliveryListener(Protocol):
         """It has set them all."""
 
 
-@dataclass(slots=True)
+class CostModel:
+    """Expected model seconds of an article: (characters the model reads + a per-article
+    overhead) times the seconds per character measured on recent batches (moving average)."""
+
+    OVERHEAD_CHARS = 1000
+    SMOOTHING = 0.2
+
+    def __init__(self, seconds_per_char: float = 1e-6) -> None:
+        self.seconds_per_char = seconds_per_char
+
+    @classmethod
+    def size(cls, article: Article) -> int:
+        text = min(len(article.text), MAX_MODEL_TEXT_CHARS)
+        return text + len(article.title) + len(article.target) + cls.OVERHEAD_CHARS
+
+    def observe(self, chars: int, seconds: float) -> None:
+        if chars > 0 and seconds > 0:
+            self.seconds_per_char += self.SMOOTHING * (seconds / chars - self.seconds_per_char)
+
+
+@dataclass(slots=True, eq=False)
 class _Item:
     article: Article
     options: TagOptions
     future: Future[TagResult]
     enqueued: float
     deadline: float | None  # time.monotonic() value
+    chars: int
+    cost: float  # expected seconds, counted in the queue's total while ``queued``
+    queued: bool = True
 
 
 class MicroBatcher:
@@ -64,15 +101,22 @@ class MicroBatcher:
         max_batch_size: int = 64,
         max_wait_ms: float = 0.0,
         queue_size: int = 2048,
+        max_queue_seconds: float = 2.0,
         on_batch: Callable[[BatchStats], None] | None = None,
         on_results: Callable[[Sequence[TagResult]], None] | None = None,
     ) -> None:
         self.tagger = tagger
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000.0
-        self._queue: queue.Queue[_Item | None] = queue.Queue(maxsize=queue_size)
+        self.queue_size = queue_size
+        self.max_queue_seconds = max_queue_seconds
+        self.costs = CostModel()
         self._on_batch = on_batch
         self._on_results = on_results
+        self._cond = threading.Condition()
+        self._items: deque[_Item] = deque()
+        self._queued_seconds = 0.0
+        self._busy_until = 0.0  # expected end (time.monotonic()) of the batch being computed
         self._closed = False
         self._listeners: list[DeliveryListener] = []
         self._thread = threading.Thread(target=self._run, name="micro-batcher", daemon=True)
@@ -82,44 +126,58 @@ class MicroBatcher:
         """Call ``listener.hold()``/``flush()`` around the setting of each batch's results."""
         self._listeners = [*self._listeners, listener]
 
+    def alive(self) -> bool:
+        """True while the worker runs and the batcher accepts work."""
+        return not self._closed and self._thread.is_alive()
+
     def depth(self) -> int:
-        return self._queue.qsize()
+        return len(self._items)
+
+    def expected_wait(self) -> float:
+        """Seconds of model work ahead of an article submitted now (an estimate)."""
+        return self._queued_seconds + max(0.0, self._busy_until - time.monotonic())
 
     def submit(
         self, article: Article, options: TagOptions = DEFAULT_OPTIONS, deadline: float | None = None
     ) -> Future[TagResult]:
-        """Queue one article; the future holds its result or a domain error."""
-        if self._closed:
-            raise ModelNotReady("the service is shutting down")
-        self.tagger.require_model()
-        item = _Item(article, options, Future(), time.monotonic(), deadline)
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
-            raise Overloaded(f"queue full ({self._queue.maxsize} articles waiting); retry later") from None
-        self._after_put()
+        """Validate and queue one article; the future holds its result or a domain error.
+        Raises the domain error instead when the article is refused at the door."""
+        self.tagger.validate(article, options)
+        item = self._item(article, options, deadline)
+        with self._cond:
+            self._admit(item, check_deadline=True)
+            self._push(item)
         return item.future
 
     def submit_many(
         self, articles: Sequence[Article], options: TagOptions = DEFAULT_OPTIONS, block: bool = True
     ) -> list[Future[TagResult]]:
-        """Queue many articles. With ``block`` it waits for room instead of raising Overloaded
-        (the Kafka worker's backpressure: it simply stops polling while it waits)."""
-        if self._closed:
-            raise ModelNotReady("the service is shutting down")
-        self.tagger.require_model()
+        """Queue many articles; an invalid one gets a failed future and fails alone. With
+        ``block`` it waits for room instead of raising Overloaded (the Kafka worker's
+        backpressure: it simply stops polling while it waits)."""
         futures = []
         for article in articles:
-            item = _Item(article, options, Future(), time.monotonic(), None)
-            if block:
-                self._queue.put(item)
-            else:
-                try:
-                    self._queue.put_nowait(item)
-                except queue.Full:
-                    raise Overloaded("queue full") from None
+            try:
+                self.tagger.validate(article, options)
+            except ModelNotReady:
+                raise
+            except Exception as exc:  # noqa: BLE001 - handed to the caller through the future
+                failed: Future[TagResult] = Future()
+                failed.set_exception(exc)
+                futures.append(failed)
+                continue
+            item = self._item(article, options, None)
+            with self._cond:
+                while True:
+                    try:
+                        self._admit(item, check_deadline=False)
+                        break
+                    except Overloaded:
+                        if not block:
+                            raise
+                    self._cond.wait(1.0)
+                self._push(item)
             futures.append(item.future)
-            self._after_put()
         return futures
 
     def tag(
@@ -132,85 +190,122 @@ class MicroBatcher:
             return future.result(timeout)
         except FutureTimeout:
             future.cancel()  # if still queued, the worker skips it
-            raise DeadlineExceeded(f"article {article.id!r} not tagged within {timeout}s") from None
+            raise DeadlineExceeded(f"article not tagged within {timeout}s") from None
 
     def close(self, timeout: float | None = None) -> None:
         """Stop accepting, finish what is queued, stop the thread."""
-        if not self._closed:
+        with self._cond:
             self._closed = True
-            self._queue.put(None)
+            self._cond.notify_all()
         self._thread.join(timeout)
         if not self._thread.is_alive():
-            self._fail_leftovers()
+            self._fail_queued()
 
-    def _after_put(self) -> None:
-        # close() raced with this submit and the worker has gone: nobody else will answer the item
-        if self._closed and not self._thread.is_alive():
-            self._fail_leftovers()
+    # --- admission (called with the lock held) ---
 
-    def _fail_leftovers(self) -> None:
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if item is not None:
-                with contextlib.suppress(InvalidStateError):  # cancelled by its caller
-                    item.future.set_exception(ModelNotReady("the service is shutting down"))
+    def _item(self, article: Article, options: TagOptions, deadline: float | None) -> _Item:
+        self.tagger.require_model()
+        chars = CostModel.size(article)
+        cost = chars * self.costs.seconds_per_char
+        return _Item(article, options, Future(), time.monotonic(), deadline, chars, cost)
 
-    def _take_batch(self, first: _Item) -> tuple[list[_Item], bool]:
-        batch, stop = [first], False
-        limit = time.monotonic() + self.max_wait
-        while len(batch) < self.max_batch_size:
-            try:
-                remaining = limit - time.monotonic()
-                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is None:
-                stop = True
-                break
-            batch.append(item)
-        return batch, stop
+    def _admit(self, item: _Item, check_deadline: bool) -> None:
+        if not self.alive():
+            raise ModelNotReady("the service is shutting down" if self._closed else "the batcher has stopped")
+        if len(self._items) >= self.queue_size:
+            raise Overloaded(f"queue full ({len(self._items)} articles waiting); retry later")
+        wait = self.expected_wait()
+        if wait > self.max_queue_seconds:
+            raise Overloaded(f"queue full (about {wait:.1f}s of work waiting); retry later")
+        if check_deadline and item.deadline is not None:
+            if item.enqueued + item.cost > item.deadline:
+                raise DeadlineExceeded("the deadline is too short to tag this article")
+            if item.enqueued + wait + item.cost > item.deadline:
+                raise Overloaded(
+                    f"the work queued ahead (about {wait:.2f}s) would miss the deadline; retry later"
+                )
+
+    def _push(self, item: _Item) -> None:
+        self._items.append(item)
+        self._queued_seconds += item.cost
+        item.future.add_done_callback(lambda f: self._unqueue(item) if f.cancelled() else None)
+        self._cond.notify_all()
+
+    def _unqueue(self, item: _Item) -> None:
+        """Stop counting ``item``'s cost (taken by the worker, or cancelled while queued)."""
+        with self._cond:
+            if item.queued:
+                item.queued = False
+                self._queued_seconds = max(0.0, self._queued_seconds - item.cost)
+
+    # --- the worker ---
 
     def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch, stop = self._take_batch(first)
-            self._process(batch)
-            if stop:
-                self._drain_rest()
-                return
+        try:
+            while (batch := self._next_batch()) is not None:
+                self._process(batch)
+        except BaseException:  # not expected (a batch's errors are caught): leave a trace
+            logger.exception("micro-batcher stopped")
+            raise
+        finally:
+            self._fail_queued()
 
-    def _drain_rest(self) -> None:
-        rest: list[_Item] = []
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                rest.append(item)
-        for start in range(0, len(rest), self.max_batch_size):
-            self._process(rest[start : start + self.max_batch_size])
+    def _next_batch(self) -> list[_Item] | None:
+        with self._cond:
+            while not self._items and not self._closed:
+                self._cond.wait()
+            if not self._items:
+                return None
+            limit = time.monotonic() + self.max_wait
+            while len(self._items) < self.max_batch_size and not self._closed:
+                remaining = limit - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            batch: list[_Item] = []
+            cost = 0.0
+            while self._items and len(batch) < self.max_batch_size:
+                item = self._items[0]
+                if batch and cost + item.cost > MAX_BATCH_SECONDS:
+                    break
+                self._items.popleft()
+                if item.queued:
+                    item.queued = False
+                    self._queued_seconds = max(0.0, self._queued_seconds - item.cost)
+                    batch.append(item)
+                    cost += item.cost
+            if not self._items:
+                self._queued_seconds = 0.0  # no drift
+            self._busy_until = time.monotonic() + cost
+            self._cond.notify_all()  # room for a blocked submit_many
+            return batch
+
+    def _fail_queued(self) -> None:
+        with self._cond:
+            items, self._items = list(self._items), deque()
+            self._queued_seconds = 0.0
+        for item in items:
+            _fail(item.future, ModelNotReady("the service is shutting down"))
 
     def _process(self, batch: list[_Item]) -> None:
+        try:
+            self._compute(batch)
+        except Exception as exc:  # e.g. a failing listener: this batch fails, the batcher lives on
+            logger.exception("batch failed")
+            for item in batch:
+                _fail(item.future, exc)
+        finally:
+            self._busy_until = 0.0
+
+    def _compute(self, batch: list[_Item]) -> None:
         now = time.monotonic()
         live = []
         for item in batch:
-            if item.future.cancelled():
+            # claimed first: from here on the caller can no longer cancel it, so it is set exactly once
+            if not item.future.set_running_or_notify_cancel():
                 continue
             if item.deadline is not None and now >= item.deadline:
                 item.future.set_exception(DeadlineExceeded("deadline passed before tagging"))
-                continue
-            if not item.future.set_running_or_notify_cancel():
-                continue
-            try:  # a bad article fails alone, before it can fail the batch
-                self.tagger.validate(item.article)
-            except Exception as exc:
-                item.future.set_exception(exc)
                 continue
             live.append(item)
         if not live:
@@ -221,11 +316,12 @@ class MicroBatcher:
         except Exception as exc:
             if len(live) > 1:  # isolate the article that failed; the others still get results
                 for item in live:
-                    self._process_one(item)
+                    self._compute_one(item)
                 return
             live[0].future.set_exception(exc)
             return
         elapsed = time.perf_counter() - started
+        self.costs.observe(sum(i.chars for i in live), elapsed)
         listeners = self._listeners
         for listener in listeners:
             listener.hold()
@@ -237,7 +333,7 @@ class MicroBatcher:
             for listener in listeners:
                 listener.flush()
 
-    def _process_one(self, item: _Item) -> None:
+    def _compute_one(self, item: _Item) -> None:
         started = time.perf_counter()
         try:
             results = self.tagger.tag([item.article], [item.options])
@@ -256,3 +352,9 @@ class MicroBatcher:
                 self._on_results(results)
         except Exception:
             logger.exception("batch observer failed")
+
+
+def _fail(future: Future[TagResult], exc: BaseException) -> None:
+    """Fail ``future`` unless it is already done (cancelled by its caller, or answered)."""
+    with contextlib.suppress(InvalidStateError):
+        future.set_exception(exc)

@@ -8,7 +8,12 @@ class NewstaggerError(Exception):
 
 
 class InvalidArticle(NewstaggerError):
-    """The caller sent an article that cannot be tagged (empty text, too long, bad field)."""
+    """The caller sent an article that cannot be tagged (empty text, too long, bad field).
+    ``reason`` is a short machine-readable name (the Kafka dead-letter reason)."""
+
+    def __init__(self, message: str, reason: str = "invalid_article") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class InvalidRequest(NewstaggerError):
@@ -20,7 +25,8 @@ class ModelNotReady(NewstaggerError):
 
 
 class Overloaded(NewstaggerError):
-    """The batcher queue is full; the caller should retry later."""
+    """The batcher has more work queued than it may hold, or than the call's deadline leaves time
+    for; the caller should retry later (elsewhere or with backoff)."""
 
 
 class DeadlineExceeded(NewstaggerError):

@@ -13,12 +13,23 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from service.core.errors import InvalidArticle, InvalidRequest, ModelNotReady
+from service.core.errors import InvalidRequest, ModelNotReady
 from service.core.types import DEFAULT_OPTIONS, Article, HeadResult, LabelScore, TagOptions, TagResult
+from service.core.validation import check_options, validate_article
 from service.model.article_model import articles_to_matrix
 from service.model.artifact import HeadSpec, LoadedModel
 
 EXPLAIN_TERMS = 5
+#: The model reads at most this many characters of an article's text (a news article is far
+#: shorter), so one long article costs at most about a tenth of a second of model time.
+MAX_MODEL_TEXT_CHARS = 100_000
+
+
+def _model_view(article: Article) -> Article:
+    """What the model reads of ``article``: the text cut to MAX_MODEL_TEXT_CHARS."""
+    if len(article.text) <= MAX_MODEL_TEXT_CHARS:
+        return article
+    return Article(article.id, article.text[:MAX_MODEL_TEXT_CHARS], article.title, article.target)
 
 
 class Tagger:
@@ -44,36 +55,17 @@ class Tagger:
         return old
 
     def validate(self, article: Article, options: TagOptions | None = None) -> None:
-        """Raise InvalidArticle / InvalidRequest for what no model could tag."""
-        if not article.text or not article.text.strip():
-            raise InvalidArticle(f"article {article.id!r}: text is empty")
-        # a UTF-8 character is at most 4 bytes: only texts that might be over the limit are encoded
-        size = len(article.text)
-        if size * 4 > self.max_text_bytes:
-            size = len(article.text.encode("utf-8", "surrogatepass"))
-        if size > self.max_text_bytes:
-            raise InvalidArticle(
-                f"article {article.id!r}: text is {size} bytes, over the limit of {self.max_text_bytes}"
-            )
+        """Raise InvalidArticle / InvalidRequest for what no model could tag (``validation``)."""
+        validate_article(article, self.max_text_bytes)
         if options is not None:
             self.check_options(options)
 
     def check_options(self, options: TagOptions, model: LoadedModel | None = None) -> None:
         """Raise InvalidRequest for bad options; heads are checked against ``model``
         (default: the current one)."""
-        if options.top_k < 0:
-            raise InvalidRequest("top_k must be >= 0")
-        if options.min_score is not None and not 0.0 <= options.min_score <= 1.0:
-            raise InvalidRequest("min_score must be between 0 and 1")
         if model is None:
             model = self._model
-        if model is not None and options.heads:
-            known = {h.name for h in model.manifest.heads}
-            unknown = [h for h in options.heads if h not in known]
-            if unknown:
-                raise InvalidRequest(
-                    f"unknown head(s) {', '.join(unknown)}; the model has {', '.join(sorted(known))}"
-                )
+        check_options(options, None if model is None else model.head_names)
 
     def tag(
         self, articles: Sequence[Article], options: TagOptions | Sequence[TagOptions] = DEFAULT_OPTIONS
@@ -95,7 +87,7 @@ class Tagger:
             self.validate(article)
         wanted = {h for opts in per_item for h in (opts.heads or all_heads)}
         heads = [h for h in all_heads if h in wanted]
-        X = articles_to_matrix(articles)
+        X = articles_to_matrix([_model_view(a) for a in articles])
         features = loaded.model.features(X, heads)
         scores = loaded.model.scores(X, heads, features)
         manifest = loaded.manifest

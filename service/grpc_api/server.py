@@ -42,19 +42,20 @@ class ServerConfigError(NewstaggerError):
 
 
 class TaggerServer:
-    """A started-or-not gRPC server with its health state. Health follows the model: SERVING once
-    a model is loaded (also when the reloader loads it later), NOT_SERVING while draining.
+    """A started-or-not gRPC server with its health state. Health follows the runtime: SERVING
+    while a model is loaded (also when the reloader loads it later) and the micro-batcher runs,
+    NOT_SERVING otherwise and while draining.
     Every method is called from outside the server loop; the work runs on it."""
 
     def __init__(
         self,
         server: grpc.aio.Server,
         health_servicer: health.aio.HealthServicer,
-        model_loaded: Callable[[], bool],
+        can_serve: Callable[[], bool],
     ):
         self.grpc = server
         self.health = health_servicer
-        self._model_loaded = model_loaded
+        self._can_serve = can_serve
         self._draining = False
         self._watcher: asyncio.Task[None] | None = None
         self._stopped: asyncio.Event | None = None
@@ -70,7 +71,7 @@ class TaggerServer:
         self._watcher = asyncio.create_task(self._watch_health(), name="grpc-health")
 
     async def _update_health(self, force: bool = False) -> None:
-        serving = self._model_loaded() and not self._draining
+        serving = self._can_serve() and not self._draining
         if serving != self.serving or force:
             statuses = health_pb2.HealthCheckResponse
             status = statuses.SERVING if serving else statuses.NOT_SERVING
@@ -183,4 +184,4 @@ async def _build(
         raise ServerConfigError(f"cannot bind gRPC to {address}: {exc}") from exc
     if port == 0:
         raise ServerConfigError(f"cannot bind gRPC to {address}")
-    return TaggerServer(server, health_servicer, lambda: runtime.tagger.model is not None), port
+    return TaggerServer(server, health_servicer, runtime.serving), port

@@ -178,6 +178,10 @@ class LoadedModel:
     path: Path
     loaded_at: float  # unix time
 
+    @property
+    def head_names(self) -> frozenset[str]:
+        return frozenset(h.name for h in self.manifest.heads)
+
 
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()

@@ -10,7 +10,7 @@ from concurrent.futures import Future
 
 import pytest
 
-from service.core.batcher import BatchStats, MicroBatcher
+from service.core.batcher import BatchStats, CostModel, MicroBatcher
 from service.core.errors import DeadlineExceeded, InvalidArticle, InvalidRequest, ModelNotReady, Overloaded
 from service.core.tagger import Tagger
 from service.core.types import DEFAULT_OPTIONS, Article, TagOptions, TagResult
@@ -142,10 +142,9 @@ def test_full_queue_raises_overloaded(tagger: GatedTagger) -> None:
         b.close(WAIT)
 
 
-def test_expired_deadline_fails_without_computing(tagger: GatedTagger, batcher: MicroBatcher) -> None:
-    late = batcher.submit(article("late"), deadline=time.monotonic() - 0.001)
+def test_expired_deadline_is_refused_without_computing(tagger: GatedTagger, batcher: MicroBatcher) -> None:
     with pytest.raises(DeadlineExceeded):
-        late.result(WAIT)
+        batcher.submit(article("late"), deadline=time.monotonic() - 0.001)
     assert batcher.tag(article("on-time"), timeout=WAIT).article_id == "on-time"
     assert all("late" not in b for b in tagger.batches)
 
@@ -163,18 +162,18 @@ def test_deadline_passing_while_queued(tagger: GatedTagger, batcher: MicroBatche
     assert all("impatient" not in b and "slow" not in b for b in tagger.batches)
 
 
-def test_a_failing_article_fails_only_itself(tagger: GatedTagger, batcher: MicroBatcher) -> None:
+def test_a_bad_article_is_refused_at_the_door_alone(tagger: GatedTagger, batcher: MicroBatcher) -> None:
     hold_worker(tagger, batcher)
     good = [batcher.submit(article(i)) for i in range(3)]
-    empty = batcher.submit(Article("empty", "   "))
-    bad_head = batcher.submit(article("bad-head"), TagOptions(heads=("region",)))
-    good.append(batcher.submit(article(3)))
-    tagger.gate.set()
-    assert [f.result(WAIT).article_id for f in good] == ["0", "1", "2", "3"]
     with pytest.raises(InvalidArticle, match="empty"):
-        empty.result(WAIT)
+        batcher.submit(Article("empty", "   "))
     with pytest.raises(InvalidRequest, match="unknown head"):
-        bad_head.result(WAIT)
+        batcher.submit(article("bad-head"), TagOptions(heads=("region",)))
+    mixed = batcher.submit_many([article(3), Article("empty", "")])
+    tagger.gate.set()
+    assert [f.result(WAIT).article_id for f in [*good, mixed[0]]] == ["0", "1", "2", "3"]
+    with pytest.raises(InvalidArticle, match="empty"):
+        mixed[1].result(WAIT)
 
 
 def test_close_drains_what_is_queued(tagger: GatedTagger, loaded_model: LoadedModel) -> None:
@@ -219,3 +218,120 @@ def test_observers_see_each_batch(tagger: GatedTagger) -> None:
     assert [s.size for s in stats] == [1, 3]
     assert all(len(s.queue_wait_seconds) == s.size and s.inference_seconds > 0 for s in stats)
     assert seen == ["first", "0", "1", "2"]
+
+
+class CancelledInTheRace(Future[TagResult]):
+    """A future whose caller cancels it the instant the batcher looks at it: between its check
+    and its answer (the race that used to kill the batcher thread)."""
+
+    def cancelled(self) -> bool:
+        was = super().cancelled()
+        self.cancel()
+        return was
+
+    def set_running_or_notify_cancel(self) -> bool:
+        self.cancel()
+        return super().set_running_or_notify_cancel()
+
+
+def test_a_cancel_racing_the_deadline_does_not_kill_the_batcher(
+    tagger: GatedTagger, batcher: MicroBatcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hold_worker(tagger, batcher)
+    with monkeypatch.context() as patch:
+        patch.setattr("service.core.batcher.Future", CancelledInTheRace)
+        racy = batcher.submit(article("racy"), deadline=time.monotonic() + 0.05)
+    time.sleep(0.1)  # its deadline passes while it is queued
+    tagger.gate.set()
+    assert batcher.tag(article("after"), timeout=5).article_id == "after"
+    assert racy.cancelled()
+    assert all("racy" not in b for b in tagger.batches)
+
+
+class FailingListener:
+    def __init__(self, fail_in: str) -> None:
+        self.fail_in = fail_in
+
+    def hold(self) -> None:
+        if self.fail_in == "hold":
+            raise RuntimeError("listener failed in hold")
+
+    def flush(self) -> None:
+        if self.fail_in == "flush":
+            raise RuntimeError("listener failed in flush")
+
+
+@pytest.mark.parametrize("fail_in", ["hold", "flush"])
+def test_an_exception_in_a_batch_fails_that_batch_only(
+    batcher: MicroBatcher, fail_in: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    listener = FailingListener(fail_in)
+    batcher.add_listener(listener)
+    first = batcher.submit(article("first"))
+    if fail_in == "hold":  # before any result was set: the batch's futures fail (once)
+        with pytest.raises(RuntimeError, match="listener failed"):
+            first.result(WAIT)
+    else:  # after: the results stand
+        assert first.result(WAIT).article_id == "first"
+    listener.fail_in = ""
+    assert batcher.tag(article("next"), timeout=5).article_id == "next"
+    assert batcher.alive()
+    assert any("batch failed" in r.message for r in caplog.records)
+
+
+def test_liveness_and_close_never_hang(tagger: GatedTagger) -> None:
+    b = MicroBatcher(tagger)
+    assert b.alive()
+    b.close(WAIT)
+    assert not b.alive()
+    with pytest.raises(ModelNotReady):
+        b.submit(article(1))
+
+
+def slow_costs(b: MicroBatcher, seconds_per_article: float) -> None:
+    """Make the batcher expect ``seconds_per_article`` of model time per test article."""
+    b.costs.seconds_per_char = seconds_per_article / CostModel.size(article(0))
+
+
+def test_a_deadline_the_queued_work_would_miss_is_refused_at_once(
+    tagger: GatedTagger, batcher: MicroBatcher
+) -> None:
+    hold_worker(tagger, batcher)
+    slow_costs(batcher, 0.3)
+    queued = batcher.submit(article("queued"))  # about 0.3 s of work ahead of the next one
+    started = time.perf_counter()
+    with pytest.raises(Overloaded, match="miss the deadline"):
+        batcher.submit(article("hurried"), deadline=time.monotonic() + 0.5)
+    assert time.perf_counter() - started < 0.05
+    with pytest.raises(DeadlineExceeded, match="too short"):
+        batcher.submit(article("hopeless"), deadline=time.monotonic() + 0.2)
+    patient = batcher.submit(article("patient"), deadline=time.monotonic() + 5)
+    tagger.gate.set()
+    assert queued.result(WAIT).article_id == "queued"
+    assert patient.result(WAIT).article_id == "patient"
+
+
+def test_the_queue_is_bounded_in_seconds_of_work(tagger: GatedTagger) -> None:
+    b = MicroBatcher(tagger, max_queue_seconds=1.5)
+    try:
+        hold_worker(tagger, b)
+        slow_costs(b, 1.0)
+        kept = [b.submit(article(1)), b.submit(article(2))]  # 0 s, then 1 s waiting: admitted
+        assert 1.9 < b.expected_wait() < 2.1
+        with pytest.raises(Overloaded, match="of work waiting"):
+            b.submit(article(3))
+        kept[1].cancel()  # a cancelled article stops counting at once
+        assert 0.9 < b.expected_wait() < 1.1
+        kept.append(b.submit(article(4)))
+        tagger.gate.set()
+        assert [f.result(WAIT).article_id for f in (kept[0], kept[2])] == ["1", "4"]
+    finally:
+        tagger.gate.set()
+        b.close(WAIT)
+
+
+def test_the_cost_model_learns_from_batches(batcher: MicroBatcher) -> None:
+    slow_costs(batcher, 100.0)
+    for i in range(20):
+        batcher.submit(article(i)).result(WAIT)
+    assert batcher.costs.seconds_per_char * CostModel.size(article(0)) < 5.0
