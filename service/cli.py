@@ -23,6 +23,8 @@ GRPC_FLAGS = (
     "workers",
     "grace_seconds",
     "max_request_articles",
+    "max_streams",
+    "stream_idle_seconds",
     "tls_cert",
     "tls_key",
     "tls_client_ca",

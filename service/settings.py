@@ -51,6 +51,14 @@ class Settings(BaseSettings):
     )
     max_text_bytes: int = Field(1_000_000, ge=1, description="Largest article text accepted (UTF-8 bytes).")
     max_request_articles: int = Field(512, ge=1, description="Most articles in one TagBatch request.")
+    max_streams: int = Field(
+        100, ge=1, description="TagStream calls open at once (per process); more are refused at once."
+    )
+    stream_idle_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="A TagStream that sends nothing, or reads no response, for this long is ended.",
+    )
     tls_cert: Path | None = Field(None, description="Server certificate (PEM); with --tls-key enables TLS.")
     tls_key: Path | None = Field(None, description="Server private key (PEM).")
     tls_client_ca: Path | None = Field(

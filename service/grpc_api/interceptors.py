@@ -1,6 +1,12 @@
 """The server's edge: every call is timed and counted here, and an exception escaping a handler is
 turned into its status code here (``errors.status_for``), so handlers just raise domain errors.
 
+Requests are parsed here too (the handlers are registered without a deserializer), so a request
+that is not a valid protobuf message is INVALID_ARGUMENT and counted like any other call, instead
+of gRPC's own UNKNOWN. And the calls of limited methods (``limits``: TaggerService's) are counted
+against their ``CallLimit``; beyond it a call is refused at once with RESOURCE_EXHAUSTED. Health
+checking and reflection have no limit, so they answer however busy the service is.
+
 Wrapped handlers are built once per method; per call this costs one coroutine, a clock read and
 three metric updates on cached label children."""
 
@@ -9,13 +15,59 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
 
+from service.core.errors import InvalidRequest, Overloaded
 from service.grpc_api.errors import status_for
 from service.metrics import Metrics
+
+Deserializer = Callable[[bytes], Any] | None
+
+
+class CallLimit:
+    """At most ``most`` calls at once (used on the server loop only: no lock)."""
+
+    def __init__(self, most: int, what: str) -> None:
+        self.most = most
+        self.what = what
+        self.now = 0
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        if self.now >= self.most:
+            raise Overloaded(f"too many {self.what} at once (limit {self.most}); retry later")
+        self.now += 1
+        try:
+            yield
+        finally:
+            self.now -= 1
+
+
+@contextmanager
+def _within(limit: CallLimit | None) -> Iterator[None]:
+    if limit is None:
+        yield
+    else:
+        with limit.slot():
+            yield
+
+
+def _parse(deserializer: Deserializer, raw: Any) -> Any:
+    if deserializer is None or not isinstance(raw, bytes):
+        return raw
+    try:
+        return deserializer(raw)
+    except Exception as exc:  # protobuf's DecodeError and friends: the caller sent garbage
+        raise InvalidRequest("malformed request: not a valid protobuf message of the method's type") from exc
+
+
+async def _parsed(deserializer: Deserializer, raw_requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for raw in raw_requests:
+        yield _parse(deserializer, raw)
 
 
 def _code_name(context: grpc.aio.ServicerContext[Any, Any]) -> str:
@@ -67,8 +119,9 @@ async def _abort(
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, limits: dict[str, CallLimit] | None = None) -> None:
         self._metrics = metrics
+        self._limits = limits or {}  # method path -> its limit
         self._wrapped: dict[str, Any] = {}  # method path -> wrapped handler (built once per method)
 
     async def intercept_service(
@@ -82,37 +135,57 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             handler = await continuation(handler_call_details)
             if handler is None:
                 return None
-            wrapped = self._wrapped[path] = self._wrap(path.rsplit("/", 1)[-1], handler)
+            wrapped = self._wrapped[path] = self._wrap(path, handler)
         return wrapped
 
-    def _wrap(self, method: str, handler: Any) -> Any:
+    def _wrap(self, path: str, handler: Any) -> Any:
+        method = path.rsplit("/", 1)[-1]
         recorder = _Recorder(self._metrics, method)
+        call = _Call(method, recorder, handler.request_deserializer, self._limits.get(path))
         kinds = (
-            (handler.unary_unary, grpc.unary_unary_rpc_method_handler, _unary),
-            (handler.unary_stream, grpc.unary_stream_rpc_method_handler, _streaming),
-            (handler.stream_stream, grpc.stream_stream_rpc_method_handler, _streaming),
+            (handler.unary_unary, grpc.unary_unary_rpc_method_handler),
+            (handler.unary_stream, grpc.unary_stream_rpc_method_handler),
+            (handler.stream_unary, grpc.stream_unary_rpc_method_handler),
+            (handler.stream_stream, grpc.stream_stream_rpc_method_handler),
         )
-        for behavior, make_handler, wrap in kinds:
+        for behavior, make_handler in kinds:
             if behavior is not None:
-                if wrap is _streaming and not inspect.isasyncgenfunction(behavior):
-                    return handler  # a streaming handler that writes through the context: none of ours
+                # a generator yields its responses; a coroutine returns its response, or writes
+                # its responses through the context (TagStream, health's Watch) and returns None
+                wrap = _generator if inspect.isasyncgenfunction(behavior) else _coroutine
                 return make_handler(
-                    wrap(method, behavior, recorder),
-                    request_deserializer=handler.request_deserializer,
+                    wrap(call, behavior, handler.request_streaming),
+                    request_deserializer=None,  # parsed in the wrapper: see the module docstring
                     response_serializer=handler.response_serializer,
                 )
-        return handler  # stream-unary: none of ours
+        return handler
 
 
-def _unary(
-    method: str, behavior: Callable[[Any, Any], Any], recorder: _Recorder
+class _Call:
+    """What a wrapper needs to know about its method."""
+
+    def __init__(
+        self, method: str, recorder: _Recorder, deserializer: Deserializer, limit: CallLimit | None
+    ) -> None:
+        self.method = method
+        self.recorder = recorder
+        self.deserializer = deserializer
+        self.limit = limit
+
+
+def _coroutine(
+    call: _Call, behavior: Callable[[Any, Any], Any], streaming: bool
 ) -> Callable[[Any, Any], Any]:
-    async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    method, recorder = call.method, call.recorder
+
+    async def wrapped(raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         started = recorder.start()
         code = "OK"
         try:
-            result = behavior(request, context)
-            return await result if inspect.isawaitable(result) else result
+            with _within(call.limit):
+                request = _parsed(call.deserializer, raw) if streaming else _parse(call.deserializer, raw)
+                result = behavior(request, context)
+                return await result if inspect.isawaitable(result) else result
         except asyncio.CancelledError:
             code = "CANCELLED"
             raise
@@ -127,15 +200,19 @@ def _unary(
     return wrapped
 
 
-def _streaming(
-    method: str, behavior: Callable[[Any, Any], AsyncIterator[Any]], recorder: _Recorder
+def _generator(
+    call: _Call, behavior: Callable[[Any, Any], AsyncIterator[Any]], streaming: bool
 ) -> Callable[[Any, Any], AsyncIterator[Any]]:
-    async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+    method, recorder = call.method, call.recorder
+
+    async def wrapped(raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         started = recorder.start()
         code = "OK"
         try:
-            async for response in behavior(request, context):
-                yield response
+            with _within(call.limit):
+                request = _parsed(call.deserializer, raw) if streaming else _parse(call.deserializer, raw)
+                async for response in behavior(request, context):
+                    yield response
         except (asyncio.CancelledError, GeneratorExit):  # the call was cancelled while streaming
             code = "CANCELLED"
             raise

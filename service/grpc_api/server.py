@@ -18,11 +18,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from service.core.errors import NewstaggerError
+from service.core.validation import MAX_ID_BYTES, MAX_TARGET_BYTES, MAX_TITLE_BYTES
 from service.dispatch import Dispatcher
 from service.gen.newstagger.v1 import tagger_pb2 as pb
 from service.gen.newstagger.v1 import tagger_pb2_grpc as pb_grpc
 from service.grpc_api import loop
-from service.grpc_api.interceptors import ServerInterceptor
+from service.grpc_api.interceptors import CallLimit, ServerInterceptor
 from service.grpc_api.servicer import AdminServicer, TaggerServicer
 from service.runtime import Runtime
 from service.settings import ADMIN_SERVICE_NAME, GRPC_SERVICE_NAME, Settings
@@ -30,11 +31,15 @@ from service.v2.grpc_servicer import add_inference_service
 
 logger = logging.getLogger(__name__)
 
-MAX_CONCURRENT_CALLS = 128  # calls in flight beyond the batcher queue; more are refused
+MAX_CONCURRENT_CALLS = 128  # unary TaggerService calls in flight beyond the batcher queue
 HEALTH_POLL_SECONDS = 0.2
 HEALTH_SERVICES = ("", GRPC_SERVICE_NAME, ADMIN_SERVICE_NAME)
-MIN_MESSAGE_BYTES = 4 << 20
-MAX_MESSAGE_BYTES = 512 << 20
+MIN_MESSAGE_BYTES = 16 << 20  # room for a TagBatch of many ordinary articles
+ARTICLE_EXTRA_BYTES = 64 << 10  # source, url, metadata, published_at and framing of one article
+STREAMS_PER_CONNECTION = 256  # HTTP/2 streams (calls) one connection may have open
+CONNECTION_IDLE_MS = 5 * 60_000  # a connection with no call for this long is closed (GOAWAY)
+CONNECTION_AGE_MS = 30 * 60_000  # then clients reconnect (and spread over --workers processes)
+CONNECTION_AGE_GRACE_MS = 60_000  # calls still open at that age get this long to finish
 
 
 class ServerConfigError(NewstaggerError):
@@ -135,6 +140,14 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     )
 
 
+def message_limit(settings: Settings) -> int:
+    """The largest request accepted: room for two articles of the largest size, or for a
+    TagBatch of many ordinary ones (MIN_MESSAGE_BYTES), whichever is more."""
+    fields = MAX_ID_BYTES + MAX_TITLE_BYTES + MAX_TARGET_BYTES + ARTICLE_EXTRA_BYTES
+    article = settings.max_text_bytes + fields
+    return max(MIN_MESSAGE_BYTES, 2 * article)
+
+
 def build_server(runtime: Runtime, settings: Settings, reuse_port: bool = False) -> tuple[TaggerServer, int]:
     """Wire and bind (not start) the server; returns it and the bound port (useful with port 0)."""
     credentials = server_credentials(settings)
@@ -144,20 +157,35 @@ def build_server(runtime: Runtime, settings: Settings, reuse_port: bool = False)
 async def _build(
     runtime: Runtime, settings: Settings, reuse_port: bool, credentials: grpc.ServerCredentials | None
 ) -> tuple[TaggerServer, int]:
-    message_limit = min(
-        MAX_MESSAGE_BYTES, max(MIN_MESSAGE_BYTES, settings.max_text_bytes * settings.max_request_articles)
-    )
+    limit = message_limit(settings)
     options = [
         ("grpc.so_reuseport", 1 if reuse_port else 0),
-        ("grpc.max_receive_message_length", message_limit),
-        ("grpc.max_send_message_length", message_limit),
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", limit),
+        ("grpc.max_concurrent_streams", STREAMS_PER_CONNECTION),
+        ("grpc.max_connection_idle_ms", CONNECTION_IDLE_MS),
+        ("grpc.max_connection_age_ms", CONNECTION_AGE_MS),
+        ("grpc.max_connection_age_grace_ms", CONNECTION_AGE_GRACE_MS),
     ]
-    server = grpc.aio.server(
-        interceptors=[ServerInterceptor(runtime.metrics)],
-        options=options,
-        maximum_concurrent_rpcs=settings.queue_size + MAX_CONCURRENT_CALLS,
+    # TaggerService's calls are limited by the interceptor (health and reflection are not, so a
+    # busy or abused server still answers its probes); gRPC's own maximum_concurrent_rpcs would
+    # count every call alike.
+    unary = CallLimit(settings.queue_size + MAX_CONCURRENT_CALLS, "calls")
+    service = f"/{GRPC_SERVICE_NAME}/"
+    limits = {
+        service + "Tag": unary,
+        service + "TagBatch": unary,
+        service + "GetModel": unary,
+        service + "TagStream": CallLimit(settings.max_streams, "streams"),
+    }
+    server = grpc.aio.server(interceptors=[ServerInterceptor(runtime.metrics, limits)], options=options)
+    tagger = TaggerServicer(
+        runtime.tagger,
+        runtime.batcher,
+        runtime.metrics,
+        settings.max_request_articles,
+        settings.stream_idle_seconds,
     )
-    tagger = TaggerServicer(runtime.tagger, runtime.batcher, runtime.metrics, settings.max_request_articles)
     pb_grpc.add_TaggerServiceServicer_to_server(tagger, server)
     token = settings.admin_token.get_secret_value() if settings.admin_token is not None else None
     pb_grpc.add_AdminServiceServicer_to_server(AdminServicer(runtime.reloader, token), server)

@@ -13,7 +13,7 @@ import asyncio
 import hmac
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import Future
 from typing import Any, TypeAlias
 
@@ -33,7 +33,7 @@ from service.reloader import ModelReloader
 
 logger = logging.getLogger(__name__)
 
-STREAM_WINDOW = 256  # articles one stream may have queued or unread before it stops reading
+STREAM_WINDOW = 64  # articles one stream may have queued or unread before it stops reading
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -44,11 +44,19 @@ def _deadline(context: Context) -> float | None:
 
 
 class TaggerServicer(pb_grpc.TaggerServiceServicer):
-    def __init__(self, tagger: Tagger, batcher: MicroBatcher, metrics: Metrics, max_articles: int) -> None:
+    def __init__(
+        self,
+        tagger: Tagger,
+        batcher: MicroBatcher,
+        metrics: Metrics,
+        max_articles: int,
+        stream_idle_seconds: float = 60.0,
+    ) -> None:
         self._tagger = tagger
         self._batcher = batcher
         self._metrics = metrics
         self._max_articles = max_articles
+        self._idle = stream_idle_seconds
         self._bridge: ResultBridge | None = None
 
     async def _wait(self, future: Future[TagResult], deadline: float | None) -> TagResult:
@@ -59,7 +67,7 @@ class TaggerServicer(pb_grpc.TaggerServiceServicer):
 
     def _submit(self, article: Article, options: TagOptions, deadline: float | None) -> Future[TagResult]:
         try:
-            future = self._batcher.submit(article, options, deadline)
+            future = self._batcher.submit(article, options, deadline)  # validates the article
         except Overloaded:
             self._metrics.overload_rejections.inc()
             raise
@@ -68,10 +76,8 @@ class TaggerServicer(pb_grpc.TaggerServiceServicer):
         return future
 
     async def Tag(self, request: pb.TagRequest, context: Context) -> pb.TagResponse:  # noqa: N802
-        article, options = to_article(request.article), to_options(request.options)
-        self._tagger.validate(article, options)
         deadline = _deadline(context)
-        future = self._submit(article, options, deadline)
+        future = self._submit(to_article(request.article), to_options(request.options), deadline)
         return pb.TagResponse(result=result_to_proto(await self._wait(future, deadline)))
 
     async def TagBatch(  # noqa: N802
@@ -91,11 +97,16 @@ class TaggerServicer(pb_grpc.TaggerServiceServicer):
         for message in request.articles:
             article = to_article(message)
             try:
-                self._tagger.validate(article)
                 pending.append((article.id, self._submit(article, options, deadline)))
             except Exception as exc:  # noqa: BLE001 - reported per item
                 pending.append((article.id, exc))
-        items = [await self._item(article_id, outcome, deadline) for article_id, outcome in pending]
+        try:
+            items = [await self._item(article_id, outcome, deadline) for article_id, outcome in pending]
+        except BaseException:  # cancelled: what is still queued is not computed
+            for _, outcome in pending:
+                if isinstance(outcome, Future):
+                    outcome.cancel()
+            raise
         version = next((i.result.model_version for i in items if i.HasField("result")), "")
         return pb.TagBatchResponse(items=items, model_version=version or loaded.manifest.version)
 
@@ -111,80 +122,28 @@ class TaggerServicer(pb_grpc.TaggerServiceServicer):
         except Exception as exc:  # noqa: BLE001 - reported per item, mapped by the one table
             return _error_item(article_id, exc, "TagBatch")
 
-    async def TagStream(  # noqa: N802
+    async def TagStream(  # type: ignore[override]  # noqa: N802 - writes through the context
         self,
         request_iterator: AsyncIterator[pb.TagStreamRequest],
         context: Context,
-    ) -> AsyncIterator[pb.TagStreamResponse]:
+    ) -> None:
+        """Reads requests in a task of its own while this coroutine writes responses. At most
+        STREAM_WINDOW articles are queued or unread at a time; a stream that sends nothing for
+        ``stream_idle_seconds`` is ended; when it ends for any reason, its articles still queued
+        are cancelled (never computed). (A client that sends but never reads is stopped by
+        HTTP/2 flow control and, at the latest, by the connection age limit: see server.py.)"""
         self._tagger.require_model()
-        out: asyncio.Queue[pb.TagStreamResponse | None] = asyncio.Queue()
-        window = asyncio.Semaphore(STREAM_WINDOW)
-        reader = asyncio.create_task(self._read_stream(request_iterator, out, window, _deadline(context)))
+        stream = _Stream(self, _deadline(context))
+        reader = asyncio.create_task(stream.read(request_iterator))
         try:
-            while (response := await out.get()) is not None:
-                window.release()
-                yield response
+            while (response := await stream.out.get()) is not None:
+                if isinstance(response, Exception):
+                    raise response
+                await context.write(response)  # waits while the client reads nothing (flow control)
+                stream.window.release()
         finally:
             reader.cancel()
-
-    async def _read_stream(
-        self,
-        requests: AsyncIterator[pb.TagStreamRequest],
-        out: asyncio.Queue[pb.TagStreamResponse | None],
-        window: asyncio.Semaphore,
-        deadline: float | None,
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        outstanding, finished = 0, False
-
-        def settle(response: pb.TagStreamResponse) -> None:  # on the loop
-            nonlocal outstanding
-            out.put_nowait(response)
-            outstanding -= 1
-            if finished and outstanding == 0:
-                out.put_nowait(None)
-
-        try:
-            async for request in requests:
-                await window.acquire()
-                outstanding += 1
-                self._stream_one(request, deadline, settle, loop)
-        except Exception:  # the client went away or cancelled: nothing left to answer
-            logger.debug("tag stream ended while reading", exc_info=True)
-        finally:
-            finished = True
-            if outstanding == 0:
-                out.put_nowait(None)
-
-    def _stream_one(
-        self,
-        request: pb.TagStreamRequest,
-        deadline: float | None,
-        settle: Callable[[pb.TagStreamResponse], None],
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
-        article, key = to_article(request.article), request.correlation_id
-
-        def respond(item: pb.TagItem) -> None:
-            settle(pb.TagStreamResponse(item=item, correlation_id=key))
-
-        try:
-            options = to_options(request.options)
-            self._tagger.validate(article, options)
-            future = self._submit(article, options, deadline)
-        except Exception as exc:  # noqa: BLE001 - reported per item
-            respond(_error_item(article.id, exc, "TagStream"))
-            return
-
-        def done(f: Future[TagResult]) -> None:  # on the loop
-            if f.cancelled():
-                respond(_error_item(article.id, DeadlineExceeded("cancelled before tagging"), "TagStream"))
-            elif (exc := f.exception()) is not None:
-                respond(_error_item(article.id, exc, "TagStream"))
-            else:
-                respond(pb.TagItem(article_id=article.id, result=result_to_proto(f.result())))
-
-        future.add_done_callback(lambda f: loop.call_soon_threadsafe(done, f))
+            stream.cancel()
 
     async def GetModel(  # noqa: N802
         self,
@@ -192,6 +151,67 @@ class TaggerServicer(pb_grpc.TaggerServiceServicer):
         context: Context,
     ) -> pb.GetModelResponse:
         return model_to_proto(self._tagger.require_model())
+
+
+class _Stream:
+    """One TagStream call: its request reader, its outstanding articles and its response queue."""
+
+    def __init__(self, servicer: TaggerServicer, deadline: float | None) -> None:
+        self._servicer = servicer
+        self._deadline = deadline
+        self.out: asyncio.Queue[pb.TagStreamResponse | Exception | None] = asyncio.Queue()
+        self.window = asyncio.Semaphore(STREAM_WINDOW)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._finished = False
+
+    async def read(self, requests: AsyncIterator[pb.TagStreamRequest]) -> None:
+        idle = self._servicer._idle
+        iterator = aiter(requests)
+        try:
+            while True:
+                try:
+                    request = await asyncio.wait_for(anext(iterator), idle)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise DeadlineExceeded(f"stream idle: nothing sent for {idle:g}s") from None
+                await self.window.acquire()  # released as responses are written
+                self._start(request)
+        except (InvalidRequest, DeadlineExceeded) as exc:  # the caller's fault: it ends the stream
+            self.out.put_nowait(exc)
+        except Exception:  # the client went away or cancelled: nothing left to answer
+            logger.debug("tag stream ended while reading", exc_info=True)
+        finally:
+            self._finished = True
+            if not self._tasks:
+                self.out.put_nowait(None)
+
+    def _start(self, request: pb.TagStreamRequest) -> None:
+        task = asyncio.create_task(self._answer(request))
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if self._finished and not self._tasks:
+            self.out.put_nowait(None)
+
+    async def _answer(self, request: pb.TagStreamRequest) -> None:
+        article, key = to_article(request.article), request.correlation_id
+        try:
+            future = self._servicer._submit(article, to_options(request.options), self._deadline)
+            item = pb.TagItem(
+                article_id=article.id,
+                result=result_to_proto(await self._servicer._wait(future, self._deadline)),
+            )
+        except Exception as exc:  # noqa: BLE001 - reported per item
+            item = _error_item(article.id, exc, "TagStream")
+        self.out.put_nowait(pb.TagStreamResponse(item=item, correlation_id=key))
+
+    def cancel(self) -> None:
+        """The call is over: cancel what is still waiting (the bridge cancels its future)."""
+        for task in list(self._tasks):
+            task.cancel()
 
 
 def _error_item(article_id: str, exc: BaseException, method: str) -> pb.TagItem:
