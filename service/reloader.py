@@ -19,7 +19,7 @@ from service.core.errors import ArtifactError, NewstaggerError
 from service.core.tagger import Tagger
 from service.core.types import Article
 from service.metrics import Metrics
-from service.model.artifact import LoadedModel, load_artifact
+from service.model.artifact import MANIFEST_FILE, MODEL_FILE, LoadedModel, load_artifact
 from service.model.registry import resolve_model_path
 
 logger = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class ModelReloader:
         self.model_dir = Path(model_dir)
         self.metrics = metrics
         self.interval = interval
-        self._refused: set[tuple[str, float]] = set()  # (path, mtime) already refused: not retried
+        self._refused: set[tuple[str, tuple[int, ...]]] = set()  # refused as they were: not retried
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -77,7 +77,7 @@ class ModelReloader:
             serving = self.tagger.model
             if serving is not None and serving.path.resolve() == path.resolve():
                 return ReloadOutcome("unchanged", serving.manifest.version)
-            key = (str(path), _mtime(path))
+            key = (str(path), _fingerprint(path))  # a version fixed in place is tried again
             if key in self._refused:
                 return ReloadOutcome("refused", path.name, "already refused")
             started = time.perf_counter()
@@ -125,8 +125,14 @@ class ModelReloader:
                 logger.exception("model reload check failed")
 
 
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
+def _fingerprint(path: Path) -> tuple[int, ...]:
+    """Modification times and sizes of the artifact's files: changes when any is rewritten."""
+    out: list[int] = []
+    for name in (MANIFEST_FILE, MODEL_FILE):
+        try:
+            stat = (path / name).stat()
+        except OSError:
+            out += [0, 0]
+            continue
+        out += [stat.st_mtime_ns, stat.st_size]
+    return tuple(out)

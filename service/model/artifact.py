@@ -6,9 +6,12 @@ An artifact is a directory::
     manifest.json    format version, model version, heads/labels/thresholds, versions, checksums, metrics
     MODEL_CARD.md    the same facts for people
 
-Loading refuses an artifact whose manifest is missing or malformed, whose model file does not
-match the manifest's sha256, or whose model file names a type that is neither in ``TRUSTED_TYPES``
-nor a plain value (``PLAIN_TYPES``) -- stricter than skops' own defaults.
+Loading refuses an artifact whose manifest is missing, malformed or edited after it was written
+(``manifest_sha256`` covers every other field: heads, labels, thresholds, versions, metrics),
+whose model file does not match the manifest's sha256, whose model file names a type that is
+neither in ``TRUSTED_TYPES`` nor a plain value (``PLAIN_TYPES``) -- stricter than skops' own
+defaults --, whose model file would unpack to far more than its size (``MAX_UNPACK_RATIO``), or
+whose heads and labels differ from the model's own.
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ from service.core.errors import ArtifactError
 from service.model.article_model import ArticleModel
 
 FORMAT_VERSION = 1
+#: A model file may unpack to at most this many times its size plus UNPACK_ALLOWANCE bytes (skops
+#: stores its arrays uncompressed: a real model unpacks to about its own size).
+MAX_UNPACK_RATIO = 16
+UNPACK_ALLOWANCE = 64 << 20
 MODEL_FILE = "model.skops"
 MANIFEST_FILE = "manifest.json"
 CARD_FILE = "MODEL_CARD.md"
@@ -129,6 +136,7 @@ class Manifest:
     data: dict[str, Any] = field(default_factory=dict)  # training/dev files with sha256 and rows
     metrics: dict[str, Any] = field(default_factory=dict)  # dev metrics per head
     config: dict[str, Any] = field(default_factory=dict)  # the full training config, seed included
+    manifest_sha256: str = ""  # of every other field (``manifest_digest``); set when written
 
     def head(self, name: str) -> HeadSpec:
         for spec in self.heads:
@@ -148,6 +156,7 @@ class Manifest:
             "data": self.data,
             "metrics": self.metrics,
             "config": self.config,
+            "manifest_sha256": self.manifest_sha256,
         }
 
     @staticmethod
@@ -166,6 +175,7 @@ class Manifest:
             data=dict(raw.get("data", {})),
             metrics=dict(raw.get("metrics", {})),
             config=dict(raw.get("config", {})),
+            manifest_sha256=str(raw.get("manifest_sha256", "")),
         )
 
 
@@ -191,6 +201,20 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def manifest_digest(raw: dict[str, Any]) -> str:
+    """The sha256 of a manifest's fields but ``manifest_sha256`` itself, in canonical JSON."""
+    fields = {k: v for k, v in raw.items() if k != "manifest_sha256"}
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def write_manifest(path: Path, raw: dict[str, Any]) -> None:
+    """Write ``raw`` as the manifest of the artifact at ``path``, sealed with its checksum (the
+    one way to change a manifest on purpose; an edit by hand is refused at load)."""
+    sealed = {**raw, "manifest_sha256": manifest_digest(raw)}
+    (Path(path) / MANIFEST_FILE).write_text(json.dumps(sealed, indent=2) + "\n", encoding="utf-8")
+
+
 def save_artifact(
     model: ArticleModel, manifest_fields: dict[str, Any], out_dir: Path, card: str | None = None
 ) -> Manifest:
@@ -212,8 +236,9 @@ def save_artifact(
         if not fields.get("version"):
             stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
             fields["version"] = f"{stamp}-{digest[:8]}"
-        manifest = Manifest(model_sha256=digest, **fields)
-        (staging / MANIFEST_FILE).write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
+        raw = Manifest(model_sha256=digest, **fields).to_json()
+        write_manifest(staging, raw)
+        manifest = Manifest.from_json({**raw, "manifest_sha256": manifest_digest(raw)})
         if card is not None:
             (staging / CARD_FILE).write_text(card.replace("{version}", manifest.version))
         if out_dir.exists():
@@ -235,9 +260,16 @@ def read_manifest(path: Path) -> Manifest:
         raw = json.loads(manifest_path.read_text(encoding="utf-8"))
         if not isinstance(raw, dict):
             raise TypeError(f"expected a JSON object, got {type(raw).__name__}")
-        return Manifest.from_json(raw)
+        manifest = Manifest.from_json(raw)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ArtifactError(f"{manifest_path}: malformed manifest: {exc}") from exc
+    if manifest.manifest_sha256 != manifest_digest(raw):
+        raise ArtifactError(
+            f"{manifest_path}: manifest checksum mismatch (edited after it was written?)"
+            if manifest.manifest_sha256
+            else f"{manifest_path}: manifest has no checksum (written by an older newstagger: retrain)"
+        )
+    return manifest
 
 
 def model_file_types(path: Path) -> set[str]:
@@ -247,6 +279,10 @@ def model_file_types(path: Path) -> set[str]:
     ``TRUSTED_TYPES`` and plain values.)
     """
     with zipfile.ZipFile(path) as zf:
+        unpacked = sum(info.file_size for info in zf.infolist())
+        limit = MAX_UNPACK_RATIO * path.stat().st_size + UNPACK_ALLOWANCE
+        if unpacked > limit:
+            raise ArtifactError(f"{path}: unpacks to {unpacked} bytes, over the limit of {limit}")
         schema = json.loads(zf.read("schema.json"))
     found: set[str] = set()
     stack: list[Any] = [schema]
@@ -260,6 +296,19 @@ def model_file_types(path: Path) -> set[str]:
         elif isinstance(node, list):
             stack.extend(node)
     return found
+
+
+def check_against_model(manifest: Manifest, model: ArticleModel, model_path: Path) -> None:
+    """Raise ArtifactError unless the manifest's heads and labels are the model's own."""
+    missing = [h.name for h in manifest.heads if h.name not in model.classifiers]
+    if missing:
+        raise ArtifactError(f"{model_path}: manifest heads missing from the model: {', '.join(missing)}")
+    for head in manifest.heads:
+        if list(head.labels) != list(model.labels.get(head.name, ())):
+            raise ArtifactError(
+                f"{model_path}: the manifest's labels of head {head.name!r} are not the model's "
+                f"(manifest {list(head.labels)}, model {list(model.labels.get(head.name, ()))})"
+            )
 
 
 def load_artifact(path: Path) -> LoadedModel:
@@ -276,6 +325,8 @@ def load_artifact(path: Path) -> LoadedModel:
         )
     try:
         named = model_file_types(model_path) | set(sio.get_untrusted_types(file=model_path))
+    except ArtifactError:
+        raise
     except Exception as exc:
         raise ArtifactError(f"{model_path}: unreadable model file: {exc}") from exc
     untrusted = named - set(TRUSTED_TYPES) - PLAIN_TYPES
@@ -287,7 +338,5 @@ def load_artifact(path: Path) -> LoadedModel:
         raise ArtifactError(f"{model_path}: cannot load model: {exc}") from exc
     if not isinstance(model, ArticleModel):
         raise ArtifactError(f"{model_path}: holds {type(model).__name__}, not an ArticleModel")
-    missing = [h.name for h in manifest.heads if h.name not in model.classifiers]
-    if missing:
-        raise ArtifactError(f"{model_path}: manifest heads missing from the model: {', '.join(missing)}")
+    check_against_model(manifest, model, model_path)
     return LoadedModel(manifest=manifest, model=model, path=path, loaded_at=time.time())

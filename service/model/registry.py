@@ -84,9 +84,16 @@ class ModelRegistry:
         return sorted(stale)
 
     def path(self, version: str) -> Path:
+        """The directory of ``version``. It must resolve inside ``versions/`` (a version that is a
+        symlink to, or holds symlinks to, files elsewhere is refused)."""
         path = self.versions_dir / version
         if not version or "/" in version or version.startswith(".") or not (path / MANIFEST_FILE).is_file():
             raise ArtifactError(f"no version {version!r} in {self.root} (see `newstagger models list`)")
+        inside = self.versions_dir.resolve()
+        resolved = path.resolve()
+        files = [resolved / MANIFEST_FILE, resolved / MODEL_FILE]
+        if resolved.parent != inside or any(f.resolve().parent != resolved for f in files):
+            raise ArtifactError(f"version {version!r} in {self.root} resolves outside the registry: refused")
         return path
 
     def manifest(self, version: str) -> Manifest:

@@ -4,11 +4,14 @@ streams, oversized fields, garbage bytes, cancelled work, and a batcher that sto
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -20,6 +23,7 @@ from service.core.types import DEFAULT_OPTIONS, Article, TagResult
 from service.gen.newstagger.v1 import tagger_pb2 as pb
 from service.gen.newstagger.v1 import tagger_pb2_grpc as pb_grpc
 from service.http import HealthServer
+from service.model.artifact import MANIFEST_FILE
 from service.model.registry import ModelRegistry
 from tests.helpers import wait_for
 from tests.integration.test_grpc_support import Served, serve_in_process
@@ -234,3 +238,18 @@ def test_a_stopped_batcher_turns_health_and_readiness_off(served: Served) -> Non
     )
     code, _, _ = failure(served.stub.Tag, pb.TagRequest(article=article(1)), timeout=5)
     assert code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_serve_refuses_a_model_whose_manifest_was_edited(registry: ModelRegistry, model_dir: Path) -> None:
+    v2 = registry.new_version_dir("v2")
+    shutil.copytree(model_dir, v2)
+    raw = json.loads((v2 / MANIFEST_FILE).read_text())
+    stance = next(h for h in raw["heads"] if h["name"] == "stance")
+    stance["labels"] = list(reversed(stance["labels"]))  # "critical" would come back "supportive"
+    (v2 / MANIFEST_FILE).write_text(json.dumps(raw))
+    registry.promote("v2", verify=False)
+    with serve_in_process(registry.root) as s:
+        code, details, _ = failure(s.stub.Tag, pb.TagRequest(article=article(1)), timeout=10)
+        assert (code, details) == (grpc.StatusCode.UNAVAILABLE, "no model is loaded")
+        health = health_pb2_grpc.HealthStub(s.channel).Check(CHECK, timeout=5)
+        assert health.status == health_pb2.HealthCheckResponse.NOT_SERVING

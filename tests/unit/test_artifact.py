@@ -25,6 +25,7 @@ from service.model.artifact import (
     read_manifest,
     save_artifact,
     sha256_file,
+    write_manifest,
 )
 from training.config import ThresholdConfig
 from training.evaluate import tune_thresholds
@@ -170,7 +171,7 @@ def test_manifest_head_missing_from_the_model_is_refused(model_dir: Path, tmp_pa
     art = copy_artifact(model_dir, tmp_path)
     raw = json.loads((art / MANIFEST_FILE).read_text())
     raw["heads"].append({"name": "region", "kind": "single", "labels": ["asia"]})
-    (art / MANIFEST_FILE).write_text(json.dumps(raw))
+    write_manifest(art, raw)  # sealed, but not the model's
     with pytest.raises(ArtifactError, match="region"):
         load_artifact(art)
 
@@ -211,7 +212,7 @@ def test_a_file_that_is_not_a_skops_archive_is_refused(model_dir: Path, tmp_path
     (art / MODEL_FILE).write_bytes(b"\x80\x04K\x01.")  # a pickle, not a skops zip
     raw = json.loads((art / MANIFEST_FILE).read_text())
     raw["model_sha256"] = sha256_file(art / MODEL_FILE)
-    (art / MANIFEST_FILE).write_text(json.dumps(raw))
+    write_manifest(art, raw)
     with pytest.raises(ArtifactError, match="unreadable model file"):
         load_artifact(art)
 

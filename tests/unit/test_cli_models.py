@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from service.cli import main
-from service.model.artifact import MANIFEST_FILE, MODEL_FILE
+from service.model.artifact import MANIFEST_FILE, MODEL_FILE, write_manifest
 from service.model.registry import ModelRegistry
 from tests.helpers import STARTER
 
@@ -270,7 +270,7 @@ def add_version(registry: ModelRegistry, source: Path, version: str, created_at:
     shutil.copytree(source, dst)
     manifest = json.loads((dst / MANIFEST_FILE).read_text())
     manifest.update(version=version, created_at=created_at)
-    (dst / MANIFEST_FILE).write_text(json.dumps(manifest))
+    write_manifest(dst, manifest)
 
 
 def test_models_list_show_promote_rollback(

@@ -13,7 +13,7 @@ import pytest
 from service.cli import main
 from service.core.errors import ArtifactError
 from service.model import registry as registry_module
-from service.model.artifact import MODEL_FILE, LoadedModel, load_artifact
+from service.model.artifact import MODEL_FILE, LoadedModel, load_artifact, write_manifest
 from service.model.registry import ModelRegistry, resolve_model_path
 from tests.conftest import FAST_CONFIG
 from tests.helpers import STARTER
@@ -28,7 +28,7 @@ def add_version(reg: ModelRegistry, version: str, tamper: bool = False) -> Path:
     manifest = json.loads((dst / "manifest.json").read_text())
     manifest["version"] = version
     manifest["created_at"] = f"2099-01-01T00:00:{len(reg.versions()):02d}Z"
-    (dst / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(dst, manifest)
     if tamper:
         with (dst / MODEL_FILE).open("ab") as fh:
             fh.write(b"tampered")

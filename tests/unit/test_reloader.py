@@ -15,7 +15,7 @@ from service.core.errors import ArtifactError
 from service.core.tagger import Tagger
 from service.core.types import Article
 from service.metrics import Metrics
-from service.model.artifact import load_artifact
+from service.model.artifact import load_artifact, write_manifest
 from service.model.registry import ModelRegistry
 from service.reloader import ModelReloader, smoke_check
 from tests.helpers import wait_for
@@ -76,18 +76,19 @@ def test_corrupted_artifact_is_refused_old_keeps_serving(registry: ModelRegistry
     assert reloads(prom, "refused") == 1
 
 
-def test_smoke_check_failure_is_refused(registry: ModelRegistry, served: Any) -> None:
-    """A manifest that disagrees with its model (one label too few) loads but cannot tag."""
+def test_manifest_labels_that_are_not_the_models_are_refused(registry: ModelRegistry, served: Any) -> None:
+    """A manifest that disagrees with its model (one label too few), even sealed, is refused."""
     tagger, reloader, prom = served
     path = add_version(registry, "v4")
     manifest = json.loads((path / "manifest.json").read_text())
     topics = next(h for h in manifest["heads"] if h["name"] == "topics")
     topics["labels"], topics["thresholds"] = topics["labels"][:-1], topics["thresholds"][:-1]
-    (path / "manifest.json").write_text(json.dumps(manifest))
-    load_artifact(path)  # loading alone does not notice
-    registry.promote("v4")
+    write_manifest(path, manifest)
+    with pytest.raises(ArtifactError, match="labels of head 'topics' are not the model's"):
+        load_artifact(path)
+    registry.promote("v4", verify=False)
     outcome = reloader.check()
-    assert outcome.result == "refused" and "smoke check failed" in outcome.message
+    assert outcome.result == "refused" and "not the model's" in outcome.message
     assert tagger.tag([ARTICLE])[0].model_version == "v1"
     assert reloads(prom, "refused") == 1
 

@@ -1,0 +1,152 @@
+"""Artifact integrity covers everything the server uses: an edited manifest, a version outside
+the registry and a model file that unpacks to far more than its size are refused (by loading,
+`newstagger tag` and the reloader; `serve` in tests/integration/test_grpc_abuse.py), and a
+refused version fixed in place is retried."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from service.cli import main
+from service.core.errors import ArtifactError
+from service.core.tagger import Tagger
+from service.core.types import Article
+from service.metrics import Metrics
+from service.model.artifact import MANIFEST_FILE, MODEL_FILE, load_artifact, sha256_file, write_manifest
+from service.model.registry import ModelRegistry
+from service.reloader import ModelReloader
+
+ARTICLE = Article("a1", "Officials criticised the deal and warned it would fail.")
+
+
+def swap_stance_labels(raw: dict[str, Any]) -> None:
+    stance = next(h for h in raw["heads"] if h["name"] == "stance")
+    stance["labels"] = list(reversed(stance["labels"]))
+
+
+def change_thresholds(raw: dict[str, Any]) -> None:
+    topics = next(h for h in raw["heads"] if h["name"] == "topics")
+    topics["thresholds"] = [0.01] * len(topics["thresholds"])
+
+
+EDITS = pytest.mark.parametrize("edit", [swap_stance_labels, change_thresholds], ids=["labels", "thresholds"])
+
+
+def edited_copy(src: Path, dst: Path, edit: Any, seal: bool = False) -> Path:
+    shutil.copytree(src, dst)
+    raw = json.loads((dst / MANIFEST_FILE).read_text())
+    edit(raw)
+    if seal:
+        write_manifest(dst, raw)
+    else:
+        (dst / MANIFEST_FILE).write_text(json.dumps(raw, indent=2))
+    return dst
+
+
+@EDITS
+def test_a_manifest_edited_by_hand_is_refused(model_dir: Path, tmp_path: Path, edit: Any) -> None:
+    art = edited_copy(model_dir, tmp_path / "edited", edit)
+    with pytest.raises(ArtifactError, match="manifest checksum mismatch"):
+        load_artifact(art)
+
+
+def test_resealed_labels_that_are_not_the_models_are_refused(model_dir: Path, tmp_path: Path) -> None:
+    art = edited_copy(model_dir, tmp_path / "edited", swap_stance_labels, seal=True)
+    with pytest.raises(ArtifactError, match="labels of head 'stance' are not the model's"):
+        load_artifact(art)
+
+
+@EDITS
+def test_newstagger_tag_refuses_an_edited_manifest(
+    model_dir: Path, tmp_path: Path, edit: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    art = edited_copy(model_dir, tmp_path / "edited", edit)
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"id": "a1", "text": ARTICLE.text}) + "\n")
+    code = main(["tag", str(src), "--model", str(art)])
+    out, err = capsys.readouterr()
+    assert code != 0 and out == ""
+    assert "manifest checksum mismatch" in err
+
+
+@EDITS
+def test_the_reloader_refuses_it_and_the_old_model_keeps_serving(
+    registry: ModelRegistry, model_dir: Path, edit: Any
+) -> None:
+    prom = CollectorRegistry()
+    tagger = Tagger()
+    reloader = ModelReloader(tagger, registry.root, Metrics(prom), interval=0)
+    assert reloader.check().result == "loaded"
+    edited_copy(model_dir, registry.new_version_dir("v2"), edit)
+    registry.promote("v2", verify=False)  # behind the gate's back
+    outcome = reloader.check()  # what ReloadModel answers
+    assert outcome.result == "refused" and "manifest checksum mismatch" in outcome.message
+    assert tagger.tag([ARTICLE])[0].model_version == "v1"
+
+
+def test_a_refused_version_fixed_in_place_is_loaded(registry: ModelRegistry, model_dir: Path) -> None:
+    tagger = Tagger()
+    reloader = ModelReloader(tagger, registry.root, None, interval=0)
+    assert reloader.check().result == "loaded"
+    v2 = edited_copy(model_dir, registry.new_version_dir("v2"), change_thresholds)
+    registry.promote("v2", verify=False)
+    assert reloader.check().result == "refused"
+    assert reloader.check().message == "already refused"
+    raw = json.loads((v2 / MANIFEST_FILE).read_text())
+    raw["version"] = "v2"
+    write_manifest(v2, raw)  # fixed in place (a rewritten, sealed manifest)
+    outcome = reloader.check()
+    assert (outcome.result, outcome.version) == ("loaded", "v2")
+
+
+def test_a_version_outside_the_registry_is_refused(
+    registry: ModelRegistry, model_dir: Path, tmp_path: Path
+) -> None:
+    outside = tmp_path / "elsewhere"
+    shutil.copytree(model_dir, outside)
+    (registry.versions_dir / "v2").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(ArtifactError, match="outside the registry"):
+        registry.path("v2")
+    v3 = registry.new_version_dir("v3")
+    v3.mkdir()
+    shutil.copy(model_dir / MANIFEST_FILE, v3 / MANIFEST_FILE)
+    (v3 / MODEL_FILE).symlink_to(outside / MODEL_FILE)
+    with pytest.raises(ArtifactError, match="outside the registry"):
+        registry.promote("v3", verify=False)
+    tagger = Tagger()
+    reloader = ModelReloader(tagger, registry.root, None, interval=0)
+    assert reloader.check().result == "loaded"
+    (registry.root / "current").write_text("v2\n")  # the pointer edited by hand
+    assert "outside the registry" in reloader.check().message
+    assert tagger.tag([ARTICLE])[0].model_version == "v1"
+
+
+def test_a_model_file_that_unpacks_to_far_more_than_its_size_is_refused(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    art = tmp_path / "bomb"
+    shutil.copytree(model_dir, art)
+    with zipfile.ZipFile(model_dir / MODEL_FILE) as original:
+        entries = {info.filename: original.read(info) for info in original.infolist()}
+    with zipfile.ZipFile(art / MODEL_FILE, "w", zipfile.ZIP_DEFLATED) as bomb:
+        for name, data in entries.items():
+            if name != "schema.json":
+                bomb.writestr(name, data)
+        with bomb.open("schema.json", "w") as schema:  # valid JSON padded with 200 MB of blanks
+            schema.write(entries["schema.json"])
+            block = b" " * (1 << 20)
+            for _ in range(200):
+                schema.write(block)
+    raw = json.loads((art / MANIFEST_FILE).read_text())
+    raw["model_sha256"] = sha256_file(art / MODEL_FILE)
+    write_manifest(art, raw)
+    assert (art / MODEL_FILE).stat().st_size < 4 << 20
+    with pytest.raises(ArtifactError, match="unpacks to"):
+        load_artifact(art)
