@@ -80,7 +80,7 @@ class Metrics:
         )
         self.overload_rejections = Counter(
             "newstagger_overload_rejections",
-            "Articles refused because the batcher queue was full.",
+            "Articles refused by the batcher: too much work queued, or none of it could meet the deadline.",
             registry=r,
         )
         # HTTP API

@@ -8,11 +8,17 @@ are also the protobuf payloads of the Kafka path (input events and tagged events
 producer can reuse them as they are.
 
 Errors (gRPC status codes):
-  INVALID_ARGUMENT    empty/missing text, text over the configured limit (default 1 MB),
-                      a batch over the configured size, unknown head names, bad options
+  INVALID_ARGUMENT    empty/missing text, a field over its limit (text: configured, default
+                      1 MB; title 8 KiB; target 1 KiB; id 512 bytes; head names 128 bytes, at
+                      most 64), a batch over the configured size, unknown head names, bad
+                      options, a request that is not a valid protobuf message
   UNAVAILABLE         no model is loaded yet, or the server is draining (retry elsewhere)
-  RESOURCE_EXHAUSTED  the batching queue is full (retry with backoff)
-  DEADLINE_EXCEEDED   the call's deadline passed before the article was tagged
+  RESOURCE_EXHAUSTED  the server has more work queued than it may hold or than the call's
+                      deadline leaves time for, or too many calls/streams are open; refused
+                      at once (retry with backoff, or elsewhere); also a request over the
+                      size limit (16 MiB by default)
+  DEADLINE_EXCEEDED   the call's deadline passed (or is too short to tag the article at all);
+                      a TagStream that sends nothing for the idle limit (default 60 s)
   INTERNAL            anything unexpected; the message is generic, details are in server logs
 """
 
@@ -72,14 +78,16 @@ class Article(_message.Message):
     URL_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """Caller's identifier, echoed in the result (free text, at most a few hundred bytes advised)."""
+    """Caller's identifier, echoed in the result (free text, at most 512 bytes)."""
     title: _builtins.str
-    """Headline; used by the model together with the text. Optional."""
+    """Headline; used by the model together with the text. Optional; at most 8 KiB."""
     text: _builtins.str
-    """Body text, UTF-8. Required and non-blank; at most the server's limit (default 1 MB)."""
+    """Body text, UTF-8. Required and non-blank; at most the server's limit (default 1 MB). The
+    model reads its first 100,000 characters.
+    """
     target: _builtins.str
     """What a target-aware stance head judges the stance toward (e.g. an entity or topic).
-    Optional; empty means the head uses the title.
+    Optional; empty means the head uses the title. At most 1 KiB.
     """
     source: _builtins.str
     """Publisher or feed name. Optional; carried through, not used by the model."""

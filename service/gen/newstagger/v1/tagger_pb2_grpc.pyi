@@ -8,11 +8,17 @@ are also the protobuf payloads of the Kafka path (input events and tagged events
 producer can reuse them as they are.
 
 Errors (gRPC status codes):
-  INVALID_ARGUMENT    empty/missing text, text over the configured limit (default 1 MB),
-                      a batch over the configured size, unknown head names, bad options
+  INVALID_ARGUMENT    empty/missing text, a field over its limit (text: configured, default
+                      1 MB; title 8 KiB; target 1 KiB; id 512 bytes; head names 128 bytes, at
+                      most 64), a batch over the configured size, unknown head names, bad
+                      options, a request that is not a valid protobuf message
   UNAVAILABLE         no model is loaded yet, or the server is draining (retry elsewhere)
-  RESOURCE_EXHAUSTED  the batching queue is full (retry with backoff)
-  DEADLINE_EXCEEDED   the call's deadline passed before the article was tagged
+  RESOURCE_EXHAUSTED  the server has more work queued than it may hold or than the call's
+                      deadline leaves time for, or too many calls/streams are open; refused
+                      at once (retry with backoff, or elsewhere); also a request over the
+                      size limit (16 MiB by default)
+  DEADLINE_EXCEEDED   the call's deadline passed (or is too short to tag the article at all);
+                      a TagStream that sends nothing for the idle limit (default 60 s)
   INTERNAL            anything unexpected; the message is generic, details are in server logs
 """
 

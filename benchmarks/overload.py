@@ -1,0 +1,188 @@
+"""Goodput under overload: a `newstagger serve` process offered twice its capacity, every call
+with a 2 s deadline.
+
+    python benchmarks/overload.py                          # default model, load 2x, deadline 2 s
+    python benchmarks/overload.py --server-code ../old     # the same load against another checkout
+    python benchmarks/overload.py --load 3 --deadline 1 --seconds 20
+
+1. Capacity: closed-loop Tag calls (concurrency 32, no deadline pressure) for --seconds; capacity =
+   answered calls per second. Same corpus, model and request documents as ``grpc_bench.py``.
+2. Overload: open-loop arrivals at --load x capacity (evenly spaced, one article per call, each with
+   a --deadline timeout) for --seconds. Goodput = calls answered OK within their deadline per second,
+   divided by capacity. Refusals (RESOURCE_EXHAUSTED, or DEADLINE_EXCEEDED answered early) are
+   timed: a refusal should come at once so the caller can go elsewhere. Calls that time out at the
+   client are late work the server wasted.
+
+Targets (issue 15): goodput >= 0.8 of capacity at 2x load with 2 s deadlines; refusals within 50 ms.
+The load generator is a separate process (grpc.aio, pre-serialized requests); it shares the machine
+with the server, in the capacity run as in the overload run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from benchmarks.grpc_bench import TAG_METHOD, prepare, run_load, start_server  # noqa: E402
+
+
+async def _offer(
+    port: int, payloads: list[bytes], rate: float, seconds: float, deadline: float
+) -> dict[str, Any]:
+    import grpc
+
+    ok_in_time: list[float] = []
+    refused: list[float] = []
+    outcomes: dict[str, int] = {}
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary(TAG_METHOD)
+
+        async def one(payload: bytes) -> None:
+            t0 = time.perf_counter()
+            try:
+                await call(payload, timeout=deadline)
+                took = time.perf_counter() - t0
+                key = "ok" if took <= deadline else "ok_late"
+                if key == "ok":
+                    ok_in_time.append(took)
+            except grpc.aio.AioRpcError as exc:
+                took = time.perf_counter() - t0
+                key = exc.code().name
+                if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED or (
+                    exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and took < 0.9 * deadline
+                ):
+                    refused.append(took)
+                    key += "_early" if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED else ""
+            outcomes[key] = outcomes.get(key, 0) + 1
+
+        tasks = []
+        start = time.perf_counter()
+        n = int(rate * seconds)
+        for i in range(n):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(payloads[i % len(payloads)])))
+        offered_for = time.perf_counter() - start
+        await asyncio.gather(*tasks)
+    ok_in_time.sort()
+    refused.sort()
+
+    def pct(values: list[float], q: float) -> float:
+        return 1000 * values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+    return {
+        "offered": n,
+        "offered_rate": n / offered_for,
+        "ok_in_time": len(ok_in_time),
+        "goodput_rate": len(ok_in_time) / offered_for,
+        "ok_p50_ms": pct(ok_in_time, 0.5),
+        "ok_p99_ms": pct(ok_in_time, 0.99),
+        "refused": len(refused),
+        "refused_p50_ms": pct(refused, 0.5),
+        "refused_p99_ms": pct(refused, 0.99),
+        "outcomes": outcomes,
+    }
+
+
+def offer_main(args: argparse.Namespace) -> int:
+    from service.grpc_api.gen.newstagger.v1 import tagger_pb2 as pb
+
+    docs = [json.loads(line) for line in Path(args.docs).read_text().splitlines()]
+    requests = [pb.TagRequest(article=pb.Article(id=d["id"], text=d["text"])) for d in docs]
+    payloads = [r.SerializeToString() for r in requests]
+    print(json.dumps(asyncio.run(_offer(args.port, payloads, args.rate, args.seconds, args.deadline))))
+    return 0
+
+
+def run_offer(port: int, docs_file: Path, rate: float, seconds: float, deadline: float) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, __file__, "_offer", "--port", str(port), "--docs", str(docs_file)]
+        + ["--rate", str(rate), "--seconds", str(seconds), "--deadline", str(deadline)],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    return dict(json.loads(out.stdout))
+
+
+def usable_model(model_dir: Path) -> Path:
+    """The cached benchmark model, sealed if a newstagger from before manifest checksums trained it
+    (our own cache: the seal records what we trained; any other edit is still refused)."""
+    from service.model.artifact import MANIFEST_FILE, write_manifest
+
+    raw = json.loads((model_dir / MANIFEST_FILE).read_text())
+    if not raw.get("manifest_sha256"):
+        print(f"model: sealing {model_dir} (cached before manifest checksums)", file=sys.stderr)
+        write_manifest(model_dir, raw)
+    return model_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["_offer"]:
+        p = argparse.ArgumentParser()
+        p.add_argument("_offer")
+        for name in ("--port", "--docs", "--rate", "--seconds", "--deadline"):
+            p.add_argument(name, required=True, type=int if name == "--port" else str)
+        a = p.parse_args(argv)
+        a.rate, a.seconds, a.deadline = float(a.rate), float(a.seconds), float(a.deadline)
+        return offer_main(a)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--load", type=float, default=2.0, help="offered load, times capacity")
+    parser.add_argument("--deadline", type=float, default=2.0, help="per-call deadline, seconds")
+    parser.add_argument("--seconds", type=float, default=15.0, help="length of each run")
+    parser.add_argument("--runs", type=int, default=3, help="overload runs; medians are reported")
+    parser.add_argument("--n", type=int, default=20000, help="corpus size (documents)")
+    parser.add_argument("--train-docs", type=int, default=4000)
+    parser.add_argument("--dev-docs", type=int, default=1000)
+    parser.add_argument("--request-docs", type=int, default=1024)
+    parser.add_argument("--config", type=Path, help="training config TOML (default: the default TrainConfig)")
+    parser.add_argument("--server-code", type=Path, default=REPO, help="checkout the server runs from")
+    args = parser.parse_args(argv)
+    model_dir, docs = prepare(args)
+    model_dir = usable_model(model_dir)
+    docs_file = model_dir.parent / f"grpc-requests-{len(docs)}.jsonl"
+    docs_file.write_text("".join(json.dumps({"id": d["id"], "text": d["text"]}) + "\n" for d in docs))
+    proc, port = start_server(model_dir, 1, args.server_code)
+    try:
+        run_load(port, docs_file, 8, 2.0)  # warm-up
+        closed = run_load(port, docs_file, 32, args.seconds)
+        capacity = closed["done"] / closed["elapsed"]
+        print(f"  capacity (closed loop, c=32): {capacity:.0f} req/s", file=sys.stderr)
+        runs = []
+        for _ in range(args.runs):
+            time.sleep(args.deadline + 1)  # let the previous run drain
+            r = run_offer(port, docs_file, args.load * capacity, args.seconds, args.deadline)
+            r["goodput"] = r["goodput_rate"] / capacity
+            print(f"  {json.dumps(r)}", file=sys.stderr)
+            runs.append(r)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    med = {k: statistics.median(r[k] for r in runs) for k in runs[0] if k != "outcomes"}
+    print(
+        f"capacity {capacity:.0f} req/s; offered {med['offered_rate']:.0f} req/s ({args.load:g}x) with "
+        f"{args.deadline:g} s deadlines for {args.seconds:g} s, median of {len(runs)} runs:\n"
+        f"goodput {med['goodput_rate']:.0f} req/s = {med['goodput']:.2f} of capacity (target >= 0.8); "
+        f"answered in time p50 {med['ok_p50_ms']:.0f} ms, p99 {med['ok_p99_ms']:.0f} ms; "
+        f"refused {med['refused']:.0f} of {med['offered']:.0f}, refusal latency p50 "
+        f"{med['refused_p50_ms']:.1f} ms, p99 {med['refused_p99_ms']:.1f} ms (target <= 50 ms)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
