@@ -5,8 +5,11 @@ start from ``build_runtime``; the gRPC API and the Kafka worker are adapters on 
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry
@@ -109,3 +112,15 @@ def build_runtime(settings: Settings, registry: CollectorRegistry | None = None)
         on_results=metrics.observe_results,
     )
     return Runtime(settings, tagger, batcher, metrics, registry, reloader)
+
+
+def install_stop_handlers(stop: threading.Event) -> None:
+    """Set ``stop`` on SIGTERM or SIGINT (a serving process then drains and exits)."""
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if not stop.is_set():
+            logger.info("received %s: shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)

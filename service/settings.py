@@ -84,7 +84,7 @@ class Settings(BaseSettings):
         2048, ge=1, description="Articles allowed to wait in the batcher; beyond that calls are rejected."
     )
     max_queue_seconds: float = Field(
-        2.0,
+        1.0,
         gt=0,
         description="Expected seconds of model work allowed to wait in the batcher; beyond that calls are "
         "rejected (and calls whose deadline the queued work would miss).",

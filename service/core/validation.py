@@ -45,17 +45,18 @@ def _field_size(article_id: str, name: str, value: str, limit: int, reason: str)
 
 
 def validate_article(article: Article, max_text_bytes: int) -> None:
-    """Raise InvalidArticle (with a DLQ-style ``reason``) for what no model could or should tag."""
+    """Raise InvalidArticle for what no model could or should tag; its ``reason`` is the Kafka
+    dead-letter reason (``empty_text``, ``text_too_long``, else ``invalid_article``)."""
     if utf8_size(article.id, MAX_ID_BYTES) > MAX_ID_BYTES:
         raise InvalidArticle(
-            f"article id {quote(article.id)} is over the limit of {MAX_ID_BYTES} bytes", "field_too_long"
+            f"article id {quote(article.id)} is over the limit of {MAX_ID_BYTES} bytes", "invalid_article"
         )
     article_id = quote(article.id)
     if not article.text or not article.text.strip():
         raise InvalidArticle(f"article {article_id}: text is empty", "empty_text")
     _field_size(article_id, "text", article.text, max_text_bytes, "text_too_long")
-    _field_size(article_id, "title", article.title, MAX_TITLE_BYTES, "field_too_long")
-    _field_size(article_id, "target", article.target, MAX_TARGET_BYTES, "field_too_long")
+    _field_size(article_id, "title", article.title, MAX_TITLE_BYTES, "invalid_article")
+    _field_size(article_id, "target", article.target, MAX_TARGET_BYTES, "invalid_article")
 
 
 def check_options(options: TagOptions, heads: Collection[str] | None) -> None:

@@ -10,16 +10,17 @@ within ``grace_seconds``), stop the stream worker, close the batcher and exit 0.
 from __future__ import annotations
 
 import logging
-import signal
+import sys
 import threading
 from collections.abc import Callable
-from types import FrameType
 
 from service.logs import configure_logging
-from service.runtime import Sidecar, SidecarFactory, build_runtime
+from service.runtime import Sidecar, SidecarFactory, build_runtime, install_stop_handlers
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+GIL_SWITCH_SECONDS = 0.001
 
 
 def run_serve(settings: Settings, sidecar: SidecarFactory | None = None) -> int:
@@ -28,18 +29,8 @@ def run_serve(settings: Settings, sidecar: SidecarFactory | None = None) -> int:
     if settings.workers > 1:
         from service.grpc_api.workers import run_workers
 
-        return run_workers(settings, sidecar)
+        return run_workers(settings, sidecar, serve_process)
     return serve_process(settings, sidecar)
-
-
-def install_stop_handlers(stop: threading.Event) -> None:
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        if not stop.is_set():
-            logger.info("received %s: shutting down", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
 
 
 def serve_process(
@@ -55,6 +46,10 @@ def serve_process(
     from service.grpc_api.server import build_server
     from service.http_api.server import build_http_api
 
+    # The server loop thread shares the GIL with the model thread. At CPython's default 5 ms switch
+    # interval the loop waits up to 5 ms each time it gets the GIL back after I/O, so under load it
+    # falls behind and even refusals come late; 1 ms keeps it responsive.
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
     stop = threading.Event()
     install_stop_handlers(stop)
     runtime = build_runtime(settings)

@@ -19,27 +19,29 @@ import signal
 import socket
 import tempfile
 import threading
+from collections.abc import Callable
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any
 
-from service.grpc_api.main import install_stop_handlers
 from service.http import HealthServer
 from service.logs import configure_logging
-from service.runtime import SidecarFactory
+from service.runtime import SidecarFactory, install_stop_handlers
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+ServeProcess = Callable[..., int]
 
-def _worker(settings: Settings, sidecar: SidecarFactory | None, flag: Synchronized[int]) -> None:
-    from service.grpc_api.main import serve_process
 
+def _worker(
+    serve: ServeProcess, settings: Settings, sidecar: SidecarFactory | None, flag: Synchronized[int]
+) -> None:
     configure_logging(settings.log_level, settings.log_format)
 
     def on_health(serving: bool) -> None:
         flag.value = 1 if serving else 0
 
-    code = serve_process(settings, sidecar, serve_http=False, reuse_port=True, on_health=on_health)
+    code = serve(settings, sidecar, serve_http=False, reuse_port=True, on_health=on_health)
     raise SystemExit(code)
 
 
@@ -49,19 +51,21 @@ def _free_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
-def run_workers(settings: Settings, sidecar: SidecarFactory | None) -> int:
+def run_workers(settings: Settings, sidecar: SidecarFactory | None, serve: ServeProcess) -> int:
+    """Run ``serve`` (``main.serve_process``, passed in: this module does not import main) in
+    ``settings.workers`` processes."""
     own_dir = None
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         own_dir = tempfile.mkdtemp(prefix="newstagger-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir
     try:
-        return _supervise(settings, sidecar)
+        return _supervise(settings, sidecar, serve)
     finally:
         if own_dir is not None:
             shutil.rmtree(own_dir, ignore_errors=True)
 
 
-def _supervise(settings: Settings, sidecar: SidecarFactory | None) -> int:
+def _supervise(settings: Settings, sidecar: SidecarFactory | None, serve: ServeProcess) -> int:
     from prometheus_client import multiprocess
 
     from service.metrics import build_registry
@@ -74,7 +78,7 @@ def _supervise(settings: Settings, sidecar: SidecarFactory | None) -> int:
     procs: list[Any] = [
         ctx.Process(
             target=_worker,
-            args=(child_settings, sidecar if index == 0 else None, flag),
+            args=(serve, child_settings, sidecar if index == 0 else None, flag),
             name=f"newstagger-worker-{index}",
         )
         for index, flag in enumerate(flags)

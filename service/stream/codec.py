@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from service.core.errors import InvalidArticle
 from service.core.types import Article, TagResult, result_to_json
+from service.core.validation import validate_article
 
 Headers = Sequence[tuple[str, bytes | None]]
 
@@ -168,7 +170,12 @@ def _article(fields: dict[str, Any], max_text_bytes: int) -> Article:
                 raise DecodeFailed(
                     "field_too_long", f"field {name!r} is {size} bytes, over the limit of {MAX_FIELD_BYTES}"
                 )
-    return Article(article_id, text, fields.get("title") or "", fields.get("target") or "")
+    article = Article(article_id, text, fields.get("title") or "", fields.get("target") or "")
+    try:
+        validate_article(article, max_text_bytes)  # the one validation (field limits)
+    except InvalidArticle as exc:
+        raise DecodeFailed(exc.reason, str(exc)) from None
+    return article
 
 
 def _utf8_size(value: str, limit: int) -> int:

@@ -114,12 +114,12 @@ def test_metrics_scraped_over_http_move_by_the_calls_made(registry: ModelRegistr
 def test_sigterm_drains_health_refuses_new_calls_and_finishes_in_flight(
     registry: ModelRegistry, tmp_path: Path
 ) -> None:
-    flags = ("--grace-seconds", "60", "--max-text-bytes", "200000")
+    flags = ("--grace-seconds", "60", "--max-text-bytes", "200000", "--max-queue-seconds", "600")
     with serve(registry.root, tmp_path, *flags) as (proc, port, mport):
         wait_for(lambda: health_status(port) == SERVING, timeout=60, what="health SERVING")
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         stub = pb_grpc.TaggerServiceStub(channel)
-        big = [pb.Article(id=f"big-{i}", text=TEXT * 2000) for i in range(160)]  # seconds of work
+        big = [pb.Article(id=f"big-{i}", text=TEXT * 1000) for i in range(80)]  # seconds of work, 7 MB
         slow = stub.TagBatch.future(pb.TagBatchRequest(articles=big), timeout=120)
         wait_for(
             lambda: total(scrape(mport), "newstagger_grpc_in_flight_requests") >= 1,
