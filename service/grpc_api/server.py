@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 
@@ -125,6 +126,17 @@ def _read(path: Path, what: str) -> bytes:
         raise ServerConfigError(f"cannot read {what} {path}: {exc.strerror}") from exc
 
 
+def _check_key_pair(cert: Path, key: Path) -> None:
+    """gRPC reports a key that does not fit its certificate only as "failed to bind": say what."""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key, password=lambda: b"")
+    except ssl.SSLError as exc:
+        raise ServerConfigError(
+            f"TLS key {key} does not match the certificate {cert} (or is not an unencrypted PEM "
+            f"key and certificate): {exc.reason or exc}"
+        ) from exc
+
+
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     """TLS when cert and key are set; mutual TLS (client certificate required) when a client CA is."""
     if settings.tls_cert is None and settings.tls_key is None:
@@ -134,6 +146,7 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     if settings.tls_cert is None or settings.tls_key is None:
         raise ServerConfigError("TLS needs both --tls-cert and --tls-key")
     pair = (_read(settings.tls_key, "TLS key"), _read(settings.tls_cert, "TLS certificate"))
+    _check_key_pair(settings.tls_cert, settings.tls_key)
     client_ca = None if settings.tls_client_ca is None else _read(settings.tls_client_ca, "client CA")
     return grpc.ssl_server_credentials(
         [pair], root_certificates=client_ca, require_client_auth=client_ca is not None

@@ -120,3 +120,13 @@ def test_incomplete_tls_settings_are_refused(registry: ModelRegistry, pki: dict[
     with pytest.raises(ServerConfigError, match="both --tls-cert and --tls-key"):  # noqa: SIM117
         with serve_in_process(registry.root, tls_cert=pki["server_crt"]):
             pass
+
+
+def test_a_key_that_does_not_match_its_certificate_is_named(
+    registry: ModelRegistry, pki: dict[str, Path]
+) -> None:
+    from service.grpc_api.server import ServerConfigError
+
+    with pytest.raises(ServerConfigError, match="does not match the certificate"):  # noqa: SIM117
+        with serve_in_process(registry.root, tls_cert=pki["server_crt"], tls_key=pki["client_key"]):
+            pass

@@ -219,3 +219,13 @@ def test_swap_under_concurrent_calls(loaded_model: LoadedModel, other_model: Loa
     assert not failures, failures[0]
     assert swaps >= 2
     assert seen["v1"] > 0 and seen["v2"] > 0, seen
+
+
+def test_the_model_reads_at_most_max_model_text_chars(loaded_model: LoadedModel) -> None:
+    from service.core.tagger import MAX_MODEL_TEXT_CHARS
+
+    head = ARTICLES[3].text + " " * (MAX_MODEL_TEXT_CHARS - len(ARTICLES[3].text))
+    tail = " troops sanctions prisoners defected shelling" * 2000  # past the cut: never read
+    tagger = Tagger(loaded_model, max_text_bytes=1_000_000)
+    long, cut = tagger.tag([Article("long", head + tail), Article("cut", head)])
+    assert long.heads == cut.heads
