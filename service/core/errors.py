@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from service.model.errors import ArtifactError, NewstaggerError
 
-class NewstaggerError(Exception):
-    """Base class of every error newstagger raises on purpose."""
+__all__ = [
+    "ArtifactError",
+    "DataError",
+    "DeadlineExceeded",
+    "InvalidArticle",
+    "InvalidRequest",
+    "ModelNotReady",
+    "NewstaggerError",
+    "Overloaded",
+]
 
 
 class InvalidArticle(NewstaggerError):
@@ -31,10 +40,6 @@ class Overloaded(NewstaggerError):
 
 class DeadlineExceeded(NewstaggerError):
     """The caller's deadline passed before the article was tagged."""
-
-
-class ArtifactError(NewstaggerError):
-    """A model artifact is missing, malformed, tampered with or unsafe to load."""
 
 
 class DataError(NewstaggerError):

@@ -9,17 +9,29 @@ a probability distribution for a single-label head.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy import sparse
 
-from service.core.types import Article
 from service.model.features import COLUMNS
 
 
-def articles_to_matrix(articles: Sequence[Article]) -> NDArray[np.object_]:
+class ArticleFields(Protocol):
+    """What the model reads of an article (``service.core.types.Article`` has these)."""
+
+    @property
+    def title(self) -> str: ...
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def target(self) -> str: ...
+
+
+def articles_to_matrix(articles: Sequence[ArticleFields]) -> NDArray[np.object_]:
     """The raw input every model takes: an (n, 3) object matrix of title, text, target."""
     matrix = np.empty((len(articles), len(COLUMNS)), dtype=object)
     for i, article in enumerate(articles):

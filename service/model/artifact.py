@@ -29,8 +29,8 @@ from typing import Any
 
 import skops.io as sio
 
-from service.core.errors import ArtifactError
 from service.model.article_model import ArticleModel
+from service.model.errors import ArtifactError
 
 FORMAT_VERSION = 1
 #: A model file may unpack to at most this many times its size plus UNPACK_ALLOWANCE bytes (skops

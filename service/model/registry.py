@@ -26,8 +26,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.core.errors import ArtifactError
 from service.model.artifact import MANIFEST_FILE, MODEL_FILE, Manifest, load_artifact, read_manifest
+from service.model.errors import ArtifactError
 
 CURRENT = "current"
 HISTORY = "history"

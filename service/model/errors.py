@@ -1,0 +1,15 @@
+"""The errors of the model layer, and the base of every error newstagger raises on purpose.
+
+They live here, at the bottom of the dependency graph (service.core depends on service.model,
+never the reverse), and ``service.core.errors`` re-exports them with the other domain errors.
+"""
+
+from __future__ import annotations
+
+
+class NewstaggerError(Exception):
+    """Base class of every error newstagger raises on purpose."""
+
+
+class ArtifactError(NewstaggerError):
+    """A model artifact is missing, malformed, tampered with or unsafe to load."""
