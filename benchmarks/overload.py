@@ -105,7 +105,7 @@ async def _offer(
 
 
 def offer_main(args: argparse.Namespace) -> int:
-    from service.grpc_api.gen.newstagger.v1 import tagger_pb2 as pb
+    from service.gen.newstagger.v1 import tagger_pb2 as pb
 
     docs = [json.loads(line) for line in Path(args.docs).read_text().splitlines()]
     requests = [pb.TagRequest(article=pb.Article(id=d["id"], text=d["text"])) for d in docs]
