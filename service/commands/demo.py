@@ -213,6 +213,9 @@ def _cli_hint() -> str:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    # Ctrl-C stops everything even when the demo was started with SIGINT ignored (a background job
+    # of a non-interactive shell inherits that, and Python then installs no handler of its own).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     ports = {"--port": args.port, "--metrics-port": args.metrics_port}
     if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         ports["--kafka-port"] = args.kafka_port

@@ -94,13 +94,16 @@ def test_demo_runs_the_whole_product_and_stops_cleanly(tmp_path: Path) -> None:
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout or []], daemon=True).start()
     output: list[str] = []
+    children: set[int] = set()
     try:
         deadline = time.monotonic() + 300  # a fresh demo trains the default model first (5-fold CV)
         while not any("Press Ctrl-C" in line for line in output):
             assert time.monotonic() < deadline, "demo did not finish its feed in time:\n" + "".join(output)
             assert proc.poll() is None, "demo exited early:\n" + "".join(output)
+            children |= _descendants(proc.pid)
             with contextlib.suppress(queue.Empty):
                 output.append(lines.get(timeout=1))
+        children |= _descendants(proc.pid)
         text = "".join(output)
         tagged = [line for line in output if line.startswith("  starter-dev-")]
         assert len(tagged) == 6, text
@@ -142,12 +145,15 @@ def test_demo_runs_the_whole_product_and_stops_cleanly(tmp_path: Path) -> None:
         )
         assert consumed >= 6
 
-        children = _descendants(proc.pid)
         assert children, "demo started no child processes"
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) in (0, 130)
         wait_for(lambda: not any(_alive(pid) for pid in children), 30, what="demo's children to exit")
     finally:
         stop_process(proc, signal.SIGKILL)
+        for pid in children:  # whatever the demo left behind (they hold its output pipe open)
+            if _alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         if proc.stdout is not None:
             proc.stdout.close()
