@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import signal
@@ -30,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +191,27 @@ def run_load(port: int, docs_file: Path, concurrency: int, seconds: float) -> di
     return dict(json.loads(out.stdout))
 
 
+def measure_point(server_pid: int, load: Callable[[], dict[str, Any]], runs: int) -> dict[str, float]:
+    """``runs`` runs of ``load`` (a load generator's result: done, elapsed, p50/p90/p99, errors) with
+    the server's CPU time around each; the medians of req/s, latencies and server CPU-ms/req."""
+    rows = []
+    for _ in range(runs):
+        cpu0 = cpu_seconds(server_pid)
+        r = load()
+        cpu = cpu_seconds(server_pid) - cpu0
+        rows.append(
+            {
+                "rps": r["done"] / r["elapsed"],
+                "p50": r["p50"],
+                "p90": r["p90"],
+                "p99": r["p99"],
+                "cpu_ms": 1000 * cpu / max(1, r["done"]),
+                "errors": r["errors"],
+            }
+        )
+    return {k: statistics.median(row[k] for row in rows) for k in rows[0]}
+
+
 def bench_server(
     model_dir: Path,
     docs_file: Path,
@@ -203,22 +226,7 @@ def bench_server(
     try:
         run_load(port, docs_file, 8, 2.0)  # warm-up
         for c in concurrency:
-            rows = []
-            for _ in range(runs):
-                cpu0 = cpu_seconds(proc.pid)
-                r = run_load(port, docs_file, c, seconds)
-                cpu = cpu_seconds(proc.pid) - cpu0
-                rows.append(
-                    {
-                        "rps": r["done"] / r["elapsed"],
-                        "p50": r["p50"],
-                        "p90": r["p90"],
-                        "p99": r["p99"],
-                        "cpu_ms": 1000 * cpu / max(1, r["done"]),
-                        "errors": r["errors"],
-                    }
-                )
-            table[c] = {k: statistics.median(row[k] for row in rows) for k in rows[0]}
+            table[c] = measure_point(proc.pid, functools.partial(run_load, port, docs_file, c, seconds), runs)
             print(f"  workers={workers} c={c}: {table[c]}", file=sys.stderr)
     finally:
         proc.send_signal(signal.SIGTERM)

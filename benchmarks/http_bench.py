@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -33,7 +33,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.grpc_bench import baseline, cpu_seconds, free_port, prepare  # noqa: E402
+from benchmarks.grpc_bench import baseline, free_port, measure_point, prepare  # noqa: E402
 
 CONCURRENCY = (1, 8, 32)
 PATHS = ("rest", "v2")
@@ -158,21 +158,8 @@ def bench(
             run_load(port, path, model, docs_file, 8, 2.0)  # warm-up
             results[path] = {}
             for c in levels:
-                rows = []
-                for _ in range(runs):
-                    cpu0 = cpu_seconds(proc.pid)
-                    r = run_load(port, path, model, docs_file, c, seconds)
-                    cpu = cpu_seconds(proc.pid) - cpu0
-                    rows.append(
-                        {
-                            "rps": r["done"] / r["elapsed"],
-                            "p50": r["p50"],
-                            "p99": r["p99"],
-                            "cpu_ms": 1000 * cpu / max(1, r["done"]),
-                            "errors": r["errors"],
-                        }
-                    )
-                results[path][c] = {k: statistics.median(row[k] for row in rows) for k in rows[0]}
+                load = functools.partial(run_load, port, path, model, docs_file, c, seconds)
+                results[path][c] = measure_point(proc.pid, load, runs)
                 print(f"  {path} c={c}: {results[path][c]}", file=sys.stderr)
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -27,13 +27,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.common import inprocess_baseline, reference_config  # noqa: E402
 from service.core.tagger import Tagger  # noqa: E402
+from service.model.article_model import articles_to_matrix  # noqa: E402
 from service.model.artifact import LoadedModel, load_artifact  # noqa: E402
-from training.config import TrainConfig  # noqa: E402
+from training.config import HeadConfig, TrainConfig  # noqa: E402
 from training.data import Dataset, load_dataset  # noqa: E402
 from training.evaluate import evaluate_model, indicator  # noqa: E402
 from training.train import STARTER_DIR, train  # noqa: E402
@@ -71,16 +74,13 @@ def candidates() -> dict[str, TrainConfig]:
 
 def editor_view(loaded: LoadedModel, data: Dataset) -> dict[str, Any]:
     """What a news editor checks on a set: topic recall/precision, wrong labels, unrelated articles
-    that got a topic, stance accuracy."""
+    that got a topic, stance accuracy. One scoring pass; the metrics are ``newstagger evaluate``'s."""
     metrics = evaluate_model(loaded, data)
     topics = next(h for h in loaded.manifest.heads if h.name == "topics")
-    tagger = Tagger(loaded)
-    articles = data.articles()
-    results = [r for i in range(0, len(articles), 64) for r in tagger.tag(articles[i : i + 64])]
-    predicted = [{s.label for h in r.heads if h.head == "topics" for s in h.labels} for r in results]
+    scores = loaded.model.scores(articles_to_matrix(data.articles()), ["topics"])["topics"]
+    P = (scores >= np.asarray(topics.thresholds)).astype(np.int8)
     gold = data.labels("topics")
     Y = indicator(gold, topics.labels)
-    P = indicator([tuple(p) for p in predicted], topics.labels)
     tp, fp, fn = int((Y & P).sum()), int(((1 - Y) & P).sum()), int((Y & (1 - P)).sum())
     unrelated = [i for i, g in enumerate(gold) if not g]
     out = {
@@ -89,7 +89,7 @@ def editor_view(loaded: LoadedModel, data: Dataset) -> dict[str, Any]:
         "recall": tp / max(1, tp + fn),
         "precision": tp / max(1, tp + fp),
         "wrong": fp,
-        "unrelated_tagged": sum(bool(predicted[i]) for i in unrelated),
+        "unrelated_tagged": int(P[unrelated].any(axis=1).sum()),
         "unrelated": len(unrelated),
         "n": len(gold),
         "positives": tp + fn,
@@ -130,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         ref_dir = Path(tmp) / "reference"
         train([args.train], ref_dir, reference_config(), [args.dev], version="reference")
         reference = load_artifact(ref_dir)
+        heads = {h.name: HeadConfig(kind=h.kind, target=h.target) for h in reference.manifest.heads}
+        dev = load_dataset([args.dev], TrainConfig(), heads=heads)
+        shift = load_dataset([args.shift], TrainConfig(), heads=heads)
+        sample = dev.articles() + shift.articles()
         for i, (name, config) in enumerate(chosen.items()):
             out = Path(tmp) / f"c{i}"
             print(f"== {name}", file=sys.stderr)
@@ -138,9 +142,6 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 train([args.train], out, config, [args.dev], version=f"c{i}")
             loaded = load_artifact(out)
-            dev = load_dataset([args.dev], config, heads=_heads(loaded))
-            shift = load_dataset([args.shift], config, heads=_heads(loaded))
-            sample = dev.articles() + shift.articles()
             cv = loaded.manifest.metrics["cv"]
             rows.append(
                 {
@@ -158,12 +159,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.write_text(text + "\n", encoding="utf-8")
     return 0
-
-
-def _heads(loaded: LoadedModel) -> dict[str, Any]:
-    from training.config import HeadConfig
-
-    return {h.name: HeadConfig(kind=h.kind, target=h.target) for h in loaded.manifest.heads}
 
 
 def table(rows: list[dict[str, Any]]) -> str:

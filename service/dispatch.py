@@ -41,8 +41,7 @@ class Dispatcher:
         return await self._bridge.wait(future, deadline)
 
     async def tag(self, article: Article, options: TagOptions, deadline: float | None) -> TagResult:
-        """Validate, queue and await one article; domain errors propagate."""
-        self.tagger.validate(article, options)
+        """Queue (the batcher validates) and await one article; domain errors propagate."""
         return await self._wait(self._submit(article, options, deadline), deadline)
 
     async def tag_each(
@@ -54,8 +53,7 @@ class Dispatcher:
         self.tagger.check_options(options)
         pending: list[Future[TagResult] | Exception] = []
         for article in articles:
-            try:
-                self.tagger.validate(article)
+            try:  # the batcher validates the article
                 pending.append(self._submit(article, options, deadline))
             except Exception as exc:  # noqa: BLE001 - reported per item
                 pending.append(exc)

@@ -120,16 +120,18 @@ def cross_validated_scores(
     if n < folds:
         raise DataError(f"{n} training rows: too few for {folds}-fold cross-validation (thresholds.cv_folds)")
     parts = np.array_split(np.random.RandomState(config.seed).permutation(n), folds)
-    on_step(f"cross-validation: {folds} folds on {min(folds, os.cpu_count() or 1)} processes")
-    jobs = (delayed(_fold_scores)(data, config, held) for held in parts)
-    results = Parallel(n_jobs=min(folds, os.cpu_count() or 1))(jobs)
-    out: dict[str, NDArray[np.float64]] = {}
+    workers = min(folds, os.cpu_count() or 1)
+    on_step(f"cross-validation: {folds} folds on {workers} processes")
+    results = Parallel(n_jobs=workers)(delayed(_fold_scores)(data, config, held) for held in parts)
+    order = {
+        name: list(head.labels) or sorted({g[0] for g in data.labels(name)})
+        for name, head in data.heads.items()
+    }
+    out = {name: np.zeros((n, len(labels)), dtype=np.float64) for name, labels in order.items()}
     for held, (fold_labels, scores) in zip(parts, results, strict=True):
         for name, block in scores.items():
-            labels = list(data.heads[name].labels) or sorted({g[0] for g in data.labels(name)})
-            full = out.setdefault(name, np.zeros((n, len(labels)), dtype=np.float64))
-            columns = np.asarray([labels.index(label) for label in fold_labels[name]], dtype=np.intp)
-            full[np.ix_(held, columns)] = block
+            columns = np.asarray([order[name].index(label) for label in fold_labels[name]], dtype=np.intp)
+            out[name][np.ix_(held, columns)] = block
     return out
 
 
@@ -193,20 +195,23 @@ def train(
             thresholds = tuple(tune_thresholds(Y, tune_scores[name], config.thresholds))
         specs.append(HeadSpec(name, head.kind, labels, thresholds, head.target))
     metrics: dict[str, Any] = {}
+    # the rows the "dev" figures are computed on, and their scores
+    scored, scored_scores = (tune_on, tune_scores) if folds <= 1 else (dev, None)
     if folds > 1:
         metrics["cv"] = {s.name: head_metrics(s, data.labels(s.name), tune_scores[s.name]) for s in specs}
-    if dev is not None or folds <= 1:
-        scored = dev if (dev is not None and folds > 1) else tune_on
-        _progress(4, total, f"scoring {len(scored.rows)} dev rows", started)
-        dev_scores = tune_scores if scored is tune_on else _score_heads(model, scored.rows)
-        metrics["dev"] = {s.name: head_metrics(s, scored.labels(s.name), dev_scores[s.name]) for s in specs}
+        if dev is not None:
+            _progress(4, total, f"scoring {len(dev.rows)} dev rows", started)
+            scored_scores = _score_heads(model, dev.rows)
+    if scored is not None and scored_scores is not None:
+        metrics["dev"] = {
+            s.name: head_metrics(s, scored.labels(s.name), scored_scores[s.name]) for s in specs
+        }
     if folds <= 1 and dev is None:
         _progress(4, total, "refitting on all training rows", started)
         model = fit_model(data, config)
     for key, title in (("cv", "cross-validated estimate"), ("dev", "dev")):
         if key in metrics:
             print(f"      {title}:\n" + textwrap.indent(headline(metrics[key]), "        "), file=sys.stderr)
-    dev_rows = len(dev.rows) if dev is not None else (0 if folds > 1 else len(tune_on.rows))
     train_seconds = time.perf_counter() - started
     _progress(total, total, f"writing {out_dir}", started)
     fields = {
@@ -228,7 +233,7 @@ def train(
                 "none" if folds > 1 else f"{config.dev_fraction:.0%} of train held out (seed {config.seed})"
             ),
             "train_rows": len(data.rows),
-            "dev_rows": dev_rows,
+            "dev_rows": len(scored.rows) if scored is not None else 0,
             "thresholds": f"{folds}-fold cross-validation on the training rows"
             if folds > 1
             else "tuned on the dev rows",

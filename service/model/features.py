@@ -40,7 +40,7 @@ class ColumnText(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         return self
 
     def transform(self, X: NDArray[np.object_]) -> list[str]:
-        repeats = tuple(getattr(self, "repeats", ())) or (1,) * len(self.indices_)  # older artifacts: none
+        repeats = self.repeats or (1,) * len(self.indices_)
         if len(self.indices_) == 1 and repeats[0] == 1:
             return [str(v) for v in X[:, self.indices_[0]]]
         return [
