@@ -81,6 +81,9 @@ class TrainConfig:
     seed: int = 20240601
     heads: dict[str, HeadConfig] = field(default_factory=dict)  # empty: every label field in the data
     ignore_fields: tuple[str, ...] = ()
+    # a row field (e.g. a story or body id) that groups the cross-validation folds: rows sharing a
+    # value never straddle folds (near-duplicates would otherwise flatter the estimate); "" = none
+    group_field: str = ""
     dev_fraction: float = 0.2  # without --dev, this share of train is held out for thresholds + metrics
     features: FeatureConfig = field(default_factory=FeatureConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)

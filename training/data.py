@@ -4,6 +4,8 @@ A row has ``id``, ``text``, optional ``title`` and ``target``, and one field per
 labels (multi-label head) or one label (single-label head). In CSV a multi-label cell is a JSON
 list or labels separated by ``|`` (empty = no labels); see docs/retraining.md. Heads come from the data or the
 config, never from code. Every error names the file, the line and the field.
+A group field (``--group-field`` / ``group_field``, e.g. a story id) is kept on each row to group
+cross-validation folds; it is never a head.
 Several files merge in order; a later file wins for the same id. Within one file ids are unique.
 """
 
@@ -33,6 +35,7 @@ LOOKS_LIKE_A_LIST = re.compile(r"[^,;|]+(?:[,;|][^,;|]+)+")
 class Row:
     article: Article
     labels: dict[str, tuple[str, ...]]  # head -> labels (a single-label head has exactly one)
+    group: str = ""  # the row's value of the dataset's group field ("" without one)
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,11 @@ class Dataset:
     rows: tuple[Row, ...]
     heads: dict[str, HeadConfig]  # every head, kind resolved
     files: tuple[dict[str, Any], ...]  # path, sha256, rows
+    group_field: str = ""  # the field Row.group comes from ("" = rows are not grouped)
+
+    def groups(self) -> list[str] | None:
+        """Each row's group (for grouped cross-validation), or None if the rows are not grouped."""
+        return [r.group for r in self.rows] if self.group_field else None
 
     def articles(self) -> list[Article]:
         return [r.article for r in self.rows]
@@ -118,12 +126,17 @@ def _refuse_hidden_lists(records: list[tuple[Path, int, dict[str, Any]]], name: 
 
 
 def _infer_heads(
-    records: list[tuple[Path, int, dict[str, Any]]], config: TrainConfig, head_names: Sequence[str]
+    records: list[tuple[Path, int, dict[str, Any]]],
+    config: TrainConfig,
+    head_names: Sequence[str],
+    group_field: str,
 ) -> dict[str, HeadConfig]:
     declared = dict(config.heads)
     for name in head_names:
         declared.setdefault(name, HeadConfig())
-    ignore = set(config.ignore_fields)
+    if group_field in declared:
+        raise DataError(f"field {group_field!r} cannot be both a head and the group field")
+    ignore = {*config.ignore_fields, group_field}
     explicit = bool(declared)
     selected = set(head_names)  # `--heads` picks heads: other label fields are left out
     heads: dict[str, HeadConfig] = {}
@@ -154,7 +167,19 @@ def _infer_heads(
     return heads
 
 
-def _row(path: Path, lineno: int, record: dict[str, Any], heads: dict[str, HeadConfig]) -> Row:
+def _group(where: str, record: dict[str, Any], field: str) -> str:
+    value = record.get(field)
+    if isinstance(value, bool) or not isinstance(value, str | int) or not str(value).strip():
+        raise DataError(
+            f"{where}: field {field!r}: missing or not a string/number "
+            "(the group field of cross-validation: every training row needs one)"
+        )
+    return str(value)
+
+
+def _row(
+    path: Path, lineno: int, record: dict[str, Any], heads: dict[str, HeadConfig], group_field: str = ""
+) -> Row:
     where = f"{path}:{lineno}"
     rid = record.get("id")
     if rid is None or (isinstance(rid, str) and not rid.strip()):
@@ -197,7 +222,7 @@ def _row(path: Path, lineno: int, record: dict[str, Any], heads: dict[str, HeadC
                     f"{where}: field {name!r}: label(s) {', '.join(unknown)} not in the configured set"
                 )
     article = Article(str(rid), text, record.get("title") or "", record.get("target") or "")
-    return Row(article, labels)
+    return Row(article, labels, _group(where, record, group_field) if group_field else "")
 
 
 def label_fields(paths: Sequence[Path]) -> set[str]:
@@ -214,10 +239,12 @@ def load_dataset(
     config: TrainConfig,
     head_names: Sequence[str] = (),
     heads: dict[str, HeadConfig] | None = None,
+    group_field: str = "",
 ) -> Dataset:
     """Read, validate and merge ``paths`` (later files win for the same id).
 
     ``heads`` fixes the heads (e.g. the dev set must have the training set's heads).
+    ``group_field`` names a field every row must have, kept as ``Row.group`` (never a head).
     """
     if not paths:
         raise DataError("no data files given")
@@ -239,10 +266,10 @@ def load_dataset(
             raise DataError(f"{path}: no rows")
         files.append({"path": str(path), "sha256": digest, "rows": len(recs)})
     if heads is None:
-        heads = _infer_heads(records, config, head_names)
+        heads = _infer_heads(records, config, head_names, group_field)
     merged: dict[str, Row] = {}
     for path, lineno, record in records:
-        row = _row(path, lineno, record, heads)
+        row = _row(path, lineno, record, heads, group_field)
         merged.pop(row.article.id, None)  # a later file's row replaces, and moves to the end
         merged[row.article.id] = row
-    return Dataset(tuple(merged.values()), heads, tuple(files))
+    return Dataset(tuple(merged.values()), heads, tuple(files), group_field)

@@ -5,7 +5,41 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from training.evaluate import format_report
+from training.evaluate import format_report, headline
+
+
+def estimate_titles(data: dict[str, Any], metrics: dict[str, Any]) -> dict[str, str]:
+    """What each recorded figure was measured on, with its row count: ``cv`` (the
+    cross-validated estimate) and ``dev`` (the dev score), for those the model has."""
+    titles = {}
+    if "cv" in metrics:
+        cv = data.get("cv", {})
+        folds = f"{cv['folds']}-fold " if "folds" in cv else ""
+        grouped = (
+            f", grouped by {cv['group_field']!r} ({cv['groups']} groups)" if cv.get("group_field") else ""
+        )
+        titles["cv"] = (
+            f"cross-validated estimate: {folds}out-of-fold scores on {data['train_rows']} training rows"
+            f"{grouped} (the cut-offs were tuned on these scores)"
+        )
+    if "dev" in metrics:
+        how = (
+            "scored only: never fitted or tuned on"
+            if "cv" in metrics
+            else "the cut-offs were tuned on these rows: optimistic"
+        )
+        titles["dev"] = f"dev score: {data['dev_rows']} dev rows ({how})"
+    return titles
+
+
+def figures(data: dict[str, Any], metrics: dict[str, Any]) -> str:
+    """The headline figures of the cross-validated estimate and the dev score, each under what it
+    was measured on (what ``newstagger train`` prints)."""
+    out = []
+    for key, title in estimate_titles(data, metrics).items():
+        out.append(title)
+        out += ["  " + line for line in headline(metrics[key]).splitlines()]
+    return "\n".join(out)
 
 
 def model_card(fields: dict[str, Any]) -> str:
@@ -46,13 +80,9 @@ def model_card(fields: dict[str, Any]) -> str:
     if "thresholds" in data:
         lines.append(f"- label cut-offs (the ≥ figures above): {data['thresholds']}")
     metrics = fields["metrics"]
-    sections = (
-        ("cv", f"Cross-validated estimate ({data['train_rows']} training rows, out-of-fold scores)"),
-        ("dev", f"Dev metrics ({data['dev_rows']} rows{', scored only' if 'cv' in metrics else ''})"),
-    )
-    for key, title in sections:
-        if key in metrics:
-            lines += ["", f"## {title}", "", "```", format_report(metrics[key]).rstrip(), "```"]
+    for key, title in estimate_titles(data, metrics).items():
+        report = format_report(metrics[key]).rstrip()
+        lines += ["", f"## {title[0].upper()}{title[1:]}", "", "```", report, "```"]
     lines += [
         "",
         f"Training took {fields['metrics']['train_seconds']} s.",

@@ -1,4 +1,4 @@
-"""``newstagger train``: fit, tune thresholds on dev, evaluate, write a versioned artifact."""
+"""``newstagger train``: fit, tune thresholds by cross-validation, score dev, write a versioned artifact."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import logging
 import os
 import platform
 import random
-import sys
-import textwrap
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -26,17 +24,14 @@ from service.model.article_model import ArticleModel, articles_to_matrix
 from service.model.artifact import HeadSpec, Manifest, save_artifact
 from training.config import TrainConfig
 from training.data import Dataset, Row, load_dataset
-from training.evaluate import head_metrics, headline, indicator, tune_thresholds
+from training.evaluate import head_metrics, indicator, tune_thresholds
 from training.pipeline import build_classifier, build_featurizer, featurizer_key
+from training.progress import Progress
 from training.report import model_card
 
 logger = logging.getLogger(__name__)
 
 STARTER_DIR = Path(__file__).parent / "starter"
-
-
-def _progress(step: int, total: int, message: str, started: float) -> None:
-    print(f"[{step}/{total}] {message} ({time.perf_counter() - started:.1f}s)", file=sys.stderr, flush=True)
 
 
 def fit_model(
@@ -109,20 +104,74 @@ def _fold_scores(
     return model.labels, _score_heads(model, [data.rows[i] for i in held])
 
 
+def _fold_result(
+    k: int, data: Dataset, config: TrainConfig, held: NDArray[np.intp]
+) -> tuple[int, tuple[dict[str, list[str]], dict[str, NDArray[np.float64]]]]:
+    return k, _fold_scores(data, config, held)
+
+
+def assign_folds(
+    n: int, folds: int, seed: int, groups: Sequence[str] | None = None
+) -> list[NDArray[np.intp]]:
+    """The held-out row indices of each of ``folds`` folds over ``n`` rows, shuffled with ``seed``.
+
+    With ``groups`` (one value per row), rows sharing a value land in the same fold: the groups are
+    shuffled, then dealt largest first to the fold with the fewest rows so far (sklearn's
+    GroupKFold balancing, made reproducible by the seed).
+    """
+    if groups is None:
+        if n < folds:
+            raise DataError(
+                f"{n} training rows: too few for {folds}-fold cross-validation (thresholds.cv_folds)"
+            )
+        return [np.sort(part) for part in np.array_split(np.random.RandomState(seed).permutation(n), folds)]
+    if len(groups) != n:
+        raise ValueError(f"{len(groups)} groups for {n} rows")
+    members: dict[str, list[int]] = {}
+    for i, group in enumerate(groups):
+        members.setdefault(group, []).append(i)
+    if len(members) < folds:
+        raise DataError(
+            f"{len(members)} groups: too few for {folds}-fold grouped cross-validation "
+            "(each fold needs at least one group; lower thresholds.cv_folds or pick another group field)"
+        )
+    names = sorted(members)
+    shuffled = [names[i] for i in np.random.RandomState(seed).permutation(len(names))]
+    shuffled.sort(key=lambda g: -len(members[g]))  # stable: equal sizes keep the shuffled order
+    sizes = [0] * folds
+    held: list[list[int]] = [[] for _ in range(folds)]
+    for group in shuffled:
+        k = sizes.index(min(sizes))
+        held[k].extend(members[group])
+        sizes[k] += len(members[group])
+    return [np.asarray(sorted(part), dtype=np.intp) for part in held]
+
+
 def cross_validated_scores(
-    data: Dataset, config: TrainConfig, folds: int, on_step: Callable[[str], None] = lambda _: None
+    data: Dataset,
+    config: TrainConfig,
+    folds: int,
+    on_step: Callable[[str], None] = lambda _: None,
+    groups: Sequence[str] | None = None,
+    on_fold: Callable[[], None] = lambda: None,
 ) -> dict[str, NDArray[np.float64]]:
     """Out-of-fold scores per head for every row of ``data``: each row scored by a model fitted
     on the other ``folds - 1`` parts (the folds run in parallel, one process per CPU). Columns
-    follow the full model's label order."""
+    follow the full model's label order. With ``groups`` (one per row, e.g. ``data.groups()``)
+    rows sharing a group never straddle folds (see ``assign_folds``). ``on_fold`` is called as
+    each fold finishes."""
     data = _with_fixed_labels(data)
     n = len(data.rows)
-    if n < folds:
-        raise DataError(f"{n} training rows: too few for {folds}-fold cross-validation (thresholds.cv_folds)")
-    parts = np.array_split(np.random.RandomState(config.seed).permutation(n), folds)
+    parts = assign_folds(n, folds, config.seed, groups)
     workers = min(folds, os.cpu_count() or 1)
     on_step(f"cross-validation: {folds} folds on {workers} processes")
-    results = Parallel(n_jobs=workers)(delayed(_fold_scores)(data, config, held) for held in parts)
+    results: list[Any] = [None] * folds
+    jobs = Parallel(n_jobs=workers, return_as="generator_unordered")(
+        delayed(_fold_result)(k, data, config, held) for k, held in enumerate(parts)
+    )
+    for k, result in jobs:
+        results[k] = result
+        on_fold()
     order = {
         name: list(head.labels) or sorted({g[0] for g in data.labels(name)})
         for name, head in data.heads.items()
@@ -142,49 +191,61 @@ def train(
     dev_paths: Sequence[Path] = (),
     head_names: Sequence[str] = (),
     version: str = "",
+    progress: Progress | None = None,
 ) -> Manifest:
-    """Train, tune, evaluate and save. Prints progress to stderr. Returns the manifest.
+    """Train, tune, evaluate and save. Reports progress on ``progress`` (default: stderr, a bar on
+    a terminal, plain lines otherwise). Returns the manifest.
 
     With ``config.thresholds.cv_folds`` = k > 1 (the default), the cut-offs and the reported
-    estimate come from k-fold cross-validation on the training data, the model is fitted on all of
-    it, and the dev data (if any) is only scored: the dev figures are an honest held-out estimate.
-    With k <= 1, the cut-offs are tuned on the dev data (or on a held-out share of the training data,
-    and the model is then refitted on all of it), and the dev figures are optimistic.
+    estimate come from k-fold cross-validation on the training data (grouped by
+    ``config.group_field`` if set), the model is fitted on all of it, and the dev data (if any) is
+    only scored: the dev figures are an honest held-out estimate. With k <= 1, the cut-offs are
+    tuned on the dev data (or on a held-out share of the training data, and the model is then
+    refitted on all of it), and the dev figures are optimistic.
     """
     started = time.perf_counter()
     np.random.seed(config.seed)
     folds = config.thresholds.cv_folds
-    total = 5
-    _progress(1, total, f"loading {', '.join(str(p) for p in data_paths)}", started)
-    data = load_dataset(data_paths, config, head_names)
+    # units: load, the folds (or the fit), the final fit (or tuning), scoring, writing
+    progress = progress or Progress.to_stderr(total=4 + (folds if folds > 1 else 1))
+    progress.advance(0, f"loading {', '.join(str(p) for p in data_paths)}")
+    data = load_dataset(data_paths, config, head_names, group_field=config.group_field if folds > 1 else "")
     dev = load_dataset(dev_paths, config, heads=data.heads) if dev_paths else None
+    progress.advance(1, "loaded")
 
     def step(message: str) -> None:
-        print(f"      {message} ({time.perf_counter() - started:.1f}s)", file=sys.stderr, flush=True)
+        progress.note(f"{message} ({time.perf_counter() - started:.1f}s)")
 
+    heads = ", ".join(f"{n} ({h.kind})" for n, h in data.heads.items())
+    cv_info: dict[str, Any] = {}
     if folds > 1:
         data = _with_fixed_labels(data)
-        print(
-            f"      {len(data.rows)} training rows, cut-offs from {folds}-fold cross-validation; "
+        groups = data.groups()
+        cv_info = {"folds": folds, "rows": len(data.rows)}
+        if groups is not None:
+            cv_info |= {"group_field": data.group_field, "groups": len(set(groups))}
+        grouped = f", grouped by {data.group_field!r} ({cv_info['groups']} groups)" if groups else ""
+        progress.note(
+            f"{len(data.rows)} training rows, cut-offs from {folds}-fold cross-validation{grouped}; "
             + (f"{len(dev.rows)} dev rows, scored only" if dev else "no dev data")
-            + "; heads: "
-            + ", ".join(f"{n} ({h.kind})" for n, h in data.heads.items()),
-            file=sys.stderr,
+            + f"; heads: {heads}"
         )
-        _progress(2, total, f"{folds}-fold cross-validation on the training data", started)
-        tune_on, tune_scores = data, cross_validated_scores(data, config, folds, step)
-        _progress(3, total, "fitting on all training rows", started)
+        progress.advance(0, f"{folds}-fold cross-validation on the training data")
+        tune_on = data
+        tune_scores = cross_validated_scores(
+            data, config, folds, step, groups, on_fold=lambda: progress.advance(1, "cross-validation")
+        )
+        progress.advance(0, "fitting on all training rows")
         model = fit_model(data, config, lambda m: step(f"fitting {m}"))
     else:
         fit_on, tune_on = (data, dev) if dev else _split(data, config.dev_fraction, config.seed)
-        print(
-            f"      {len(fit_on.rows)} training rows, {len(tune_on.rows)} rows for cut-offs and metrics; "
-            "heads: " + ", ".join(f"{n} ({h.kind})" for n, h in data.heads.items()),
-            file=sys.stderr,
+        progress.note(
+            f"{len(fit_on.rows)} training rows, {len(tune_on.rows)} rows for cut-offs and metrics; "
+            f"heads: {heads}"
         )
-        _progress(2, total, "fitting", started)
+        progress.advance(0, "fitting")
         model = fit_model(fit_on, config, lambda m: step(f"fitting {m}"))
-        _progress(3, total, "tuning thresholds on the held-out rows", started)
+        progress.advance(1, "tuning thresholds on the held-out rows")
         tune_scores = _score_heads(model, tune_on.rows)
     specs = []
     for name, head in data.heads.items():
@@ -195,25 +256,22 @@ def train(
             thresholds = tuple(tune_thresholds(Y, tune_scores[name], config.thresholds))
         specs.append(HeadSpec(name, head.kind, labels, thresholds, head.target))
     metrics: dict[str, Any] = {}
+    progress.advance(1, f"scoring {len(dev.rows)} dev rows" if dev is not None and folds > 1 else "scoring")
     # the rows the "dev" figures are computed on, and their scores
     scored, scored_scores = (tune_on, tune_scores) if folds <= 1 else (dev, None)
     if folds > 1:
         metrics["cv"] = {s.name: head_metrics(s, data.labels(s.name), tune_scores[s.name]) for s in specs}
         if dev is not None:
-            _progress(4, total, f"scoring {len(dev.rows)} dev rows", started)
             scored_scores = _score_heads(model, dev.rows)
     if scored is not None and scored_scores is not None:
         metrics["dev"] = {
             s.name: head_metrics(s, scored.labels(s.name), scored_scores[s.name]) for s in specs
         }
     if folds <= 1 and dev is None:
-        _progress(4, total, "refitting on all training rows", started)
+        progress.advance(0, "refitting on all training rows")
         model = fit_model(data, config)
-    for key, title in (("cv", "cross-validated estimate"), ("dev", "dev")):
-        if key in metrics:
-            print(f"      {title}:\n" + textwrap.indent(headline(metrics[key]), "        "), file=sys.stderr)
     train_seconds = time.perf_counter() - started
-    _progress(total, total, f"writing {out_dir}", started)
+    progress.advance(1, f"writing {out_dir}")
     fields = {
         "name": config.name,
         "version": version,
@@ -235,13 +293,15 @@ def train(
             "train_rows": len(data.rows),
             "dev_rows": len(scored.rows) if scored is not None else 0,
             "thresholds": f"{folds}-fold cross-validation on the training rows"
+            + (f", grouped by {data.group_field!r}" if "group_field" in cv_info else "")
             if folds > 1
             else "tuned on the dev rows",
+            **({"cv": cv_info} if cv_info else {}),
         },
         "metrics": {**metrics, "train_seconds": round(train_seconds, 2)},
         "config": config.to_json(),
     }
     card = model_card(fields)
     manifest = save_artifact(model, fields, out_dir, card)
-    _progress(total, total, f"done: model {manifest.name} {manifest.version}", started)
+    progress.finish(f"done: model {manifest.name} {manifest.version}")
     return manifest
