@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -152,8 +152,14 @@ def head_metrics(
     }
 
 
-def evaluate_model(loaded: LoadedModel, data: Dataset, batch_size: int = 1024) -> dict[str, Any]:
-    """Metrics per head of ``loaded`` on ``data`` (heads missing from the data are skipped)."""
+def evaluate_model(
+    loaded: LoadedModel,
+    data: Dataset,
+    batch_size: int = 1024,
+    on_batch: Callable[[int], None] = lambda _: None,
+) -> dict[str, Any]:
+    """Metrics per head of ``loaded`` on ``data`` (heads missing from the data are skipped);
+    ``on_batch(rows)`` after each batch is scored."""
     heads = [h for h in loaded.manifest.heads if h.name in data.heads]
     articles = data.articles()
     scores: dict[str, list[NDArray[np.float64]]] = {h.name: [] for h in heads}
@@ -161,6 +167,7 @@ def evaluate_model(loaded: LoadedModel, data: Dataset, batch_size: int = 1024) -
         X = articles_to_matrix(articles[start : start + batch_size])
         for name, block in loaded.model.scores(X, [h.name for h in heads]).items():
             scores[name].append(block)
+        on_batch(len(X))
     ids = [a.id for a in articles]
     return {h.name: head_metrics(h, data.labels(h.name), np.vstack(scores[h.name]), ids) for h in heads}
 

@@ -12,6 +12,12 @@ The rule (documented in docs/retraining.md):
 - a head only the new model has is new capability: shown, not scored;
 - a head only the current model has would be lost by clients that ask for it: refuse;
 - no current model (or one that no longer loads): promote — there is nothing to protect.
+
+Which figure it gates on (``load_eval_set`` says, and the table prints it): the score on rows
+neither model was fitted or tuned on (``--eval``, else ``--dev``, which training only scores).
+Without either, the new model was fitted on every training row, so scoring it there would
+flatter it: it is judged by its **cross-validated estimate** on those rows (out-of-fold scores,
+recorded at training), the current model by its score on the same rows.
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ class GateDecision:
     current_version: str
     new_version: str
     eval_rows: int = 0
+    basis: str = ""  # which figure the gate is on, and why
     current_score: float | None = None
     new_score: float | None = None
     heads: tuple[HeadComparison, ...] = ()
@@ -109,26 +116,43 @@ def head_metric(
     return float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
 
 
+def recorded_metric(m: dict[str, Any], labels: list[str], metric: str) -> float:
+    """``metric`` over ``labels`` from one head's recorded metrics (``training.evaluate.head_metrics``:
+    e.g. the cross-validated estimate); a label it does not list has F1 0, as in ``head_metric``."""
+    if metric == "micro_f1":
+        return float(m["micro"]["f1"] if m["kind"] == "multi" else m["accuracy"])
+    per_label = m["per_label"]
+    return sum(float(per_label.get(label, {}).get("f1", 0.0)) for label in labels) / max(1, len(labels))
+
+
 def compare_models(
     current: LoadedModel | None,
     new: LoadedModel,
     data: Dataset,
     metric: str = DEFAULT_METRIC,
     tolerance: float = 0.0,
+    new_recorded: dict[str, Any] | None = None,
+    basis: str = "",
 ) -> GateDecision:
-    """Decide whether ``new`` may replace ``current`` (see the module docstring for the rule)."""
+    """Decide whether ``new`` may replace ``current`` (see the module docstring for the rule).
+
+    ``new_recorded`` (per head, e.g. the new manifest's ``metrics["cv"]``) stands for the new
+    model's figures on ``data`` instead of scoring it there (its rows are the new model's own
+    training rows, and the recorded figures their out-of-fold scores)."""
     if metric not in METRICS:
         raise ValueError(f"unknown gate metric {metric!r}; known: {', '.join(METRICS)}")
     if tolerance < 0:
         raise ValueError("the gate tolerance must be >= 0")
-    base = GateDecision(False, "", metric, tolerance, "", new.manifest.version, eval_rows=len(data.rows))
+    base = GateDecision(
+        False, "", metric, tolerance, "", new.manifest.version, eval_rows=len(data.rows), basis=basis
+    )
     if current is None:
         return replace(base, promote=True, reason="no current model to compare with")
     cur_specs = {h.name: h for h in current.manifest.heads}
     new_specs = {h.name: h for h in new.manifest.heads}
     shared = [h for h in cur_specs if h in new_specs and h in data.heads]
     cur_scores = _head_scores(current, data, shared)
-    new_scores = _head_scores(new, data, shared)
+    new_scores = _head_scores(new, data, shared) if new_recorded is None else {}
     rows: list[HeadComparison] = []
     for name in cur_specs:
         if name not in new_specs:
@@ -146,7 +170,9 @@ def compare_models(
                     name,
                     "shared",
                     head_metric(c, gold, cur_scores[name], labels, metric),
-                    head_metric(n, gold, new_scores[name], labels, metric),
+                    head_metric(n, gold, new_scores[name], labels, metric)
+                    if new_recorded is None
+                    else recorded_metric(new_recorded[name], labels, metric),
                     tuple(x for x in n.labels if x not in c.labels),
                     tuple(x for x in c.labels if x not in n.labels),
                 )
@@ -187,6 +213,7 @@ def format_comparison(decision: GateDecision) -> str:
     w1, w2 = max(10, len(cur_head)), max(10, len(new_head))
     lines = [
         f"quality gate: {d.metric} on {d.eval_rows} evaluation rows, tolerance {d.tolerance:.4f}",
+        *([f"  gates on: {d.basis}"] if d.basis else []),
         f"  {'head':<16} {cur_head:>{w1}} {new_head:>{w2}} {'delta':>8}  note",
     ]
     for r in d.heads:
@@ -220,6 +247,7 @@ def decision_to_json(decision: GateDecision) -> dict[str, Any]:
         "current_version": decision.current_version,
         "new_version": decision.new_version,
         "eval_rows": decision.eval_rows,
+        "basis": decision.basis,
         "current_score": decision.current_score,
         "new_score": decision.new_score,
         "heads": [
@@ -236,9 +264,12 @@ def load_eval_set(
     eval_paths: Sequence[Path] = (),
     dev_paths: Sequence[Path] = (),
     train_paths: Sequence[Path] = (),
-) -> tuple[Dataset, str]:
-    """The evaluation set of the gate: ``eval_paths``, else ``dev_paths``, else the part of
-    ``train_paths`` that training held out (same split, same seed). Returns it and its description.
+) -> tuple[Dataset, str, bool]:
+    """The evaluation set of the gate and what the gate's figure on it means: ``eval_paths``, else
+    ``dev_paths``, else ``train_paths``. Returns it, its description, and whether the new model is
+    to be judged by its recorded cross-validated estimate on it (``compare_models(new_recorded=)``)
+    rather than scored on it. Without CV (``thresholds.cv_folds`` <= 1), the last is the part of
+    ``train_paths`` that training held out (same split, same seed).
 
     Only the heads both models share need labels in it (all of the new model's if there is no
     current model)."""
@@ -247,14 +278,42 @@ def load_eval_set(
         known = {h.name for h in current.manifest.heads}
         shared = {name: h for name, h in shared.items() if name in known} or shared
     heads = {name: HeadConfig(kind=h.kind, target=h.target) for name, h in shared.items()}
+    cv = new.manifest.metrics.get("cv")
     if eval_paths:
-        return load_dataset(eval_paths, config, heads=heads), "--eval " + " ".join(map(str, eval_paths))
+        return (
+            load_dataset(eval_paths, config, heads=heads),
+            "--eval " + " ".join(map(str, eval_paths)) + ": held-out rows, neither fitted nor tuned on "
+            "by training (the honest figure)",
+            False,
+        )
     if dev_paths:
-        return load_dataset(dev_paths, config, heads=heads), "--dev " + " ".join(map(str, dev_paths))
+        honest = (
+            "dev rows training only scored, never fitted or tuned on (the honest figure)"
+            if cv
+            else "the new model's cut-offs were tuned on these rows (thresholds.cv_folds = 0), so this "
+            "favours it: pass --eval for a fair gate"
+        )
+        return (
+            load_dataset(dev_paths, config, heads=heads),
+            f"--dev {' '.join(map(str, dev_paths))}: {honest}",
+            False,
+        )
+    if cv:
+        data = load_dataset(train_paths, config, heads=heads)
+        return (
+            data,
+            f"no --eval or --dev: the new model's cross-validated estimate on its {len(data.rows)} training "
+            "rows (out-of-fold scores: it was fitted on every one of them, so scoring it there would flatter "
+            "it), the current model's score on the same rows (flattering it if it trained on them: the gate "
+            "errs toward refusing); pass --eval for a like-for-like gate",
+            True,
+        )
     from training.train import _split  # the very split training made (same rows, same seed)
 
     _, held = _split(load_dataset(train_paths, config, heads=heads), config.dev_fraction, config.seed)
-    return held, (
+    return (
+        held,
         f"the {config.dev_fraction:.0%} of the training data held out for tuning (seed {config.seed}); "
-        "the new model was refit on it, so this favours the new model: pass --eval for a fair gate"
+        "the new model was refit on it, so this favours the new model: pass --eval for a fair gate",
+        False,
     )

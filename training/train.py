@@ -184,6 +184,13 @@ def cross_validated_scores(
     return out
 
 
+def train_units(config: TrainConfig) -> int:
+    """The units of work ``train`` reports progress in: each fold and the final fit (with
+    cross-validation), else the fit and the tuning."""
+    folds = config.thresholds.cv_folds
+    return folds + 1 if folds > 1 else 2
+
+
 def train(
     data_paths: Sequence[Path],
     out_dir: Path,
@@ -206,12 +213,11 @@ def train(
     started = time.perf_counter()
     np.random.seed(config.seed)
     folds = config.thresholds.cv_folds
-    # units: load, the folds (or the fit), the final fit (or tuning), scoring, writing
-    progress = progress or Progress.to_stderr(total=4 + (folds if folds > 1 else 1))
+    progress = progress or Progress.to_stderr(total=train_units(config))
     progress.advance(0, f"loading {', '.join(str(p) for p in data_paths)}")
     data = load_dataset(data_paths, config, head_names, group_field=config.group_field if folds > 1 else "")
     dev = load_dataset(dev_paths, config, heads=data.heads) if dev_paths else None
-    progress.advance(1, "loaded")
+    progress.advance(0, "loaded")
 
     def step(message: str) -> None:
         progress.note(f"{message} ({time.perf_counter() - started:.1f}s)")
@@ -271,7 +277,7 @@ def train(
         progress.advance(0, "refitting on all training rows")
         model = fit_model(data, config)
     train_seconds = time.perf_counter() - started
-    progress.advance(1, f"writing {out_dir}")
+    progress.advance(0, f"writing {out_dir}")
     fields = {
         "name": config.name,
         "version": version,

@@ -182,7 +182,21 @@ def _describe(m: Manifest, path: Path, is_current: bool) -> str:
                 lines.append(f"  {role:<5} {f.get('path')}  rows {f.get('rows')}  sha256 {f.get('sha256')}")
         elif files:
             lines.append(f"  {role:<5} {files}")
-    for key, title in (("cv", "cross-validated estimate (training rows)"), ("dev", "dev metrics")):
+    cv = m.data.get("cv", {})
+    grouped = f", grouped by {cv['group_field']!r}" if cv.get("group_field") else ""
+    titles = (
+        (
+            "cv",
+            f"cross-validated estimate ({cv.get('folds', 'k')}-fold, out-of-fold scores on "
+            f"{m.data.get('train_rows', '?')} training rows{grouped})",
+        ),
+        (
+            "dev",
+            f"dev score ({m.data.get('dev_rows', '?')} dev rows, "
+            + ("scored only)" if "cv" in m.metrics else "the cut-offs were tuned on them: optimistic)"),
+        ),
+    )
+    for key, title in titles:
         block = m.metrics.get(key, {})
         if not block:
             continue

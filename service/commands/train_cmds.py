@@ -147,15 +147,14 @@ def _train(args: argparse.Namespace) -> int:
     from training.config import load_config
     from training.progress import Progress
     from training.report import figures
-    from training.train import STARTER_DIR, train
+    from training.train import STARTER_DIR, train, train_units
 
     if args.out and (args.promote_if_better or args.no_promote):
         raise NewstaggerError("--promote-if-better and --no-promote work on a --registry, not with --out")
     config = load_config(args.config)
     if args.group_field is not None:
         config = replace(config, group_field=args.group_field)
-    folds = config.thresholds.cv_folds
-    progress = Progress.to_stderr(total=4 + (folds if folds > 1 else 1), quiet=args.quiet)
+    progress = Progress.to_stderr(total=train_units(config), quiet=args.quiet)
     data, dev = args.data, args.dev
     if data is None:
         data, dev = [STARTER_DIR / "train.jsonl"], dev or [STARTER_DIR / "dev.jsonl"]
@@ -211,10 +210,14 @@ def _promote_if_better(
             current = load_artifact(registry.path(current_version))
         except ArtifactError as exc:
             print(f"warning: the current model does not load, nothing to protect: {exc}", file=sys.stderr)
-    eval_set, described = load_eval_set(current, new, load_config(args.config), args.eval or (), dev, data)
-    print(f"evaluation set: {described}")
+    eval_set, described, by_cv = load_eval_set(
+        current, new, load_config(args.config), args.eval or (), dev, data
+    )
+    recorded = new.manifest.metrics["cv"] if by_cv else None
     try:
-        decision = compare_models(current, new, eval_set, args.gate_metric, args.gate_tolerance)
+        decision = compare_models(
+            current, new, eval_set, args.gate_metric, args.gate_tolerance, recorded, described
+        )
     except ValueError as exc:
         raise NewstaggerError(f"cannot compare {version} with {current_version}: {exc}") from exc
     print(format_comparison(decision))
@@ -236,6 +239,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from training.config import HeadConfig, load_config
     from training.data import label_fields, load_dataset
     from training.evaluate import evaluate_model, format_report
+    from training.progress import Progress
+    from training.report import figures
 
     loaded = load_artifact(resolve_model_path(args.model))
     present = label_fields(args.data)
@@ -245,10 +250,21 @@ def _evaluate(args: argparse.Namespace) -> int:
     if not heads:
         names = ", ".join(h.name for h in loaded.manifest.heads)
         raise NewstaggerError(f"the data has none of the model's heads ({names}) to evaluate")
+    progress = Progress.to_stderr(total=1, quiet=args.quiet)
+    progress.advance(0, f"loading {' '.join(map(str, args.data))}")
     data = load_dataset(args.data, load_config(None), heads=heads)
-    metrics = evaluate_model(loaded, data)
-    print(f"model {loaded.manifest.name} {loaded.manifest.version} on {len(data.rows)} rows")
+    progress.add_total(len(data.rows) - 1)  # a unit per row
+    progress.advance(0, f"scoring {len(data.rows)} rows")
+    metrics = evaluate_model(loaded, data, on_batch=lambda rows: progress.advance(rows))
+    progress.finish(f"scored {len(data.rows)} rows")
+    manifest = loaded.manifest
+    files = " ".join(map(str, args.data))
+    print(f"model {manifest.name} {manifest.version} on {len(data.rows)} rows of {files}")
     print(format_report(metrics))
+    recorded = figures(manifest.data, manifest.metrics)
+    if recorded:
+        print("recorded when the model was trained, for comparison:")
+        print(recorded)
     if args.json:
         args.json.write_text(json.dumps(metrics, indent=2) + "\n")
     return 0
