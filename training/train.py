@@ -215,7 +215,7 @@ def train(
     folds = config.thresholds.cv_folds
     progress = progress or Progress.to_stderr(total=train_units(config))
     progress.advance(0, f"loading {', '.join(str(p) for p in data_paths)}")
-    data = load_dataset(data_paths, config, head_names, group_field=config.group_field if folds > 1 else "")
+    data = load_dataset(data_paths, config, head_names, group_field=config.group_field)
     dev = load_dataset(dev_paths, config, heads=data.heads) if dev_paths else None
     progress.advance(0, "loaded")
 
@@ -248,6 +248,11 @@ def train(
         progress.note(
             f"{len(fit_on.rows)} training rows, {len(tune_on.rows)} rows for cut-offs and metrics; "
             f"heads: {heads}"
+            + (
+                f"; no cross-validation, so {config.group_field!r} groups nothing"
+                if config.group_field
+                else ""
+            )
         )
         progress.advance(0, "fitting")
         model = fit_model(fit_on, config, lambda m: step(f"fitting {m}"))
