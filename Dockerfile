@@ -10,6 +10,10 @@
 # The install step is exactly what the tests install: `pip install .` into a fresh venv.
 # Pin PYTHON_IMAGE to a digest in CI for reproducible builds; both stages must use the same base
 # because the venv's interpreter is a symlink to the base image's python.
+#
+# Offline builds: --build-arg WHEELHOUSE=DIR (a folder in the build context holding this package's
+# and every dependency's wheels, e.g. from `pip wheel . -w DIR`) installs from DIR only, never the
+# package index. `make image` does this where the build cannot reach the index (scripts/image.sh).
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -33,8 +37,13 @@ COPY training ./training
 # Every dependency ships manylinux wheels, so no compiler is needed even here. Byte-code is compiled
 # now, so the read-only runtime never needs to write __pycache__. pip itself is then removed: the
 # runtime image installs nothing.
-RUN pip install --upgrade pip \
- && pip install . \
+ARG WHEELHOUSE=""
+RUN --mount=type=bind,target=/context \
+    if [ -n "$WHEELHOUSE" ]; then \
+      pip install --no-index --find-links "/context/$WHEELHOUSE" newstagger; \
+    else \
+      pip install --upgrade pip && pip install .; \
+    fi \
  && python -m compileall -q /opt/venv \
  && pip uninstall --yes pip \
  && newstagger --help > /dev/null
@@ -47,12 +56,16 @@ LABEL org.opencontainers.image.title="newstagger" \
       org.opencontainers.image.source="https://github.com/newstagger/newstagger" \
       org.opencontainers.image.licenses="MIT"
 
-# A fixed non-root uid/gid (10001) that the Helm chart's securityContext also uses.
+# A fixed non-root uid/gid (10001) that the Helm chart's securityContext also uses. The base's own
+# pip and ensurepip go too: the runtime installs nothing (checked by tests/image).
 RUN groupadd --system --gid 10001 newstagger \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin newstagger \
  && mkdir -p /models \
- && chown 10001:10001 /models
+ && chown 10001:10001 /models \
+ && (python -m pip uninstall --yes --quiet pip setuptools wheel 2>/dev/null || true) \
+ && rm -rf /usr/local/bin/pip* /usr/share/python-wheels /usr/lib/python3*/ensurepip \
+      /usr/local/lib/python3*/ensurepip
 
 COPY --from=builder /opt/venv /opt/venv
 

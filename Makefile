@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit integration protos bench clean
+.PHONY: demo test lint typecheck unit integration image image-test protos bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,7 @@ demo: $(BIN)/.demo-installed
 
 ## test: lint, type checks, generated-code drift check, unit and integration tests (what CI runs)
 test: $(BIN)/.installed lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not image"
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
@@ -41,5 +41,14 @@ unit: $(BIN)/.installed
 integration: $(BIN)/.installed
 	$(BIN)/pytest tests/integration
 
+## image: build $(IMAGE) from the Dockerfile (docker if a daemon answers, else buildah; scripts/image.sh)
+IMAGE ?= localhost/newstagger:dev
+image: $(BIN)/.installed
+	IMAGE=$(IMAGE) PIP=$(BIN)/pip scripts/image.sh
+
+## image-test: build the image (cached) and run it as the chart does (tests/image, needs buildah)
+image-test: $(BIN)/.installed
+	NEWSTAGGER_IMAGE=$(IMAGE) $(BIN)/pytest -m image tests/image
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info .image
