@@ -15,6 +15,14 @@ pointer (the new version merely unpromoted) or the new one — never a half-writ
 
 Rollback walks back: promotions push onto a stack and each rollback pops one, so
 v1 → v2 → v3, rollback, rollback serves v1 (not v2 and back to v3).
+
+Permissions: a registry is read by serving processes that often run as another user than the one
+that trained (the image's uid 10001, with the registry mounted read-only), so whatever the umask
+of the writer, the entries a promotion or rollback makes servable are readable by every user:
+the root, ``versions/``, the version and ``current``/``history`` (directories 0755, files 0644;
+nothing group- or world-writable). Entries owned by another user keep their modes. Keep a
+registry private by where it lives (a volume only the pods mount, a parent directory closed to
+others), not by its modes.
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ from service.model.errors import ArtifactError
 CURRENT = "current"
 HISTORY = "history"
 VERSIONS = "versions"
+DIR_MODE = 0o755  # readable by the serving user, whoever wrote it (see the module docstring)
+FILE_MODE = 0o644
 
 
 @dataclass(frozen=True)
@@ -172,11 +182,11 @@ class ModelRegistry:
             load_artifact(path)
         previous = self.current()
         self.root.mkdir(parents=True, exist_ok=True)
-        # mode 0o666 less the umask (mkstemp's 0o600 would hide the pointer from a service
-        # running as another user, e.g. the image's uid 10001 on a read-only mount)
+        _make_readable(self.root, self.versions_dir, path, *path.iterdir())
         tmp = self.root / f".current.{uuid.uuid4().hex}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         try:
+            os.fchmod(fd, FILE_MODE)  # not less the umask: see the module docstring
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(version + "\n")
                 fh.flush()
@@ -192,7 +202,15 @@ class ModelRegistry:
                 fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {action} {version}\n")
                 fh.flush()
                 os.fsync(fh.fileno())
+            _make_readable(self.root / HISTORY)
         return previous
+
+
+def _make_readable(*paths: Path) -> None:
+    """Give ``paths`` the registry's modes (see the module docstring); another user's keep theirs."""
+    for path in paths:
+        if not path.is_symlink() and path.stat().st_uid == os.geteuid():
+            os.chmod(path, DIR_MODE if path.is_dir() else FILE_MODE)
 
 
 def _fsync_dir(path: Path) -> None:

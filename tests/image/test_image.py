@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -98,21 +98,39 @@ def container(image: dict[str, Any]) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A registry written by the real `newstagger train --registry` under umask 022 (a small model:
-    the first 400 training and 100 dev articles of the starter set)."""
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Callable[[int], Path]:
+    """Registries written by the real `newstagger train --registry` under a given umask (a small
+    model: the first 400 training and 100 dev articles of the starter set), one per umask."""
     data = tmp_path_factory.mktemp("data")
     for name, rows in (("train.jsonl", 400), ("dev.jsonl", 100)):
         lines = (STARTER / name).read_text(encoding="utf-8").splitlines(keepends=True)[:rows]
         (data / name).write_text("".join(lines), encoding="utf-8")
-    root = tmp_path_factory.mktemp("registry") / "models"
     newstagger = Path(sys.executable).parent / "newstagger"
-    command = f'umask 022 && exec "{newstagger}" train --data train.jsonl --dev dev.jsonl --registry "{root}"'
-    done = subprocess.run(
-        ["sh", "-c", command], cwd=data, capture_output=True, text=True, timeout=300, check=False
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    return root
+    registries: dict[int, Path] = {}
+
+    def train(umask: int) -> Path:
+        if umask not in registries:
+            root = tmp_path_factory.mktemp("registry") / "models"
+            train = f'"{newstagger}" train --data train.jsonl --dev dev.jsonl --registry "{root}"'
+            done = subprocess.run(
+                ["sh", "-c", f"umask {umask:03o} && exec {train}"],
+                cwd=data,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+            assert done.returncode == 0, done.stderr[-4000:]
+            registries[umask] = root
+        return registries[umask]
+
+    return train
+
+
+@pytest.fixture()
+def registry(trained: Callable[[int], Path]) -> Path:
+    """A registry trained under umask 022."""
+    return trained(0o022)
 
 
 def run_command(container: str, args: list[str], registry: Path, tmp: Path | None = None) -> list[str]:
@@ -155,7 +173,11 @@ def test_help(container: str, tmp_path: Path) -> None:
     assert "serve" in done.stdout and "tag" in done.stdout and "train" in done.stdout
 
 
-def test_tag_as_the_image_user_from_a_read_only_registry(container: str, registry: Path) -> None:
+@pytest.mark.parametrize("umask", [0o022, 0o077], ids=oct)
+def test_tag_as_the_image_user_from_a_read_only_registry(
+    container: str, trained: Callable[[int], Path], umask: int
+) -> None:
+    registry = trained(umask)
     tag = run_command(container, ["newstagger", "tag"], registry)
     done = subprocess.run(
         tag, input=json.dumps(ARTICLE) + "\n", capture_output=True, text=True, timeout=120, check=False

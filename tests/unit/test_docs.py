@@ -135,7 +135,8 @@ def test_readme_quick_start_says_how_to_reach_the_program() -> None:
 def test_readme_docker_and_helm_steps_use_one_image() -> None:
     """The image the README builds is the image the README's helm install runs."""
     deploy = README.split("## Deploy with Helm", 1)[1].split("\n## ", 1)[0].replace("\\\n", " ")
-    [built] = re.findall(r"docker build -t (\S+) \.", deploy)
+    [built] = re.findall(r"make image IMAGE=(\S+)", deploy)
+    assert re.findall(r"docker push (\S+)", deploy) == [built]
     repository = re.search(r"--set image\.repository=(\S+)", deploy)
     tag = re.search(r"--set image\.tag=(\S+)", deploy)
     assert repository and tag and built == f"{repository.group(1)}:{tag.group(1)}"

@@ -174,23 +174,27 @@ def test_empty_registry(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert not os.path.exists(tmp_path / "current")
 
 
-def test_a_registry_written_under_umask_022_is_readable_by_other_users(
-    registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077], ids=oct)
+def test_a_promoted_version_is_readable_by_other_users_whatever_the_umask(
+    tmp_path: Path, registry: ModelRegistry, umask: int
 ) -> None:
     """A service running as another uid (the image's 10001, registry mounted read-only) must be
-    able to read `current` and every version: group and others get read (and search) access."""
+    able to read `current` and the served version, also when the trainer's umask is 077: group and
+    others get read (and search) access, nobody but the owner write access."""
     from service.model import artifact
 
-    old = os.umask(0o022)
+    reg = ModelRegistry(tmp_path / "fresh")
+    old = os.umask(umask)
     try:
         loaded = load_artifact(registry.path("v1"))
-        artifact.save_artifact(loaded.model, _fields(loaded, "v2"), registry.new_version_dir("v2"))
-        registry.promote("v2")
+        artifact.save_artifact(loaded.model, _fields(loaded, "v2"), reg.new_version_dir("v2"))
+        reg.promote("v2")
     finally:
         os.umask(old)
-    version = registry.path("v2")
-    assert oct(version.stat().st_mode & 0o777) == oct(0o755)
-    for path in [registry.root / "current", *version.iterdir()]:
+    version = reg.path("v2")
+    for directory in (reg.root, reg.versions_dir, version):
+        assert oct(directory.stat().st_mode & 0o777) == oct(0o755), directory
+    for path in [reg.root / "current", reg.root / "history", *version.iterdir()]:
         assert oct(path.stat().st_mode & 0o777) == oct(0o644), path
 
 
