@@ -31,6 +31,10 @@ for tool in buildah debootstrap; do
   command -v "$tool" >/dev/null 2>&1 || { say "no Docker daemon and no $tool: install buildah and debootstrap (apt-get install buildah debootstrap)"; exit 2; }
 done
 
+# buildah's and pip's scratch files stay in .image/ too
+mkdir -p "$WORK/tmp"
+export TMPDIR="$PWD/$WORK/tmp"
+
 start=$SECONDS
 if buildah inspect --type image "$BASE_IMAGE" >/dev/null 2>&1; then
   base="$BASE_IMAGE"
