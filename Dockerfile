@@ -12,8 +12,9 @@
 # because the venv's interpreter is a symlink to the base image's python.
 #
 # Offline builds: --build-arg WHEELHOUSE=DIR (a folder in the build context holding this package's
-# and every dependency's wheels, e.g. from `pip wheel . -w DIR`) installs from DIR only, never the
-# package index. `make image` does this where the build cannot reach the index (scripts/image.sh).
+# and every dependency's wheels, from `pip wheel . -w DIR` on this checkout) installs from DIR only,
+# never the package index. `make image` does this where the build cannot reach the index
+# (scripts/image.sh, with buildah). The folder is bind-mounted, never copied into a layer.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
