@@ -4,6 +4,7 @@
 #   scripts/image.sh            docker build when a Docker daemon answers; else buildah
 #   BUILDER=buildah scripts/image.sh     buildah even where Docker works (what tests/image runs)
 #   IMAGE=registry.example.com/newstagger:0.1.0 scripts/image.sh        another name
+#   scripts/image.sh base       only make sure the buildah base exists (.ci/run, while tests run)
 #
 # The buildah path is for machines with no Docker daemon and no reachable image registry or
 # package index from inside a build: it runs the same Dockerfile with --isolation chroot on
@@ -24,6 +25,7 @@ WORK=.image
 say() { echo "image: $*" >&2; }
 
 if [ "${BUILDER:-}" != buildah ] && command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+  [ "${1:-}" = base ] && exit 0
   say "docker build -t $IMAGE"
   exec docker build -t "$IMAGE" .
 fi
@@ -61,6 +63,7 @@ else
   base="$BASE_IMAGE"
   say "base: $base bootstrapped in $((SECONDS - start)) s"
 fi
+[ "${1:-}" = base ] && exit 0
 
 # The wheelhouse: this package and every dependency, as wheels for the host's CPython (3.11, the
 # image's), rebuilt only when the package's files changed since the last one.
