@@ -79,9 +79,24 @@ else
   say "wheelhouse: $WORK/wheelhouse (cached)"
 fi
 
+# The image: rebuilt only when the wheelhouse, the Dockerfile or the base changed since it was built.
+# No layer cache (--layers would keep a few hundred MB of layers per code change); the image it
+# replaces is removed.
+built="$WORK/image.id"
+old="$(buildah images --quiet --no-trunc "$IMAGE" 2>/dev/null | head -1 || true)"
+if [ -n "$old" ] && [ -e "$built" ] && [ "$(cat "$built")" = "$old $base" ] \
+   && [ -z "$(find Dockerfile .dockerignore "$stamp" -newer "$built" -print -quit)" ]; then
+  say "$IMAGE is up to date ($((SECONDS - start)) s)"
+  exit 0
+fi
 step=$SECONDS
-buildah bud --quiet --isolation chroot --layers \
+buildah bud --quiet --isolation chroot \
   --build-arg PYTHON_IMAGE="$base" --build-arg WHEELHOUSE="$WORK/wheelhouse" \
   -t "$IMAGE" . >/dev/null
+new="$(buildah images --quiet --no-trunc "$IMAGE" | head -1)"
+echo "$new $base" >"$built"
+if [ -n "$old" ] && [ "$old" != "$new" ]; then
+  buildah rmi "$old" >/dev/null 2>&1 || true   # still tagged elsewhere, or in use: kept
+fi
 size="$(buildah images --format '{{.Size}}' "$IMAGE" | head -1)"
 say "built $IMAGE ($size) in $((SECONDS - step)) s ($((SECONDS - start)) s in all)"
