@@ -28,6 +28,13 @@ def _non_negative(value: str) -> float:
     return number
 
 
+def _positive(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"{value}: must be > 0")
+    return number
+
+
 def register(sub: Any) -> None:
     train = sub.add_parser(
         "train",
@@ -82,6 +89,21 @@ def register(sub: Any) -> None:
         help=f"Add the model to this registry (ignored with --out). {MODEL_DIR_HELP}",
     )
     train.add_argument("--version", default="", help="Model version (default: UTC time + checksum).")
+    tune = train.add_argument_group("search for a configuration (see docs/retraining.md)")
+    tune.add_argument(
+        "--tune",
+        action="store_true",
+        help="Before training, search n-grams, classifier, C, class weights, thresholds and "
+        "target-awareness by cross-validation on --data (starting from --config or the defaults), "
+        "print each candidate, train with the best and write it as config.toml beside the model card.",
+    )
+    tune.add_argument(
+        "--tune-budget-seconds",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="Time for the search (default 600; the final training comes on top).",
+    )
     gate = train.add_argument_group("registry and quality gate (see docs/retraining.md)")
     when = gate.add_mutually_exclusive_group()
     when.add_argument(
@@ -151,6 +173,8 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.out and (args.promote_if_better or args.no_promote):
         raise NewstaggerError("--promote-if-better and --no-promote work on a --registry, not with --out")
+    if args.tune_budget_seconds is not None and not args.tune:
+        raise NewstaggerError("--tune-budget-seconds needs --tune")
     config = load_config(args.config)
     if args.group_field is not None:
         config = replace(config, group_field=args.group_field)
@@ -158,6 +182,13 @@ def _train(args: argparse.Namespace) -> int:
     data, dev = args.data, args.dev
     if data is None:
         data, dev = [STARTER_DIR / "train.jsonl"], dev or [STARTER_DIR / "dev.jsonl"]
+    tuned = None
+    if args.tune:
+        from training.tune import DEFAULT_BUDGET_SECONDS, tune
+
+        budget = args.tune_budget_seconds or DEFAULT_BUDGET_SECONDS
+        tuned = tune(data, config, args.heads, budget)
+        config = tuned.config
     registry = None if args.out else ModelRegistry(args.registry)
     # Without --version the version is known only once the model is saved: write it under a
     # hidden name unique to this run (a crashed or concurrent run cannot block it; the registry
@@ -166,6 +197,10 @@ def _train(args: argparse.Namespace) -> int:
     out = args.out if registry is None else registry.new_version_dir(args.version or pending)
     try:
         manifest = train(data, out, config, dev or (), args.heads, args.version, progress)
+        if tuned is not None:
+            from training.tune import record_choice
+
+            record_choice(out, tuned, budget)
         if registry is not None and out.name == pending:
             final = registry.new_version_dir(manifest.version)
             try:

@@ -1,0 +1,448 @@
+"""``newstagger train --tune``: a small, budgeted search for a training configuration.
+
+The search, scored by 3-fold cross-validation on the training rows only (``--dev`` plays no part):
+
+1. Rung 0, on a random subsample of at most ``RUNG0_ROWS`` rows: start from the given config (the
+   defaults without ``--config``), then go once through the coordinates below in this order, trying
+   each other value of one coordinate with the others fixed, keeping it only if it beats the best
+   so far by more than ``MIN_GAIN``:
+   classifier (logreg C=10 | linear_svc C=0.5), C (logreg 1/10/100, linear_svc 0.1/0.5/2),
+   target-awareness of each single-label head (none | the rows' ``target`` | their ``title``;
+   offered only when every row has that field), its per-target blocks and pair features,
+   word n-grams (up to 1/2/3), character n-grams (off | 2-5), class weights (balanced | none),
+   and for multi-label heads the threshold strategy (fixed 0.5 | per label with a global fallback
+   | the same with shrinkage 5 toward the global cut-off).
+2. Rung 1, when there are more rows: the ``FINALISTS`` best configurations again on up to
+   ``RUNG1_ROWS`` rows; the best there wins.
+
+The score of a head: single-label, macro-F1 of the out-of-fold predictions; multi-label, the mean of
+micro- and macro-F1 (over the labels present), with cut-offs tuned on one half of the out-of-fold
+scores and applied to the other (and the other way round), so that tuning is never scored on the
+rows it was tuned on. A candidate's score is the mean over its heads. Everything is deterministic
+given the seed; the budget (``--tune-budget-seconds``) decides only where the search stops: a
+candidate starts only if its estimated time and that of the final training still fit.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+from numpy.typing import NDArray
+from sklearn.metrics import f1_score
+
+from service.core.errors import DataError
+from training.config import ThresholdConfig, TrainConfig
+from training.data import Dataset, label_fields, load_dataset
+from training.evaluate import indicator, tune_thresholds
+from training.train import cross_validated_scores
+
+DEFAULT_BUDGET_SECONDS = 720.0  # the search and the final training (estimated) together
+RUNG0_ROWS = 2000
+RUNG1_ROWS = 8000
+FOLDS = 3
+FINALISTS = 3
+MIN_GAIN = 0.001
+DEFAULT_C = {"logreg": 10.0, "linear_svc": 0.5}
+C_GRID = {"logreg": (1.0, 10.0, 100.0), "linear_svc": (0.1, 0.5, 2.0)}
+THRESHOLD_STRATEGIES: dict[str, dict[str, Any]] = {
+    "fixed 0.5": {"tune": False, "default": 0.5},
+    "per label, global fallback": {"tune": True, "fallback": "global", "shrinkage": 0.0},
+    "per label, shrinkage 5": {"tune": True, "fallback": "global", "shrinkage": 5.0, "min_positives": 1},
+}
+
+
+@dataclass
+class Candidate:
+    change: str
+    config: TrainConfig
+    rung: int
+    rows: int
+    heads: dict[str, float] = field(default_factory=dict)
+    score: float = float("nan")
+    seconds: float = 0.0
+
+
+@dataclass
+class TuneResult:
+    config: TrainConfig
+    best: Candidate
+    tried: list[Candidate]
+    table: str
+
+
+Alternatives = Callable[[TrainConfig], list[tuple[str, TrainConfig]]]
+
+
+def _set(config: TrainConfig, section: str, **values: Any) -> TrainConfig:
+    return replace(config, **{section: replace(getattr(config, section), **values)})
+
+
+def _coordinates(data: Dataset) -> list[tuple[str, Alternatives]]:
+    """The search space, in search order: (name, current config -> [(change, config)])."""
+
+    def classifier(c: TrainConfig) -> list[tuple[str, TrainConfig]]:
+        other = "linear_svc" if c.classifier.model == "logreg" else "logreg"
+        return [(f"{other} C={DEFAULT_C[other]:g}", _set(c, "classifier", model=other, C=DEFAULT_C[other]))]
+
+    def strength(c: TrainConfig) -> list[tuple[str, TrainConfig]]:
+        grid = C_GRID[c.classifier.model]
+        return [(f"C={v:g}", _set(c, "classifier", C=v)) for v in grid if v != c.classifier.C]
+
+    coords: list[tuple[str, Alternatives]] = [("classifier", classifier), ("C", strength)]
+    articles = data.articles()
+    fields_here = [f for f in ("target", "title") if articles and all(getattr(a, f) for a in articles)]
+    for name, head in data.heads.items():
+        if head.kind == "single" and fields_here:
+
+            def target(c: TrainConfig, name: str = name) -> list[tuple[str, TrainConfig]]:
+                now = c.heads[name].target
+                return [
+                    (
+                        f"{name}: target={f or 'none'}",
+                        replace(c, heads={**c.heads, name: replace(c.heads[name], target=f)}),
+                    )
+                    for f in ("", *fields_here)
+                    if f != now
+                ]
+
+            coords.append((f"{name} target", target))
+    if len(coords) > 2:
+
+        def target_features(c: TrainConfig) -> list[tuple[str, TrainConfig]]:
+            if not any(h.target for h in c.heads.values()):
+                return []
+            f = c.features
+            return [
+                (
+                    f"target_interaction={not f.target_interaction}".lower(),
+                    _set(c, "features", target_interaction=not f.target_interaction),
+                ),
+                (
+                    f"pair_features={not f.pair_features}".lower(),
+                    _set(c, "features", pair_features=not f.pair_features),
+                ),
+            ]
+
+        coords.append(("target features", target_features))
+    coords += [
+        (
+            "word n-grams",
+            lambda c: [
+                (f"word 1-{n}", _set(c, "features", word_ngram_max=n))
+                for n in (1, 2, 3)
+                if n != c.features.word_ngram_max
+            ],
+        ),
+        (
+            "char n-grams",
+            lambda c: [
+                (
+                    f"char 2-5 {'off' if c.features.use_char else 'on'}",
+                    _set(c, "features", use_char=not c.features.use_char, char_ngram_min=2, char_ngram_max=5),
+                )
+            ],
+        ),
+        (
+            "class weights",
+            lambda c: [
+                (
+                    f"class_weight={'none' if c.classifier.class_weight else 'balanced'}",
+                    _set(c, "classifier", class_weight="" if c.classifier.class_weight else "balanced"),
+                )
+            ],
+        ),
+    ]
+    if any(h.kind == "multi" for h in data.heads.values()):
+        coords.append(
+            (
+                "thresholds",
+                lambda c: [
+                    (f"thresholds: {k}", _set(c, "thresholds", **v))
+                    for k, v in THRESHOLD_STRATEGIES.items()
+                    if _set(c, "thresholds", **v) != c
+                ],
+            )
+        )
+    return coords
+
+
+def _label_order(data: Dataset, name: str) -> list[str]:
+    """The column order of ``cross_validated_scores`` for head ``name``."""
+    head = data.heads[name]
+    if head.kind == "multi":
+        return list(head.labels) or sorted({label for row in data.labels(name) for label in row})
+    return sorted({g[0] for g in data.labels(name)})
+
+
+def _multi_score(Y: NDArray[np.int8], S: NDArray[np.float64], cfg: ThresholdConfig, seed: int) -> float:
+    """Mean of micro- and macro-F1 (labels present) with cut-offs cross-fitted on two halves."""
+    halves = np.array_split(np.random.RandomState(seed).permutation(len(Y)), 2)
+    P = np.zeros_like(Y)
+    for fit, held in (halves, halves[::-1]):
+        cut = np.asarray(tune_thresholds(Y[fit], S[fit], cfg))
+        P[held] = (S[held] >= cut).astype(np.int8)
+    present = (Y.sum(axis=0) > 0) | (P.sum(axis=0) > 0)
+    if not present.any():
+        return 0.0
+    micro = f1_score(Y, P, average="micro", zero_division=0)
+    macro = f1_score(Y[:, present], P[:, present], average="macro", zero_division=0)
+    return float(micro + macro) / 2
+
+
+def _head_scores(data: Dataset, config: TrainConfig, oof: dict[str, NDArray[np.float64]]) -> dict[str, float]:
+    out = {}
+    for name, head in data.heads.items():
+        labels = _label_order(data, name)
+        if head.kind == "multi":
+            out[name] = _multi_score(
+                indicator(data.labels(name), labels), oof[name], config.thresholds, config.seed
+            )
+        else:
+            gold = [g[0] for g in data.labels(name)]
+            pred = [labels[int(j)] for j in np.argmax(oof[name], axis=1)]
+            out[name] = float(f1_score(gold, pred, labels=labels, average="macro", zero_division=0))
+    return out
+
+
+def _fit_key(config: TrainConfig) -> str:
+    """What the out-of-fold scores depend on (the thresholds do not: they are applied afterwards)."""
+    return json.dumps({k: v for k, v in asdict(config).items() if k != "thresholds"}, sort_keys=True)
+
+
+class _Search:
+    def __init__(self, data: Dataset, budget: float, out: TextIO) -> None:
+        self.data, self.budget, self.out = data, budget, out
+        self.started = time.perf_counter()
+        self.tried: list[Candidate] = []
+        self.cache: dict[tuple[int, str], tuple[dict[str, NDArray[np.float64]], float]] = {}
+        self.samples: dict[int, Dataset] = {}
+        self.best: Candidate | None = None
+        self.heads = list(data.heads)
+        self.lines: list[str] = []  # the table rows printed so far
+
+    def sample(self, rows: int, seed: int) -> Dataset:
+        if rows not in self.samples:
+            n = len(self.data.rows)
+            keep = np.sort(np.random.RandomState(seed).permutation(n)[:rows]) if rows < n else np.arange(n)
+            self.samples[rows] = replace(self.data, rows=tuple(self.data.rows[i] for i in keep))
+        return self.samples[rows]
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def fits(self, estimate: float, reserve: float) -> bool:
+        return self.elapsed() + estimate + reserve <= self.budget
+
+    def evaluate(self, change: str, config: TrainConfig, rung: int, rows: int) -> Candidate:
+        t0 = time.perf_counter()
+        data = replace(self.sample(rows, config.seed), heads=config.heads)
+        key = (rows, _fit_key(config))
+        if key not in self.cache:
+            self.cache[key] = (cross_validated_scores(data, config, min(FOLDS, len(data.rows))), 0.0)
+            self.cache[key] = (self.cache[key][0], time.perf_counter() - t0)
+        oof, fit_seconds = self.cache[key]
+        heads = _head_scores(data, config, oof)
+        cand = Candidate(change, config, rung, rows, heads, float(np.mean(list(heads.values()))))
+        cand.seconds = time.perf_counter() - t0
+        self.tried.append(cand)
+        better = self.best is None or self.best.rung < rung or cand.score > self.best.score + MIN_GAIN
+        if better:
+            self.best = cand
+        self.print_row(cand, better)
+        return cand
+
+    def header(self) -> str:
+        heads = "".join(f" {h[:10]:>10}" for h in self.heads)
+        return f"{'#':>3} {'rung':>4} {'rows':>6}  {'change':<38}{heads} {'mean':>7} {'s':>6} {'best':>7}"
+
+    def row(self, n: int, c: Candidate, best: float, mark: bool) -> str:
+        heads = "".join(f" {c.heads[h]:>10.4f}" for h in self.heads)
+        return (
+            f"{n:>3} {c.rung:>4} {c.rows:>6}  {c.change[:38]:<38}{heads} {c.score:>7.4f} {c.seconds:>6.1f}"
+            f" {best:>7.4f}{' *' if mark else ''}"
+        )
+
+    def print_row(self, cand: Candidate, better: bool) -> None:
+        assert self.best is not None  # noqa: S101 - set by evaluate before printing
+        self.lines.append(self.row(len(self.tried), cand, self.best.score, better))
+        print(self.lines[-1], file=self.out, flush=True)
+
+
+def _estimate(search: _Search, change: str, rung: int, rows: int, config: TrainConfig) -> float:
+    """Seconds the candidate will take: 0 if its fits are cached, else the last uncached fit at this
+    rung (or the previous rung's, scaled by rows), three times that if it turns character n-grams on."""
+    if (rows, _fit_key(config)) in search.cache:
+        return 0.0
+    times = [(r, t) for (r, _), (_, t) in search.cache.items() if t > 0]
+    if not times:
+        return 0.0
+    r, t = times[-1]
+    scale = 3.0 if config.features.use_char and change.startswith("char") else 1.0
+    return t * rows / r * scale
+
+
+def _reserve(search: _Search) -> float:
+    """Seconds the final training will take, from the best candidate's fit time."""
+    if search.best is None:
+        return 0.0
+    seconds = search.cache[(search.best.rows, _fit_key(search.best.config))][1]
+    # per row, k-fold CV on 2 processes costs about (k - 1) / 2 fits of all rows; the final fit one more
+    folds = search.best.config.thresholds.cv_folds
+    final_cost = ((folds - 1) / 2 + 1) / ((FOLDS - 1) / 2)
+    return final_cost * seconds * len(search.data.rows) / search.best.rows
+
+
+def _try(search: _Search, change: str, config: TrainConfig, rung: int, rows: int) -> Candidate | None:
+    if search.tried and not search.fits(_estimate(search, change, rung, rows, config), _reserve(search)):
+        print(f"      skipped {change!r} and the rest: the budget would be exceeded", file=search.out)
+        return None
+    return search.evaluate(change, config, rung, rows)
+
+
+def tune(
+    data_paths: Sequence[Path],
+    config: TrainConfig,
+    head_names: Sequence[str] = (),
+    budget_seconds: float = DEFAULT_BUDGET_SECONDS,
+    out: TextIO = sys.stderr,
+) -> TuneResult:
+    """Search for the configuration with the best cross-validated score on ``data_paths``, starting
+    from ``config``; print one table row per candidate to ``out``. See the module docstring."""
+    if budget_seconds <= 0:
+        raise DataError(f"--tune-budget-seconds must be > 0, not {budget_seconds:g}")
+    if config.thresholds.cv_folds < 2:
+        raise DataError("--tune scores by cross-validation: thresholds.cv_folds must be at least 2")
+    data = load_dataset(data_paths, config, head_names)
+    if len(data.rows) < 2 * FOLDS:
+        raise DataError(f"{len(data.rows)} training rows: too few to tune (at least {2 * FOLDS})")
+    ignored = sorted(set(config.ignore_fields) | (label_fields(data_paths) - set(data.heads)))
+    config = replace(config, heads=dict(data.heads), ignore_fields=tuple(ignored))
+    search = _Search(data, budget_seconds, out)
+    rung0 = min(len(data.rows), RUNG0_ROWS)
+    print(
+        f"tuning on {len(data.rows)} training rows ({FOLDS}-fold cross-validation; rung 0 on {rung0} rows), "
+        f"budget {budget_seconds:g} s; heads: " + ", ".join(f"{n} ({h.kind})" for n, h in data.heads.items()),
+        file=out,
+    )
+    print(search.header(), file=out, flush=True)
+    search.evaluate(
+        "start: " + ("the given config" if config != _defaults(config) else "defaults"), config, 0, rung0
+    )
+    stopped = False
+    for _, alternatives in _coordinates(data):
+        assert search.best is not None  # noqa: S101 - the start was evaluated
+        current = search.best
+        for change, candidate in alternatives(current.config):
+            if _try(search, change, candidate, 0, rung0) is None:
+                stopped = True
+                break
+        if stopped:
+            break
+    rung1 = min(len(data.rows), RUNG1_ROWS)
+    if rung1 > rung0 and not stopped:
+        finalists = _finalists(search.tried)
+        for cand in finalists:
+            if _try(search, f"finalist: {cand.change}", cand.config, 1, rung1) is None:
+                break
+    assert search.best is not None  # noqa: S101
+    table = "\n".join([search.header(), *search.lines])
+    print(f"chosen ({search.elapsed():.0f} s): {describe(search.best.config)}", file=out, flush=True)
+    return TuneResult(search.best.config, search.best, search.tried, table)
+
+
+def _defaults(config: TrainConfig) -> TrainConfig:
+    return replace(TrainConfig(), heads=config.heads, ignore_fields=config.ignore_fields)
+
+
+def _finalists(tried: list[Candidate]) -> list[Candidate]:
+    """The best ``FINALISTS`` distinct configurations of rung 0, best first."""
+    out: list[Candidate] = []
+    for cand in sorted((c for c in tried if c.rung == 0), key=lambda c: -c.score):
+        if all(cand.config != o.config for o in out):
+            out.append(cand)
+    return out[:FINALISTS]
+
+
+def describe(config: TrainConfig) -> str:
+    """The tuned choices in one line."""
+    f, c, t = config.features, config.classifier, config.thresholds
+    targets = ", ".join(f"{n} on {h.target}" for n, h in config.heads.items() if h.target) or "none"
+    return (
+        f"{c.model} C={c.C:g} class_weight={c.class_weight or 'none'}; word 1-{f.word_ngram_max}"
+        f"{f', char {f.char_ngram_min}-{f.char_ngram_max}' if f.use_char else ''}; target-aware: {targets}"
+        + (
+            f" (interaction {f.target_interaction}, pairs {f.pair_features})".lower()
+            if targets != "none"
+            else ""
+        )
+        + f"; thresholds: {'per label' if t.tune else f'fixed {t.default:g}'}"
+        + (f", shrinkage {t.shrinkage:g}" if t.tune and t.shrinkage else "")
+    )
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {type(value).__name__}")
+
+
+def _toml_table(obj: Any) -> list[str]:
+    return [f"{f.name} = {_toml_value(getattr(obj, f.name))}" for f in fields(obj)]
+
+
+def config_to_toml(config: TrainConfig, comment: str = "") -> str:
+    """``config`` as a TOML file that ``load_config`` reads back to an equal TrainConfig."""
+    lines = [f"# {line}".rstrip() for line in comment.splitlines()]
+    for f in fields(config):
+        if f.name not in ("heads", "features", "classifier", "thresholds"):
+            lines.append(f"{f.name} = {_toml_value(getattr(config, f.name))}")
+    for name, head in config.heads.items():
+        key = name if _BARE_KEY.fullmatch(name) else json.dumps(name)
+        lines += ["", f"[heads.{key}]", *_toml_table(head)]
+    for section in ("features", "classifier", "thresholds"):
+        lines += ["", f"[{section}]", *_toml_table(getattr(config, section))]
+    return "\n".join(lines) + "\n"
+
+
+CONFIG_FILE = "config.toml"
+
+
+def record_choice(artifact_dir: Path, result: TuneResult, budget_seconds: float) -> Path:
+    """Write the chosen configuration beside the model card as ``config.toml`` and add the search
+    to the card."""
+    path = Path(artifact_dir) / CONFIG_FILE
+    path.write_text(
+        config_to_toml(
+            result.config,
+            f"Chosen by `newstagger train --tune` ({len(result.tried)} candidates, budget "
+            f"{budget_seconds:g} s).\nReproduce: newstagger train --config config.toml --data ...",
+        ),
+        encoding="utf-8",
+    )
+    card = Path(artifact_dir) / "MODEL_CARD.md"
+    if card.is_file():
+        with card.open("a", encoding="utf-8") as fh:
+            fh.write(
+                "\n## Tuning (`newstagger train --tune`)\n\n"
+                f"Chosen: {describe(result.config)}. `{CONFIG_FILE}` beside this card reproduces it with "
+                "`newstagger train --config config.toml`. Candidates (3-fold cross-validation on the "
+                "training rows; mean = the score compared):\n\n```\n" + result.table + "\n```\n"
+            )
+    return path
