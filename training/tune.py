@@ -19,8 +19,10 @@ The score of a head: single-label, macro-F1 of the out-of-fold predictions; mult
 micro- and macro-F1 (over the labels present), with cut-offs tuned on one half of the out-of-fold
 scores and applied to the other (and the other way round), so that tuning is never scored on the
 rows it was tuned on. A candidate's score is the mean over its heads. Everything is deterministic
-given the seed; the budget (``--tune-budget-seconds``) decides only where the search stops: a
-candidate starts only if its estimated time and that of the final training still fit.
+given the seed; the budget (``--tune-budget-seconds``, for the whole run) decides only where the
+search stops: a rung 0 candidate starts only if it is estimated to end within 40% of the budget, a
+rung 1 candidate within 70%; the rest is left for the final training (not enforced: it takes what
+it takes, about three rung 1 candidates' time on big data).
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ from training.data import Dataset, label_fields, load_dataset
 from training.evaluate import indicator, tune_thresholds
 from training.train import cross_validated_scores
 
-DEFAULT_BUDGET_SECONDS = 720.0  # the search and the final training (estimated) together
+DEFAULT_BUDGET_SECONDS = 720.0  # the whole run: the search and the final training
+RUNG_SHARE = (0.4, 0.7)  # rung 0 ends by this share of the budget, rung 1 by that; the rest is the final's
 RUNG0_ROWS = 2000
 RUNG1_ROWS = 8000
 FOLDS = 3
@@ -238,8 +241,8 @@ class _Search:
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
 
-    def fits(self, estimate: float, reserve: float) -> bool:
-        return self.elapsed() + estimate + reserve <= self.budget
+    def fits(self, estimate: float, share: float) -> bool:
+        return self.elapsed() + estimate <= share * self.budget
 
     def evaluate(self, change: str, config: TrainConfig, rung: int, rows: int) -> Candidate:
         t0 = time.perf_counter()
@@ -276,32 +279,23 @@ class _Search:
         print(self.lines[-1], file=self.out, flush=True)
 
 
-def _estimate(search: _Search, change: str, rung: int, rows: int, config: TrainConfig) -> float:
-    """Seconds the candidate will take: 0 if its fits are cached, else the last uncached fit at this
-    rung (or the previous rung's, scaled by rows), three times that if it turns character n-grams on."""
-    if (rows, _fit_key(config)) in search.cache:
+def _estimate(search: _Search, change: str, rows: int, config: TrainConfig) -> float:
+    """Seconds the candidate will take, scaled by rows from: its own earlier fit (on fewer rows),
+    else the last fit (three times that if it turns character n-grams on); 0 if cached."""
+    key = _fit_key(config)
+    if (rows, key) in search.cache:
         return 0.0
-    times = [(r, t) for (r, _), (_, t) in search.cache.items() if t > 0]
+    own = [(r, t) for (r, k), (_, t) in search.cache.items() if k == key and t > 0]
+    times = own or [(r, t) for (r, _), (_, t) in search.cache.items() if t > 0]
     if not times:
         return 0.0
     r, t = times[-1]
-    scale = 3.0 if config.features.use_char and change.startswith("char") else 1.0
+    scale = 3.0 if not own and config.features.use_char and change.startswith("char") else 1.0
     return t * rows / r * scale
 
 
-def _reserve(search: _Search) -> float:
-    """Seconds the final training will take, from the best candidate's fit time."""
-    if search.best is None:
-        return 0.0
-    seconds = search.cache[(search.best.rows, _fit_key(search.best.config))][1]
-    # per row, k-fold CV on 2 processes costs about (k - 1) / 2 fits of all rows; the final fit one more
-    folds = search.best.config.thresholds.cv_folds
-    final_cost = ((folds - 1) / 2 + 1) / ((FOLDS - 1) / 2)
-    return final_cost * seconds * len(search.data.rows) / search.best.rows
-
-
 def _try(search: _Search, change: str, config: TrainConfig, rung: int, rows: int) -> Candidate | None:
-    if search.tried and not search.fits(_estimate(search, change, rung, rows, config), _reserve(search)):
+    if search.tried and not search.fits(_estimate(search, change, rows, config), RUNG_SHARE[rung]):
         print(f"      skipped {change!r} and the rest: the budget would be exceeded", file=search.out)
         return None
     return search.evaluate(change, config, rung, rows)
@@ -312,10 +306,11 @@ def tune(
     config: TrainConfig,
     head_names: Sequence[str] = (),
     budget_seconds: float = DEFAULT_BUDGET_SECONDS,
-    out: TextIO = sys.stderr,
+    out: TextIO | None = None,
 ) -> TuneResult:
     """Search for the configuration with the best cross-validated score on ``data_paths``, starting
     from ``config``; print one table row per candidate to ``out``. See the module docstring."""
+    out = out or sys.stderr
     if budget_seconds <= 0:
         raise DataError(f"--tune-budget-seconds must be > 0, not {budget_seconds:g}")
     if config.thresholds.cv_folds < 2:
@@ -347,7 +342,7 @@ def tune(
         if stopped:
             break
     rung1 = min(len(data.rows), RUNG1_ROWS)
-    if rung1 > rung0 and not stopped:
+    if rung1 > rung0:
         finalists = _finalists(search.tried)
         for cand in finalists:
             if _try(search, f"finalist: {cand.change}", cand.config, 1, rung1) is None:

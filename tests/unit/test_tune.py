@@ -1,0 +1,188 @@
+"""`newstagger train --tune`: the search keeps its budget, prints its table, keeps the best, offers
+target-awareness only when the rows carry a target or title, and writes a config.toml that
+`train --config` reads back to the very configuration it chose."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from service.cli import main
+from service.core.errors import DataError
+from training.config import ClassifierConfig, FeatureConfig, HeadConfig, TrainConfig, load_config
+from training.data import load_dataset
+from training.tune import MIN_GAIN, TuneResult, config_to_toml, tune
+from training.tune import _coordinates as coordinates
+
+TOPICS = {"sanctions": "embargo tariffs", "casualties": "killed wounded", "talks": "summit negotiation"}
+TARGETS = ("treaty", "army")
+FILLER = ["the", "a", "report", "said", "on", "today", "officials", "news", "week", "city"]
+
+
+def _rows(
+    n: int, seed: int = 3, with_target: bool = True, with_title: bool = False
+) -> list[dict[str, object]]:
+    """Rows whose stance word means "supportive" toward one target and "critical" toward the other,
+    so that only a target-aware head can learn it; topics are multi-label."""
+    rng = random.Random(seed)
+    rows: list[dict[str, object]] = []
+    for i in range(n):
+        topics = rng.sample(sorted(TOPICS), rng.randint(1, 2))
+        target, cue = rng.choice(TARGETS), rng.choice(("praise", "blame"))
+        stance = "supportive" if (cue == "praise") == (target == "treaty") else "critical"
+        words = [w for t in topics for w in TOPICS[t].split()] + [cue] + rng.sample(FILLER, 4)
+        rng.shuffle(words)
+        row: dict[str, object] = {"id": f"r{i}", "text": " ".join(words), "topics": topics, "stance": stance}
+        if with_target:
+            row["target"] = target
+        if with_title:
+            row["title"] = f"{target} story"
+        rows.append(row)
+    return rows
+
+
+def _write(path: Path, rows: list[dict[str, object]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _write(tmp_path_factory.mktemp("tune") / "train.jsonl", _rows(120))
+
+
+@pytest.fixture(scope="module")
+def searched(data_file: Path) -> tuple[TuneResult, str, float]:
+    out = io.StringIO()
+    started = time.perf_counter()
+    result = tune([data_file], TrainConfig(), budget_seconds=300, out=out)
+    return result, out.getvalue(), time.perf_counter() - started
+
+
+def test_the_table_shows_every_candidate_with_its_score_per_head_and_time(
+    searched: tuple[TuneResult, str, float],
+) -> None:
+    result, printed, _ = searched
+    lines = printed.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.lstrip().startswith("#"))
+    assert "topics" in lines[header] and "stance" in lines[header] and "best" in lines[header]
+    rows = [line for line in lines[header + 1 :] if line[:3].strip().isdigit()]
+    assert len(rows) == len(result.tried) >= 10  # the whole small space fits in 300 s
+    for row, cand in zip(rows, result.tried, strict=True):
+        assert cand.change[:38] in row
+        assert f"{cand.heads['topics']:.4f}" in row and f"{cand.heads['stance']:.4f}" in row
+        assert f"{cand.seconds:.1f}" in row
+    assert "chosen" in lines[-1]
+
+
+def test_the_best_candidate_is_kept(searched: tuple[TuneResult, str, float]) -> None:
+    result, _, _ = searched
+    top_rung = max(c.rung for c in result.tried)
+    rivals = [c for c in result.tried if c.rung == top_rung]
+    assert result.best in rivals and result.config == result.best.config
+    assert all(result.best.score >= c.score - MIN_GAIN for c in rivals)
+    # the stance here depends on the target: the target-aware head wins
+    assert result.config.heads["stance"].target == "target"
+    assert result.best.score > result.tried[0].score
+
+
+def test_the_search_tries_each_kind_of_choice(searched: tuple[TuneResult, str, float]) -> None:
+    changes = " | ".join(c.change for c in searched[0].tried)
+    for expected in (
+        "linear_svc",
+        "C=",
+        "stance: target=target",
+        "word 1-",
+        "char 2-5",
+        "class_weight",
+        "thresholds:",
+    ):
+        assert expected in changes
+
+
+def test_target_awareness_is_offered_only_when_the_rows_carry_a_target_or_a_title(tmp_path: Path) -> None:
+    def offered(rows: list[dict[str, object]]) -> list[str]:
+        data = load_dataset([_write(tmp_path / "d.jsonl", rows)], TrainConfig())
+        config = replace(TrainConfig(), heads=dict(data.heads))
+        return [change for name, alts in coordinates(data) for change, _ in alts(config) if "target" in name]
+
+    assert offered(_rows(20, with_target=False)) == []
+    assert offered(_rows(20, with_target=False, with_title=True)) == ["stance: target=title"]
+    assert offered(_rows(20)) == ["stance: target=target"]
+    partial = _rows(20)
+    del partial[5]["target"]  # a field only some rows have cannot condition the head
+    assert offered(partial) == []
+
+
+def test_the_budget_is_respected(data_file: Path) -> None:
+    out = io.StringIO()
+    started = time.perf_counter()
+    result = tune([data_file], TrainConfig(), budget_seconds=4, out=out)
+    elapsed = time.perf_counter() - started
+    slowest = max(c.seconds for c in result.tried)
+    assert elapsed <= 4 + slowest  # a candidate starts only when its estimate fits
+    assert "budget would be exceeded" in out.getvalue()
+    assert len(result.tried) < 10
+
+
+def test_the_chosen_config_round_trips_through_toml(
+    tmp_path: Path, searched: tuple[TuneResult, str, float]
+) -> None:
+    unusual = TrainConfig(
+        name='a "quoted" name',
+        heads={"stance": HeadConfig("single", "title"), "odd head": HeadConfig("multi", labels=("x", "y z"))},
+        ignore_fields=("sentiment",),
+        features=FeatureConfig(word_max_df=0.95, pair_weight=1e-05, use_char=True),
+        classifier=ClassifierConfig(model="linear_svc", C=0.1, class_weight=""),
+    )
+    for config in (searched[0].config, unusual, TrainConfig()):
+        path = tmp_path / "config.toml"
+        path.write_text(config_to_toml(config, "a comment\nover two lines"), encoding="utf-8")
+        assert load_config(path) == config
+
+
+def test_cli_trains_with_the_choice_and_writes_config_toml_beside_the_card(
+    tmp_path: Path, data_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "model"
+    argv = ["train", "--tune", "--tune-budget-seconds", "15", "--data", str(data_file), "--out", str(out)]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "start: defaults" in err and "chosen" in err
+    chosen = load_config(out / "config.toml")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"] == json.loads(json.dumps(chosen.to_json()))  # trained with exactly it
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "config.toml" in card and "start: defaults" in card
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--tune-budget-seconds", "5"], "--tune-budget-seconds needs --tune"),
+        (["--tune", "--tune-budget-seconds", "0"], "must be > 0"),
+    ],
+)
+def test_cli_refuses_bad_tune_flags(
+    argv: list[str], message: str, tmp_path: Path, data_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    try:
+        code = main(["train", *argv, "--data", str(data_file), "--out", str(tmp_path / "m")])
+    except SystemExit as exc:  # argparse refuses the value
+        code = int(str(exc.code))
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+def test_tune_refuses_what_it_cannot_search(tmp_path: Path, data_file: Path) -> None:
+    with pytest.raises(DataError, match="too few to tune"):
+        tune([_write(tmp_path / "tiny.jsonl", _rows(4))], TrainConfig(), out=io.StringIO())
+    no_cv = replace(TrainConfig(), thresholds=replace(TrainConfig().thresholds, cv_folds=0))
+    with pytest.raises(DataError, match="cv_folds must be at least 2"):
+        tune([data_file], no_cv, out=io.StringIO())
