@@ -280,23 +280,23 @@ class _Search:
 
 
 def _estimate(search: _Search, change: str, rows: int, config: TrainConfig) -> float:
-    """Seconds the candidate will take, scaled by rows from: its own earlier fit (on fewer rows),
-    else the last fit (three times that if it turns character n-grams on); 0 if cached."""
+    """Seconds the candidate will take: 0 if its fits are cached, else the time of its own earlier
+    fit scaled by rows (rung 1), else that of the best so far, three times that if it turns
+    character n-grams on (rung 0: a candidate differs from the best in one choice)."""
     key = _fit_key(config)
     if (rows, key) in search.cache:
         return 0.0
-    own = [(r, t) for (r, k), (_, t) in search.cache.items() if k == key and t > 0]
-    times = own or [(r, t) for (r, _), (_, t) in search.cache.items() if t > 0]
-    if not times:
-        return 0.0
-    r, t = times[-1]
-    scale = 3.0 if not own and config.features.use_char and change.startswith("char") else 1.0
-    return t * rows / r * scale
+    own = [(r, t) for (r, k), (_, t) in search.cache.items() if k == key]
+    if own:
+        return own[-1][1] * rows / own[-1][0]
+    assert search.best is not None  # noqa: S101 - the start is always evaluated first
+    seconds = search.cache[(search.best.rows, _fit_key(search.best.config))][1] * rows / search.best.rows
+    return seconds * (3.0 if change.startswith("char") and config.features.use_char else 1.0)
 
 
 def _try(search: _Search, change: str, config: TrainConfig, rung: int, rows: int) -> Candidate | None:
     if search.tried and not search.fits(_estimate(search, change, rows, config), RUNG_SHARE[rung]):
-        print(f"      skipped {change!r} and the rest: the budget would be exceeded", file=search.out)
+        print(f"      skipped {change!r}: it would not end within the budget", file=search.out)
         return None
     return search.evaluate(change, config, rung, rows)
 
@@ -331,22 +331,15 @@ def tune(
     search.evaluate(
         "start: " + ("the given config" if config != _defaults(config) else "defaults"), config, 0, rung0
     )
-    stopped = False
     for _, alternatives in _coordinates(data):
         assert search.best is not None  # noqa: S101 - the start was evaluated
-        current = search.best
-        for change, candidate in alternatives(current.config):
-            if _try(search, change, candidate, 0, rung0) is None:
-                stopped = True
-                break
-        if stopped:
-            break
+        for change, candidate in alternatives(search.best.config):
+            _try(search, change, candidate, 0, rung0)
     rung1 = min(len(data.rows), RUNG1_ROWS)
     if rung1 > rung0:
         finalists = _finalists(search.tried)
         for cand in finalists:
-            if _try(search, f"finalist: {cand.change}", cand.config, 1, rung1) is None:
-                break
+            _try(search, f"finalist: {cand.change}", cand.config, 1, rung1)
     assert search.best is not None  # noqa: S101
     table = "\n".join([search.header(), *search.lines])
     print(f"chosen ({search.elapsed():.0f} s): {describe(search.best.config)}", file=out, flush=True)
