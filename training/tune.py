@@ -46,7 +46,7 @@ from training.data import Dataset, label_fields, load_dataset
 from training.evaluate import indicator, tune_thresholds
 from training.train import cross_validated_scores
 
-DEFAULT_BUDGET_SECONDS = 720.0  # the whole run: the search and the final training
+DEFAULT_BUDGET_SECONDS = 600.0  # the whole run: the search and the final training
 RUNG_SHARE = (0.4, 0.7)  # rung 0 ends by this share of the budget, rung 1 by that; the rest is the final's
 RUNG0_ROWS = 2000
 RUNG1_ROWS = 8000
