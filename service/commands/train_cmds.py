@@ -102,7 +102,8 @@ def register(sub: Any) -> None:
         type=_positive,
         default=None,
         metavar="N",
-        help="Seconds for the whole run (default 600): the search stops in time to leave about 30%% for the final training, which is not cut short.",
+        help="Seconds for the whole run (default 600): the search stops in time to leave about 30%% "
+        "for the final training, which is not cut short.",
     )
     gate = train.add_argument_group("registry and quality gate (see docs/retraining.md)")
     when = gate.add_mutually_exclusive_group()
