@@ -9,7 +9,7 @@ The search, scored by 3-fold cross-validation on the training rows only (``--dev
    classifier (logreg C=10 | linear_svc C=0.5), C (logreg 1/10/100, linear_svc 0.1/0.5/2),
    target-awareness of each single-label head (none | the rows' ``target`` | their ``title``;
    offered only when every row has that field), its per-target blocks and pair features,
-   word n-grams (up to 1/2/3), character n-grams (off | 2-5), class weights (balanced | none),
+   word n-grams (up to 1/2/3), character n-grams (off | on: 2-5 by default), class weights (balanced | none),
    and for multi-label heads the threshold strategy (fixed 0.5 | per label with a global fallback
    | the same with shrinkage 5 toward the global cut-off).
 2. Rung 1, when there are more rows: the ``FINALISTS`` best configurations again on up to
@@ -88,6 +88,22 @@ def _set(config: TrainConfig, section: str, **values: Any) -> TrainConfig:
     return replace(config, **{section: replace(getattr(config, section), **values)})
 
 
+def _options(section: str, name: str, values: Sequence[Any], label: str = "") -> Alternatives:
+    """Each of ``values`` for ``section.name`` but the current one; the change reads ``label``
+    formatted with the value, else ``name=value``."""
+
+    def alternatives(c: TrainConfig) -> list[tuple[str, TrainConfig]]:
+        now = getattr(getattr(c, section), name)
+        changes = [label.format(v) if label else f"{name}={str(v).lower() or 'none'}" for v in values]
+        return [
+            (change, _set(c, section, **{name: v}))
+            for change, v in zip(changes, values, strict=True)
+            if v != now
+        ]
+
+    return alternatives
+
+
 def _coordinates(data: Dataset) -> list[tuple[str, Alternatives]]:
     """The search space, in search order: (name, current config -> [(change, config)])."""
 
@@ -96,84 +112,47 @@ def _coordinates(data: Dataset) -> list[tuple[str, Alternatives]]:
         return [(f"{other} C={DEFAULT_C[other]:g}", _set(c, "classifier", model=other, C=DEFAULT_C[other]))]
 
     def strength(c: TrainConfig) -> list[tuple[str, TrainConfig]]:
-        grid = C_GRID[c.classifier.model]
-        return [(f"C={v:g}", _set(c, "classifier", C=v)) for v in grid if v != c.classifier.C]
+        return _options("classifier", "C", C_GRID[c.classifier.model], "C={:g}")(c)
 
-    coords: list[tuple[str, Alternatives]] = [("classifier", classifier), ("C", strength)]
-    articles = data.articles()
-    fields_here = [f for f in ("target", "title") if articles and all(getattr(a, f) for a in articles)]
-    for name, head in data.heads.items():
-        if head.kind == "single" and fields_here:
-
-            def target(c: TrainConfig, name: str = name) -> list[tuple[str, TrainConfig]]:
-                now = c.heads[name].target
-                return [
-                    (
-                        f"{name}: target={f or 'none'}",
-                        replace(c, heads={**c.heads, name: replace(c.heads[name], target=f)}),
-                    )
-                    for f in ("", *fields_here)
-                    if f != now
-                ]
-
-            coords.append((f"{name} target", target))
-    if len(coords) > 2:
-
-        def target_features(c: TrainConfig) -> list[tuple[str, TrainConfig]]:
-            if not any(h.target for h in c.heads.values()):
-                return []
-            f = c.features
+    def target(name: str, choices: Sequence[str]) -> Alternatives:
+        def alternatives(c: TrainConfig) -> list[tuple[str, TrainConfig]]:
+            head = c.heads[name]
             return [
                 (
-                    f"target_interaction={not f.target_interaction}".lower(),
-                    _set(c, "features", target_interaction=not f.target_interaction),
-                ),
-                (
-                    f"pair_features={not f.pair_features}".lower(),
-                    _set(c, "features", pair_features=not f.pair_features),
-                ),
+                    f"{name}: target={f or 'none'}",
+                    replace(c, heads={**c.heads, name: replace(head, target=f)}),
+                )
+                for f in ("", *choices)
+                if f != head.target
             ]
 
-        coords.append(("target features", target_features))
+        return alternatives
+
+    def when_targeted(alternatives: Alternatives) -> Alternatives:
+        return lambda c: alternatives(c) if any(h.target for h in c.heads.values()) else []
+
+    articles = data.articles()
+    present = [f for f in ("target", "title") if articles and all(getattr(a, f) for a in articles)]
+    singles = [name for name, head in data.heads.items() if head.kind == "single"] if present else []
+    coords: list[tuple[str, Alternatives]] = [("classifier", classifier), ("C", strength)]
+    coords += [(f"{name} target", target(name, present)) for name in singles]
+    if singles:
+        for flag in ("target_interaction", "pair_features"):
+            coords.append((flag, when_targeted(_options("features", flag, (True, False)))))
     coords += [
-        (
-            "word n-grams",
-            lambda c: [
-                (f"word 1-{n}", _set(c, "features", word_ngram_max=n))
-                for n in (1, 2, 3)
-                if n != c.features.word_ngram_max
-            ],
-        ),
-        (
-            "char n-grams",
-            lambda c: [
-                (
-                    f"char 2-5 {'off' if c.features.use_char else 'on'}",
-                    _set(c, "features", use_char=not c.features.use_char, char_ngram_min=2, char_ngram_max=5),
-                )
-            ],
-        ),
-        (
-            "class weights",
-            lambda c: [
-                (
-                    f"class_weight={'none' if c.classifier.class_weight else 'balanced'}",
-                    _set(c, "classifier", class_weight="" if c.classifier.class_weight else "balanced"),
-                )
-            ],
-        ),
+        ("word n-grams", _options("features", "word_ngram_max", (1, 2, 3), "word 1-{}")),
+        ("char n-grams", _options("features", "use_char", (False, True))),
+        ("class weights", _options("classifier", "class_weight", ("balanced", ""))),
     ]
     if any(h.kind == "multi" for h in data.heads.values()):
-        coords.append(
-            (
-                "thresholds",
-                lambda c: [
-                    (f"thresholds: {k}", _set(c, "thresholds", **v))
-                    for k, v in THRESHOLD_STRATEGIES.items()
-                    if _set(c, "thresholds", **v) != c
-                ],
-            )
-        )
+
+        def thresholds(c: TrainConfig) -> list[tuple[str, TrainConfig]]:
+            options = [
+                (f"thresholds: {k}", _set(c, "thresholds", **v)) for k, v in THRESHOLD_STRATEGIES.items()
+            ]
+            return [(change, option) for change, option in options if option != c]
+
+        coords.append(("thresholds", thresholds))
     return coords
 
 
@@ -291,7 +270,7 @@ def _estimate(search: _Search, change: str, rows: int, config: TrainConfig) -> f
         return own[-1][1] * rows / own[-1][0]
     assert search.best is not None  # noqa: S101 - the start is always evaluated first
     seconds = search.cache[(search.best.rows, _fit_key(search.best.config))][1] * rows / search.best.rows
-    return seconds * (3.0 if change.startswith("char") and config.features.use_char else 1.0)
+    return seconds * (3.0 if change == "use_char=true" else 1.0)
 
 
 def _try(search: _Search, change: str, config: TrainConfig, rung: int, rows: int) -> Candidate | None:

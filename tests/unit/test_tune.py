@@ -99,8 +99,8 @@ def test_the_search_tries_each_kind_of_choice(searched: tuple[TuneResult, str, f
         "C=",
         "stance: target=target",
         "word 1-",
-        "char 2-5",
-        "class_weight",
+        "use_char=true",
+        "class_weight=none",
         "thresholds:",
     ):
         assert expected in changes
