@@ -21,8 +21,9 @@ scores and applied to the other (and the other way round), so that tuning is nev
 rows it was tuned on. A candidate's score is the mean over its heads. Everything is deterministic
 given the seed; the budget (``--tune-budget-seconds``, for the whole run) decides only where the
 search stops: a rung 0 candidate starts only if it is estimated to end within 40% of the budget, a
-rung 1 candidate within 70%; the rest is left for the final training (not enforced: it takes what
-it takes, about three rung 1 candidates' time on big data).
+rung 1 candidate within 70%; the rest is left for the final training, and a candidate whose final
+training is estimated not to end within the budget is not kept (estimates scale fit times as
+rows ** ``GROWTH``; the final training itself is not cut short).
 """
 
 from __future__ import annotations
@@ -46,13 +47,15 @@ from training.data import Dataset, label_fields, load_dataset
 from training.evaluate import indicator, tune_thresholds
 from training.train import cross_validated_scores
 
-DEFAULT_BUDGET_SECONDS = 600.0  # the whole run: the search and the final training
+DEFAULT_BUDGET_SECONDS = 780.0  # the whole run: the search and the final training
 RUNG_SHARE = (0.4, 0.7)  # rung 0 ends by this share of the budget, rung 1 by that; the rest is the final's
 RUNG0_ROWS = 2000
 RUNG1_ROWS = 8000
 FOLDS = 3
 FINALISTS = 3
 MIN_GAIN = 0.001
+GROWTH = 0.7  # fit seconds grow about as rows ** GROWTH (vocabularies and distinct texts grow slower)
+CHAR_COST = 8.0  # character n-grams multiply a fit's time by up to this (long texts: Reuters ~13)
 DEFAULT_C = {"logreg": 10.0, "linear_svc": 0.5}
 C_GRID = {"logreg": (1.0, 10.0, 100.0), "linear_svc": (0.1, 0.5, 2.0)}
 THRESHOLD_STRATEGIES: dict[str, dict[str, Any]] = {
@@ -230,16 +233,31 @@ class _Search:
         if key not in self.cache:
             self.cache[key] = (cross_validated_scores(data, config, min(FOLDS, len(data.rows))), 0.0)
             self.cache[key] = (self.cache[key][0], time.perf_counter() - t0)
-        oof, fit_seconds = self.cache[key]
+        oof = self.cache[key][0]
         heads = _head_scores(data, config, oof)
         cand = Candidate(change, config, rung, rows, heads, float(np.mean(list(heads.values()))))
         cand.seconds = time.perf_counter() - t0
         self.tried.append(cand)
         better = self.best is None or self.best.rung < rung or cand.score > self.best.score + MIN_GAIN
-        if better:
+        final = self.final_seconds(cand)
+        affordable = self.best is None or self.elapsed() + final <= self.budget
+        if better and affordable:
             self.best = cand
-        self.print_row(cand, better)
+        self.print_row(cand, better and affordable)
+        if better and not affordable:
+            print(
+                f"      not kept: its final training would take about {final:.0f} s, beyond the budget",
+                file=self.out,
+            )
         return cand
+
+    def final_seconds(self, cand: Candidate) -> float:
+        """About how long ``train`` will take with ``cand``'s config on all rows: k-fold CV on two
+        processes costs about (k - 1) / 2 fits of all rows, plus one fit, scaled from the candidate's."""
+        seconds = self.cache[(cand.rows, _fit_key(cand.config))][1]
+        folds = cand.config.thresholds.cv_folds
+        per_fit: float = seconds / ((FOLDS - 1) / 2) * (len(self.data.rows) / cand.rows) ** GROWTH
+        return per_fit * ((folds - 1) / 2 + 1)
 
     def header(self) -> str:
         heads = "".join(f" {h[:10]:>10}" for h in self.heads)
@@ -260,21 +278,24 @@ class _Search:
 
 def _estimate(search: _Search, change: str, rows: int, config: TrainConfig) -> float:
     """Seconds the candidate will take: 0 if its fits are cached, else the time of its own earlier
-    fit scaled by rows (rung 1), else that of the best so far, three times that if it turns
+    fit scaled by rows (rung 1), else that of the best so far, ``CHAR_COST`` times that if it turns
     character n-grams on (rung 0: a candidate differs from the best in one choice)."""
     key = _fit_key(config)
     if (rows, key) in search.cache:
         return 0.0
     own = [(r, t) for (r, k), (_, t) in search.cache.items() if k == key]
     if own:
-        return own[-1][1] * rows / own[-1][0]
+        return float(own[-1][1] * (rows / own[-1][0]) ** GROWTH)
     assert search.best is not None  # noqa: S101 - the start is always evaluated first
-    seconds = search.cache[(search.best.rows, _fit_key(search.best.config))][1] * rows / search.best.rows
-    return seconds * (3.0 if change == "use_char=true" else 1.0)
+    seconds = search.cache[(search.best.rows, _fit_key(search.best.config))][1]
+    return float(seconds * (rows / search.best.rows) ** GROWTH) * (
+        CHAR_COST if change == "use_char=true" else 1.0
+    )
 
 
 def _try(search: _Search, change: str, config: TrainConfig, rung: int, rows: int) -> Candidate | None:
-    if search.tried and not search.fits(_estimate(search, change, rows, config), RUNG_SHARE[rung]):
+    estimate = _estimate(search, change, rows, config)  # 0: scored from cached fits, nearly free
+    if search.tried and estimate > 0 and not search.fits(estimate, RUNG_SHARE[rung]):
         print(f"      skipped {change!r}: it would not end within the budget", file=search.out)
         return None
     return search.evaluate(change, config, rung, rows)

@@ -102,7 +102,7 @@ def register(sub: Any) -> None:
         type=_positive,
         default=None,
         metavar="N",
-        help="Seconds for the whole run (default 600): the search stops in time to leave about 30%% "
+        help="Seconds for the whole run (default 780): the search stops in time to leave about 30%% "
         "for the final training, which is not cut short.",
     )
     gate = train.add_argument_group("registry and quality gate (see docs/retraining.md)")
