@@ -21,9 +21,9 @@ scores and applied to the other (and the other way round), so that tuning is nev
 rows it was tuned on. A candidate's score is the mean over its heads. Everything is deterministic
 given the seed; the budget (``--tune-budget-seconds``, for the whole run) decides only where the
 search stops: a rung 0 candidate starts only if it is estimated to end within 40% of the budget, a
-rung 1 candidate within 70%; the rest is left for the final training, and a candidate whose final
-training is estimated not to end within the budget is not kept (estimates scale fit times as
-rows ** ``GROWTH``; the final training itself is not cut short).
+rung 1 candidate within 70% and early enough for the final training to follow within the budget;
+a candidate whose final training is estimated not to end within the budget is not kept
+(estimates scale fit times as rows ** ``GROWTH``; the final training itself is not cut short).
 """
 
 from __future__ import annotations
@@ -295,7 +295,9 @@ def _estimate(search: _Search, change: str, rows: int, config: TrainConfig) -> f
 
 def _try(search: _Search, change: str, config: TrainConfig, rung: int, rows: int) -> Candidate | None:
     estimate = _estimate(search, change, rows, config)  # 0: scored from cached fits, nearly free
-    if search.tried and estimate > 0 and not search.fits(estimate, RUNG_SHARE[rung]):
+    # from rung 1 on, the final training must still fit after the candidate
+    final = search.final_seconds(search.best) if rung > 0 and search.best is not None else 0.0
+    if estimate > 0 and not (search.fits(estimate, RUNG_SHARE[rung]) and search.fits(estimate + final, 1.0)):
         print(f"      skipped {change!r}: it would not end within the budget", file=search.out)
         return None
     return search.evaluate(change, config, rung, rows)
