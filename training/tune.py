@@ -231,7 +231,8 @@ class _Search:
         data = replace(self.sample(rows, config.seed), heads=config.heads)
         key = (rows, _fit_key(config))
         if key not in self.cache:
-            self.cache[key] = (cross_validated_scores(data, config, min(FOLDS, len(data.rows))), 0.0)
+            folds = min(FOLDS, len(data.rows))
+            self.cache[key] = (cross_validated_scores(data, config, folds, groups=data.groups()), 0.0)
             self.cache[key] = (self.cache[key][0], time.perf_counter() - t0)
         oof = self.cache[key][0]
         heads = _head_scores(data, config, oof)
@@ -317,10 +318,12 @@ def tune(
         raise DataError(f"--tune-budget-seconds must be > 0, not {budget_seconds:g}")
     if config.thresholds.cv_folds < 2:
         raise DataError("--tune scores by cross-validation: thresholds.cv_folds must be at least 2")
-    data = load_dataset(data_paths, config, head_names)
+    data = load_dataset(data_paths, config, head_names, group_field=config.group_field)
     if len(data.rows) < 2 * FOLDS:
         raise DataError(f"{len(data.rows)} training rows: too few to tune (at least {2 * FOLDS})")
-    ignored = sorted(set(config.ignore_fields) | (label_fields(data_paths) - set(data.heads)))
+    ignored = sorted(
+        set(config.ignore_fields) | (label_fields(data_paths) - set(data.heads) - {config.group_field})
+    )
     config = replace(config, heads=dict(data.heads), ignore_fields=tuple(ignored))
     search = _Search(data, budget_seconds, out)
     rung0 = min(len(data.rows), RUNG0_ROWS)

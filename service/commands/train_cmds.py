@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import shutil
@@ -188,7 +189,7 @@ def _train(args: argparse.Namespace) -> int:
         from training.tune import DEFAULT_BUDGET_SECONDS, tune
 
         budget = args.tune_budget_seconds or DEFAULT_BUDGET_SECONDS
-        tuned = tune(data, config, args.heads, budget)
+        tuned = tune(data, config, args.heads, budget, io.StringIO() if args.quiet else None)
         config = tuned.config
     registry = None if args.out else ModelRegistry(args.registry)
     # Without --version the version is known only once the model is saved: write it under a
