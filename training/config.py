@@ -8,6 +8,9 @@ Loaded from a TOML file (``--config``); anything not given keeps its default. Ex
     target = "target"         # judge stance toward the row's `target` field ("title" for FNC-style)
     [features]
     char_ngram_max = 5
+
+Every option's default keeps the behaviour of the default model (trained on the starter corpus):
+new knobs are off until a config turns them on.
 """
 
 from __future__ import annotations
@@ -48,6 +51,10 @@ class FeatureConfig:
     target_ngrams: bool = True  # the target's own word n-grams as features
     pair_features: bool = True  # target-text cosine, word/n-gram overlap, refuting/hedging cues
     pair_weight: float = 1.0  # scale of the pair features relative to the TF-IDF blocks
+    # The text's sentences closest to the target: their similarity, denial/negation/hedging cues
+    # and n-grams (SentenceEvidence; FNC-style headline/body stance). Off: today's features.
+    sentence_evidence: bool = False
+    evidence_sentences: int = 3  # how many of the closest sentences count as the evidence
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,14 @@ class ClassifierConfig:
     max_iter: int = 1000
     calibration: str = ""  # "" | "sigmoid" | "isotonic": CalibratedClassifierCV around the model
     calibration_cv: int = 3
+    # Single-label heads: "" (one model) or a label to decide first -- a logistic regression (C =
+    # gate_C) tells it from the rest, then the model above picks among the rest, fitted on those
+    # rows only (FNC-1: "unrelated", then agree/disagree/discuss). Off: today's one model.
+    gate_label: str = ""
+    gate_C: float = 1.0
+    # With gate_label: added to the second stage's log-probabilities per label, e.g.
+    # {disagree = 1.2} favours a rare class the balanced weights still under-predict.
+    class_offsets: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -138,6 +153,8 @@ def _check_choice(updates: dict[str, Any], path: Path) -> None:
             raise DataError(f"{path} [classifier]: calibration must be sigmoid|isotonic or empty")
         if clf.class_weight not in ("", "balanced"):
             raise DataError(f"{path} [classifier]: class_weight must be balanced or empty")
+        if clf.class_offsets and not clf.gate_label:
+            raise DataError(f"{path} [classifier]: class_offsets needs gate_label")
     thresholds = updates.get("thresholds")
     if thresholds is not None and thresholds.fallback not in ("global", "default"):
         raise DataError(f"{path} [thresholds]: fallback must be global|default")

@@ -11,6 +11,8 @@ from sklearn.pipeline import FeatureUnion, Pipeline
 
 from service.model.features import (
     ColumnText,
+    GatedClassifier,
+    SentenceEvidence,
     SigmoidLinearSVC,
     TargetInteraction,
     TargetTextPairs,
@@ -81,6 +83,8 @@ def build_featurizer(head: HeadConfig, config: TrainConfig) -> Any:
         parts.append(("target", target_words))
     if cfg.pair_features:
         parts.append(("pair", TargetTextPairs(head.target, cfg.pair_weight)))
+    if cfg.sentence_evidence:
+        parts.append(("evidence", SentenceEvidence(head.target, cfg.pair_weight, cfg.evidence_sentences)))
     return FeatureUnion(parts)
 
 
@@ -101,4 +105,9 @@ def build_classifier(head: HeadConfig, config: TrainConfig) -> Any:
         base = CalibratedClassifierCV(base, method=cc.calibration, cv=cc.calibration_cv)
     if head.kind == "multi":
         return OneVsRestClassifier(base)
+    if cc.gate_label:
+        gate = LogisticRegression(
+            C=cc.gate_C, max_iter=cc.max_iter, solver="newton-cg", random_state=config.seed
+        )
+        return GatedClassifier(gate, base, cc.gate_label, tuple(sorted(cc.class_offsets.items())))
     return base

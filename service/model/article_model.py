@@ -114,7 +114,7 @@ class ArticleModel:
 
 
 #: Prefixes FeatureUnion puts before a word n-gram's name (``text__word__north korea``).
-_WORD_PREFIXES = ("text__", "target__", "word__", "title__")
+_WORD_PREFIXES = ("text__", "target__", "word__", "title__", "evidence__")
 
 
 def readable_term(name: str) -> str | None:

@@ -54,6 +54,8 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "service.model.article_model.ArticleModel",
     "service.model.features.ColumnText",
     "service.model.features.CompactTfidfVectorizer",
+    "service.model.features.GatedClassifier",
+    "service.model.features.SentenceEvidence",
     "service.model.features.SigmoidLinearSVC",
     "service.model.features.TargetInteraction",
     "service.model.features.TargetTextPairs",
