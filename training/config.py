@@ -70,9 +70,10 @@ class ClassifierConfig:
     # rows only (FNC-1: "unrelated", then agree/disagree/discuss). Off: today's one model.
     gate_label: str = ""
     gate_C: float = 1.0
-    # With gate_label: added to the second stage's log-probabilities per label, e.g.
-    # {disagree = 1.2} favours a rare class the balanced weights still under-predict.
-    class_offsets: dict[str, float] = field(default_factory=dict)
+    # With gate_label: ``offset`` is added to the second stage's log-probability of
+    # ``offset_label``, e.g. disagree + 1.2 favours a rare class balanced weights still under-predict.
+    offset_label: str = ""
+    offset: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -153,8 +154,8 @@ def _check_choice(updates: dict[str, Any], path: Path) -> None:
             raise DataError(f"{path} [classifier]: calibration must be sigmoid|isotonic or empty")
         if clf.class_weight not in ("", "balanced"):
             raise DataError(f"{path} [classifier]: class_weight must be balanced or empty")
-        if clf.class_offsets and not clf.gate_label:
-            raise DataError(f"{path} [classifier]: class_offsets needs gate_label")
+        if clf.offset_label and not clf.gate_label:
+            raise DataError(f"{path} [classifier]: offset_label needs gate_label")
     thresholds = updates.get("thresholds")
     if thresholds is not None and thresholds.fallback not in ("global", "default"):
         raise DataError(f"{path} [thresholds]: fallback must be global|default")

@@ -109,5 +109,7 @@ def build_classifier(head: HeadConfig, config: TrainConfig) -> Any:
         gate = LogisticRegression(
             C=cc.gate_C, max_iter=cc.max_iter, solver="newton-cg", random_state=config.seed
         )
-        return GatedClassifier(gate, base, cc.gate_label, tuple(sorted(cc.class_offsets.items())))
+        return GatedClassifier(
+            gate, base, cc.gate_label, ((cc.offset_label, cc.offset),) if cc.offset_label else ()
+        )
     return base

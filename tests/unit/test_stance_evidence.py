@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from service.commands.models_cmds import config_to_toml
 from service.core.errors import DataError
 from service.core.types import Article
 from service.model.article_model import ArticleModel, articles_to_matrix
@@ -93,9 +95,12 @@ def test_fnc_style_config_trains_and_survives_a_safe_round_trip(tmp_path: Path) 
         '[heads.stance]\nkind = "single"\ntarget = "title"\n'
         "[features]\nword_min_df = 1\ntarget_interaction = false\nsentence_evidence = true\n"
         '[classifier]\nmodel = "linear_svc"\ngate_label = "unrelated"\n'
-        "[classifier.class_offsets]\ndisagree = 1.0\n"
+        'offset_label = "disagree"\noffset = 1.0\n'
     )
     config = load_config(path)
+    exported = tmp_path / "exported.toml"  # `newstagger models show --export-config` round-trips it
+    exported.write_text(config_to_toml(json.loads(json.dumps(config.to_json()))))
+    assert load_config(exported) == config
     head = config.heads["stance"]
     featurizer = build_featurizer(head, config)
     assert "evidence" in dict(featurizer.transformer_list)
@@ -118,6 +123,6 @@ def test_new_knobs_default_to_todays_model(tmp_path: Path) -> None:
     assert not isinstance(build_classifier(HeadConfig("multi"), multi), GatedClassifier)
     assert FeatureConfig().evidence_sentences == 3
     path = tmp_path / "c.toml"
-    path.write_text("[classifier.class_offsets]\ndisagree = 1.0\n")
+    path.write_text('[classifier]\noffset_label = "disagree"\noffset = 1.0\n')
     with pytest.raises(DataError, match="gate_label"):
         load_config(path)
