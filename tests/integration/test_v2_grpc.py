@@ -1,6 +1,6 @@
 """The Open Inference Protocol (V2) over gRPC, through stubs generated from the protocol's
-``.proto`` (``protos/inference/``) on a real server. (``tritonclient.grpc`` pins protobuf < 7,
-which this project's generated code cannot run on; its HTTP client is tested in test_v2_http.)"""
+``.proto`` (``protos/inference/``) on a real server. The published clients (``tritonclient.grpc``,
+KServe's) are driven in processes of their own by test_v2_clients."""
 
 from __future__ import annotations
 

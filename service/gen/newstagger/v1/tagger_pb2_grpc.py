@@ -5,7 +5,7 @@ import warnings
 
 from service.gen.newstagger.v1 import tagger_pb2 as service_dot_gen_dot_newstagger_dot_v1_dot_tagger__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
