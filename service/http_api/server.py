@@ -93,6 +93,9 @@ def build_http_api(runtime: Runtime, settings: Settings, reuse_port: bool = Fals
     client_ca = settings.tls_client_ca if tls else None
     config = uvicorn.Config(
         app,
+        # uvloop (a runtime dependency; asyncio's loop costs the REST path its CPU target, see
+        # benchmarks/README.md "## http"); asyncio's where uvloop does not install (Windows)
+        loop="auto",
         log_config=None,
         access_log=False,
         lifespan="off",
