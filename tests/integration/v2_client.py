@@ -33,51 +33,35 @@ def plain(array: Any) -> Any:
 
 
 def tensors(metadata: Any) -> list[list[Any]]:
-    return [[t.name, t.datatype, [int(x) for x in t.shape]] for t in metadata]
+    """Name, datatype and shape of each tensor, from a protobuf message or a JSON dict."""
+    return [
+        [t["name"], t["datatype"], [int(x) for x in t["shape"]]]
+        if isinstance(t, dict)
+        else [t.name, t.datatype, [int(x) for x in t.shape]]
+        for t in metadata
+    ]
 
 
-def run_triton_grpc(args: argparse.Namespace) -> dict[str, Any]:
-    import tritonclient.grpc as triton
+def run_triton(args: argparse.Namespace, over_grpc: bool) -> dict[str, Any]:
     from tritonclient.utils import InferenceServerException
 
-    client = triton.InferenceServerClient(args.grpc)
+    if over_grpc:
+        import tritonclient.grpc as triton
+
+        client: Any = triton.InferenceServerClient(args.grpc)
+    else:
+        import tritonclient.http as triton
+
+        client = triton.InferenceServerClient(args.http, network_timeout=20)
     text = triton.InferInput("text", [len(args.texts)], "BYTES")
     text.set_data_from_numpy(np.array([t.encode() for t in args.texts], dtype=object))
-    meta = client.get_model_metadata(args.model)
-    result = client.infer(args.model, [text], request_id="triton-grpc")
-    try:
-        client.infer(UNKNOWN, [text])
-        unknown = "no error"
-    except InferenceServerException as exc:
-        unknown = f"{exc.status()}: {exc.message()}"
-    out = {
-        "live": client.is_server_live(),
-        "ready": client.is_server_ready(),
-        "model_ready": client.is_model_ready(args.model),
-        "unknown_model_ready": client.is_model_ready(UNKNOWN),
-        "metadata": {
-            "name": meta.name,
-            "versions": list(meta.versions),
-            "inputs": tensors(meta.inputs),
-            "outputs": tensors(meta.outputs),
-        },
-        "id": result.get_response().id,
-        "outputs": {o.name: plain(result.as_numpy(o.name)) for o in result.get_response().outputs},
-        "unknown_model_infer": unknown,
-    }
-    client.close()
-    return out
-
-
-def run_triton_http(args: argparse.Namespace) -> dict[str, Any]:
-    import tritonclient.http as triton
-    from tritonclient.utils import InferenceServerException
-
-    client = triton.InferenceServerClient(args.http, network_timeout=20)
-    text = triton.InferInput("text", [len(args.texts)], "BYTES")
-    text.set_data_from_numpy(np.array([t.encode() for t in args.texts], dtype=object))
-    meta = client.get_model_metadata(args.model)
-    result = client.infer(args.model, [text], request_id="triton-http")
+    meta = (
+        client.get_model_metadata(args.model, as_json=True)
+        if over_grpc
+        else client.get_model_metadata(args.model)
+    )
+    result = client.infer(args.model, [text], request_id="triton")
+    response = result.get_response(as_json=True) if over_grpc else result.get_response()
     try:
         client.infer(UNKNOWN, [text])
         unknown = "no error"
@@ -91,11 +75,11 @@ def run_triton_http(args: argparse.Namespace) -> dict[str, Any]:
         "metadata": {
             "name": meta["name"],
             "versions": meta["versions"],
-            "inputs": [[t["name"], t["datatype"], t["shape"]] for t in meta["inputs"]],
-            "outputs": [[t["name"], t["datatype"], t["shape"]] for t in meta["outputs"]],
+            "inputs": tensors(meta["inputs"]),
+            "outputs": tensors(meta["outputs"]),
         },
-        "id": result.get_response()["id"],
-        "outputs": {o["name"]: plain(result.as_numpy(o["name"])) for o in result.get_response()["outputs"]},
+        "id": response["id"],
+        "outputs": {o["name"]: plain(result.as_numpy(o["name"])) for o in response["outputs"]},
         "unknown_model_infer": unknown,
     }
     client.close()
@@ -176,8 +160,8 @@ async def run_kserve_rest(args: argparse.Namespace) -> dict[str, Any]:
 
 
 CLIENTS: dict[str, Callable[[argparse.Namespace], Any]] = {
-    "triton-grpc": run_triton_grpc,
-    "triton-http": run_triton_http,
+    "triton-grpc": lambda args: run_triton(args, over_grpc=True),
+    "triton-http": lambda args: run_triton(args, over_grpc=False),
     "kserve-grpc": lambda args: asyncio.run(run_kserve_grpc(args)),
     "kserve-rest": lambda args: asyncio.run(run_kserve_rest(args)),
 }
