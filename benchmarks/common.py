@@ -87,6 +87,13 @@ class Split:
         return rest[:size]
 
 
+def _code_digest() -> str:
+    digest = hashlib.sha256()
+    for path in sorted([*(REPO / "service" / "model").glob("*.py"), *(REPO / "training").glob("*.py")]):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def trained_model(corpus: Path, split: Split, config: Any = None, log: Any = sys.stderr) -> Path:
     """An artifact trained with the real ``training.train.train`` on ``corpus`` (topics head), from
     the cache when the corpus bytes, the split, the config and the code versions are unchanged."""
@@ -107,6 +114,9 @@ def trained_model(corpus: Path, split: Split, config: Any = None, log: Any = sys
             "config": config.to_json(),
             "newstagger": service.__version__,
             "sklearn": sklearn.__version__,
+            # the model and training code itself: a cached artifact an older loader wrote may be
+            # refused by today's (the manifest checksum was one such change)
+            "code": _code_digest(),
         },
         sort_keys=True,
     )
