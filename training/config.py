@@ -15,7 +15,10 @@ new knobs are off until a config turns them on.
 
 from __future__ import annotations
 
+import json
+import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -166,3 +169,36 @@ def _check_choice(updates: dict[str, Any], path: Path) -> None:
         raise DataError(f"{path} [features]: stop_words must be english or empty")
     if features is not None and not (features.title_repeat >= 1 and 0.0 < features.word_max_df <= 1.0):
         raise DataError(f"{path} [features]: title_repeat must be >= 1 and word_max_df in (0, 1]")
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # a JSON string is a valid TOML basic string
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {type(value).__name__}")
+
+
+def config_to_toml(config: TrainConfig | Mapping[str, Any], comment: str = "") -> str:
+    """A training config (a TrainConfig, or the JSON form a manifest records) as the TOML file
+    ``load_config`` reads back to an equal TrainConfig: tables one level deep, ``[heads.NAME]``."""
+    raw = config.to_json() if isinstance(config, TrainConfig) else config
+    lines = [f"# {line}".rstrip() for line in comment.splitlines()]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in raw.items() if not isinstance(v, dict)]
+    for key, value in raw.items():
+        if not isinstance(value, dict):
+            continue
+        if key == "heads":
+            for name, head in value.items():
+                bare = name if _BARE_KEY.fullmatch(name) else json.dumps(name)
+                lines += ["", f"[heads.{bare}]", *(f"{k} = {_toml_value(v)}" for k, v in head.items())]
+        else:
+            lines += ["", f"[{key}]", *(f"{k} = {_toml_value(v)}" for k, v in value.items())]
+    return "\n".join(lines) + "\n"

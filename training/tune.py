@@ -29,11 +29,10 @@ a candidate whose final training is estimated not to end within the budget is no
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -42,7 +41,7 @@ from numpy.typing import NDArray
 from sklearn.metrics import f1_score
 
 from service.core.errors import DataError
-from training.config import ThresholdConfig, TrainConfig
+from training.config import ThresholdConfig, TrainConfig, config_to_toml
 from training.data import Dataset, label_fields, load_dataset
 from training.evaluate import indicator, tune_thresholds
 from training.train import cross_validated_scores
@@ -379,39 +378,6 @@ def describe(config: TrainConfig) -> str:
         + f"; thresholds: {'per label' if t.tune else f'fixed {t.default:g}'}"
         + (f", shrinkage {t.shrinkage:g}" if t.tune and t.shrinkage else "")
     )
-
-
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, tuple | list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"no TOML form for {type(value).__name__}")
-
-
-def _toml_table(obj: Any) -> list[str]:
-    return [f"{f.name} = {_toml_value(getattr(obj, f.name))}" for f in fields(obj)]
-
-
-def config_to_toml(config: TrainConfig, comment: str = "") -> str:
-    """``config`` as a TOML file that ``load_config`` reads back to an equal TrainConfig."""
-    lines = [f"# {line}".rstrip() for line in comment.splitlines()]
-    for f in fields(config):
-        if f.name not in ("heads", "features", "classifier", "thresholds"):
-            lines.append(f"{f.name} = {_toml_value(getattr(config, f.name))}")
-    for name, head in config.heads.items():
-        key = name if _BARE_KEY.fullmatch(name) else json.dumps(name)
-        lines += ["", f"[heads.{key}]", *_toml_table(head)]
-    for section in ("features", "classifier", "thresholds"):
-        lines += ["", f"[{section}]", *_toml_table(getattr(config, section))]
-    return "\n".join(lines) + "\n"
 
 
 CONFIG_FILE = "config.toml"

@@ -12,6 +12,7 @@ from service.core.errors import NewstaggerError
 from service.model.artifact import Manifest
 from service.model.registry import ModelRegistry
 from service.settings import MODEL_DIR_HELP, default_model_dir
+from training.config import config_to_toml
 
 
 def register(sub: Any) -> None:
@@ -218,31 +219,3 @@ def _describe(m: Manifest, path: Path, is_current: bool) -> str:
     lines.append(f"  newstagger models show {m.version} --export-config CONFIG.toml")
     lines.append(f"  {cmd} --config CONFIG.toml")
     return "\n".join(lines)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
-
-
-def config_to_toml(config: dict[str, Any]) -> str:
-    """A manifest's training config as the TOML ``train --config`` reads (tables one level deep,
-    ``heads`` as ``[heads.NAME]``)."""
-    top = [f"{k} = {_toml_value(v)}" for k, v in config.items() if not isinstance(v, dict)]
-    tables = []
-    for key, value in config.items():
-        if not isinstance(value, dict):
-            continue
-        if key == "heads":
-            for name, head in value.items():
-                tables.append(f"\n[heads.{json.dumps(name)}]")
-                tables += [f"{k} = {_toml_value(v)}" for k, v in head.items()]
-        else:
-            tables.append(f"\n[{key}]")
-            tables += [f"{k} = {_toml_value(v)}" for k, v in value.items()]
-    return "\n".join(top + tables) + "\n"

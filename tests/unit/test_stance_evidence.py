@@ -8,13 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.commands.models_cmds import config_to_toml
 from service.core.errors import DataError
 from service.core.types import Article
 from service.model.article_model import ArticleModel, articles_to_matrix
 from service.model.artifact import load_artifact, save_artifact
 from service.model.features import GatedClassifier, SentenceEvidence
-from training.config import ClassifierConfig, FeatureConfig, HeadConfig, TrainConfig, load_config
+from training.config import (
+    ClassifierConfig,
+    FeatureConfig,
+    HeadConfig,
+    TrainConfig,
+    config_to_toml,
+    load_config,
+)
 from training.pipeline import build_classifier, build_featurizer
 
 BODY = (

@@ -15,9 +15,16 @@ import pytest
 
 from service.cli import main
 from service.core.errors import DataError
-from training.config import ClassifierConfig, FeatureConfig, HeadConfig, TrainConfig, load_config
+from training.config import (
+    ClassifierConfig,
+    FeatureConfig,
+    HeadConfig,
+    TrainConfig,
+    config_to_toml,
+    load_config,
+)
 from training.data import load_dataset
-from training.tune import MIN_GAIN, TuneResult, config_to_toml, tune
+from training.tune import MIN_GAIN, TuneResult, tune
 from training.tune import _coordinates as coordinates
 
 TOPICS = {"sanctions": "embargo tariffs", "casualties": "killed wounded", "talks": "summit negotiation"}
