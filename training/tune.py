@@ -8,7 +8,9 @@ The search, scored by 3-fold cross-validation on the training rows only (``--dev
    so far by more than ``MIN_GAIN``:
    classifier (logreg C=10 | linear_svc C=0.5), C (logreg 1/10/100, linear_svc 0.1/0.5/2),
    target-awareness of each single-label head (none | the rows' ``target`` | their ``title``;
-   offered only when every row has that field), its per-target blocks and pair features,
+   offered only when every row has that field), its per-target blocks, pair features and
+   sentence evidence, with exactly one single-label head also two stages (its majority label told
+   from the rest first, then the rest; optionally its rarest label's log-probability + 1.2),
    word n-grams (up to 1/2/3), character n-grams (off | on: 2-5 by default), class weights (balanced | none),
    and for multi-label heads the threshold strategy (fixed 0.5 | per label with a global fallback
    | the same with shrinkage 5 toward the global cut-off).
@@ -31,6 +33,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -53,6 +56,7 @@ RUNG1_ROWS = 8000
 FOLDS = 3
 FINALISTS = 3
 MIN_GAIN = 0.001
+RARE_OFFSET = 1.2  # two stages: the rarest class's log-probability offset tried (FNC-1's disagree)
 GROWTH = 0.7  # fit seconds grow about as rows ** GROWTH (vocabularies and distinct texts grow slower)
 CHAR_COST = 8.0  # character n-grams multiply a fit's time by up to this (long texts: Reuters ~13)
 DEFAULT_C = {"logreg": 10.0, "linear_svc": 0.5}
@@ -141,6 +145,10 @@ def _coordinates(data: Dataset) -> list[tuple[str, Alternatives]]:
     if singles:
         for flag in ("target_interaction", "pair_features"):
             coords.append((flag, when_targeted(_options("features", flag, (True, False)))))
+        evidence = _options("features", "sentence_evidence", (False, True))
+        coords.append(("sentence evidence", when_targeted(evidence)))
+    if len(singles) == 1:
+        coords.append(("two stages", when_targeted(_two_stages(data, singles[0]))))
     coords += [
         ("word n-grams", _options("features", "word_ngram_max", (1, 2, 3), "word 1-{}")),
         ("char n-grams", _options("features", "use_char", (False, True))),
@@ -156,6 +164,29 @@ def _coordinates(data: Dataset) -> list[tuple[str, Alternatives]]:
 
         coords.append(("thresholds", thresholds))
     return coords
+
+
+def _two_stages(data: Dataset, name: str) -> Alternatives:
+    """One head's majority label told from the rest first (``classifier.gate_label``), then the
+    rest; optionally its rarest label favoured (``offset``), which balanced weights under-predict."""
+    counts = Counter(g[0] for g in data.labels(name)).most_common()
+    majority, rarest = counts[0][0], counts[-1][0]
+
+    def alternatives(c: TrainConfig) -> list[tuple[str, TrainConfig]]:
+        options = [
+            ("one stage", _set(c, "classifier", gate_label="", offset_label="", offset=0.0)),
+            (
+                f"two stages ({majority} first)",
+                _set(c, "classifier", gate_label=majority, offset_label="", offset=0.0),
+            ),
+            (
+                f"two stages, {rarest} +{RARE_OFFSET:g}",
+                _set(c, "classifier", gate_label=majority, offset_label=rarest, offset=RARE_OFFSET),
+            ),
+        ]
+        return [(change, option) for change, option in options if option != c] if len(counts) > 2 else []
+
+    return alternatives
 
 
 def _label_order(data: Dataset, name: str) -> list[str]:

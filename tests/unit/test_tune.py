@@ -205,3 +205,24 @@ def test_a_group_field_groups_the_search_folds_and_is_kept(tmp_path: Path) -> No
     path = tmp_path / "config.toml"
     path.write_text(config_to_toml(result.config), encoding="utf-8")
     assert load_config(path) == result.config
+
+
+def test_a_targeted_single_head_is_offered_sentence_evidence_and_two_stages(tmp_path: Path) -> None:
+    rows = _rows(30)
+    for i, row in enumerate(rows):  # three stances: the rarest one is the offset's
+        row["stance"] = "neutral" if i % 10 == 0 else "critical" if i % 3 == 0 else "supportive"
+    data = load_dataset([_write(tmp_path / "d.jsonl", rows)], TrainConfig())
+    plain = replace(TrainConfig(), heads=dict(data.heads))
+    stance = replace(plain.heads["stance"], target="target")
+    targeted = replace(plain, heads={**plain.heads, "stance": stance})
+
+    def offered(config: TrainConfig) -> dict[str, TrainConfig]:
+        names = ("sentence evidence", "two stages")
+        return {change: c for name, alts in coordinates(data) if name in names for change, c in alts(config)}
+
+    assert offered(plain) == {}  # both need a target-aware head
+    choices = offered(targeted)
+    assert choices["sentence_evidence=true"].features.sentence_evidence
+    two = choices["two stages, neutral +1.2"].classifier
+    assert (two.gate_label, two.offset_label, two.offset) == ("supportive", "neutral", 1.2)
+    assert choices["two stages (supportive first)"].classifier.offset_label == ""
