@@ -234,11 +234,18 @@ def bench_server(
     return table
 
 
-def report(base: dict[str, float], results: dict[int, dict[int, dict[str, float]]]) -> str:
-    lines = [
+def baseline_line(base: dict[str, float]) -> str:
+    """The in-process baseline (``baseline``: batch 1 and 64) as the first line of a report."""
+    return (
         f"In-process baseline: batch 1 = {base['b1_rate']:.0f} docs/s, p50 {base['b1_p50_ms']:.2f} ms, "
         f"{base['b1_cpu_ms']:.2f} CPU-ms/doc; batch 64 = {base['b64_rate']:.0f} docs/s, "
-        f"{base['b64_cpu_ms']:.2f} CPU-ms/doc.",
+        f"{base['b64_cpu_ms']:.2f} CPU-ms/doc."
+    )
+
+
+def report(base: dict[str, float], results: dict[int, dict[int, dict[str, float]]]) -> str:
+    lines = [
+        baseline_line(base),
         "",
         "| workers | concurrency | req/s | p50 ms | p90 ms | p99 ms | server CPU-ms/req | CPU vs in-proc b64 "
         "| req/s vs in-proc b64 | errors |",

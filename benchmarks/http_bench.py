@@ -33,7 +33,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.grpc_bench import baseline, free_port, measure_point, prepare  # noqa: E402
+from benchmarks.grpc_bench import baseline, baseline_line, free_port, measure_point, prepare  # noqa: E402
 
 CONCURRENCY = (1, 8, 32)
 PATHS = ("rest", "v2")
@@ -169,9 +169,7 @@ def bench(
 
 def report(base: dict[str, float], results: dict[str, dict[int, dict[str, float]]]) -> str:
     lines = [
-        f"In-process baseline: batch 1 = {base['b1_rate']:.0f} docs/s, p50 {base['b1_p50_ms']:.2f} ms, "
-        f"{base['b1_cpu_ms']:.2f} CPU-ms/doc; batch 64 = {base['b64_rate']:.0f} docs/s, "
-        f"{base['b64_cpu_ms']:.2f} CPU-ms/doc.",
+        baseline_line(base),
         "",
         "| path | concurrency | req/s | p50 ms | p99 ms | server CPU-ms/req | CPU vs in-proc b64 "
         "| req/s vs in-proc b64 | errors |",
