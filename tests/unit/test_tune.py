@@ -26,6 +26,7 @@ from training.config import (
 from training.data import load_dataset
 from training.tune import MIN_GAIN, TuneResult, tune
 from training.tune import _coordinates as coordinates
+from training.tune import _fit_key as tune_fit_key
 
 TOPICS = {"sanctions": "embargo tariffs", "casualties": "killed wounded", "talks": "summit negotiation"}
 TARGETS = ("treaty", "army")
@@ -226,3 +227,19 @@ def test_a_targeted_single_head_is_offered_sentence_evidence_and_two_stages(tmp_
     two = choices["two stages, neutral +1.2"].classifier
     assert (two.gate_label, two.offset_label, two.offset) == ("supportive", "neutral", 1.2)
     assert choices["two stages (supportive first)"].classifier.offset_label == ""
+
+
+def test_the_final_training_estimate_is_worse_than_linear_in_rows(data_file: Path) -> None:
+    """FNC-1 with character n-grams took rows ** 1.42 from 5,333 to 30,105 rows: the estimate
+    that decides whether a candidate's final training fits the budget must not assume less than
+    linear growth, and must count the rounds of folds (5 folds on 2 processes: 3 rounds)."""
+    from training.tune import FINAL_GROWTH, _rounds, _Search
+
+    data = load_dataset([data_file], TrainConfig())
+    search = _Search(data, 100.0, io.StringIO())
+    cand = search.evaluate("start", TrainConfig(heads=data.heads), 0, 30)
+    fold_fits = search.cache[(30, tune_fit_key(cand.config))][1] / _rounds(3)
+    estimate = search.final_seconds(cand)
+    n = len(data.rows)
+    linear = fold_fits * (_rounds(5) * (n * 4 / 5) + n) / 20  # 20 = rows of one 3-fold fit on 30
+    assert FINAL_GROWTH >= 1.0 and estimate >= linear * 0.999
