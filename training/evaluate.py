@@ -68,7 +68,10 @@ def tune_thresholds(Y: NDArray[np.int8], scores: NDArray[np.float64], cfg: Thres
         if positives < max(1, cfg.min_positives):
             thresholds.append(round(fallback, 4))
             continue
-        t, _ = _best_cutoff(y, s, grid)
+        t, f1 = _best_cutoff(y, s, grid)
+        if f1 < cfg.min_f1:
+            thresholds.append(round(fallback, 4))
+            continue
         if cfg.shrinkage > 0:
             w = cfg.shrinkage / (cfg.shrinkage + positives)
             t = w * fallback + (1 - w) * t

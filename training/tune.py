@@ -3,7 +3,7 @@
 The search, scored by 3-fold cross-validation on the training rows only (``--dev`` plays no part):
 
 1. Rung 0, on a random subsample of at most ``RUNG0_ROWS`` rows: start from the given config (the
-   defaults without ``--config``), then go once through the coordinates below in this order, trying
+   defaults without ``--config``), then go through the coordinates below in this order, trying
    each other value of one coordinate with the others fixed, keeping it only if it beats the best
    so far by more than ``MIN_GAIN``:
    classifier (logreg C=10 | linear_svc C=0.5), C (logreg 1/10/100, linear_svc 0.1/0.5/2),
@@ -13,7 +13,9 @@ The search, scored by 3-fold cross-validation on the training rows only (``--dev
    from the rest first, then the rest; optionally its rarest label's log-probability + 1.2),
    word n-grams (up to 1/2/3), character n-grams (off | on: 2-5 by default), class weights (balanced | none),
    and for multi-label heads the threshold strategy (fixed 0.5 | per label with a global fallback
-   | the same with shrinkage 5 toward the global cut-off).
+   | the same with shrinkage 5 toward the global cut-off). If that pass changed anything, a second
+   pass goes through them again from the new best (a choice made early, such as C, is revisited
+   once the later ones have moved; candidates already scored cost nothing).
 2. Rung 1, when there are more rows: the ``FINALISTS`` best configurations again on up to
    ``RUNG1_ROWS`` rows; the best there wins.
 
@@ -56,6 +58,7 @@ RUNG_SHARE = (0.4, 0.7)  # rung 0 ends by this share of the budget, rung 1 by th
 RUNG0_ROWS = 2000
 RUNG1_ROWS = 8000
 FOLDS = 3
+SWEEPS = 2  # passes over the coordinates (a second one while the first changed something)
 FINALISTS = 3
 MIN_GAIN = 0.001
 RARE_OFFSET = 1.2  # two stages: the rarest class's log-probability offset tried (FNC-1's disagree)
@@ -382,10 +385,14 @@ def tune(
     search.evaluate(
         "start: " + ("the given config" if config != _defaults(config) else "defaults"), config, 0, rung0
     )
-    for _, alternatives in _coordinates(data):
+    for _ in range(SWEEPS):
         assert search.best is not None  # noqa: S101 - the start was evaluated
-        for change, candidate in alternatives(search.best.config):
-            _try(search, change, candidate, 0, rung0)
+        before = search.best.config
+        for _, alternatives in _coordinates(data):
+            for change, candidate in alternatives(search.best.config):
+                _try(search, change, candidate, 0, rung0)
+        if search.best.config == before:
+            break
     rung1 = min(len(data.rows), RUNG1_ROWS)
     if rung1 > rung0:
         finalists = _finalists(search.tried)

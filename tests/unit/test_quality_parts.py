@@ -134,6 +134,24 @@ def test_shrinkage_pulls_thin_labels_toward_the_pooled_cut_off() -> None:
     assert abs(shrunk[1] - shrunk[0]) < abs(tuned[1] - tuned[0])
 
 
+def test_a_label_the_model_has_not_learnt_takes_the_fallback_instead_of_flooding() -> None:
+    """Reuters' coconut-oil (3 positives, scored below most negatives): its best cut-off fired on
+    every document, F1 0.008, and cost ~1.2 points of micro-F1 on dev."""
+    rng = np.random.default_rng(1)
+    n = 1000
+    Y = np.zeros((n, 2), dtype=np.int8)
+    Y[:200, 0] = 1
+    Y[[10, 500, 900], 1] = 1
+    scores = rng.uniform(0.0, 0.2, size=(n, 2))
+    scores[:200, 0] += 0.5
+    scores[[10, 500, 900], 1] = 0.02  # the lowest scores of all: only "fire on everything" finds them
+    flooding = tune_thresholds(Y, scores, ThresholdConfig(min_f1=0.0))
+    assert (scores[:, 1] >= flooding[1]).sum() > 0.8 * n
+    guarded = tune_thresholds(Y, scores, ThresholdConfig())  # min_f1 = 0.1 by default
+    assert guarded[1] == guarded[0]  # the pooled cut-off, like a label with too few positives
+    assert (scores[:, 1] >= guarded[1]).sum() == 0
+
+
 @pytest.mark.parametrize("bad", ['[classifier]\nmodel = "forest"', '[thresholds]\nfallback = "zero"'])
 def test_config_rejects_unknown_choices(tmp_path: Path, bad: str) -> None:
     from service.core.errors import DataError
