@@ -11,9 +11,10 @@ The search, scored by 3-fold cross-validation on the training rows only (``--dev
    offered only when every row has that field), its per-target blocks, pair features and
    sentence evidence, with exactly one single-label head also two stages (its majority label told
    from the rest first, then the rest; optionally its rarest label's log-probability + 1.2),
-   word n-grams (up to 1/2/3), character n-grams (off | on: 2-5 by default), class weights (balanced | none),
-   and for multi-label heads the threshold strategy (fixed 0.5 | per label with a global fallback
-   | the same with shrinkage 5 toward the global cut-off). If that pass changed anything, a second
+   word n-grams (up to 1/2/3), English stop words (kept | dropped), character n-grams (off | on:
+   2-5 by default), class weights (balanced | none), and for multi-label heads the threshold
+   strategy (fixed 0.5 | per label with a global fallback | the same with shrinkage 5 toward the
+   global cut-off). If that pass changed anything, a second
    pass goes through them again from the new best (a choice made early, such as C, is revisited
    once the later ones have moved; candidates already scored cost nothing).
 2. Rung 1, when there are more rows: the ``FINALISTS`` best configurations again on up to
@@ -160,6 +161,7 @@ def _coordinates(data: Dataset) -> list[tuple[str, Alternatives]]:
         coords.append(("two stages", when_targeted(_two_stages(data, singles[0]))))
     coords += [
         ("word n-grams", _options("features", "word_ngram_max", (1, 2, 3), "word 1-{}")),
+        ("stop words", _options("features", "stop_words", ("", "english"))),
         ("char n-grams", _options("features", "use_char", (False, True))),
         ("class weights", _options("classifier", "class_weight", ("balanced", ""))),
     ]
@@ -423,6 +425,7 @@ def describe(config: TrainConfig) -> str:
     targets = ", ".join(f"{n} on {h.target}" for n, h in config.heads.items() if h.target) or "none"
     return (
         f"{c.model} C={c.C:g} class_weight={c.class_weight or 'none'}; word 1-{f.word_ngram_max}"
+        f"{' (no English stop words)' if f.stop_words else ''}"
         f"{f', char {f.char_ngram_min}-{f.char_ngram_max}' if f.use_char else ''}; target-aware: {targets}"
         + (
             f" (interaction {f.target_interaction}, pairs {f.pair_features})".lower()
