@@ -18,7 +18,8 @@ The search, scored by 3-fold cross-validation on the training rows only (``--dev
    pass goes through them again from the new best (a choice made early, such as C, is revisited
    once the later ones have moved; candidates already scored cost nothing).
 2. Rung 1, when there are more rows: the ``FINALISTS`` best configurations again on up to
-   ``RUNG1_ROWS`` rows; the best there wins.
+   ``RUNG1_ROWS`` rows, then the two-stage choices once more from the best of them (they turn on
+   the rarest label, which rung 0 has few rows of); the best there wins.
 
 The score of a head: single-label, macro-F1 of the out-of-fold predictions; multi-label, the mean of
 micro- and macro-F1 (over the labels present), with cut-offs tuned on one half of the out-of-fold
@@ -28,8 +29,8 @@ given the seed; the budget (``--tune-budget-seconds``, for the whole run) decide
 search stops: a rung 0 candidate starts only if it is estimated to end within 40% of the budget, a
 rung 1 candidate within 70% and early enough for the final training to follow within the budget;
 a candidate whose final training is estimated not to end within the budget is not kept
-(estimates scale a candidate's fit time as rows ** ``GROWTH`` to a larger rung and as rows **
-``FINAL_GROWTH`` to the final training on all rows; the final training itself is not cut short).
+(estimates scale a candidate's fit time as rows ** ``GROWTH``, and to the final training on all
+rows with character n-grams as rows ** ``CHAR_FINAL_GROWTH``; the final training is not cut short).
 """
 
 from __future__ import annotations
@@ -64,10 +65,10 @@ FINALISTS = 3
 MIN_GAIN = 0.001
 RARE_OFFSET = 1.2  # two stages: the rarest class's log-probability offset tried (FNC-1's disagree)
 GROWTH = 0.7  # fit seconds grow about as rows ** GROWTH (vocabularies and distinct texts grow slower)
-# ...but not beyond some thousands of rows: FNC-1 with character n-grams took 30 s per fit on 5,333
-# rows and 346 s on 30,105 (rows ** 1.42), against rows ** 0.65 from 1,333 to 5,333 rows. The final
-# training's estimate (on all rows, where an overrun costs most) assumes worse than linear.
-FINAL_GROWTH = 1.2
+# ...except character n-grams of long texts past some thousands of rows: FNC-1 with them took 30 s
+# per fit on 5,333 rows and 346 s on 30,105 (rows ** 1.42), against rows ** 0.65 from 1,333 to
+# 5,333. The final training's estimate (all rows, where an overrun costs most) uses this for them.
+CHAR_FINAL_GROWTH = 1.4
 CHAR_COST = 8.0  # character n-grams multiply a fit's time by up to this (long texts: Reuters ~13)
 DEFAULT_C = {"logreg": 10.0, "linear_svc": 0.5}
 C_GRID = {"logreg": (1.0, 10.0, 100.0), "linear_svc": (0.1, 0.5, 2.0)}
@@ -300,8 +301,10 @@ class _Search:
         seconds = self.cache[(cand.rows, _fit_key(cand.config))][1]
         per_fit = seconds / _rounds(FOLDS)  # one fit on (FOLDS - 1) / FOLDS of cand.rows
 
+        growth = CHAR_FINAL_GROWTH if cand.config.features.use_char else GROWTH
+
         def fit(rows: float) -> float:
-            return float(per_fit * (rows / (cand.rows * (FOLDS - 1) / FOLDS)) ** FINAL_GROWTH)
+            return float(per_fit * (rows / (cand.rows * (FOLDS - 1) / FOLDS)) ** growth)
 
         n, k = len(self.data.rows), cand.config.thresholds.cv_folds
         return _rounds(k) * fit(n * (k - 1) / k) + fit(n)
@@ -400,6 +403,12 @@ def tune(
         finalists = _finalists(search.tried)
         for cand in finalists:
             _try(search, f"finalist: {cand.change}", cand.config, 1, rung1)
+        # the rarest label has few rows in rung 0 (FNC-1's disagree: ~35 of 2,000): its choices again
+        for name, alternatives in _coordinates(data):
+            if name == "two stages":
+                assert search.best is not None  # noqa: S101
+                for change, candidate in alternatives(search.best.config):
+                    _try(search, change, candidate, 1, rung1)
     assert search.best is not None  # noqa: S101
     table = "\n".join([search.header(), *search.lines])
     print(f"chosen ({search.elapsed():.0f} s): {describe(search.best.config)}", file=out, flush=True)
@@ -425,13 +434,16 @@ def describe(config: TrainConfig) -> str:
     targets = ", ".join(f"{n} on {h.target}" for n, h in config.heads.items() if h.target) or "none"
     return (
         f"{c.model} C={c.C:g} class_weight={c.class_weight or 'none'}; word 1-{f.word_ngram_max}"
-        f"{' (no English stop words)' if f.stop_words else ''}"
+        f"{' without English stop words' if f.stop_words else ''}"
         f"{f', char {f.char_ngram_min}-{f.char_ngram_max}' if f.use_char else ''}; target-aware: {targets}"
         + (
             f" (interaction {f.target_interaction}, pairs {f.pair_features})".lower()
             if targets != "none"
             else ""
         )
+        + (", sentence evidence" if f.sentence_evidence and targets != "none" else "")
+        + (f"; two stages: {c.gate_label} first" if c.gate_label else "")
+        + (f", {c.offset_label} +{c.offset:g}" if c.gate_label and c.offset_label else "")
         + f"; thresholds: {'per label' if t.tune else f'fixed {t.default:g}'}"
         + (f", shrinkage {t.shrinkage:g}" if t.tune and t.shrinkage else "")
     )

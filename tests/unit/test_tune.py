@@ -229,17 +229,35 @@ def test_a_targeted_single_head_is_offered_sentence_evidence_and_two_stages(tmp_
     assert choices["two stages (supportive first)"].classifier.offset_label == ""
 
 
-def test_the_final_training_estimate_is_worse_than_linear_in_rows(data_file: Path) -> None:
+def test_the_final_training_estimate_counts_rounds_and_grows_fast_with_char_ngrams(data_file: Path) -> None:
     """FNC-1 with character n-grams took rows ** 1.42 from 5,333 to 30,105 rows: the estimate
-    that decides whether a candidate's final training fits the budget must not assume less than
-    linear growth, and must count the rounds of folds (5 folds on 2 processes: 3 rounds)."""
-    from training.tune import FINAL_GROWTH, _rounds, _Search
+    that decides whether a candidate's final training fits the budget must not assume less for
+    them, and must count the rounds of folds (5 folds on 2 processes: 3 rounds)."""
+    from training.tune import CHAR_FINAL_GROWTH, GROWTH, _rounds, _Search
 
     data = load_dataset([data_file], TrainConfig())
     search = _Search(data, 100.0, io.StringIO())
-    cand = search.evaluate("start", TrainConfig(heads=data.heads), 0, 30)
-    fold_fits = search.cache[(30, tune_fit_key(cand.config))][1] / _rounds(3)
-    estimate = search.final_seconds(cand)
+    plain = TrainConfig(heads=data.heads)
+    char = replace(plain, features=replace(plain.features, use_char=True))
     n = len(data.rows)
-    linear = fold_fits * (_rounds(5) * (n * 4 / 5) + n) / 20  # 20 = rows of one 3-fold fit on 30
-    assert FINAL_GROWTH >= 1.0 and estimate >= linear * 0.999
+    for config, growth in ((plain, GROWTH), (char, CHAR_FINAL_GROWTH)):
+        cand = search.evaluate("x", config, 0, 30)
+        per_fit = search.cache[(30, tune_fit_key(config))][1] / _rounds(3)  # one fit on 20 rows
+        expected = per_fit * (_rounds(5) * (n * 4 / 5 / 20) ** growth + (n / 20) ** growth)
+        assert search.final_seconds(cand) == pytest.approx(expected)
+    assert CHAR_FINAL_GROWTH > 1.0
+
+
+def test_rung_1_tries_the_two_stage_choices_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """They turn on the rarest label, of which rung 0's sample holds few rows."""
+    import training.tune as tune_module
+
+    monkeypatch.setattr(tune_module, "RUNG0_ROWS", 60)
+    monkeypatch.setattr(tune_module, "RUNG1_ROWS", 120)
+    rows = _rows(120)
+    for i, row in enumerate(rows):
+        row["stance"] = "neutral" if i % 10 == 0 else row["stance"]
+    config = TrainConfig(heads={"stance": HeadConfig("single", "target"), "topics": HeadConfig("multi")})
+    result = tune([_write(tmp_path / "d.jsonl", rows)], config, budget_seconds=300, out=io.StringIO())
+    late = [c.change for c in result.tried if c.rung == 1 and not c.change.startswith("finalist")]
+    assert late and all(c.startswith(("one stage", "two stages")) for c in late)
