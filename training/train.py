@@ -17,6 +17,7 @@ import numpy as np
 import sklearn
 from joblib import Parallel, delayed
 from numpy.typing import NDArray
+from sklearn.exceptions import ConvergenceWarning
 
 import service
 from service.core.errors import DataError
@@ -100,6 +101,8 @@ def _fold_scores(
     fit_rows = tuple(r for i, r in enumerate(data.rows) if i not in held_set)
     with warnings.catch_warnings():  # a label absent from this fold's part is predicted constant
         warnings.filterwarnings("ignore", message="Label .* is present in all training examples")
+        # once per fold and label, in the middle of the progress lines; the final fit still says it
+        warnings.filterwarnings("ignore", category=ConvergenceWarning)
         model = fit_model(replace(data, rows=fit_rows), config)
     return model.labels, _score_heads(model, [data.rows[i] for i in held])
 

@@ -88,6 +88,7 @@ class Candidate:
     heads: dict[str, float] = field(default_factory=dict)
     score: float = float("nan")
     seconds: float = 0.0
+    affordable: bool = True  # its final training is expected to end within the budget
 
 
 @dataclass
@@ -284,6 +285,7 @@ class _Search:
         better = self.best is None or self.best.rung < rung or cand.score > self.best.score + MIN_GAIN
         final = self.final_seconds(cand)
         affordable = self.best is None or self.elapsed() + final <= self.budget
+        cand.affordable = affordable
         if better and affordable:
             self.best = cand
         self.print_row(cand, better and affordable)
@@ -420,9 +422,10 @@ def _defaults(config: TrainConfig) -> TrainConfig:
 
 
 def _finalists(tried: list[Candidate]) -> list[Candidate]:
-    """The best ``FINALISTS`` distinct configurations of rung 0, best first."""
+    """The best ``FINALISTS`` distinct configurations of rung 0 whose final training fits the
+    budget, best first."""
     out: list[Candidate] = []
-    for cand in sorted((c for c in tried if c.rung == 0), key=lambda c: -c.score):
+    for cand in sorted((c for c in tried if c.rung == 0 and c.affordable), key=lambda c: -c.score):
         if all(cand.config != o.config for o in out):
             out.append(cand)
     return out[:FINALISTS]

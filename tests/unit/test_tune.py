@@ -261,3 +261,14 @@ def test_rung_1_tries_the_two_stage_choices_again(tmp_path: Path, monkeypatch: p
     result = tune([_write(tmp_path / "d.jsonl", rows)], config, budget_seconds=300, out=io.StringIO())
     late = [c.change for c in result.tried if c.rung == 1 and not c.change.startswith("finalist")]
     assert late and all(c.startswith(("one stage", "two stages")) for c in late)
+
+
+def test_a_candidate_the_budget_cannot_train_is_no_finalist() -> None:
+    from training.tune import Candidate, _finalists
+
+    def cand(score: float, C: float, affordable: bool = True) -> Candidate:
+        config = TrainConfig(classifier=ClassifierConfig(C=C))
+        return Candidate("x", config, 0, 100, score=score, affordable=affordable)
+
+    tried = [cand(0.9, 1.0, affordable=False), cand(0.8, 2.0), cand(0.7, 3.0), cand(0.6, 4.0), cand(0.5, 5.0)]
+    assert [c.config.classifier.C for c in _finalists(tried)] == [2.0, 3.0, 4.0]
