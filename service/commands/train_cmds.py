@@ -94,7 +94,7 @@ def register(sub: Any) -> None:
     tune.add_argument(
         "--tune",
         action="store_true",
-        help="Before training, search n-grams, classifier, C, class weights, thresholds and "
+        help="Before training, search n-grams, stop words, classifier, C, class weights, thresholds and "
         "target-awareness by cross-validation on --data (starting from --config or the defaults), "
         "print each candidate, train with the best and write it as config.toml beside the model card.",
     )
