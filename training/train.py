@@ -150,6 +150,11 @@ def assign_folds(
     return [np.asarray(sorted(part), dtype=np.intp) for part in held]
 
 
+def cv_workers(folds: int) -> int:
+    """Processes ``cross_validated_scores`` runs ``folds`` folds on: one per CPU."""
+    return min(folds, os.cpu_count() or 1)
+
+
 def cross_validated_scores(
     data: Dataset,
     config: TrainConfig,
@@ -166,7 +171,7 @@ def cross_validated_scores(
     data = _with_fixed_labels(data)
     n = len(data.rows)
     parts = assign_folds(n, folds, config.seed, groups)
-    workers = min(folds, os.cpu_count() or 1)
+    workers = cv_workers(folds)
     on_step(f"cross-validation: {folds} folds on {workers} processes")
     results: list[Any] = [None] * folds
     jobs = Parallel(n_jobs=workers, return_as="generator_unordered")(

@@ -36,7 +36,6 @@ rows with character n-grams as rows ** ``CHAR_FINAL_GROWTH``; the final training
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections import Counter
@@ -53,7 +52,7 @@ from service.core.errors import DataError
 from training.config import ThresholdConfig, TrainConfig, config_to_toml
 from training.data import Dataset, label_fields, load_dataset
 from training.evaluate import indicator, tune_thresholds
-from training.train import cross_validated_scores
+from training.train import cross_validated_scores, cv_workers
 
 DEFAULT_BUDGET_SECONDS = 780.0  # the whole run: the search and the final training
 RUNG_SHARE = (0.4, 0.7)  # rung 0 ends by this share of the budget, rung 1 by that; the rest is the final's
@@ -275,8 +274,8 @@ class _Search:
         key = (rows, _fit_key(config))
         if key not in self.cache:
             folds = min(FOLDS, len(data.rows))
-            self.cache[key] = (cross_validated_scores(data, config, folds, groups=data.groups()), 0.0)
-            self.cache[key] = (self.cache[key][0], time.perf_counter() - t0)
+            scores = cross_validated_scores(data, config, folds, groups=data.groups())
+            self.cache[key] = (scores, time.perf_counter() - t0)
         oof = self.cache[key][0]
         heads = _head_scores(data, config, oof)
         cand = Candidate(change, config, rung, rows, heads, float(np.mean(list(heads.values()))))
@@ -329,11 +328,11 @@ class _Search:
 
 
 def _rounds(folds: int) -> int:
-    """Rounds of fits ``cross_validated_scores`` runs ``folds`` folds in (one process per CPU)."""
-    return -(-folds // min(folds, os.cpu_count() or 1))
+    """Rounds of fits ``cross_validated_scores`` runs ``folds`` folds in."""
+    return -(-folds // cv_workers(folds))
 
 
-def _estimate(search: _Search, change: str, rows: int, config: TrainConfig) -> float:
+def _estimate(search: _Search, rows: int, config: TrainConfig) -> float:
     """Seconds the candidate will take: 0 if its fits are cached, else the time of its own earlier
     fit scaled by rows (rung 1), else that of the best so far, ``CHAR_COST`` times that if it turns
     character n-grams on (rung 0: a candidate differs from the best in one choice)."""
@@ -345,13 +344,12 @@ def _estimate(search: _Search, change: str, rows: int, config: TrainConfig) -> f
         return float(own[-1][1] * (rows / own[-1][0]) ** GROWTH)
     assert search.best is not None  # noqa: S101 - the start is always evaluated first
     seconds = search.cache[(search.best.rows, _fit_key(search.best.config))][1]
-    return float(seconds * (rows / search.best.rows) ** GROWTH) * (
-        CHAR_COST if change == "use_char=true" else 1.0
-    )
+    adds_char = config.features.use_char and not search.best.config.features.use_char
+    return float(seconds * (rows / search.best.rows) ** GROWTH) * (CHAR_COST if adds_char else 1.0)
 
 
 def _try(search: _Search, change: str, config: TrainConfig, rung: int, rows: int) -> Candidate | None:
-    estimate = _estimate(search, change, rows, config)  # 0: scored from cached fits, nearly free
+    estimate = _estimate(search, rows, config)  # 0: scored from cached fits, nearly free
     # from rung 1 on, the final training must still fit after the candidate
     final = search.final_seconds(search.best) if rung > 0 and search.best is not None else 0.0
     if estimate > 0 and not (search.fits(estimate, RUNG_SHARE[rung]) and search.fits(estimate + final, 1.0)):
@@ -406,11 +404,10 @@ def tune(
         for cand in finalists:
             _try(search, f"finalist: {cand.change}", cand.config, 1, rung1)
         # the rarest label has few rows in rung 0 (FNC-1's disagree: ~35 of 2,000): its choices again
-        for name, alternatives in _coordinates(data):
-            if name == "two stages":
-                assert search.best is not None  # noqa: S101
-                for change, candidate in alternatives(search.best.config):
-                    _try(search, change, candidate, 1, rung1)
+        two_stages = dict(_coordinates(data)).get("two stages")
+        assert search.best is not None  # noqa: S101
+        for change, candidate in two_stages(search.best.config) if two_stages else []:
+            _try(search, change, candidate, 1, rung1)
     assert search.best is not None  # noqa: S101
     table = "\n".join([search.header(), *search.lines])
     print(f"chosen ({search.elapsed():.0f} s): {describe(search.best.config)}", file=out, flush=True)

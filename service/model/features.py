@@ -292,6 +292,7 @@ _DENIALS = frozenset(REFUTING_WORDS) | frozenset(
     )
 )
 _HEDGES = frozenset(HEDGING_WORDS)
+_DENY_OR_NEGATE = _DENIALS | _NEGATIONS
 _EVIDENCE_STATS = (
     "max_sentence_cosine", "top_sentences_cosine", "first_sentence_cosine", "share_similar_sentences",
     "top_sentence_word_share", "top_denials", "body_denials", "top_negations", "top_hedges",
@@ -378,7 +379,7 @@ class SentenceEvidence(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         denials = min(3, sum(len(_DENIALS & w) for w in top_words)) / 3
         negations = sum(len(_NEGATIONS & w) for w in top_words)
         hedges = min(3, sum(len(_HEDGES & w) for w in top_words)) / 3
-        target_denies = float(bool((_DENIALS | _NEGATIONS) & target_words))
+        target_denies = float(bool(_DENY_OR_NEGATE & target_words))
         stats = [
             best,
             float(sims[order].mean()),
@@ -403,13 +404,12 @@ class SentenceEvidence(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         return " ".join(sents[j] for j in order), stats + bins
 
     def transform(self, X: Any) -> Any:
-        targets = _column(X, self.column)
-        rows = self._evidence(targets, _column(X, "text"))
-        dense = sparse.csr_matrix(np.asarray([s for _, s in rows], dtype=np.float64).reshape(len(rows), -1))
+        rows = self._evidence(_column(X, self.column), _column(X, "text"))
+        stats = np.asarray([s for _, s in rows], dtype=np.float64).reshape(len(rows), -1)
         evidence_docs, inverse = _unique([e for e, _ in rows])
         E = sparse.csr_matrix(self.evidence_tfidf_.transform(evidence_docs))[inverse]
-        denies = np.asarray([float(bool((_DENIALS | _NEGATIONS) & set(_tokens(t)))) for t in targets])
-        return sparse.hstack([dense * self.weight, E, sparse.diags(denies) @ E], format="csr")
+        denies = sparse.diags(stats[:, _EVIDENCE_STATS.index("target_denies")])
+        return sparse.hstack([sparse.csr_matrix(stats) * self.weight, E, denies @ E], format="csr")
 
     def get_feature_names_out(self, input_features: Any = None) -> NDArray[np.object_]:
         words = [str(w) for w in self.evidence_tfidf_.get_feature_names_out()]
