@@ -3,20 +3,13 @@
 The search, scored by 3-fold cross-validation on the training rows only (``--dev`` plays no part):
 
 1. Rung 0, on a random subsample of at most ``RUNG0_ROWS`` rows: start from the given config (the
-   defaults without ``--config``), then go through the coordinates below in this order, trying
-   each other value of one coordinate with the others fixed, keeping it only if it beats the best
-   so far by more than ``MIN_GAIN``:
-   classifier (logreg C=10 | linear_svc C=0.5), C (logreg 1/10/100, linear_svc 0.1/0.5/2),
-   target-awareness of each single-label head (none | the rows' ``target`` | their ``title``;
-   offered only when every row has that field), its per-target blocks, pair features and
-   sentence evidence, with exactly one single-label head also two stages (its majority label told
-   from the rest first, then the rest; optionally its rarest label's log-probability + 1.2),
-   word n-grams (up to 1/2/3), English stop words (kept | dropped), character n-grams (off | on:
-   2-5 by default), class weights (balanced | none), and for multi-label heads the threshold
-   strategy (fixed 0.5 | per label with a global fallback | the same with shrinkage 5 toward the
-   global cut-off). If that pass changed anything, a second
-   pass goes through them again from the new best (a choice made early, such as C, is revisited
-   once the later ones have moved; candidates already scored cost nothing).
+   defaults without ``--config``), then go through the coordinates of ``training.search_space``
+   in order (classifier, C, target-awareness, word and character n-grams, stop words, class
+   weights, threshold strategy...), trying each other value of one coordinate with the others
+   fixed, keeping it only if it beats the best so far by more than ``MIN_GAIN``. If that pass
+   changed anything, a second pass goes through them again from the new best (a choice made
+   early, such as C, is revisited once the later ones have moved; candidates already scored cost
+   nothing).
 2. Rung 1, when there are more rows: the ``FINALISTS`` best configurations again on up to
    ``RUNG1_ROWS`` rows, then the two-stage choices once more from the best of them (they turn on
    the rarest label, which rung 0 has few rows of); the best there wins.
@@ -38,11 +31,10 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import numpy as np
 from numpy.typing import NDArray
@@ -52,6 +44,7 @@ from service.core.errors import DataError
 from training.config import ThresholdConfig, TrainConfig, config_to_toml
 from training.data import Dataset, label_fields, load_dataset
 from training.evaluate import indicator, tune_thresholds
+from training.search_space import coordinates, describe
 from training.train import cross_validated_scores, cv_workers
 
 DEFAULT_BUDGET_SECONDS = 780.0  # the whole run: the search and the final training
@@ -62,20 +55,12 @@ FOLDS = 3
 SWEEPS = 2  # passes over the coordinates (a second one while the first changed something)
 FINALISTS = 3
 MIN_GAIN = 0.001
-RARE_OFFSET = 1.2  # two stages: the rarest class's log-probability offset tried (FNC-1's disagree)
 GROWTH = 0.7  # fit seconds grow about as rows ** GROWTH (vocabularies and distinct texts grow slower)
 # ...except character n-grams of long texts past some thousands of rows: FNC-1 with them took 30 s
 # per fit on 5,333 rows and 346 s on 30,105 (rows ** 1.42), against rows ** 0.65 from 1,333 to
 # 5,333. The final training's estimate (all rows, where an overrun costs most) uses this for them.
 CHAR_FINAL_GROWTH = 1.4
 CHAR_COST = 8.0  # character n-grams multiply a fit's time by up to this (long texts: Reuters ~13)
-DEFAULT_C = {"logreg": 10.0, "linear_svc": 0.5}
-C_GRID = {"logreg": (1.0, 10.0, 100.0), "linear_svc": (0.1, 0.5, 2.0)}
-THRESHOLD_STRATEGIES: dict[str, dict[str, Any]] = {
-    "fixed 0.5": {"tune": False, "default": 0.5},
-    "per label, global fallback": {"tune": True, "fallback": "global", "shrinkage": 0.0},
-    "per label, shrinkage 5": {"tune": True, "fallback": "global", "shrinkage": 5.0, "min_positives": 1},
-}
 
 
 @dataclass
@@ -96,109 +81,6 @@ class TuneResult:
     best: Candidate
     tried: list[Candidate]
     table: str
-
-
-Alternatives = Callable[[TrainConfig], list[tuple[str, TrainConfig]]]
-
-
-def _set(config: TrainConfig, section: str, **values: Any) -> TrainConfig:
-    return replace(config, **{section: replace(getattr(config, section), **values)})
-
-
-def _options(section: str, name: str, values: Sequence[Any], label: str = "") -> Alternatives:
-    """Each of ``values`` for ``section.name`` but the current one; the change reads ``label``
-    formatted with the value, else ``name=value``."""
-
-    def alternatives(c: TrainConfig) -> list[tuple[str, TrainConfig]]:
-        now = getattr(getattr(c, section), name)
-        changes = [label.format(v) if label else f"{name}={str(v).lower() or 'none'}" for v in values]
-        return [
-            (change, _set(c, section, **{name: v}))
-            for change, v in zip(changes, values, strict=True)
-            if v != now
-        ]
-
-    return alternatives
-
-
-def _coordinates(data: Dataset) -> list[tuple[str, Alternatives]]:
-    """The search space, in search order: (name, current config -> [(change, config)])."""
-
-    def classifier(c: TrainConfig) -> list[tuple[str, TrainConfig]]:
-        other = "linear_svc" if c.classifier.model == "logreg" else "logreg"
-        return [(f"{other} C={DEFAULT_C[other]:g}", _set(c, "classifier", model=other, C=DEFAULT_C[other]))]
-
-    def strength(c: TrainConfig) -> list[tuple[str, TrainConfig]]:
-        return _options("classifier", "C", C_GRID[c.classifier.model], "C={:g}")(c)
-
-    def target(name: str, choices: Sequence[str]) -> Alternatives:
-        def alternatives(c: TrainConfig) -> list[tuple[str, TrainConfig]]:
-            head = c.heads[name]
-            return [
-                (
-                    f"{name}: target={f or 'none'}",
-                    replace(c, heads={**c.heads, name: replace(head, target=f)}),
-                )
-                for f in ("", *choices)
-                if f != head.target
-            ]
-
-        return alternatives
-
-    def when_targeted(alternatives: Alternatives) -> Alternatives:
-        return lambda c: alternatives(c) if any(h.target for h in c.heads.values()) else []
-
-    articles = data.articles()
-    present = [f for f in ("target", "title") if articles and all(getattr(a, f) for a in articles)]
-    singles = [name for name, head in data.heads.items() if head.kind == "single"] if present else []
-    coords: list[tuple[str, Alternatives]] = [("classifier", classifier), ("C", strength)]
-    coords += [(f"{name} target", target(name, present)) for name in singles]
-    if singles:
-        for flag in ("target_interaction", "pair_features"):
-            coords.append((flag, when_targeted(_options("features", flag, (True, False)))))
-        evidence = _options("features", "sentence_evidence", (False, True))
-        coords.append(("sentence evidence", when_targeted(evidence)))
-    if len(singles) == 1:
-        coords.append(("two stages", when_targeted(_two_stages(data, singles[0]))))
-    coords += [
-        ("word n-grams", _options("features", "word_ngram_max", (1, 2, 3), "word 1-{}")),
-        ("stop words", _options("features", "stop_words", ("", "english"))),
-        ("char n-grams", _options("features", "use_char", (False, True))),
-        ("class weights", _options("classifier", "class_weight", ("balanced", ""))),
-    ]
-    if any(h.kind == "multi" for h in data.heads.values()):
-
-        def thresholds(c: TrainConfig) -> list[tuple[str, TrainConfig]]:
-            options = [
-                (f"thresholds: {k}", _set(c, "thresholds", **v)) for k, v in THRESHOLD_STRATEGIES.items()
-            ]
-            return [(change, option) for change, option in options if option != c]
-
-        coords.append(("thresholds", thresholds))
-    return coords
-
-
-def _two_stages(data: Dataset, name: str) -> Alternatives:
-    """One head's majority label told from the rest first (``classifier.gate_label``), then the
-    rest; optionally its rarest label favoured (``offset``), which balanced weights under-predict."""
-    counts = Counter(g[0] for g in data.labels(name)).most_common()
-    majority, rarest = counts[0][0], counts[-1][0]
-
-    def alternatives(c: TrainConfig) -> list[tuple[str, TrainConfig]]:
-        options = [
-            ("one stage", _set(c, "classifier", gate_label="", offset_label="", offset=0.0)),
-            (
-                f"two stages ({majority} first)",
-                _set(c, "classifier", gate_label=majority, offset_label="", offset=0.0),
-            ),
-            (
-                f"two stages, {rarest} +{RARE_OFFSET:g}",
-                _set(c, "classifier", gate_label=majority, offset_label=rarest, offset=RARE_OFFSET),
-            ),
-        ]
-        return [(change, option) for change, option in options if option != c] if len(counts) > 2 else []
-
-    return alternatives
 
 
 def _label_order(data: Dataset, name: str) -> list[str]:
@@ -393,7 +275,7 @@ def tune(
     for _ in range(SWEEPS):
         assert search.best is not None  # noqa: S101 - the start was evaluated
         before = search.best.config
-        for _, alternatives in _coordinates(data):
+        for _, alternatives in coordinates(data):
             for change, candidate in alternatives(search.best.config):
                 _try(search, change, candidate, 0, rung0)
         if search.best.config == before:
@@ -404,7 +286,7 @@ def tune(
         for cand in finalists:
             _try(search, f"finalist: {cand.change}", cand.config, 1, rung1)
         # the rarest label has few rows in rung 0 (FNC-1's disagree: ~35 of 2,000): its choices again
-        two_stages = dict(_coordinates(data)).get("two stages")
+        two_stages = dict(coordinates(data)).get("two stages")
         assert search.best is not None  # noqa: S101
         for change, candidate in two_stages(search.best.config) if two_stages else []:
             _try(search, change, candidate, 1, rung1)
@@ -426,27 +308,6 @@ def _finalists(tried: list[Candidate]) -> list[Candidate]:
         if all(cand.config != o.config for o in out):
             out.append(cand)
     return out[:FINALISTS]
-
-
-def describe(config: TrainConfig) -> str:
-    """The tuned choices in one line."""
-    f, c, t = config.features, config.classifier, config.thresholds
-    targets = ", ".join(f"{n} on {h.target}" for n, h in config.heads.items() if h.target) or "none"
-    return (
-        f"{c.model} C={c.C:g} class_weight={c.class_weight or 'none'}; word 1-{f.word_ngram_max}"
-        f"{' without English stop words' if f.stop_words else ''}"
-        f"{f', char {f.char_ngram_min}-{f.char_ngram_max}' if f.use_char else ''}; target-aware: {targets}"
-        + (
-            f" (interaction {f.target_interaction}, pairs {f.pair_features})".lower()
-            if targets != "none"
-            else ""
-        )
-        + (", sentence evidence" if f.sentence_evidence and targets != "none" else "")
-        + (f"; two stages: {c.gate_label} first" if c.gate_label else "")
-        + (f", {c.offset_label} +{c.offset:g}" if c.gate_label and c.offset_label else "")
-        + f"; thresholds: {'per label' if t.tune else f'fixed {t.default:g}'}"
-        + (f", shrinkage {t.shrinkage:g}" if t.tune and t.shrinkage else "")
-    )
 
 
 CONFIG_FILE = "config.toml"

@@ -24,8 +24,8 @@ from training.config import (
     load_config,
 )
 from training.data import load_dataset
+from training.search_space import coordinates
 from training.tune import MIN_GAIN, TuneResult, tune
-from training.tune import _coordinates as coordinates
 from training.tune import _fit_key as tune_fit_key
 
 TOPICS = {"sanctions": "embargo tariffs", "casualties": "killed wounded", "talks": "summit negotiation"}
