@@ -127,7 +127,7 @@ def test_new_knobs_default_to_todays_model(tmp_path: Path) -> None:
     assert not isinstance(build_classifier(HeadConfig("single"), config), GatedClassifier)
     multi = TrainConfig(classifier=ClassifierConfig(gate_label="unrelated"))
     assert not isinstance(build_classifier(HeadConfig("multi"), multi), GatedClassifier)
-    assert FeatureConfig().evidence_sentences == 3
+    assert FeatureConfig().evidence_sentences == 8
     path = tmp_path / "c.toml"
     path.write_text('[classifier]\noffset_label = "disagree"\noffset = 1.0\n')
     with pytest.raises(DataError, match="gate_label"):
