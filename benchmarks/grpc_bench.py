@@ -14,8 +14,10 @@ default ``TrainConfig`` (or --config) on its first 4,000 documents (thresholds t
 (``inprocess_baseline`` at batch 1 and batch 64, same tagger code, same documents) are measured in
 the same run, before the server starts. The load generator is a separate process using grpc.aio
 with pre-serialized requests and undecoded responses, so it costs the 2-core machine as little as
-it can. Server CPU is read from /proc/<pid>/stat (utime+stime, the server and its worker
-processes) right before and after each measured run. Each figure is the median of --runs runs.
+it can. Its callers are dealt over ``--connections`` TCP connections per server process
+(SO_REUSEPORT spreads connections, not calls, over ``--workers`` processes). Server CPU is read
+from /proc/<pid>/stat (utime+stime, the server and its worker processes) right before and after
+each measured run. Each figure is the median of --runs runs.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 TAG_METHOD = "/newstagger.v1.TaggerService/Tag"
 TICKS = os.sysconf("SC_CLK_TCK")
 CONCURRENCY = (1, 8, 32, 64)
+CONNECTIONS_PER_WORKER = 4  # each its own TCP connection; a single one would reach one process only
 sys.path.insert(0, str(REPO))  # this checkout's service/ and training/, also for the load generator
 
 
@@ -73,27 +76,37 @@ def baseline(model_dir: Path, docs: list[dict[str, Any]], runs: int) -> dict[str
 
 
 # ----------------------------------------------------------------------------- load generator
-async def _load(port: int, payloads: list[bytes], concurrency: int, seconds: float) -> dict[str, Any]:
+async def _load(
+    port: int, payloads: list[bytes], concurrency: int, seconds: float, connections: int
+) -> dict[str, Any]:
     import grpc
 
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        call = channel.unary_unary(TAG_METHOD)  # bytes in, bytes out: no client-side (de)serializing
-        latencies: list[float] = []
-        errors = 0
-        stop_at = time.perf_counter() + seconds
+    # Each channel its own TCP connection (a local subchannel pool), clients dealt round-robin:
+    # SO_REUSEPORT spreads connections, not calls, over ``--workers`` processes.
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    channels = [
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options)
+        for _ in range(max(1, min(connections, concurrency)))
+    ]
+    # bytes in, bytes out: no client-side (de)serializing
+    calls = [channel.unary_unary(TAG_METHOD) for channel in channels]
+    latencies: list[float] = []
+    errors = 0
+    stop_at = time.perf_counter() + seconds
 
-        async def client(k: int) -> None:
-            nonlocal errors
-            i = k
-            while time.perf_counter() < stop_at:
-                t0 = time.perf_counter()
-                try:
-                    await call(payloads[i % len(payloads)], timeout=30)
-                    latencies.append(time.perf_counter() - t0)
-                except grpc.aio.AioRpcError:
-                    errors += 1
-                i += concurrency
+    async def client(k: int) -> None:
+        nonlocal errors
+        call, i = calls[k % len(calls)], k
+        while time.perf_counter() < stop_at:
+            t0 = time.perf_counter()
+            try:
+                await call(payloads[i % len(payloads)], timeout=30)
+                latencies.append(time.perf_counter() - t0)
+            except grpc.aio.AioRpcError:
+                errors += 1
+            i += concurrency
 
+    try:
         start = time.perf_counter()
         await asyncio.gather(*(client(k) for k in range(concurrency)))
         return {
@@ -102,6 +115,9 @@ async def _load(port: int, payloads: list[bytes], concurrency: int, seconds: flo
             "elapsed": time.perf_counter() - start,
             "lat": latencies,
         }
+    finally:
+        for channel in channels:
+            await channel.close()
 
 
 def load_main(args: argparse.Namespace) -> int:
@@ -111,7 +127,7 @@ def load_main(args: argparse.Namespace) -> int:
     payloads = [
         pb.TagRequest(article=pb.Article(id=d["id"], text=d["text"])).SerializeToString() for d in docs
     ]
-    result = asyncio.run(_load(args.port, payloads, args.concurrency, args.seconds))
+    result = asyncio.run(_load(args.port, payloads, args.concurrency, args.seconds, args.connections))
     lat = sorted(result.pop("lat"))
 
     def pct(q: float) -> float:
@@ -179,10 +195,12 @@ def _children(pid: int) -> list[int]:
     ]
 
 
-def run_load(port: int, docs_file: Path, concurrency: int, seconds: float) -> dict[str, Any]:
+def run_load(
+    port: int, docs_file: Path, concurrency: int, seconds: float, connections: int = 1
+) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, __file__, "_load", "--port", str(port), "--docs", str(docs_file)]
-        + ["--concurrency", str(concurrency), "--seconds", str(seconds)],
+        + ["--concurrency", str(concurrency), "--seconds", str(seconds), "--connections", str(connections)],
         check=True,
         capture_output=True,
         text=True,
@@ -220,13 +238,15 @@ def bench_server(
     seconds: float,
     code: Path,
     concurrency: tuple[int, ...] = CONCURRENCY,
+    connections: int = 1,
 ) -> dict[int, dict[str, float]]:
     proc, port = start_server(model_dir, workers, code)
     table: dict[int, dict[str, float]] = {}
     try:
-        run_load(port, docs_file, 8, 2.0)  # warm-up
+        run_load(port, docs_file, 8, 2.0, connections)  # warm-up
         for c in concurrency:
-            table[c] = measure_point(proc.pid, functools.partial(run_load, port, docs_file, c, seconds), runs)
+            load = functools.partial(run_load, port, docs_file, c, seconds, connections)
+            table[c] = measure_point(proc.pid, load, runs)
             print(f"  workers={workers} c={c}: {table[c]}", file=sys.stderr)
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -283,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--docs", required=True)
         p.add_argument("--concurrency", type=int, required=True)
         p.add_argument("--seconds", type=float, required=True)
+        p.add_argument("--connections", type=int, default=1)
         return load_main(p.parse_args(argv))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument(
@@ -293,6 +314,12 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         action="append",
         help="concurrency levels (repeatable; default 1 8 32 64; the targets need 1 and 32)",
+    )
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=CONNECTIONS_PER_WORKER,
+        help="client connections per server process (SO_REUSEPORT spreads connections, not calls)",
     )
     parser.add_argument("--runs", type=int, default=3, help="runs per point; the median is reported")
     parser.add_argument("--seconds", type=float, default=4.0, help="length of one measured run")
@@ -321,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             args.seconds,
             args.server_code.resolve(),
             tuple(args.concurrency or CONCURRENCY),
+            args.connections * w,
         )
         for w in args.workers or [1, 2]
     }
