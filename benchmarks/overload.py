@@ -15,6 +15,10 @@ Each run, against one server process:
    Refusals (RESOURCE_EXHAUSTED, or DEADLINE_EXCEEDED answered early) are timed: a refusal should
    come at once so the caller can go elsewhere. Calls that time out at the client are late work.
 
+3. Health: meanwhile this process checks grpc.health.v1 (the tagger service, as the chart's
+   readiness probe does) every ``PROBE_EVERY`` s on a connection of its own, with the probes'
+   3 s timeout; it reports the checks' p50/max latency and how many failed or were not SERVING.
+
 Targets (issue 15): goodput >= 0.8 of capacity at 2x load with 2 s deadlines; refusals within 50 ms.
 The load generator is a separate process (grpc.aio, pre-serialized requests); it shares the machine
 with the server, in the capacity run as in the overload run.
@@ -31,19 +35,24 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 CAPACITY_CONCURRENCY = 128  # enough calls in flight to keep the batcher full (batches of 64)
+TICK = 0.01  # the load generator times its own loop's lateness with a sleep of this length
+PROBE_EVERY = 0.5  # seconds between health checks during the overload
+PROBE_TIMEOUT = 3.0  # the chart's probes' timeoutSeconds
+SERVICE = "newstagger.v1.TaggerService"
 sys.path.insert(0, str(REPO))
 
 from benchmarks.grpc_bench import TAG_METHOD, cpu_seconds, prepare, run_load, start_server  # noqa: E402
 
 
 async def _offer(
-    port: int, payloads: list[bytes], rate: float, seconds: float, deadline: float
+    port: int, payloads: list[bytes], rate: float, seconds: float, deadline: float, connections: int
 ) -> dict[str, Any]:
     import grpc
 
@@ -51,10 +60,13 @@ async def _offer(
     refused: list[float] = []
     outcomes: dict[str, int] = {}
     examples: dict[str, str] = {}  # a message per status code
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        call = channel.unary_unary(TAG_METHOD)
+    # each channel its own TCP connection (a local subchannel pool); calls dealt round-robin
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) for _ in range(connections)]
+    calls = [channel.unary_unary(TAG_METHOD) for channel in channels]
+    try:
 
-        async def one(payload: bytes) -> None:
+        async def one(payload: bytes, call: Any) -> None:
             t0 = time.perf_counter()
             try:
                 await call(payload, timeout=deadline)
@@ -73,18 +85,32 @@ async def _offer(
                     key += "_early" if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED else ""
             outcomes[key] = outcomes.get(key, 0) + 1
 
+        lags: list[float] = []  # how late this loop wakes: the client's share of every latency
+
+        async def ticker() -> None:
+            while True:
+                t0 = time.perf_counter()
+                await asyncio.sleep(TICK)
+                lags.append(time.perf_counter() - t0 - TICK)
+
         tasks = []
         start = time.perf_counter()
+        tick = asyncio.create_task(ticker())
         n = int(rate * seconds)
         for i in range(n):
             delay = start + i / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(payloads[i % len(payloads)])))
+            tasks.append(asyncio.create_task(one(payloads[i % len(payloads)], calls[i % len(calls)])))
         offered_for = time.perf_counter() - start
         await asyncio.gather(*tasks)
+        tick.cancel()
+    finally:
+        for channel in channels:
+            await channel.close()
     ok_in_time.sort()
     refused.sort()
+    lags.sort()
 
     def pct(values: list[float], q: float) -> float:
         return 1000 * values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
@@ -99,6 +125,8 @@ async def _offer(
         "refused": len(refused),
         "refused_p50_ms": pct(refused, 0.5),
         "refused_p99_ms": pct(refused, 0.99),
+        "client_lag_p50_ms": pct(lags, 0.5),
+        "client_lag_p99_ms": pct(lags, 0.99),
         "outcomes": outcomes,
         "examples": examples,
     }
@@ -110,20 +138,74 @@ def offer_main(args: argparse.Namespace) -> int:
     docs = [json.loads(line) for line in Path(args.docs).read_text().splitlines()]
     requests = [pb.TagRequest(article=pb.Article(id=d["id"], text=d["text"])) for d in docs]
     payloads = [r.SerializeToString() for r in requests]
-    print(json.dumps(asyncio.run(_offer(args.port, payloads, args.rate, args.seconds, args.deadline))))
+    print(
+        json.dumps(
+            asyncio.run(_offer(args.port, payloads, args.rate, args.seconds, args.deadline, args.connections))
+        )
+    )
     return 0
 
 
-def run_offer(port: int, docs_file: Path, rate: float, seconds: float, deadline: float) -> dict[str, Any]:
+def run_offer(
+    port: int, docs_file: Path, rate: float, seconds: float, deadline: float, connections: int
+) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, __file__, "_offer", "--port", str(port), "--docs", str(docs_file)]
-        + ["--rate", str(rate), "--seconds", str(seconds), "--deadline", str(deadline)],
+        + ["--rate", str(rate), "--seconds", str(seconds), "--deadline", str(deadline)]
+        + ["--connections", str(connections)],
         check=True,
         capture_output=True,
         text=True,
         cwd=REPO,
     )
     return dict(json.loads(out.stdout))
+
+
+class HealthProbe:
+    """Checks the server's gRPC health every ``PROBE_EVERY`` s on a thread, while in ``with``."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.latencies: list[float] = []
+        self.failed = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> HealthProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(PROBE_TIMEOUT + 1)
+
+    def _run(self) -> None:
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        request = health_pb2.HealthCheckRequest(service=SERVICE)
+        with grpc.insecure_channel(f"127.0.0.1:{self.port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while not self._stop.wait(PROBE_EVERY):
+                t0 = time.perf_counter()
+                try:
+                    ok = (
+                        stub.Check(request, timeout=PROBE_TIMEOUT).status
+                        == health_pb2.HealthCheckResponse.SERVING
+                    )
+                except grpc.RpcError:
+                    ok = False
+                self.latencies.append(time.perf_counter() - t0)
+                self.failed += not ok
+
+    def summary(self) -> dict[str, float]:
+        lat = sorted(self.latencies)
+        return {
+            "health_checks": len(lat),
+            "health_failed": self.failed,
+            "health_p50_ms": 1000 * lat[len(lat) // 2] if lat else float("nan"),
+            "health_max_ms": 1000 * lat[-1] if lat else float("nan"),
+        }
 
 
 def usable_model(model_dir: Path) -> Path:
@@ -143,14 +225,17 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["_offer"]:
         p = argparse.ArgumentParser()
         p.add_argument("_offer")
-        for name in ("--port", "--docs", "--rate", "--seconds", "--deadline"):
-            p.add_argument(name, required=True, type=int if name == "--port" else str)
+        for name in ("--port", "--docs", "--rate", "--seconds", "--deadline", "--connections"):
+            p.add_argument(name, required=True, type=int if name in ("--port", "--connections") else str)
         a = p.parse_args(argv)
         a.rate, a.seconds, a.deadline = float(a.rate), float(a.seconds), float(a.deadline)
         return offer_main(a)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--load", type=float, default=2.0, help="offered load, times capacity")
     parser.add_argument("--deadline", type=float, default=2.0, help="per-call deadline, seconds")
+    parser.add_argument(
+        "--connections", type=int, default=1, help="client connections the overload is spread over"
+    )
     parser.add_argument("--seconds", type=float, default=15.0, help="length of each run")
     parser.add_argument("--runs", type=int, default=3, help="overload runs; medians are reported")
     parser.add_argument("--n", type=int, default=20000, help="corpus size (documents)")
@@ -186,8 +271,12 @@ def main(argv: list[str] | None = None) -> int:
             capacity = closed["done"] / closed["elapsed"]
             time.sleep(1)
             cpu2 = cpu_seconds(proc.pid)
-            r = run_offer(port, docs_file, args.load * capacity, args.seconds, args.deadline)
+            with HealthProbe(port) as probe:
+                r = run_offer(
+                    port, docs_file, args.load * capacity, args.seconds, args.deadline, args.connections
+                )
             cpu3 = cpu_seconds(proc.pid)
+            r |= probe.summary()
             r["capacity"] = capacity
             r["goodput"] = r["goodput_rate"] / capacity
             # per server CPU-second, so CPU taken by other processes between the two runs cancels out
@@ -206,7 +295,11 @@ def main(argv: list[str] | None = None) -> int:
         f"({med['goodput_cpu']:.2f} per server CPU-second; "
         f"target >= 0.8); answered in time p50 {med['ok_p50_ms']:.0f} ms, p99 {med['ok_p99_ms']:.0f} ms; "
         f"refused {med['refused']:.0f} of {med['offered']:.0f}, refusal latency p50 "
-        f"{med['refused_p50_ms']:.1f} ms, p99 {med['refused_p99_ms']:.1f} ms (target <= 50 ms)"
+        f"{med['refused_p50_ms']:.1f} ms, p99 {med['refused_p99_ms']:.1f} ms (target <= 50 ms); "
+        f"health checks p50 {med['health_p50_ms']:.0f} ms, max {med['health_max_ms']:.0f} ms, "
+        f"{med['health_failed']:.0f} of {med['health_checks']:.0f} failed or not SERVING "
+        f"(timeout {PROBE_TIMEOUT:g} s); the load generator's own loop ran late by p50 "
+        f"{med['client_lag_p50_ms']:.0f} ms, p99 {med['client_lag_p99_ms']:.0f} ms (in every latency above)"
     )
     return 0
 
