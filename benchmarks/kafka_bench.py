@@ -17,7 +17,7 @@ a time, one thread) is measured in each run. Medians over ``--runs`` runs are pr
 ratios, as a Markdown table. Corpus, model cache and baseline come from ``benchmarks/common.py``.
 
     python benchmarks/kafka_bench.py --runs 3                    # reference model: word 1-2 grams LR
-    python benchmarks/kafka_bench.py --runs 3 --config default   # default TrainConfig (word + char)
+    python benchmarks/kafka_bench.py --runs 3 --config default   # default TrainConfig
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from benchmarks.common import (  # noqa: E402
     inprocess_baseline,
     load_model,
     read_corpus,
+    reference_config,
     to_articles,
     trained_model,
 )
@@ -59,16 +60,17 @@ from tests.helpers import free_port, stop_process, tansu_broker, wait_for  # noq
 #: ``--config`` names: the reference model of this benchmark, and the default ``newstagger train``.
 CONFIGS = {
     "word": "word 1-2 grams, one-vs-rest logistic regression (the reference model)",
-    "default": "default TrainConfig: word 1-2 grams + char 2-5 grams, logistic regression",
+    "default": "default TrainConfig: word 1-2 grams, balanced one-vs-rest logistic regression",
 }
 
 
 def train_config(name: str) -> Any:
-    """``word`` (reference), ``default`` (``TrainConfig()``) or a TOML file as for ``train``."""
-    from training.config import FeatureConfig, TrainConfig, load_config
+    """``word`` (``benchmarks.common.reference_config``), ``default`` (``TrainConfig()``) or a
+    TOML file as for ``train``."""
+    from training.config import TrainConfig, load_config
 
     if name == "word":
-        return TrainConfig(features=FeatureConfig(use_char=False))
+        return reference_config()
     if name == "default":
         return TrainConfig()
     return load_config(Path(name))
