@@ -9,15 +9,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import FeatureUnion, Pipeline
 
-from service.model.features import (
-    ColumnText,
-    GatedClassifier,
-    SentenceEvidence,
-    SigmoidLinearSVC,
-    TargetInteraction,
-    TargetTextPairs,
-    UniqueRows,
-)
+from service.model.classifiers import GatedClassifier, SigmoidLinearSVC
+from service.model.evidence import SentenceEvidence
+from service.model.features import ColumnText, TargetInteraction, TargetTextPairs, UniqueRows
 from service.model.features import CompactTfidfVectorizer as TfidfVectorizer
 from training.config import FeatureConfig, HeadConfig, TrainConfig
 

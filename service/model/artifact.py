@@ -52,11 +52,14 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "scipy.sparse._csr.csr_matrix",
     "scipy.sparse._csr.csr_array",
     "service.model.article_model.ArticleModel",
+    "service.model.classifiers.GatedClassifier",
+    "service.model.classifiers.SigmoidLinearSVC",
+    "service.model.evidence.SentenceEvidence",
     "service.model.features.ColumnText",
     "service.model.features.CompactTfidfVectorizer",
-    "service.model.features.GatedClassifier",
-    "service.model.features.SentenceEvidence",
-    "service.model.features.SigmoidLinearSVC",
+    "service.model.features.GatedClassifier",  # models saved before it moved (features.__getattr__)
+    "service.model.features.SentenceEvidence",  # ditto
+    "service.model.features.SigmoidLinearSVC",  # ditto
     "service.model.features.TargetInteraction",
     "service.model.features.TargetTextPairs",
     "service.model.features.UniqueRows",

@@ -11,7 +11,8 @@ from sklearn.linear_model import LogisticRegression
 from service.core.types import Article
 from service.model.article_model import ArticleModel, articles_to_matrix
 from service.model.artifact import load_artifact, save_artifact
-from service.model.features import SigmoidLinearSVC, TargetInteraction, TargetTextPairs
+from service.model.classifiers import SigmoidLinearSVC
+from service.model.features import TargetInteraction, TargetTextPairs
 from training.config import FeatureConfig, HeadConfig, ThresholdConfig, TrainConfig
 from training.evaluate import tune_thresholds
 from training.pipeline import build_featurizer, build_text_features

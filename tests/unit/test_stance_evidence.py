@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,16 @@ import pytest
 from service.core.errors import DataError
 from service.core.types import Article
 from service.model.article_model import ArticleModel, articles_to_matrix
-from service.model.artifact import load_artifact, save_artifact
-from service.model.features import GatedClassifier, SentenceEvidence
+from service.model.artifact import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    load_artifact,
+    save_artifact,
+    sha256_file,
+    write_manifest,
+)
+from service.model.classifiers import GatedClassifier
+from service.model.evidence import SentenceEvidence
 from training.config import (
     ClassifierConfig,
     FeatureConfig,
@@ -118,6 +127,27 @@ def test_fnc_style_config_trains_and_survives_a_safe_round_trip(tmp_path: Path) 
     save_artifact(model, {"name": "t", "version": "v", "created_at": "now", "heads": ()}, tmp_path / "m")
     loaded = load_artifact(tmp_path / "m").model
     np.testing.assert_allclose(loaded.scores(X, ["stance"])["stance"], model.scores(X, ["stance"])["stance"])
+    old = _as_saved_before_the_move(tmp_path / "m", tmp_path / "old")
+    np.testing.assert_allclose(old.scores(X, ["stance"])["stance"], model.scores(X, ["stance"])["stance"])
+
+
+def _as_saved_before_the_move(src: Path, dst: Path) -> ArticleModel:
+    """Load a copy of the artifact at ``src`` whose model file names SentenceEvidence,
+    SigmoidLinearSVC and GatedClassifier where models saved before they moved did:
+    ``service.model.features``."""
+    schema = json.loads(zipfile.ZipFile(src / MODEL_FILE).read("schema.json"))
+    text = json.dumps(schema)
+    for new in ('"service.model.evidence"', '"service.model.classifiers"'):
+        assert new in text
+        text = text.replace(new, '"service.model.features"')
+    dst.mkdir()
+    with zipfile.ZipFile(src / MODEL_FILE) as zin, zipfile.ZipFile(dst / MODEL_FILE, "w") as zout:
+        for item in zin.infolist():
+            zout.writestr(item, text if item.filename == "schema.json" else zin.read(item.filename))
+    raw = json.loads((src / MANIFEST_FILE).read_text())
+    raw.pop("manifest_sha256")
+    write_manifest(dst, {**raw, "model_sha256": sha256_file(dst / MODEL_FILE)})
+    return load_artifact(dst).model
 
 
 def test_new_knobs_default_to_todays_model(tmp_path: Path) -> None:
