@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-TAG_METHOD = "/newstagger.v1.TaggerService/Tag"
+SERVICE = "newstagger.v1.TaggerService"
+TAG_METHOD = f"/{SERVICE}/Tag"
 TICKS = os.sysconf("SC_CLK_TCK")
 CONCURRENCY = (1, 8, 32, 64)
 CONNECTIONS_PER_WORKER = 4  # each its own TCP connection; a single one would reach one process only
@@ -76,20 +77,23 @@ def baseline(model_dir: Path, docs: list[dict[str, Any]], runs: int) -> dict[str
 
 
 # ----------------------------------------------------------------------------- load generator
+def tag_channels(port: int, connections: int) -> tuple[list[Any], list[Any]]:
+    """``connections`` grpc.aio channels to the server, each its own TCP connection (a local
+    subchannel pool: SO_REUSEPORT spreads connections, not calls, over ``--workers`` processes),
+    and a bytes-in, bytes-out Tag callable on each (no client-side (de)serializing)."""
+    import grpc
+
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) for _ in range(connections)]
+    return channels, [channel.unary_unary(TAG_METHOD) for channel in channels]
+
+
 async def _load(
     port: int, payloads: list[bytes], concurrency: int, seconds: float, connections: int
 ) -> dict[str, Any]:
     import grpc
 
-    # Each channel its own TCP connection (a local subchannel pool), clients dealt round-robin:
-    # SO_REUSEPORT spreads connections, not calls, over ``--workers`` processes.
-    options = [("grpc.use_local_subchannel_pool", 1)]
-    channels = [
-        grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options)
-        for _ in range(max(1, min(connections, concurrency)))
-    ]
-    # bytes in, bytes out: no client-side (de)serializing
-    calls = [channel.unary_unary(TAG_METHOD) for channel in channels]
+    channels, calls = tag_channels(port, max(1, min(connections, concurrency)))  # clients round-robin
     latencies: list[float] = []
     errors = 0
     stop_at = time.perf_counter() + seconds
@@ -175,7 +179,7 @@ def start_server(model_dir: Path, workers: int, code: Path) -> tuple[subprocess.
     while time.monotonic() < deadline:
         try:
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-                request = health_pb2.HealthCheckRequest(service="newstagger.v1.TaggerService")
+                request = health_pb2.HealthCheckRequest(service=SERVICE)
                 serving = health_pb2_grpc.HealthStub(channel).Check(request, timeout=1).status == 1
             if serving and (workers == 1 or len(_children(proc.pid)) >= workers):
                 time.sleep(3 if workers > 1 else 0)  # health answered by one worker: let the others load

@@ -45,10 +45,16 @@ CAPACITY_CONCURRENCY = 128  # enough calls in flight to keep the batcher full (b
 TICK = 0.01  # the load generator times its own loop's lateness with a sleep of this length
 PROBE_EVERY = 0.5  # seconds between health checks during the overload
 PROBE_TIMEOUT = 3.0  # the chart's probes' timeoutSeconds
-SERVICE = "newstagger.v1.TaggerService"
 sys.path.insert(0, str(REPO))
 
-from benchmarks.grpc_bench import TAG_METHOD, cpu_seconds, prepare, run_load, start_server  # noqa: E402
+from benchmarks.grpc_bench import (  # noqa: E402
+    SERVICE,
+    cpu_seconds,
+    prepare,
+    run_load,
+    start_server,
+    tag_channels,
+)
 
 
 async def _offer(
@@ -60,10 +66,7 @@ async def _offer(
     refused: list[float] = []
     outcomes: dict[str, int] = {}
     examples: dict[str, str] = {}  # a message per status code
-    # each channel its own TCP connection (a local subchannel pool); calls dealt round-robin
-    options = [("grpc.use_local_subchannel_pool", 1)]
-    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) for _ in range(connections)]
-    calls = [channel.unary_unary(TAG_METHOD) for channel in channels]
+    channels, calls = tag_channels(port, connections)  # calls dealt round-robin
     try:
 
         async def one(payload: bytes, call: Any) -> None:

@@ -272,10 +272,11 @@ def tune(
     search.evaluate(
         "start: " + ("the given config" if config != _defaults(config) else "defaults"), config, 0, rung0
     )
+    coords = coordinates(data)
     for _ in range(SWEEPS):
         assert search.best is not None  # noqa: S101 - the start was evaluated
         before = search.best.config
-        for _, alternatives in coordinates(data):
+        for _, alternatives in coords:
             for change, candidate in alternatives(search.best.config):
                 _try(search, change, candidate, 0, rung0)
         if search.best.config == before:
@@ -286,7 +287,7 @@ def tune(
         for cand in finalists:
             _try(search, f"finalist: {cand.change}", cand.config, 1, rung1)
         # the rarest label has few rows in rung 0 (FNC-1's disagree: ~35 of 2,000): its choices again
-        two_stages = dict(coordinates(data)).get("two stages")
+        two_stages = dict(coords).get("two stages")
         assert search.best is not None  # noqa: S101
         for change, candidate in two_stages(search.best.config) if two_stages else []:
             _try(search, change, candidate, 1, rung1)
