@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 from scipy import sparse
 
 from service.model.features import COLUMNS
+from service.model.linear import Scorer, compile_scorer
 
 
 class ArticleFields(Protocol):
@@ -72,9 +73,18 @@ class ArticleModel:
         feats = features if features is not None else self.features(X, heads)
         out: dict[str, NDArray[np.float64]] = {}
         for head in heads:
-            proba = self.classifiers[head].predict_proba(feats[self.head_featurizer[head]])
-            out[head] = np.asarray(proba, dtype=np.float64)
+            out[head] = np.asarray(self.scorer(head)(feats[self.head_featurizer[head]]), dtype=np.float64)
         return out
+
+    def scorer(self, head: str) -> Scorer:
+        """The head's ``predict_proba``, or an equal compiled one (``linear``), built on first use."""
+        cache: dict[str, Scorer] = self.__dict__.setdefault("_scorers", {})
+        if head not in cache:
+            clf = self.classifiers[head]
+            n_features = getattr(clf, "n_features_in_", None)
+            compiled = compile_scorer(clf, n_features) if isinstance(n_features, int) else None
+            cache[head] = compiled if compiled is not None else clf.predict_proba
+        return cache[head]
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}

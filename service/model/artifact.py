@@ -344,4 +344,6 @@ def load_artifact(path: Path) -> LoadedModel:
     if not isinstance(model, ArticleModel):
         raise ArtifactError(f"{model_path}: holds {type(model).__name__}, not an ArticleModel")
     check_against_model(manifest, model, model_path)
+    for head in manifest.heads:
+        model.scorer(head.name)  # compile now, not on the first request
     return LoadedModel(manifest=manifest, model=model, path=path, loaded_at=time.time())
