@@ -19,6 +19,12 @@ REPO = Path(__file__).resolve().parent.parent
 STARTER = REPO / "training" / "starter"
 
 
+def starter_rows(name: str) -> int:
+    """Rows in a shipped starter file ("train", "dev", "shift")."""
+    with (STARTER / f"{name}.jsonl").open(encoding="utf-8") as f:
+        return sum(1 for line in f if line.strip())
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

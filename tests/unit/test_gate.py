@@ -13,7 +13,7 @@ from service.model.article_model import articles_to_matrix
 from service.model.artifact import HeadSpec, LoadedModel
 from service.model.registry import ModelRegistry
 from tests.conftest import FAST_CONFIG
-from tests.helpers import STARTER
+from tests.helpers import STARTER, starter_rows
 from training.data import Dataset, load_dataset
 from training.gate import compare_models, format_comparison, head_metric, load_eval_set, recorded_metric
 
@@ -134,8 +134,9 @@ def test_without_held_out_rows_the_gate_is_on_the_cross_validated_estimate(loade
     data, described, by_cv = load_eval_set(
         loaded_model, loaded_model, FAST_CONFIG, train_paths=[STARTER / "train.jsonl"]
     )
-    assert by_cv and len(data.rows) == 2779
-    assert "cross-validated estimate on its 2779 training rows" in described
+    n_train = starter_rows("train")
+    assert by_cv and len(data.rows) == n_train
+    assert f"cross-validated estimate on its {n_train} training rows" in described
     decision = compare_models(
         loaded_model,
         with_manifest(loaded_model, "v2"),

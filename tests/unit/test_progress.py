@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from service.cli import main
-from tests.helpers import STARTER
+from tests.helpers import STARTER, starter_rows
 from training.progress import Progress
 
 
@@ -76,16 +76,18 @@ def test_evaluate_progress_in_lines_and_quiet_mode(
     args = ["evaluate", "--model", str(model_dir), "--data", str(STARTER / "dev.jsonl")]
     assert main(args) == 0
     out, err = capsys.readouterr()
-    assert "model newstagger v1 on 646 rows" in out
+    n_dev, n_train = starter_rows("dev"), starter_rows("train")
+    assert f"model newstagger v1 on {n_dev} rows" in out
     assert "\r" not in err and "\x1b" not in err
     lines = err.splitlines()
-    assert lines[0].startswith("[0/1] loading ") and lines[-1].startswith("[646/646] scored 646 rows (")
+    assert lines[0].startswith("[0/1] loading ")
+    assert lines[-1].startswith(f"[{n_dev}/{n_dev}] scored {n_dev} rows (")
     assert main([*args, "--quiet"]) == 0
     out, err = capsys.readouterr()
-    assert err == "" and "model newstagger v1 on 646 rows" in out
+    assert err == "" and f"model newstagger v1 on {n_dev} rows" in out
     # the figures recorded at training, each with what it was measured on
-    assert "cross-validated estimate: 5-fold out-of-fold scores on 2779 training rows" in out
-    assert "dev score: 646 dev rows (scored only: never fitted or tuned on)" in out
+    assert f"cross-validated estimate: 5-fold out-of-fold scores on {n_train} training rows" in out
+    assert f"dev score: {n_dev} dev rows (scored only: never fitted or tuned on)" in out
 
 
 def test_train_draws_a_bar_on_a_terminal(tmp_path: Path) -> None:
