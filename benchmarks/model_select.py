@@ -36,10 +36,10 @@ from benchmarks.common import inprocess_baseline, reference_config  # noqa: E402
 from service.core.tagger import Tagger  # noqa: E402
 from service.model.article_model import articles_to_matrix  # noqa: E402
 from service.model.artifact import LoadedModel, load_artifact  # noqa: E402
-from training.config import HeadConfig, TrainConfig  # noqa: E402
+from training.config import HeadConfig, TrainConfig, load_config  # noqa: E402
 from training.data import Dataset, load_dataset  # noqa: E402
 from training.evaluate import evaluate_model, indicator  # noqa: E402
-from training.train import STARTER_DIR, train  # noqa: E402
+from training.train import STARTER_CONFIG, STARTER_DIR, train  # noqa: E402
 
 
 def _features(**kw: Any) -> TrainConfig:
@@ -55,7 +55,7 @@ def _classifier(config: TrainConfig, **kw: Any) -> TrainConfig:
 def candidates() -> dict[str, TrainConfig]:
     word = _features(use_char=False)
     return {
-        "default": TrainConfig(),
+        "default": load_config(STARTER_CONFIG),
         "word 1-2 (reference)": reference_config(),
         "word 1-2, balanced": _classifier(word, class_weight="balanced"),
         "word 1-2, stop words, balanced": _classifier(

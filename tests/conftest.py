@@ -11,10 +11,10 @@ import pytest
 from service.model.artifact import LoadedModel, load_artifact
 from service.model.registry import ModelRegistry
 from tests.helpers import STARTER, tansu_broker
-from training.config import TrainConfig
-from training.train import train
+from training.config import load_config
+from training.train import STARTER_CONFIG, train
 
-FAST_CONFIG = TrainConfig()  # the default configuration: the model `newstagger train` builds
+FAST_CONFIG = load_config(STARTER_CONFIG)  # the default model's config: what `newstagger train` builds
 
 
 @pytest.fixture(scope="session")

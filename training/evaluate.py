@@ -53,6 +53,7 @@ def tune_thresholds(Y: NDArray[np.int8], scores: NDArray[np.float64], cfg: Thres
     label keeps a cut-off fitted to how the model scores (a fixed 0.5 silences most rare labels of
     a linear model); else ``cfg.default``. ``cfg.shrinkage`` = k pulls a tuned cut-off toward the
     global one with weight k / (k + positives), which steadies labels with few dev positives.
+    Every tuned cut-off is then multiplied by ``cfg.scale`` (capped below 1).
     """
     n_labels = Y.shape[1]
     if not cfg.tune or n_labels == 0:
@@ -76,7 +77,7 @@ def tune_thresholds(Y: NDArray[np.int8], scores: NDArray[np.float64], cfg: Thres
             w = cfg.shrinkage / (cfg.shrinkage + positives)
             t = w * fallback + (1 - w) * t
         thresholds.append(round(t, 4))
-    return thresholds
+    return [round(min(t * cfg.scale, 0.999), 4) for t in thresholds]
 
 
 def _per_label(labels: Sequence[str], p: Any, r: Any, f: Any, s: Any) -> dict[str, dict[str, float]]:

@@ -33,6 +33,8 @@ from training.report import model_card
 logger = logging.getLogger(__name__)
 
 STARTER_DIR = Path(__file__).parent / "starter"
+#: The default model's config (``newstagger train`` with no --data and no --config).
+STARTER_CONFIG = STARTER_DIR / "config.toml"
 
 
 def fit_model(

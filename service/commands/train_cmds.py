@@ -171,13 +171,13 @@ def _train(args: argparse.Namespace) -> int:
     from training.config import load_config
     from training.progress import Progress
     from training.report import figures
-    from training.train import STARTER_DIR, train, train_units
+    from training.train import STARTER_CONFIG, STARTER_DIR, train, train_units
 
     if args.out and (args.promote_if_better or args.no_promote):
         raise NewstaggerError("--promote-if-better and --no-promote work on a --registry, not with --out")
     if args.tune_budget_seconds is not None and not args.tune:
         raise NewstaggerError("--tune-budget-seconds needs --tune")
-    config = load_config(args.config)
+    config = load_config(args.config or (STARTER_CONFIG if args.data is None else None))
     if args.group_field is not None:
         config = replace(config, group_field=args.group_field)
     progress = Progress.to_stderr(total=train_units(config), quiet=args.quiet)

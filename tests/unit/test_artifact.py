@@ -27,8 +27,9 @@ from service.model.artifact import (
     sha256_file,
     write_manifest,
 )
-from training.config import ThresholdConfig
+from training.config import ThresholdConfig, load_config
 from training.evaluate import tune_thresholds
+from training.train import STARTER_CONFIG
 
 TEXTS = [
     "North Korean troops were deployed to the Kursk region, officials said.",
@@ -255,6 +256,16 @@ def test_tune_thresholds_prefers_f1_over_accuracy() -> None:
     tp = int((predicted & (y == 1)).sum())
     f1 = 2 * tp / (predicted.sum() + y.sum())
     assert tp >= 1 and f1 >= 2 * 2 / (4 + 2)  # at least as good as cutting just under 0.3
+
+
+def test_scale_multiplies_every_tuned_cut_off_and_the_default_model_uses_it() -> None:
+    s = np.array([[0.9, 0.1], [0.8, 0.3], [0.7, 0.25], [0.3, 0.2], [0.2, 0.05], [0.1, 0.05]])
+    Y = np.array([[1, 1], [1, 1], [1, 1], [0, 0], [0, 0], [0, 0]], dtype=np.int8)
+    plain = tune_thresholds(Y, s, threshold_config(min_positives=1, grid_steps=19))
+    scaled = tune_thresholds(Y, s, threshold_config(min_positives=1, grid_steps=19, scale=0.85))
+    assert scaled == pytest.approx([0.85 * t for t in plain], abs=1e-4)
+    assert load_config(STARTER_CONFIG).thresholds.scale == 0.85  # `newstagger train` with no --data
+    assert ThresholdConfig().scale == 1.0  # your own data: the cross-validated cut-offs as they are
 
 
 def test_thresholds_not_tuned_when_tuning_is_off() -> None:
