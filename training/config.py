@@ -9,7 +9,8 @@ Loaded from a TOML file (``--config``); anything not given keeps its default. Ex
     [features]
     char_ngram_max = 5
 
-Every option's default keeps the behaviour of the default model (trained on the starter corpus):
+Every option's default keeps the behaviour of the default model (trained on the starter corpus),
+except what its own config, ``training/starter/config.toml``, sets (cut-offs scaled by 0.85):
 new knobs are off until a config turns them on.
 """
 
