@@ -5,6 +5,7 @@ tagged; Ctrl-C (SIGINT) stops everything and leaves no process behind."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
 import re
@@ -21,7 +22,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.client import TaggerClient
+from service.model.registry import ModelRegistry
 from tests.helpers import REPO, free_port, stop_process, wait_for
+from training.config import load_config
+from training.train import STARTER_CONFIG
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
 
@@ -146,6 +150,12 @@ def test_demo_runs_the_whole_product_and_stops_cleanly(tmp_path: Path) -> None:
         assert consumed >= 6
 
         assert children, "demo started no child processes"
+        # it trained the default model with the default model's own config (training/starter/config.toml)
+        current = ModelRegistry(tmp_path / "models").current_path()
+        assert current is not None
+        manifest = json.loads((current / "manifest.json").read_text())
+        starter_scale = load_config(STARTER_CONFIG).thresholds.scale
+        assert manifest["config"]["thresholds"]["scale"] == starter_scale != 1.0
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) in (0, 130)
         wait_for(lambda: not any(_alive(pid) for pid in children), 30, what="demo's children to exit")
