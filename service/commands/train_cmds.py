@@ -41,7 +41,8 @@ def register(sub: Any) -> None:
         "train",
         help="Train a model from labelled data (no data: the starter set).",
         description="Train a model from labelled JSONL/CSV data and write a versioned "
-        "artifact. With no --data, trains the default model from the shipped starter set.",
+        "artifact. With no --data, trains the default model from the shipped starter set "
+        "(with its config, training/starter/config.toml, unless --config is given).",
     )
     train.add_argument(
         "--data",
