@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import importlib.resources
+import importlib.util
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -23,6 +26,16 @@ def starter_rows(name: str) -> int:
     """Rows in a shipped starter file ("train", "dev", "shift")."""
     with (STARTER / f"{name}.jsonl").open(encoding="utf-8") as f:
         return sum(1 for line in f if line.strip())
+
+
+def load_script(path: Path, name: str) -> ModuleType:
+    """A script that is not in a package (e.g. ``benchmarks/quality.py``), imported as ``name``."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
 
 def free_port() -> int:

@@ -4,25 +4,20 @@ strata, and says which bodies are missing. (The bodies are not shipped: these te
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from tests.helpers import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def real_news() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("real_news_bench", REPO / "benchmarks" / "real_news.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / "benchmarks" / "real_news.py", "real_news_bench")
 
 
 def labelled() -> list[dict[str, object]]:
