@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 from scipy import sparse
 
 from service.model.features import COLUMNS
-from service.model.linear import Scorer, compile_scorer
+from service.model.linear import Scorer, compile_scorer, dense_coef
 
 
 class ArticleFields(Protocol):
@@ -143,7 +143,7 @@ def linear_coefficients(clf: Any, label_index: int) -> NDArray[np.float64] | Non
     """Coefficients for one output label of a (possibly wrapped) linear classifier, or None."""
     if hasattr(clf, "estimators_") and not hasattr(clf, "coef_"):  # OneVsRestClassifier
         coef = getattr(clf.estimators_[label_index], "coef_", None)  # None for a constant label
-        return None if coef is None else _dense(coef)[0]
+        return None if coef is None else dense_coef(coef)[0]
     if hasattr(clf, "calibrated_classifiers_"):  # CalibratedClassifierCV: average the folds
         coefs = [linear_coefficients(c.estimator, label_index) for c in clf.calibrated_classifiers_]
         kept = [c for c in coefs if c is not None]
@@ -153,12 +153,8 @@ def linear_coefficients(clf: Any, label_index: int) -> NDArray[np.float64] | Non
     coef = getattr(clf, "coef_", None)
     if coef is None:
         return None
-    dense = _dense(coef)
+    dense = dense_coef(coef)
     if dense.shape[0] == 1:  # binary: one row, for the second class
         row: NDArray[np.float64] = dense[0] if label_index == 1 else -dense[0]
         return row
     return np.asarray(dense[label_index], dtype=np.float64)
-
-
-def _dense(coef: Any) -> NDArray[np.float64]:
-    return np.asarray(coef.toarray() if sparse.issparse(coef) else coef, dtype=np.float64)

@@ -72,17 +72,14 @@ class LinearScorer:
 def _binary_weights(est: Any) -> tuple[NDArray[np.float64], float, float] | None:
     """(w, b, scale) of a fitted binary linear model whose positive score is expit(scale * (x.w + b))."""
     if type(est) is LogisticRegression and est.coef_.shape[0] == 1:
-        return _dense(est.coef_)[0], float(est.intercept_[0]), 1.0
+        return dense_coef(est.coef_)[0], float(est.intercept_[0]), 1.0
     if type(est) is SigmoidLinearSVC and est.coef_.shape[0] == 1:
-        return _dense(est.coef_)[0], float(est.intercept_[0]), 2.0
+        return dense_coef(est.coef_)[0], float(est.intercept_[0]), 2.0
     return None
 
 
-def _one_vs_rest(clf: OneVsRestClassifier) -> LinearScorer | None:
+def _one_vs_rest(clf: OneVsRestClassifier, n_features: int) -> LinearScorer | None:
     columns, biases, scales, constant = [], [], set(), {}
-    n_features = getattr(clf, "n_features_in_", None)
-    if n_features is None:
-        return None
     for j, est in enumerate(clf.estimators_):
         if hasattr(est, "y_"):  # scikit-learn's _ConstantPredictor: a label with one value
             constant[j] = float(np.ravel(est.y_)[0])
@@ -103,14 +100,14 @@ def _one_vs_rest(clf: OneVsRestClassifier) -> LinearScorer | None:
     )
 
 
-def _candidates(clf: Any) -> list[LinearScorer]:
+def _candidates(clf: Any, n_features: int) -> list[LinearScorer]:
     """Compiled forms ``clf`` may have; the probe picks the one that scores as ``clf`` does."""
     if isinstance(clf, OneVsRestClassifier):
-        scorer = _one_vs_rest(clf)
+        scorer = _one_vs_rest(clf, n_features)
         return [] if scorer is None else [scorer]
     if type(clf) not in (LogisticRegression, SigmoidLinearSVC):
         return []
-    weights, bias = _dense(clf.coef_).T, np.asarray(clf.intercept_, dtype=np.float64)
+    weights, bias = dense_coef(clf.coef_).T, np.asarray(clf.intercept_, dtype=np.float64)
     scale = 2.0 if type(clf) is SigmoidLinearSVC else 1.0
     if weights.shape[1] == 1:
         return [LinearScorer(weights, bias, "sigmoid", scale, binary=True)]
@@ -124,7 +121,7 @@ def compile_scorer(clf: Any, n_features: int, seed: int = 0) -> Scorer | None:
     probe = _probe(n_features, seed)
     try:
         expected = np.asarray(clf.predict_proba(probe), dtype=np.float64)
-        for scorer in _candidates(clf):
+        for scorer in _candidates(clf, n_features):
             got = scorer(probe)
             if got.shape == expected.shape and np.allclose(got, expected, rtol=0, atol=TOLERANCE):
                 return scorer
@@ -144,5 +141,6 @@ def _probe(n_features: int, seed: int) -> sparse.csr_matrix:
     return sparse.csr_matrix(sparse.diags(1.0 / norms) @ matrix)
 
 
-def _dense(coef: Any) -> NDArray[np.float64]:
+def dense_coef(coef: Any) -> NDArray[np.float64]:
+    """A (possibly sparsified) coefficient matrix as a dense float array."""
     return np.asarray(coef.toarray() if sparse.issparse(coef) else coef, dtype=np.float64)
