@@ -1,4 +1,4 @@
-"""A model's topic and stance tags on real news: 400 FNC-1 article bodies, labelled blind by the guide.
+"""A model's topic and stance tags on real news: 600 FNC-1 article bodies, labelled blind by the guide.
 
     newstagger train --out /tmp/default-model                 # the default model (or any model dir)
     python benchmarks/real_news.py --model /tmp/default-model --bodies train_bodies.csv
@@ -8,13 +8,13 @@ The starter corpus was written for the project; this is the check on news nobody
 bodies are FNC-1's 1,683 training article bodies (2014-2015 web news: viral claims, the Islamic
 State, hostages, Ebola, celebrity hoaxes; ``train_bodies.csv`` of github.com/FakeNewsChallenge/fnc-1,
 or a JSONL of ``{"body_id", "text"}``). They are not in the repository; the labels are
-(``benchmarks/real_news/fnc1_bodies_labels.json``): topics and stance of 400 bodies, labelled by
+(``benchmarks/real_news/fnc1_bodies_labels.json``): topics and stance of 600 bodies, labelled by
 ``docs/labels.md`` by annotators who saw only the text and the guide, never a model's output.
 
 Two splits, by body id: ``dev`` (even ids) may be used to compare models and choose among them;
 ``report`` (odd ids) is scored to report a figure, never to choose. In each split the bodies (of
 30 words or more) were sampled in two strata: those the default model of 2026-11-29 gave a topic,
-and those it gave none (80 + 120 of 163 + 644 in dev, 90 + 110 of 147 + 672 in report). The script
+and those it gave none (160 + 240 of 163 + 644 in dev, 90 + 110 of 147 + 672 in report). The script
 prints the figures on the sample and the same figures weighted by stratum size: an estimate for
 all of that split's bodies (on the sample, articles with a topic are over-represented).
 """

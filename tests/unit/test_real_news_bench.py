@@ -39,7 +39,7 @@ def test_labels_are_the_guides_and_the_splits_do_not_overlap() -> None:
         set(r["topics"]) <= topics and r["stance"] in ("supportive", "critical", "neutral") for r in rows
     )
     ids = [str(r["body_id"]) for r in rows]
-    assert len(ids) == len(set(ids)) == 400
+    assert len(ids) == len(set(ids)) == 600
     assert all((int(i) % 2 == 1) == (r["split"] == "report") for i, r in zip(ids, rows, strict=True))
 
 
@@ -62,7 +62,7 @@ def test_scores_are_weighted_by_stratum_and_missing_bodies_are_named(
     war = "Shelling killed 14 civilians in the market; soldiers were captured and exchanged."
     bodies = {str(r["body_id"]): war if r["topics"] else "The football club won the cup final." for r in rows}
     result = real_news.score(model_dir, bodies, "dev", False)
-    assert result["articles"] == len(rows) == 200
+    assert result["articles"] == len(rows) == 400
     for key, value in result.items():
         assert key == "articles" or 0.0 <= value <= 1.0, key
     # weighting moves the figures toward the larger no-topic stratum
