@@ -1,22 +1,32 @@
-"""A model's topic and stance tags on real news: 600 FNC-1 article bodies, labelled blind by the guide.
+"""A model's topic and stance tags on real news nobody here wrote, labelled blind by the guide.
 
     newstagger train --out /tmp/default-model                 # the default model (or any model dir)
     python benchmarks/real_news.py --model /tmp/default-model --bodies train_bodies.csv
     python benchmarks/real_news.py --model M --bodies bodies.jsonl --split dev --show
+    python benchmarks/real_news.py --model M --set reuters-bbc --datasets-dir DIR
 
-The starter corpus was written for the project; this is the check on news nobody here wrote. The
-bodies are FNC-1's 1,683 training article bodies (2014-2015 web news: viral claims, the Islamic
-State, hostages, Ebola, celebrity hoaxes; ``train_bodies.csv`` of github.com/FakeNewsChallenge/fnc-1,
-or a JSONL of ``{"body_id", "text"}``). They are not in the repository; the labels are
-(``benchmarks/real_news/fnc1_bodies_labels.json``): topics and stance of 600 bodies, labelled by
-``docs/labels.md`` by annotators who saw only the text and the guide, never a model's output.
+The starter corpus was written for the project; these are the checks on real news. The texts are
+not in the repository; the labels are (``benchmarks/real_news/*.json``): topics and stance by
+``docs/labels.md``, from annotators who saw only the text and the guide, never a model's output.
 
-Two splits, by body id: ``dev`` (even ids) may be used to compare models and choose among them;
-``report`` (odd ids) is scored to report a figure, never to choose. In each split the bodies (of
-30 words or more) were sampled in two strata: those the default model of 2026-11-29 gave a topic,
-and those it gave none (160 + 240 of 163 + 644 in dev, 90 + 110 of 147 + 672 in report). The script
-prints the figures on the sample and the same figures weighted by stratum size: an estimate for
-all of that split's bodies (on the sample, articles with a topic are over-represented).
+``--set fnc1`` (the default): 600 of FNC-1's 1,683 training article bodies (2014-2015 web news:
+viral claims, the Islamic State, hostages, Ebola, celebrity hoaxes; ``train_bodies.csv`` of
+github.com/FakeNewsChallenge/fnc-1, or a JSONL of ``{"body_id", "text"}``). Two splits, by body
+id: ``dev`` (even ids) may be used to compare models and choose among them; ``report`` (odd ids) is
+scored to report a figure, never to choose. In each split the bodies (of 30 words or more) were
+sampled in two strata: those the default model of 2026-11-29 gave a topic, and those it gave none
+(160 + 240 of 163 + 644 in dev, 90 + 110 of 147 + 672 in report).
+
+``--set reuters-bbc``: 320 articles of Reuters-21578 (1987 business news: all of ModApte train) and
+BBC News (2004-2005: its train split), read from the datasets dir of ``benchmarks/README.md``
+("Datasets"). Report only: never used to choose anything. In each source, articles of 30 words or
+more were sampled in three strata by the default model of 2026-11-30 (commit bb4b3e9): those it gave
+a topic, those it gave none that use at least two words of conflict vocabulary (``KEYWORDS``), and
+the rest (70 + 40 + 50 per source; fewer where a stratum is smaller). ``--split reuters`` or
+``bbc`` scores one source.
+
+The script prints the figures on the sample and the same figures weighted by stratum size: an
+estimate for all of the split's articles (on the sample, articles with a topic are over-represented).
 """
 
 from __future__ import annotations
@@ -24,6 +34,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,8 +49,17 @@ from service.core.tagger import Tagger  # noqa: E402
 from service.core.types import Article  # noqa: E402
 from service.model.artifact import load_artifact  # noqa: E402
 
-LABELS = Path(__file__).parent / "real_news" / "fnc1_bodies_labels.json"
+LABELS = Path(__file__).parent / "real_news"
+SETS = {"fnc1": LABELS / "fnc1_bodies_labels.json", "reuters-bbc": LABELS / "reuters_bbc_labels.json"}
 MAX_CHARS = 20_000
+#: the reuters-bbc set's middle stratum: untagged articles with two or more of these words
+KEYWORDS = re.compile(
+    r"\b(war|wars|military|army|troops?|soldiers?|sanction\w*|embargo\w*|missiles?|nuclear|weapons?|arms"
+    r"|killed|wounded|casualt\w+|refugees?|hostages?|prisoners?|defect\w*|asylum|ceasefire|cease-fire"
+    r"|embass\w+|ambassador|summit|guerrill\w+|rebels?|militants?|terror\w*|navy|naval|air force"
+    r"|warships?|bomb\w*|attack\w*)\b",
+    re.IGNORECASE,
+)
 
 
 def read_bodies(path: Path) -> dict[str, str]:
@@ -52,18 +73,57 @@ def read_bodies(path: Path) -> dict[str, str]:
         return {str(r["body_id"]): str(r["text"]) for r in rows}
 
 
-def score(model_dir: Path, bodies: dict[str, str], split: str, show: bool) -> dict[str, float]:
-    doc = json.loads(LABELS.read_text(encoding="utf-8"))
-    rows = [r for r in doc["rows"] if r["split"] == split]
-    missing = [r["body_id"] for r in rows if r["body_id"] not in bodies]
+def read_reuters_bbc(datasets_dir: Path) -> dict[str, str]:
+    """ "reuters:NEWID" / "bbc:class/NNN" -> text, from the JSONL layout of benchmarks/README.md
+    ("Datasets"): Reuters' train.jsonl and dev.jsonl (all of ModApte train), BBC's train.jsonl."""
+    texts: dict[str, str] = {}
+    for source, folder, splits in (
+        ("reuters", "reuters21578_modapte", ("train", "dev")),
+        ("bbc", "bbc_news", ("train",)),
+    ):
+        for split in splits:
+            path = datasets_dir / folder / f"{split}.jsonl"
+            if not path.is_file():
+                raise SystemExit(f"no {path}: see benchmarks/README.md, 'Datasets', for the layout")
+            with path.open(encoding="utf-8") as f:
+                for line in f:
+                    if line.strip():
+                        row = json.loads(line)
+                        texts[f"{source}:{row['id']}"] = str(row["text"])
+    return texts
+
+
+def labelled(name: str, split: str) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The labelled rows of one set's split, each with its text's ``key`` and its ``stratum``,
+    and each stratum's population (how many articles of the split it stands for)."""
+    doc = json.loads(SETS[name].read_text(encoding="utf-8"))
+    if name == "fnc1":
+        rows = [dict(r, key=r["body_id"]) for r in doc["rows"] if r["split"] == split]
+        return rows, doc["population"][split]
+    rows = [
+        dict(r, key=f"{r['source']}:{r['id']}", stratum=f"{r['source']} {r['stratum']}")
+        for r in doc["rows"]
+        if split in ("report", r["source"])
+    ]
+    population = {f"{source} {s}": n for source, sizes in doc["population"].items() for s, n in sizes.items()}
+    return rows, population
+
+
+def score(
+    model_dir: Path, texts: dict[str, str], rows: list[dict[str, Any]], population: dict[str, int], show: bool
+) -> dict[str, float]:
+    missing = [r["key"] for r in rows if r["key"] not in texts]
     if missing:
         raise SystemExit(
-            f"--bodies lacks {len(missing)} labelled bodies (e.g. {missing[0]}): not FNC-1's training bodies?"
+            f"the texts lack {len(missing)} labelled articles (e.g. {missing[0]}): "
+            "not the files the labels are of?"
         )
-    sampled = {s: sum(r["stratum"] == s for r in rows) for s in ("tagged", "untagged")}
-    weight = {s: doc["population"][split][s] / n for s, n in sampled.items()}
+    sampled: dict[str, int] = {}
+    for r in rows:
+        sampled[r["stratum"]] = sampled.get(r["stratum"], 0) + 1
+    weight = {s: population[s] / n for s, n in sampled.items()}
     tagger = Tagger(load_artifact(model_dir))
-    results = tagger.tag([Article(r["body_id"], bodies[r["body_id"]][:MAX_CHARS]) for r in rows])
+    results = tagger.tag([Article(r["key"], texts[r["key"]][:MAX_CHARS]) for r in rows])
     counts = np.zeros((len(rows), 5))  # tp, fp, fn, stance right, unrelated tagged
     for i, (row, result) in enumerate(zip(rows, results, strict=True)):
         heads = {h.head: h for h in result.heads}
@@ -74,7 +134,7 @@ def score(model_dir: Path, bodies: dict[str, str], split: str, show: bool) -> di
         counts[i] = (len(predicted & gold), len(predicted - gold), len(gold - predicted), right, false_alarm)
         if show:
             got = f"{sorted(predicted)} {stance}"
-            print(f"{row['body_id']:>5} gold {sorted(gold)} {row['stance']}; model {got}")
+            print(f"{row['key']:>10} gold {sorted(gold)} {row['stance']}; model {got}")
     w = np.asarray([weight[r["stratum"]] for r in rows])
     unrelated = np.asarray([not r["topics"] for r in rows])
     out: dict[str, float] = {"articles": len(rows)}
@@ -91,12 +151,33 @@ def score(model_dir: Path, bodies: dict[str, str], split: str, show: bool) -> di
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, required=True, help="a model artifact directory")
-    p.add_argument("--bodies", type=Path, required=True, help="train_bodies.csv or {body_id, text} JSONL")
-    p.add_argument("--split", choices=("report", "dev"), default="report")
+    p.add_argument("--set", choices=tuple(SETS), default="fnc1", help="which labelled articles")
+    p.add_argument("--bodies", type=Path, help="fnc1: train_bodies.csv or {body_id, text} JSONL")
+    p.add_argument(
+        "--datasets-dir",
+        type=Path,
+        default=os.environ.get("NEWSTAGGER_DATASETS"),
+        help="reuters-bbc: the datasets dir of benchmarks/README.md [env NEWSTAGGER_DATASETS]",
+    )
+    p.add_argument(
+        "--split",
+        choices=("report", "dev", "reuters", "bbc"),
+        default="report",
+        help="fnc1: report or dev; reuters-bbc: report (both sources), reuters or bbc",
+    )
     p.add_argument("--show", action="store_true", help="print each article's gold and predicted tags")
     args = p.parse_args(argv)
-    r: dict[str, Any] = score(args.model, read_bodies(args.bodies), args.split, args.show)
-    print(f"{args.split}: {r['articles']} labelled FNC-1 bodies, model {args.model}")
+    if args.set == "fnc1":
+        if args.bodies is None or args.split not in ("report", "dev"):
+            p.error("--set fnc1 needs --bodies, and --split report or dev")
+        texts = read_bodies(args.bodies)
+    else:
+        if args.datasets_dir is None or args.split == "dev":
+            p.error("--set reuters-bbc needs --datasets-dir (it has no dev split: it is never chosen on)")
+        texts = read_reuters_bbc(Path(args.datasets_dir))
+    rows, population = labelled(args.set, args.split)
+    r: dict[str, Any] = score(args.model, texts, rows, population, args.show)
+    print(f"{args.set} {args.split}: {r['articles']} labelled articles, model {args.model}")
     print("| figures | topic precision | topic recall | topic micro-F1 | unrelated tagged | stance acc |")
     print("|---|---:|---:|---:|---:|---:|")
     for name in ("sample", "weighted"):

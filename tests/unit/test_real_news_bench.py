@@ -61,12 +61,55 @@ def test_scores_are_weighted_by_stratum_and_missing_bodies_are_named(
     rows = [r for r in labelled() if r["split"] == "dev"]
     war = "Shelling killed 14 civilians in the market; soldiers were captured and exchanged."
     bodies = {str(r["body_id"]): war if r["topics"] else "The football club won the cup final." for r in rows}
-    result = real_news.score(model_dir, bodies, "dev", False)
+    labelled_rows, population = real_news.labelled("fnc1", "dev")
+    result = real_news.score(model_dir, bodies, labelled_rows, population, False)
     assert result["articles"] == len(rows) == 400
     for key, value in result.items():
         assert key == "articles" or 0.0 <= value <= 1.0, key
     # weighting moves the figures toward the larger no-topic stratum
     assert result["weighted_micro_f1"] != result["sample_micro_f1"]
     bodies.pop(str(rows[0]["body_id"]))
-    with pytest.raises(SystemExit, match="lacks 1 labelled bodies"):
-        real_news.score(model_dir, bodies, "dev", False)
+    with pytest.raises(SystemExit, match="lack 1 labelled articles"):
+        real_news.score(model_dir, bodies, labelled_rows, population, False)
+
+
+def test_reuters_bbc_labels_are_the_guides_and_stand_for_their_strata(real_news: ModuleType) -> None:
+    doc = json.loads((REPO / "benchmarks/real_news/reuters_bbc_labels.json").read_text())
+    rows = doc["rows"]
+    assert len(rows) == 320
+    assert len({(r["source"], r["id"]) for r in rows}) == len(rows)
+    for source, sizes in doc["population"].items():
+        assert source in ("reuters", "bbc") and set(sizes) == {"tagged", "keyword", "other"}
+        for stratum, size in sizes.items():
+            assert 0 < sum(r["source"] == source and r["stratum"] == stratum for r in rows) <= size
+    assert all(r["stance"] in ("supportive", "critical", "neutral") and len(r["topics"]) <= 4 for r in rows)
+    bbc, population = real_news.labelled("reuters-bbc", "bbc")
+    assert {r["key"].split(":")[0] for r in bbc} == {"bbc"} and len(population) == 6
+
+
+def test_reuters_bbc_texts_from_the_datasets_layout(
+    real_news: ModuleType, model_dir: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(SystemExit, match="reuters21578_modapte/train.jsonl"):
+        real_news.read_reuters_bbc(tmp_path)
+    rows, population = real_news.labelled("reuters-bbc", "report")
+    war = "Shelling killed 14 civilians in the market; soldiers were captured and exchanged."
+    for folder, source, splits in (
+        ("reuters21578_modapte", "reuters", ("train", "dev")),
+        ("bbc_news", "bbc", ("train",)),
+    ):
+        (tmp_path / folder).mkdir()
+        mine = [r for r in rows if r["source"] == source]
+        for i, split in enumerate(splits):
+            lines = [
+                json.dumps(
+                    {"id": r["id"], "text": war if r["topics"] else "Shares closed higher.", "labels": []}
+                )
+                for r in mine[i :: len(splits)]
+            ]
+            (tmp_path / folder / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    texts = real_news.read_reuters_bbc(tmp_path)
+    assert len(texts) == len(rows)
+    result = real_news.score(model_dir, texts, rows, population, False)
+    assert result["articles"] == 320
+    assert result["weighted_micro_f1"] != result["sample_micro_f1"]
