@@ -212,7 +212,11 @@ def latency_run(
     latencies: list[float] = []
     try:
         wait_ready(port)
-        consumer = KafkaConsumer(f"out-{tag}", bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+        # fetch_max_wait_ms: tansu answers a fetch only when that wait is over, even if records
+        # arrived meanwhile; at kafka-python's default (500 ms) the reader's own wait dominated
+        consumer = KafkaConsumer(
+            f"out-{tag}", bootstrap_servers=bootstrap, auto_offset_reset="earliest", fetch_max_wait_ms=10
+        )
         sender = threading.Thread(target=produce_all, args=(bootstrap, f"in-{tag}", sample, rate))
         sender.start()
         deadline = time.monotonic() + seconds + 60
