@@ -74,7 +74,7 @@ def read_bodies(path: Path) -> dict[str, str]:
 
 
 def read_reuters_bbc(datasets_dir: Path) -> dict[str, str]:
-    """ "reuters:NEWID" / "bbc:class/NNN" -> text, from the JSONL layout of benchmarks/README.md
+    """Texts keyed "reuters:NEWID" and "bbc:class/NNN", from the JSONL layout of benchmarks/README.md
     ("Datasets"): Reuters' train.jsonl and dev.jsonl (all of ModApte train), BBC's train.jsonl."""
     texts: dict[str, str] = {}
     for source, folder, splits in (
