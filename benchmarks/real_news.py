@@ -21,9 +21,9 @@ sampled in two strata: those the default model of 2026-11-29 gave a topic, and t
 BBC News (2004-2005: its train split), read from the datasets dir of ``benchmarks/README.md``
 ("Datasets"). Report only: never used to choose anything. In each source, articles of 30 words or
 more were sampled in three strata by the default model of 2026-11-30 (commit bb4b3e9): those it gave
-a topic, those it gave none that use at least two words of conflict vocabulary (``KEYWORDS``), and
-the rest (70 + 40 + 50 per source; fewer where a stratum is smaller). ``--split reuters`` or
-``bbc`` scores one source.
+a topic, those it gave none that use at least two words of conflict vocabulary (``keyword_rule`` in
+the labels file), and the rest (70 + 40 + 50 per source; fewer where a stratum is smaller).
+``--split reuters`` or ``bbc`` scores one source.
 
 The script prints the figures on the sample and the same figures weighted by stratum size: an
 estimate for all of the split's articles (on the sample, articles with a topic are over-represented).
@@ -35,8 +35,8 @@ import argparse
 import csv
 import json
 import os
-import re
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -52,14 +52,6 @@ from service.model.artifact import load_artifact  # noqa: E402
 LABELS = Path(__file__).parent / "real_news"
 SETS = {"fnc1": LABELS / "fnc1_bodies_labels.json", "reuters-bbc": LABELS / "reuters_bbc_labels.json"}
 MAX_CHARS = 20_000
-#: the reuters-bbc set's middle stratum: untagged articles with two or more of these words
-KEYWORDS = re.compile(
-    r"\b(war|wars|military|army|troops?|soldiers?|sanction\w*|embargo\w*|missiles?|nuclear|weapons?|arms"
-    r"|killed|wounded|casualt\w+|refugees?|hostages?|prisoners?|defect\w*|asylum|ceasefire|cease-fire"
-    r"|embass\w+|ambassador|summit|guerrill\w+|rebels?|militants?|terror\w*|navy|naval|air force"
-    r"|warships?|bomb\w*|attack\w*)\b",
-    re.IGNORECASE,
-)
 
 
 def read_bodies(path: Path) -> dict[str, str]:
@@ -118,10 +110,7 @@ def score(
             f"the texts lack {len(missing)} labelled articles (e.g. {missing[0]}): "
             "not the files the labels are of?"
         )
-    sampled: dict[str, int] = {}
-    for r in rows:
-        sampled[r["stratum"]] = sampled.get(r["stratum"], 0) + 1
-    weight = {s: population[s] / n for s, n in sampled.items()}
+    weight = {s: population[s] / n for s, n in Counter(r["stratum"] for r in rows).items()}
     tagger = Tagger(load_artifact(model_dir))
     results = tagger.tag([Article(r["key"], texts[r["key"]][:MAX_CHARS]) for r in rows])
     counts = np.zeros((len(rows), 5))  # tp, fp, fn, stance right, unrelated tagged
