@@ -3,7 +3,7 @@
     newstagger train --out /tmp/default-model                 # the default model (or any model dir)
     python benchmarks/real_news.py --model /tmp/default-model --bodies train_bodies.csv
     python benchmarks/real_news.py --model M --bodies bodies.jsonl --split dev --show
-    python benchmarks/real_news.py --model M --set reuters-bbc --datasets-dir DIR
+    python benchmarks/real_news.py --model M --set reuters-bbc --datasets-dir DIR --split dev
 
 The starter corpus was written for the project; these are the checks on real news. The texts are
 not in the repository; the labels are (``benchmarks/real_news/*.json``): topics and stance by
@@ -17,13 +17,14 @@ scored to report a figure, never to choose. In each split the bodies (of 30 word
 sampled in two strata: those the default model of 2026-11-29 gave a topic, and those it gave none
 (160 + 240 of 163 + 644 in dev, 90 + 110 of 147 + 672 in report).
 
-``--set reuters-bbc``: 320 articles of Reuters-21578 (1987 business news: all of ModApte train) and
-BBC News (2004-2005: its train split), read from the datasets dir of ``benchmarks/README.md``
-("Datasets"). Report only: never used to choose anything. In each source, articles of 30 words or
-more were sampled in three strata by the default model of 2026-11-30 (commit bb4b3e9): those it gave
-a topic, those it gave none that use at least two words of conflict vocabulary (``keyword_rule`` in
-the labels file), and the rest (70 + 40 + 50 per source; fewer where a stratum is smaller).
-``--split reuters`` or ``bbc`` scores one source.
+``--set reuters-bbc``: articles of Reuters-21578 (1987 business news: all of ModApte train) and BBC
+News (2004-2005: its train and dev splits), read from the datasets dir of ``benchmarks/README.md``
+("Datasets"). Two splits, each sampled in three strata per source by the default model of
+2026-11-30 (commit bb4b3e9): articles of 30 words or more it gave a topic, those it gave none that
+use at least two words of conflict vocabulary (``keyword_rule`` in the labels file), and the rest.
+``report`` (320: Reuters and BBC's train split, 70 + 40 + 50 per source) is never used to choose;
+``dev`` (295, drawn afterwards from the articles ``report`` left, BBC's dev split included) may be.
+``--source reuters`` or ``bbc`` scores one source.
 
 The script prints the figures on the sample and the same figures weighted by stratum size: an
 estimate for all of the split's articles (on the sample, articles with a topic are over-represented).
@@ -67,11 +68,11 @@ def read_bodies(path: Path) -> dict[str, str]:
 
 def read_reuters_bbc(datasets_dir: Path) -> dict[str, str]:
     """Texts keyed "reuters:NEWID" and "bbc:class/NNN", from the JSONL layout of benchmarks/README.md
-    ("Datasets"): Reuters' train.jsonl and dev.jsonl (all of ModApte train), BBC's train.jsonl."""
+    ("Datasets"): each source's train.jsonl and dev.jsonl (for Reuters, all of ModApte train)."""
     texts: dict[str, str] = {}
     for source, folder, splits in (
         ("reuters", "reuters21578_modapte", ("train", "dev")),
-        ("bbc", "bbc_news", ("train",)),
+        ("bbc", "bbc_news", ("train", "dev")),
     ):
         for split in splits:
             path = datasets_dir / folder / f"{split}.jsonl"
@@ -85,9 +86,10 @@ def read_reuters_bbc(datasets_dir: Path) -> dict[str, str]:
     return texts
 
 
-def labelled(name: str, split: str) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """The labelled rows of one set's split, each with its text's ``key`` and its ``stratum``,
-    and each stratum's population (how many articles of the split it stands for)."""
+def labelled(name: str, split: str, source: str = "") -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The labelled rows of one set's split (of one ``source`` of reuters-bbc, if given), each with
+    its text's ``key`` and its ``stratum``, and each stratum's population (how many articles of the
+    split it stands for)."""
     doc = json.loads(SETS[name].read_text(encoding="utf-8"))
     if name == "fnc1":
         rows = [dict(r, key=r["body_id"]) for r in doc["rows"] if r["split"] == split]
@@ -95,9 +97,11 @@ def labelled(name: str, split: str) -> tuple[list[dict[str, Any]], dict[str, int
     rows = [
         dict(r, key=f"{r['source']}:{r['id']}", stratum=f"{r['source']} {r['stratum']}")
         for r in doc["rows"]
-        if split in ("report", r["source"])
+        if r["split"] == split and source in ("", r["source"])
     ]
-    population = {f"{source} {s}": n for source, sizes in doc["population"].items() for s, n in sizes.items()}
+    population = {
+        f"{src} {s}": n for src, sizes in doc["population"][split].items() for s, n in sizes.items()
+    }
     return rows, population
 
 
@@ -148,25 +152,22 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("NEWSTAGGER_DATASETS"),
         help="reuters-bbc: the datasets dir of benchmarks/README.md [env NEWSTAGGER_DATASETS]",
     )
-    p.add_argument(
-        "--split",
-        choices=("report", "dev", "reuters", "bbc"),
-        default="report",
-        help="fnc1: report or dev; reuters-bbc: report (both sources), reuters or bbc",
-    )
+    p.add_argument("--split", choices=("report", "dev"), default="report", help="dev may be chosen on")
+    p.add_argument("--source", choices=("reuters", "bbc"), help="reuters-bbc: score one source only")
     p.add_argument("--show", action="store_true", help="print each article's gold and predicted tags")
     args = p.parse_args(argv)
     if args.set == "fnc1":
-        if args.bodies is None or args.split not in ("report", "dev"):
-            p.error("--set fnc1 needs --bodies, and --split report or dev")
+        if args.bodies is None or args.source:
+            p.error("--set fnc1 needs --bodies (and has no --source)")
         texts = read_bodies(args.bodies)
     else:
-        if args.datasets_dir is None or args.split == "dev":
-            p.error("--set reuters-bbc needs --datasets-dir (it has no dev split: it is never chosen on)")
+        if args.datasets_dir is None:
+            p.error("--set reuters-bbc needs --datasets-dir")
         texts = read_reuters_bbc(Path(args.datasets_dir))
-    rows, population = labelled(args.set, args.split)
+    rows, population = labelled(args.set, args.split, args.source or "")
     r: dict[str, Any] = score(args.model, texts, rows, population, args.show)
-    print(f"{args.set} {args.split}: {r['articles']} labelled articles, model {args.model}")
+    which = f"{args.set} {args.split}" + (f" {args.source}" if args.source else "")
+    print(f"{which}: {r['articles']} labelled articles, model {args.model}")
     print("| figures | topic precision | topic recall | topic micro-F1 | unrelated tagged | stance acc |")
     print("|---|---:|---:|---:|---:|---:|")
     for name in ("sample", "weighted"):

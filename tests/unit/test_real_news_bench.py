@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 from pathlib import Path
 from types import ModuleType
 
@@ -76,15 +77,19 @@ def test_scores_are_weighted_by_stratum_and_missing_bodies_are_named(
 def test_reuters_bbc_labels_are_the_guides_and_stand_for_their_strata(real_news: ModuleType) -> None:
     doc = json.loads((REPO / "benchmarks/real_news/reuters_bbc_labels.json").read_text())
     rows = doc["rows"]
-    assert len(rows) == 320
-    assert len({(r["source"], r["id"]) for r in rows}) == len(rows)
-    for source, sizes in doc["population"].items():
-        assert source in ("reuters", "bbc") and set(sizes) == {"tagged", "keyword", "other"}
-        for stratum, size in sizes.items():
-            assert 0 < sum(r["source"] == source and r["stratum"] == stratum for r in rows) <= size
+    assert len({(r["source"], r["id"]) for r in rows}) == len(rows)  # no article in both splits
+    assert Counter(r["split"] for r in rows) == {"report": 320, "dev": 295}
+    sampled = Counter((r["split"], r["source"], r["stratum"]) for r in rows)
+    for split, sources in doc["population"].items():
+        for source, sizes in sources.items():
+            assert source in ("reuters", "bbc") and set(sizes) == {"tagged", "keyword", "other"}
+            for stratum, size in sizes.items():
+                assert 0 < sampled[split, source, stratum] <= size
     assert all(r["stance"] in ("supportive", "critical", "neutral") and len(r["topics"]) <= 4 for r in rows)
-    bbc, population = real_news.labelled("reuters-bbc", "bbc")
+    bbc, population = real_news.labelled("reuters-bbc", "report", "bbc")
     assert {r["key"].split(":")[0] for r in bbc} == {"bbc"} and len(population) == 6
+    dev, _ = real_news.labelled("reuters-bbc", "dev")
+    assert len(dev) == 295 and {r["split"] for r in dev} == {"dev"}
 
 
 def test_reuters_bbc_texts_from_the_datasets_layout(
@@ -92,11 +97,12 @@ def test_reuters_bbc_texts_from_the_datasets_layout(
 ) -> None:
     with pytest.raises(SystemExit, match="reuters21578_modapte/train.jsonl"):
         real_news.read_reuters_bbc(tmp_path)
-    rows, population = real_news.labelled("reuters-bbc", "report")
+    report, population = real_news.labelled("reuters-bbc", "report")
+    rows = report + real_news.labelled("reuters-bbc", "dev")[0]
     war = "Shelling killed 14 civilians in the market; soldiers were captured and exchanged."
     for folder, source, splits in (
         ("reuters21578_modapte", "reuters", ("train", "dev")),
-        ("bbc_news", "bbc", ("train",)),
+        ("bbc_news", "bbc", ("train", "dev")),
     ):
         (tmp_path / folder).mkdir()
         mine = [r for r in rows if r["source"] == source]
@@ -110,6 +116,6 @@ def test_reuters_bbc_texts_from_the_datasets_layout(
             (tmp_path / folder / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     texts = real_news.read_reuters_bbc(tmp_path)
     assert len(texts) == len(rows)
-    result = real_news.score(model_dir, texts, rows, population, False)
+    result = real_news.score(model_dir, texts, report, population, False)
     assert result["articles"] == 320
     assert result["weighted_micro_f1"] != result["sample_micro_f1"]
