@@ -27,7 +27,8 @@ use at least two words of conflict vocabulary (``keyword_rule`` in the labels fi
 ``--source reuters`` or ``bbc`` scores one source.
 
 The script prints the figures on the sample and the same figures weighted by stratum size: an
-estimate for all of the split's articles (on the sample, articles with a topic are over-represented).
+estimate for all of the split's articles (on the sample, articles with a topic are over-represented),
+then each topic's right, false and missed tags on the sample: where the errors are.
 """
 
 from __future__ import annotations
@@ -107,7 +108,9 @@ def labelled(name: str, split: str, source: str = "") -> tuple[list[dict[str, An
 
 def score(
     model_dir: Path, texts: dict[str, str], rows: list[dict[str, Any]], population: dict[str, int], show: bool
-) -> dict[str, float]:
+) -> dict[str, Any]:
+    """The figures on the sample and weighted by stratum, and ``per_label``: each topic's
+    [right, false, missed] counts on the sample (unweighted), the errors to read first."""
     missing = [r["key"] for r in rows if r["key"] not in texts]
     if missing:
         raise SystemExit(
@@ -118,6 +121,7 @@ def score(
     tagger = Tagger(load_artifact(model_dir))
     results = tagger.tag([Article(r["key"], texts[r["key"]][:MAX_CHARS]) for r in rows])
     counts = np.zeros((len(rows), 5))  # tp, fp, fn, stance right, unrelated tagged
+    per_label: dict[str, list[int]] = {}
     for i, (row, result) in enumerate(zip(rows, results, strict=True)):
         heads = {h.head: h for h in result.heads}
         predicted = {label.label for label in heads["topics"].labels}
@@ -125,12 +129,15 @@ def score(
         stance = heads["stance"].labels[0].label if "stance" in heads else ""
         right, false_alarm = stance == row["stance"], bool(predicted) and not gold
         counts[i] = (len(predicted & gold), len(predicted - gold), len(gold - predicted), right, false_alarm)
+        for label in predicted | gold:
+            tally = per_label.setdefault(label, [0, 0, 0])
+            tally[0 if label in predicted & gold else 1 if label in predicted else 2] += 1
         if show:
             got = f"{sorted(predicted)} {stance}"
             print(f"{row['key']:>10} gold {sorted(gold)} {row['stance']}; model {got}")
     w = np.asarray([weight[r["stratum"]] for r in rows])
     unrelated = np.asarray([not r["topics"] for r in rows])
-    out: dict[str, float] = {"articles": len(rows)}
+    out: dict[str, Any] = {"articles": len(rows), "per_label": dict(sorted(per_label.items()))}
     for name, ww in (("sample", np.ones(len(rows))), ("weighted", w)):
         tp, fp, fn = (counts[:, :3] * ww[:, None]).sum(axis=0)
         out[f"{name}_precision"] = tp / max(tp + fp, 1e-9)
@@ -174,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         keys = ("precision", "recall", "micro_f1", "unrelated_tagged", "stance_accuracy")
         cells = [r[f"{name}_{k}"] for k in keys]
         print(f"| {name} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+    print("\n| topic (sample) | right | false | missed |\n|---|---:|---:|---:|")
+    for label, (right, false, missed) in r["per_label"].items():
+        print(f"| {label} | {right} | {false} | {missed} |")
     return 0
 
 

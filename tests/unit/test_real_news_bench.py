@@ -66,7 +66,12 @@ def test_scores_are_weighted_by_stratum_and_missing_bodies_are_named(
     result = real_news.score(model_dir, bodies, labelled_rows, population, False)
     assert result["articles"] == len(rows) == 400
     for key, value in result.items():
-        assert key == "articles" or 0.0 <= value <= 1.0, key
+        assert key in ("articles", "per_label") or 0.0 <= value <= 1.0, key
+    # per topic, on the sample: right + missed is how often the labels have it
+    gold = Counter(label for r in rows for label in r["topics"])
+    assert {label: right + missed for label, (right, _, missed) in result["per_label"].items()} == {
+        label: gold[label] for label in result["per_label"]
+    }
     # weighting moves the figures toward the larger no-topic stratum
     assert result["weighted_micro_f1"] != result["sample_micro_f1"]
     bodies.pop(str(rows[0]["body_id"]))
