@@ -128,10 +128,11 @@ def score(
         gold = set(row["topics"])
         stance = heads["stance"].labels[0].label if "stance" in heads else ""
         right, false_alarm = stance == row["stance"], bool(predicted) and not gold
-        counts[i] = (len(predicted & gold), len(predicted - gold), len(gold - predicted), right, false_alarm)
-        for label in predicted | gold:
-            tally = per_label.setdefault(label, [0, 0, 0])
-            tally[0 if label in predicted & gold else 1 if label in predicted else 2] += 1
+        outcomes = (predicted & gold, predicted - gold, gold - predicted)  # right, false, missed
+        counts[i] = (*(len(labels) for labels in outcomes), right, false_alarm)
+        for kind, labels in enumerate(outcomes):
+            for label in labels:
+                per_label.setdefault(label, [0, 0, 0])[kind] += 1
         if show:
             got = f"{sorted(predicted)} {stance}"
             print(f"{row['key']:>10} gold {sorted(gold)} {row['stance']}; model {got}")
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             p.error("--set reuters-bbc needs --datasets-dir")
         texts = read_reuters_bbc(Path(args.datasets_dir))
     rows, population = labelled(args.set, args.split, args.source or "")
-    r: dict[str, Any] = score(args.model, texts, rows, population, args.show)
+    r = score(args.model, texts, rows, population, args.show)
     which = f"{args.set} {args.split}" + (f" {args.source}" if args.source else "")
     print(f"{which}: {r['articles']} labelled articles, model {args.model}")
     print("| figures | topic precision | topic recall | topic micro-F1 | unrelated tagged | stance acc |")
