@@ -124,3 +124,17 @@ def test_reuters_bbc_texts_from_the_datasets_layout(
     result = real_news.score(model_dir, texts, report, population, False)
     assert result["articles"] == 320
     assert result["weighted_micro_f1"] != result["sample_micro_f1"]
+
+
+def test_spread_training_sets_are_reproducible_subsets_and_the_summary_counts_gains() -> None:
+    spread = load_script(REPO / "benchmarks" / "real_news_spread.py", "real_news_spread_bench")
+    lines = [f'{{"id": "{i}"}}\n' for i in range(1000)]
+    sets = spread.training_sets(lines, 3, 0.9, 200)
+    assert [name for name, _ in sets] == ["all", "subset 1", "subset 2", "subset 3"]
+    assert sets[0][1] == lines
+    for _, rows in sets[1:]:
+        assert set(rows) < set(lines) and 850 < len(rows) < 950
+    assert sets[1][1] != sets[2][1]
+    assert spread.training_sets(lines, 3, 0.9, 200) == sets  # the same seed, the same subsets
+    assert spread.summary([0.5, 0.6]) == "spread of the mean over 2 training sets: 0.500-0.600"
+    assert spread.summary([0.5, 0.6, 0.55], [0.52, 0.59, 0.56]).endswith("mean gain +0.0067, up on 2 of 3")
