@@ -107,9 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="real-news-spread-") as tmp:
         for i, (name, rows) in enumerate(training_sets(lines, args.subsets, args.fraction, args.seed)):
             for variant, added in variants:
-                data = Path(tmp) / f"train-{i}{'-added' if added else ''}.jsonl"
+                tag = f"{i}-added" if added else str(i)
+                data = Path(tmp) / f"train-{tag}.jsonl"
                 data.write_text("".join(rows + added), encoding="utf-8")
-                out = Path(tmp) / f"model-{i}{'-added' if added else ''}"
+                out = Path(tmp) / f"model-{tag}"
                 print(f"== {name} {variant}".rstrip(), file=sys.stderr, flush=True)
                 train([data], out, config, progress=Progress.to_stderr(train_units(config), quiet=True))
                 f1 = [real_news.score(out, texts[s], *labelled[s], False)["weighted_micro_f1"] for s in SETS]
