@@ -156,8 +156,20 @@ class Rendered:
                 yield name, obj["spec"]
 
 
+class StrictLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (PyYAML keeps the last; Kubernetes'
+    strict decoding and other parsers refuse it)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+        twice = sorted({str(k) for k in keys if keys.count(k) > 1})
+        if twice:
+            raise yaml.constructor.ConstructorError(None, None, f"keys given twice: {twice}", node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml_documents(text: str) -> list[dict[str, Any]]:
-    return [doc for doc in yaml.safe_load_all(text) if doc]
+    return [doc for doc in yaml.load_all(text, Loader=StrictLoader) if doc]  # noqa: S506 - a SafeLoader
 
 
 def dry_run_install(config: helm.Config, chart: helm.Chart, values: dict[str, Any]) -> Rendered:
@@ -396,10 +408,11 @@ def test_server_deployment_matches_the_service(default: Rendered) -> None:
         "grpc": DEFAULT_GRPC_PORT,
         "metrics": DEFAULT_METRICS_PORT,
     }
-    # Native gRPC probes on grpc.health.v1.Health: ready = the tagger service, alive = the server overall.
-    assert server["startupProbe"]["grpc"] == {"port": DEFAULT_GRPC_PORT, "service": GRPC_SERVICE_NAME}
+    # Ready = the tagger service is SERVING (a native gRPC probe on grpc.health.v1.Health); started and
+    # alive = the process answers, with or without a model, so a pod waiting for one is not restarted.
     assert server["readinessProbe"]["grpc"] == {"port": DEFAULT_GRPC_PORT, "service": GRPC_SERVICE_NAME}
-    assert server["livenessProbe"]["grpc"] == {"port": DEFAULT_GRPC_PORT, "service": ""}
+    assert server["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert server["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
 
     service = default.one("Service", FULLNAME)
     assert {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]} == {
@@ -429,7 +442,8 @@ def test_worker_deployment_matches_the_service(default: Rendered) -> None:
     assert worker["command"] == ["newstagger"]
     assert worker["args"] == ["stream"]
     assert worker["ports"] == [{"name": "metrics", "containerPort": DEFAULT_METRICS_PORT, "protocol": "TCP"}]
-    assert worker["startupProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    # An idle worker (no partition, or no model yet) is unready, not restarted.
+    assert worker["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert worker["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert worker["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     settings = settings_for(default, pod, worker)
@@ -441,9 +455,17 @@ def test_worker_deployment_matches_the_service(default: Rendered) -> None:
 def test_tls_server_is_probed_over_http(production: Rendered) -> None:
     """Kubelet gRPC probes cannot do TLS, so with gRPC TLS on the server is probed on /readyz, /healthz."""
     server = container(deployment_pod(production, "server"), "server")
-    assert server["startupProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert server["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert server["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert server["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+
+
+def test_config_extra_overrides_the_charts_own_keys(production: Rendered) -> None:
+    """`config.extra` may set a key the chart sets itself: it wins, and the key is written once (the
+    strict loader above refuses a key given twice)."""
+    data = production.one("ConfigMap", FULLNAME)["data"]
+    assert data["NEWSTAGGER_MAX_TEXT_BYTES"] == "500000"
+    assert data["NEWSTAGGER_GRACE_SECONDS"] == "25.5"
 
 
 def settings_for(rendered: Rendered, pod_spec: dict[str, Any], ctr: dict[str, Any]) -> Settings:

@@ -74,6 +74,7 @@ def test_http_api_port_is_in_the_pod_service_policy_and_probes(render: Render) -
         "scheme": "HTTP",
     }
     assert server["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http", "scheme": "HTTP"}
+    assert server["startupProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http", "scheme": "HTTP"}
     policy = rendered.one("NetworkPolicy", FULLNAME)
     assert any({"port": "http", "protocol": "TCP"} in rule["ports"] for rule in policy["spec"]["ingress"])
 
