@@ -76,11 +76,15 @@ def serve_process(
                 on_health(last)
         if on_health is not None:
             on_health(False)
+        # Every front door drains at once, within one grace period: gRPC health turns NOT_SERVING
+        # while HTTP requests in flight finish, not after them.
         if side is not None:
-            side.stop()  # drains beside the server, within the same grace period
+            side.stop()
+        if api is not None:
+            api.begin_stop(settings.grace_seconds)
+        server.drain(settings.grace_seconds)
         if api is not None:
             api.stop(settings.grace_seconds)
-        server.drain(settings.grace_seconds)
     finally:
         if side is not None:
             side.stop()

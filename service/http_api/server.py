@@ -67,9 +67,15 @@ class HttpApiServer:
             raise HttpConfigError("the HTTP server did not start (see the log)")
         return self.port
 
-    def stop(self, grace: float) -> None:
+    def begin_stop(self, grace: float) -> None:
+        """Stop accepting; requests in flight get ``grace`` seconds from now. Returns at once."""
         self._server.config.timeout_graceful_shutdown = max(1, int(grace))
         self._server.should_exit = True
+
+    def stop(self, grace: float) -> None:
+        """``begin_stop`` (unless begun), then wait for the requests in flight to finish."""
+        if not self._server.should_exit:
+            self.begin_stop(grace)
         self._thread.join(grace + 5)
         self._sock.close()
 
