@@ -15,7 +15,7 @@ from service.core.errors import NewstaggerError
 from service.settings import Settings, env_name
 
 # Settings each runtime command exposes as flags.
-MODEL_FLAGS = ("model_dir", "reload_interval_seconds", "admin_token", "max_text_bytes")
+MODEL_FLAGS = ("model_dir", "reload_interval_seconds", "max_text_bytes")
 BATCH_FLAGS = ("max_batch_size", "max_wait_ms", "queue_size", "max_queue_seconds")
 GRPC_FLAGS = (
     "host",
@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         "Serve the gRPC API, the HTTP API (with --http-port) and the metrics endpoint.",
         [
-            ("model", MODEL_FLAGS),
+            ("model", (*MODEL_FLAGS, "admin_token")),
             ("gRPC server", GRPC_FLAGS),
             ("HTTP API (REST/JSON, Open Inference Protocol)", HTTP_FLAGS),
             ("batching", BATCH_FLAGS),

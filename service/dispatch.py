@@ -23,6 +23,10 @@ class Dispatcher:
         self.tagger = tagger
         self._batcher = batcher
         self._metrics = metrics
+
+    def serving(self) -> bool:
+        """A model is loaded and the micro-batcher is running (as gRPC health reports it)."""
+        return self.tagger.model is not None and self._batcher.alive()
         self._bridge: ResultBridge | None = None
 
     def _submit(self, article: Article, options: TagOptions, deadline: float | None) -> Future[TagResult]:

@@ -105,7 +105,8 @@ class Settings(BaseSettings):
     bootstrap_servers: str = Field(
         "127.0.0.1:9092",
         validation_alias=AliasChoices(f"{ENV_PREFIX}BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"),
-        description="Kafka bootstrap servers, comma-separated (also read from KAFKA_BOOTSTRAP_SERVERS).",
+        description="Kafka bootstrap servers, comma-separated (also read from KAFKA_BOOTSTRAP_SERVERS; "
+        "NEWSTAGGER_BOOTSTRAP_SERVERS wins when both are set).",
     )
     input_topic: str = Field("articles", description="Topic the stream worker consumes article events from.")
     output_topic: str = Field("articles.tagged", description="Topic tagged events are published to.")
@@ -138,7 +139,7 @@ class Settings(BaseSettings):
         "PLAINTEXT", description="Kafka security protocol."
     )
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
-        None, description="SASL mechanism when the protocol is SASL_*."
+        None, description="SASL mechanism when the protocol is SASL_* (PLAIN when unset)."
     )
     kafka_sasl_username: str | None = Field(None, description="SASL username.")
     kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (never logged).")

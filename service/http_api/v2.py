@@ -134,7 +134,7 @@ class V2Api:
         return JSONResponse({"live": True})
 
     async def ready(self, request: Request) -> Response:
-        ready = self._dispatcher.tagger.model is not None
+        ready = self._dispatcher.serving()
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
     async def model_metadata(self, request: Request) -> Response:

@@ -76,7 +76,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request: pb.ServerReadyRequest, context: Context) -> pb.ServerReadyResponse:  # noqa: N802
-        return pb.ServerReadyResponse(ready=self._dispatcher.tagger.model is not None)
+        return pb.ServerReadyResponse(ready=self._dispatcher.serving())
 
     async def ModelReady(self, request: pb.ModelReadyRequest, context: Context) -> pb.ModelReadyResponse:  # noqa: N802
         return pb.ModelReadyResponse(ready=self._matches(request.name, request.version) is not None)
