@@ -14,6 +14,8 @@ from service.core.errors import NewstaggerError
 
 logger = logging.getLogger(__name__)
 
+SOCKET_TIMEOUT_SECONDS = 10.0
+
 #: Returns (ready, reason). Reason is shown on /readyz: e.g. "model not loaded".
 ReadinessCheck = Callable[[], tuple[bool, str]]
 
@@ -46,6 +48,8 @@ class HealthServer:
 
 def _make_handler(registry: CollectorRegistry, ready: ReadinessCheck) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = SOCKET_TIMEOUT_SECONDS  # a connection that stalls mid-request is closed, freeing its thread
+
         def do_GET(self) -> None:  # noqa: N802 - the http.server API
             path = self.path.split("?", 1)[0]
             if path == "/metrics":

@@ -19,6 +19,7 @@ from service.core.errors import NewstaggerError
 from service.dispatch import Dispatcher
 from service.http_api.app import build_app, guard_routes
 from service.http_api.openapi import build_openapi
+from service.http_api.protocol import bounded_protocol, default_max_connections
 from service.http_api.rest import RestApi
 from service.http_api.v2 import V2Api
 from service.runtime import Runtime
@@ -102,6 +103,7 @@ def build_http_api(runtime: Runtime, settings: Settings, reuse_port: bool = Fals
         # uvloop (a runtime dependency; asyncio's loop costs the REST path its CPU target, see
         # benchmarks/README.md "## http"); asyncio's where uvloop does not install (Windows)
         loop="auto",
+        http=bounded_protocol(default_max_connections()),  # bounds on connections, heads, slow requests
         log_config=None,
         access_log=False,
         lifespan="off",
