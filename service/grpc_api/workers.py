@@ -3,10 +3,10 @@ connections across them), so inference uses every core despite the GIL. Each pro
 model once and runs its own batcher.
 
 The supervisor (this process) loads no model. It sets PROMETHEUS_MULTIPROC_DIR (a temporary
-directory unless already set) before starting the workers, so every worker writes its samples
-there, and serves /metrics (aggregated over all workers), /healthz and /readyz (ready when every
-worker is serving) itself. SIGTERM/SIGINT is forwarded to the workers, which drain gracefully;
-the supervisor exits 0 when all of them did.
+directory unless already set; a set one is cleared of a previous run's files) before starting the
+workers, so every worker writes its samples there, and serves /metrics (aggregated over all
+workers), /healthz and /readyz (ready when every worker is serving) itself. SIGTERM/SIGINT is
+forwarded to the workers, which drain gracefully; the supervisor exits 0 when all of them did.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from multiprocessing.sharedctypes import Synchronized
+from pathlib import Path
 from typing import Any
 
 from service.http import HealthServer
@@ -51,11 +52,21 @@ def _free_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
+def _clear_metric_files(directory: Path) -> None:
+    """Remove a previous run's metric files (a container restarted on the same volume), which
+    prometheus-client would otherwise add to this run's totals."""
+    for stale in directory.glob("*.db"):
+        stale.unlink(missing_ok=True)
+
+
 def run_workers(settings: Settings, sidecar: SidecarFactory | None, serve: ServeProcess) -> int:
     """Run ``serve`` (``main.serve_process``, passed in: this module does not import main) in
     ``settings.workers`` processes."""
     own_dir = None
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        _clear_metric_files(Path(given))
+    else:
         own_dir = tempfile.mkdtemp(prefix="newstagger-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir
     try:
