@@ -61,6 +61,9 @@ def register(sub: Any) -> None:
     demo.set_defaults(handler=run_demo)
 
 
+STOP_HINT = "Press Ctrl-C to stop everything."
+
+
 def _say(message: str) -> None:
     print(message, flush=True)
 
@@ -255,7 +258,7 @@ def run_demo(args: argparse.Namespace) -> int:
             f"  Kafka     bootstrap servers {bootstrap}: tagged events on topic '{topics['output']}', "
             f"dead letters on '{topics['dlq']}'\n"
             f"{_cli_hint()}"
-            "Press Ctrl-C to stop everything."
+            + ("Stopping everything (--exit-after-feed)." if args.exit_after_feed else STOP_HINT)
         )
         if args.exit_after_feed:
             return 0 if tagged else 1
