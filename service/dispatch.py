@@ -23,11 +23,11 @@ class Dispatcher:
         self.tagger = tagger
         self._batcher = batcher
         self._metrics = metrics
+        self._bridge: ResultBridge | None = None
 
     def serving(self) -> bool:
         """A model is loaded and the micro-batcher is running (as gRPC health reports it)."""
         return self.tagger.model is not None and self._batcher.alive()
-        self._bridge: ResultBridge | None = None
 
     def _submit(self, article: Article, options: TagOptions, deadline: float | None) -> Future[TagResult]:
         try:
