@@ -87,12 +87,13 @@ def to_articles(inputs: Mapping[str, Sequence[str]], max_articles: int) -> list[
 
 
 def options_for(loaded: LoadedModel, requested: Sequence[str]) -> tuple[TagOptions, list[str]]:
-    """The options that compute ``requested`` outputs (all when empty) and their names in order."""
+    """The options that compute ``requested`` outputs (all when empty) and their names in the
+    order asked, each once (a name asked twice is answered once)."""
     known = output_names(loaded)
     unknown = [name for name in requested if name not in known]
     if unknown:
-        raise InvalidRequest(f"unknown output(s) {', '.join(unknown)}; see the model metadata")
-    names = list(requested) or list(known)
+        raise InvalidRequest(f"unknown output(s) {', '.join(unknown[:5])}; see the model metadata")
+    names = list(dict.fromkeys(requested)) or list(known)
     heads = {known[name][0] for name in names}
     order = tuple(h.name for h in loaded.manifest.heads if h.name in heads)
     return TagOptions(heads=order if requested else ()), names

@@ -122,7 +122,7 @@ def test_plain_json_infer_with_title_and_target(served: HttpServed, loaded_model
             {"name": "title", "datatype": "BYTES", "shape": [2], "data": ["Talks", "Troops"]},
             {"name": "target", "datatype": "BYTES", "shape": [2], "data": ["", ""]},
         ],
-        "outputs": [{"name": "topics_scores"}],
+        "outputs": [{"name": "topics_scores"}, {"name": "topics_scores"}],  # asked twice, answered once
     }
     reply = served.client.post(f"/v2/models/{name}/infer", json=body)
     assert reply.status_code == 200, reply.text

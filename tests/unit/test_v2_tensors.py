@@ -64,6 +64,12 @@ def test_outputs_follow_the_metadata_and_rows_are_ordered_by_score(loaded_model:
     assert stance_only.heads == ("stance",)
 
 
+def test_an_output_asked_twice_is_answered_once(loaded_model: Any) -> None:
+    options, names = options_for(loaded_model, ["stance_scores", "topics_labels", "stance_scores"] * 20)
+    assert names == ["stance_scores", "topics_labels"]
+    assert options.heads == tuple(h.name for h in loaded_model.manifest.heads)
+
+
 @pytest.mark.parametrize(
     ("error", "status", "name"),
     [
