@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
 import threading
 import time
@@ -185,6 +186,28 @@ def test_a_stream_whose_responses_are_not_read_is_ended_when_idle(registry: Mode
             assert received < unread.count
         finally:
             unread.close()
+
+
+def test_cancelling_a_stream_blocked_on_writing_counts_as_cancelled(
+    registry: ModelRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    with serve_in_process(registry.root) as s:
+        unread = UnreadStream(s.port)
+        try:
+            wait_for(lambda: tagged(s) >= 64, 20, what="a window of articles tagged")
+            last, settle = -1.0, time.monotonic() + 20
+            while tagged(s) != last and time.monotonic() < settle:  # until its writes are blocked
+                last = tagged(s)
+                time.sleep(0.5)
+            assert last < unread.count  # blocked: the client reads nothing
+            unread.call.cancel()
+            cancelled = {"method": "TagStream", "code": "CANCELLED"}
+            wait_for(lambda: s.sample("newstagger_grpc_requests_total", **cancelled) == 1, 10, what="counted")
+            assert s.sample("newstagger_grpc_requests_total", method="TagStream", code="INTERNAL") == 0
+            assert s.sample("newstagger_grpc_in_flight_requests") == 0
+        finally:
+            unread.close()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 @pytest.mark.parametrize(
