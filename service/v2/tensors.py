@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 
 from service.core.errors import InvalidRequest
 from service.core.types import Article, TagOptions, TagResult
+from service.core.validation import cut, quote
 from service.dispatch import Dispatcher
 from service.model.artifact import LoadedModel
 
@@ -123,6 +124,38 @@ def to_outputs(loaded: LoadedModel, names: Sequence[str], results: Sequence[TagR
             data = np.array(assigned, dtype=np.bool_).reshape(len(results), width)
         tensors.append(Tensor(name, dtype, data))
     return tensors
+
+
+def _elements(shape: Sequence[int], limit: int) -> int:
+    """The product of ``shape`` (non-negative), or a number over ``limit`` as soon as it is
+    clear it exceeds it: exact, never overflowing, and cheap however large the dimensions."""
+    if 0 in shape:
+        return 0
+    product = 1
+    for dim in shape:
+        product *= dim
+        if product > limit:
+            break
+    return product
+
+
+def shape_dims(name: str, shape: Any) -> list[int]:
+    """``shape`` (of input ``name``) as a list of dimensions; InvalidRequest unless it is a list
+    of non-negative integers."""
+    if not isinstance(shape, list | tuple) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise InvalidRequest(f"input {quote(name)}: shape must be a list of non-negative integers")
+    return list(shape)
+
+
+def check_shape(name: str, shape: Any, count: int) -> None:
+    """Raise InvalidRequest unless ``shape`` (of input ``name``) is a list of non-negative
+    integers whose product is ``count``, the number of elements the request carries."""
+    if _elements(shape_dims(name, shape), count) != count:
+        raise InvalidRequest(
+            f"input {quote(name)}: shape {cut(str(list(shape)))} does not match {count} elements"
+        )
 
 
 def decode_bytes_tensor(raw: bytes) -> list[str]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -176,6 +177,77 @@ def test_bad_infer_requests_are_400(
     )
     assert reply.status_code == 400, reply.text
     assert message in reply.json()["error"]
+
+
+TEXT_INPUT = {"name": "text", "datatype": "BYTES", "shape": [1], "data": ["a b"]}
+DEEP = "[" * 5000 + '"a"' + "]" * 5000
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "message"),
+    [
+        ('{"inputs": 5}', {}, "'inputs' must be a JSON array"),
+        (json.dumps({"inputs": [TEXT_INPUT], "outputs": 5}), {}, "'outputs' must be a JSON array"),
+        (json.dumps({"inputs": [TEXT_INPUT], "parameters": "x"}), {}, "'parameters' must be a JSON object"),
+        (json.dumps({"inputs": [TEXT_INPUT | {"parameters": "x"}]}), {}, "'parameters' must be a JSON"),
+        (
+            json.dumps({"inputs": [TEXT_INPUT], "outputs": [{"name": "stance_scores", "parameters": 1}]}),
+            {},
+            "'parameters' must be a JSON object",
+        ),
+        ("{}", {"Inference-Header-Content-Length": b"\xb2"}, "bad inference-header-content-length"),
+        ("{}", {"Inference-Header-Content-Length": "9" * 5000}, "bad inference-header-content-length"),
+        (
+            '{"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ' + DEEP + "}]}",
+            {},
+            "nested",
+        ),
+        (json.dumps({"inputs": [TEXT_INPUT | {"data": [[["a"]]]}]}), {}, "nested deeper than its shape"),
+        (
+            json.dumps({"inputs": [TEXT_INPUT | {"shape": [2**32, 2**32], "data": []}]}),
+            {},
+            "does not match 0",
+        ),
+        (json.dumps({"inputs": [{k: v for k, v in TEXT_INPUT.items() if k != "shape"}]}), {}, "has no shape"),
+        (json.dumps({"inputs": [TEXT_INPUT | {"shape": 1}]}), {}, "shape must be a list of non-negative"),
+        (
+            json.dumps({"inputs": [TEXT_INPUT | {"shape": [-1, -1]}]}),
+            {},
+            "shape must be a list of non-negative",
+        ),
+        (json.dumps({"inputs": [TEXT_INPUT | {"data": "troops"}]}), {}, "data must be a JSON array"),
+        (json.dumps({"inputs": [{k: v for k, v in TEXT_INPUT.items() if k != "data"}]}), {}, "neither data"),
+        (json.dumps({"inputs": [TEXT_INPUT, TEXT_INPUT]}), {}, "input 'text' is given twice"),
+    ],
+    ids=[
+        "inputs-not-array",
+        "outputs-not-array",
+        "parameters-not-object",
+        "input-parameters-not-object",
+        "output-parameters-not-object",
+        "header-not-ascii-digits",
+        "header-too-long",
+        "data-5000-deep",
+        "data-deeper-than-shape",
+        "shape-overflows-int64",
+        "no-shape",
+        "shape-not-list",
+        "negative-shape",
+        "data-bare-string",
+        "no-data",
+        "input-twice",
+    ],
+)
+def test_malformed_infer_requests_are_400_with_a_clear_message(
+    served: HttpServed, loaded_model: Any, body: str, headers: dict[str, Any], message: str
+) -> None:
+    headers = {"content-type": "application/json"} | headers  # b"\xb2" arrives as "²" (Latin-1)
+    reply = served.client.post(
+        f"/v2/models/{loaded_model.manifest.name}/infer", content=body, headers=headers
+    )
+    assert reply.status_code == 400, reply.text
+    assert message in reply.json()["error"]
+    assert len(reply.json()["error"]) < 300
 
 
 def test_unknown_model_or_version_is_404(served: HttpServed, loaded_model: Any) -> None:
