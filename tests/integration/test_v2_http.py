@@ -14,6 +14,7 @@ from tritonclient.utils import InferenceServerException
 
 from service.gen.newstagger.v1 import tagger_pb2 as pb
 from service.model.registry import ModelRegistry
+from tests.helpers import REPO
 from tests.integration.test_http_support import HttpServed, serve_http
 
 TEXTS = [
@@ -267,3 +268,8 @@ def test_without_a_model_the_server_is_live_but_not_ready(tmp_path: Any) -> None
             client.close()
         reply = s.client.post("/v2/models/newstagger/infer", json={"inputs": []})
         assert reply.status_code == 503 and reply.headers["retry-after"] == "1"
+        ready = s.client.get("/v2/health/ready")
+        assert ready.status_code == 503 and ready.json() == {"ready": False}
+        documented = json.loads((REPO / "docs" / "openapi.json").read_text(encoding="utf-8"))["paths"]
+        assert "503" in documented["/v2/health/ready"]["get"]["responses"]
+        assert "503" in documented["/v2/models/{model_name}/infer"]["post"]["responses"]
