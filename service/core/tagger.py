@@ -32,6 +32,15 @@ def _model_view(article: Article) -> Article:
     return Article(article.id, article.text[:MAX_MODEL_TEXT_CHARS], article.title, article.target)
 
 
+def _requested_heads(options: TagOptions, all_heads: list[str]) -> list[str]:
+    """The heads ``options`` asks for, each once, in the model's head order (what TagResult.heads
+    promises, however the caller ordered or repeated the names)."""
+    if not options.heads:
+        return all_heads
+    asked = set(options.heads)
+    return [h for h in all_heads if h in asked]
+
+
 class Tagger:
     def __init__(self, model: LoadedModel | None = None, max_text_bytes: int = 1_000_000) -> None:
         self._model = model
@@ -94,7 +103,7 @@ class Tagger:
         results = []
         for i, (article, opts) in enumerate(zip(articles, per_item, strict=True)):
             head_results = []
-            for name in opts.heads or all_heads:
+            for name in _requested_heads(opts, all_heads):
                 spec = manifest.head(name)
                 row_features = features[loaded.model.head_featurizer[name]][i] if opts.explain else None
                 head_results.append(self._head_result(loaded, spec, scores[name][i], opts, row_features))

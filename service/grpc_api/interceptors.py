@@ -7,6 +7,10 @@ of gRPC's own UNKNOWN. And the calls of limited methods (``limits``: TaggerServi
 against their ``CallLimit``; beyond it a call is refused at once with RESOURCE_EXHAUSTED. Health
 checking and reflection have no limit, so they answer however busy the service is.
 
+A handler that writes through the context (TagStream) sees a write fail in gRPC core
+(``grpc.aio.InternalError``) when the client cancelled or went away while the write waited: that
+call is counted CANCELLED, like a cancellation gRPC delivered itself, and logged at no error level.
+
 Wrapped handlers are built once per method; per call this costs one coroutine, a clock read and
 three metric updates on cached label children."""
 
@@ -189,6 +193,9 @@ def _coroutine(
         except asyncio.CancelledError:
             code = "CANCELLED"
             raise
+        except grpc.aio.InternalError as exc:  # gRPC core failed a write: the client cancelled or left
+            code = "CANCELLED"
+            raise asyncio.CancelledError from exc  # gRPC ends it quietly, as a cancelled call
         except Exception as exc:
             code = ""
             await _abort(method, exc, context, recorder, started)

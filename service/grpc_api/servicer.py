@@ -128,10 +128,9 @@ class TaggerServicer(pb_grpc.TaggerServiceServicer):
         context: Context,
     ) -> None:
         """Reads requests in a task of its own while this coroutine writes responses. At most
-        STREAM_WINDOW articles are queued or unread at a time; a stream that sends nothing for
-        ``stream_idle_seconds`` is ended; when it ends for any reason, its articles still queued
-        are cancelled (never computed). (A client that sends but never reads is stopped by
-        HTTP/2 flow control and, at the latest, by the connection age limit: see server.py.)"""
+        STREAM_WINDOW articles are queued or unread at a time; a stream that sends nothing, or
+        reads no response, for ``stream_idle_seconds`` is ended (DEADLINE_EXCEEDED); when it ends
+        for any reason, its articles still queued are cancelled (never computed)."""
         self._tagger.require_model()
         stream = _Stream(self, _deadline(context))
         reader = asyncio.create_task(stream.read(request_iterator))
@@ -139,11 +138,20 @@ class TaggerServicer(pb_grpc.TaggerServiceServicer):
             while (response := await stream.out.get()) is not None:
                 if isinstance(response, Exception):
                     raise response
-                await context.write(response)  # waits while the client reads nothing (flow control)
+                await self._write(context, response)
                 stream.window.release()
         finally:
             reader.cancel()
             stream.cancel()
+
+    async def _write(self, context: Context, response: pb.TagStreamResponse) -> None:
+        """Write one response; a client that reads none for the idle limit ends the stream (the
+        write waits while HTTP/2 flow control says the client has read nothing)."""
+        try:
+            async with asyncio.timeout(self._idle):
+                await context.write(response)
+        except TimeoutError:
+            raise DeadlineExceeded(f"stream idle: no response read for {self._idle:g}s") from None
 
     async def GetModel(  # noqa: N802
         self,

@@ -51,7 +51,40 @@ def _operation(summary: str, ok: str, request: str | None = None, **extra: Any) 
     return operation
 
 
-def _v2(summary: str, *params: str) -> dict[str, Any]:
+V2_ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {"error": {"type": "string", "description": "Safe to show; never internals."}},
+    "required": ["error"],
+}
+#: The statuses of V2 calls besides 200 (the Open Inference Protocol's error body: ``{"error": ...}``).
+V2_MODEL_ERRORS = {
+    "404": "No such model or model version (the served version is in `GET /v1/model`).",
+    "503": "No model loaded yet, or the server is draining (`Retry-After`).",
+}
+V2_INFER_ERRORS = {
+    "400": "Bad request: malformed JSON or tensors (shape, data, datatype, names), empty or over-long "
+    "text, unknown output, too many articles.",
+    **V2_MODEL_ERRORS,
+    "413": ERRORS["413"],
+    "429": ERRORS["429"],
+    "504": ERRORS["504"],
+    "500": ERRORS["500"],
+}
+V2_NOT_READY = {
+    "503": {
+        "description": 'Not ready (`{"ready": false}`): no model loaded, or the micro-batcher is not running.'
+    }
+}
+
+
+def _v2(
+    summary: str, *params: str, errors: dict[str, str] | None = None, responses: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A V2 operation: 200 as the protocol specifies, ``errors`` (status -> when) with the V2 error
+    body, and other ``responses`` as given."""
+    documented: dict[str, Any] = {"200": {"description": "As the Open Inference Protocol specifies."}}
+    for code, text in (errors or {}).items():
+        documented[code] = {"description": text, "content": {"application/json": {"schema": V2_ERROR_SCHEMA}}}
     return {
         "summary": summary,
         "parameters": [
@@ -59,7 +92,7 @@ def _v2(summary: str, *params: str) -> dict[str, Any]:
         ],
         "tags": ["Open Inference Protocol (V2)"],
         "externalDocs": {"url": "https://github.com/kserve/open-inference-protocol"},
-        "responses": {"200": {"description": "As the Open Inference Protocol specifies."}},
+        "responses": documented | (responses or {}),
     }
 
 
@@ -98,13 +131,19 @@ def build_openapi() -> dict[str, Any]:
             "/v1/admin/reload": {"post": admin},
             "/v2": {"get": _v2("Server metadata.")},
             "/v2/health/live": {"get": _v2("Server live.")},
-            "/v2/health/ready": {"get": _v2("Server ready (a model is loaded).")},
-            model_path: {"get": _v2("Model metadata: inputs and output tensors.", *name)},
-            model_path + "/ready": {"get": _v2("Model ready.", *name)},
-            model_path + "/infer": {"post": _v2("Inference: BYTES `text` in, per-head tensors out.", *name)},
-            versioned: {"get": _v2("Model metadata (this version).", *both)},
-            versioned + "/ready": {"get": _v2("Model ready (this version).", *both)},
-            versioned + "/infer": {"post": _v2("Inference (this version).", *both)},
+            "/v2/health/ready": {"get": _v2("Server ready (a model is loaded).", responses=V2_NOT_READY)},
+            model_path: {
+                "get": _v2("Model metadata: inputs and output tensors.", *name, errors=V2_MODEL_ERRORS)
+            },
+            model_path + "/ready": {"get": _v2("Model ready.", *name, errors=V2_MODEL_ERRORS)},
+            model_path + "/infer": {
+                "post": _v2(
+                    "Inference: BYTES `text` in, per-head tensors out.", *name, errors=V2_INFER_ERRORS
+                )
+            },
+            versioned: {"get": _v2("Model metadata (this version).", *both, errors=V2_MODEL_ERRORS)},
+            versioned + "/ready": {"get": _v2("Model ready (this version).", *both, errors=V2_MODEL_ERRORS)},
+            versioned + "/infer": {"post": _v2("Inference (this version).", *both, errors=V2_INFER_ERRORS)},
         },
         "components": {
             "schemas": defs["$defs"],

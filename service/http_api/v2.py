@@ -6,24 +6,32 @@ bytes, then the raw tensors). Errors are ``{"error": message}`` with the REST AP
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 import service
 from service.core.errors import InvalidRequest
+from service.core.validation import cut, quote
 from service.dispatch import Dispatcher
 from service.http_api.app import guard_routes
 from service.http_api.errors import NotFound
 from service.http_api.rest import deadline_of
 from service.model.artifact import LoadedModel
-from service.v2.tensors import decode_bytes_tensor, encode_tensor, infer, model_metadata, text_of
+from service.v2.tensors import (
+    check_shape,
+    decode_bytes_tensor,
+    encode_tensor,
+    infer,
+    model_metadata,
+    shape_dims,
+    text_of,
+)
 
 HEADER_LENGTH = "inference-header-content-length"
+MAX_HEADER_DIGITS = 18  # any JSON header this long is over every body limit
 EXTENSIONS = ["binary_tensor_data"]
 
 
@@ -31,66 +39,106 @@ def v2_error(code: int, status: str, message: str) -> dict[str, Any]:
     return {"error": message}
 
 
-def _flatten(data: Any) -> Iterator[Any]:
-    if isinstance(data, list):
-        for item in data:
-            yield from _flatten(item)
-    else:
-        yield data
+def _flatten(name: str, data: Any, depth: int) -> list[Any]:
+    """The elements of ``data`` (a list, nested at most ``depth`` deep: the shape's rank) in
+    row-major order; walked with a stack of its own, so nesting cannot exhaust Python's."""
+    if not isinstance(data, list):
+        raise InvalidRequest(f"input {quote(name)}: data must be a JSON array")
+    elements: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                if len(stack) >= depth:
+                    raise InvalidRequest(f"input {quote(name)}: data is nested deeper than its shape")
+                stack.append(iter(item))
+                break
+            elements.append(item)
+        else:
+            stack.pop()
+    return elements
+
+
+def _object(parent: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    """``parent[key]``, which must be a JSON object if present ({} if absent or null)."""
+    value = parent.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"{where}: '{key}' must be a JSON object")
+    return value
+
+
+def _array(parsed: dict[str, Any], key: str) -> list[Any]:
+    """``parsed[key]``, which must be a JSON array if present ([] if absent or null)."""
+    value = parsed.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidRequest(f"'{key}' must be a JSON array of tensors")
+    return value
 
 
 def _split_body(request: Request, body: bytes) -> tuple[dict[str, Any], bytes]:
     header = request.headers.get(HEADER_LENGTH)
     size = len(body)
     if header is not None:
-        if not header.isdigit() or int(header) > len(body):
-            raise InvalidRequest(f"bad {HEADER_LENGTH} header: {header!r}")
+        digits = header.isascii() and header.isdigit() and len(header) <= MAX_HEADER_DIGITS
+        if not digits or int(header) > len(body):
+            raise InvalidRequest(f"bad {HEADER_LENGTH} header: {quote(header)}")
         size = int(header)
     try:
         parsed = json.loads(body[:size] or b"{}")
+    except RecursionError:
+        raise InvalidRequest("the request is not valid JSON: nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"the request is not valid JSON: {exc}") from None
     if not isinstance(parsed, dict):
         raise InvalidRequest("the request must be a JSON object")
+    _object(parsed, "parameters", "the request")
     return parsed, body[size:]
 
 
 def decode_inputs(parsed: dict[str, Any], binary: bytes) -> dict[str, list[str]]:
+    """The request's BYTES inputs, strictly as the Open Inference Protocol has them: each with a
+    name, a shape (a list of non-negative integers) and either ``data`` (a JSON array, flat or
+    nested by the shape) or the binary extension's ``binary_data_size``."""
     inputs: dict[str, list[str]] = {}
     offset = 0
-    for spec in parsed.get("inputs") or []:
+    for spec in _array(parsed, "inputs"):
         if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
             raise InvalidRequest("every input needs a name")
         name = spec["name"]
         if spec.get("datatype") != "BYTES":
-            raise InvalidRequest(f"input '{name}' must be BYTES, got {spec.get('datatype')!r}")
-        size = (spec.get("parameters") or {}).get("binary_data_size")
+            raise InvalidRequest(f"input {quote(name)} must be BYTES, got {cut(repr(spec.get('datatype')))}")
+        if name in inputs:
+            raise InvalidRequest(f"input {quote(name)} is given twice")
+        if "shape" not in spec:
+            raise InvalidRequest(f"input {quote(name)} has no shape")
+        shape = shape_dims(name, spec["shape"])
+        size = _object(spec, "parameters", f"input {quote(name)}").get("binary_data_size")
         if size is not None:
-            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
-                raise InvalidRequest(f"input '{name}': binary_data_size does not match the body")
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
+                raise InvalidRequest(f"input {quote(name)}: binary_data_size does not match the body")
             inputs[name] = decode_bytes_tensor(binary[offset : offset + size])
             offset += size
+        elif "data" not in spec:
+            raise InvalidRequest(f"input {quote(name)} has neither data nor binary_data_size")
         else:
-            inputs[name] = [text_of(v) for v in _flatten(spec.get("data", []))]
-        shape = spec.get("shape")
-        if (
-            isinstance(shape, list)
-            and all(isinstance(d, int) for d in shape)
-            and int(np.prod(shape)) != len(inputs[name])
-        ):
-            raise InvalidRequest(f"input '{name}': shape {shape} does not match {len(inputs[name])} elements")
+            inputs[name] = [text_of(v) for v in _flatten(name, spec["data"], max(1, len(shape)))]
+        check_shape(name, shape, len(inputs[name]))
     return inputs
 
 
 def _requested(parsed: dict[str, Any]) -> tuple[list[str], set[str], bool]:
     """Requested output names, which of them are wanted as binary data, and whether all are."""
-    binary_all = bool((parsed.get("parameters") or {}).get("binary_data_output"))
+    binary_all = bool(_object(parsed, "parameters", "the request").get("binary_data_output"))
     names, binary = [], set()
-    for spec in parsed.get("outputs") or []:
+    for spec in _array(parsed, "outputs"):
         if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
             raise InvalidRequest("every requested output needs a name")
         names.append(spec["name"])
-        if binary_all or (spec.get("parameters") or {}).get("binary_data"):
+        if binary_all or _object(spec, "parameters", f"output {quote(spec['name'])}").get("binary_data"):
             binary.add(spec["name"])
     return names, binary, binary_all
 

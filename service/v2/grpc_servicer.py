@@ -13,15 +13,23 @@ from collections.abc import Mapping
 from typing import Any, TypeAlias
 
 import grpc
-import numpy as np
 
 import service
 from service.core.errors import InvalidRequest
+from service.core.validation import quote
 from service.dispatch import Dispatcher
 from service.gen.inference import open_inference_grpc_pb2 as pb
 from service.gen.inference import open_inference_grpc_pb2_grpc as pb_grpc
 from service.model.artifact import LoadedModel
-from service.v2.tensors import Tensor, decode_bytes_tensor, encode_tensor, infer, model_metadata, text_of
+from service.v2.tensors import (
+    Tensor,
+    check_shape,
+    decode_bytes_tensor,
+    encode_tensor,
+    infer,
+    model_metadata,
+    text_of,
+)
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 SERVICE_NAME = "inference.GRPCInferenceService"
@@ -35,11 +43,10 @@ def _decode_inputs(request: pb.ModelInferRequest) -> dict[str, list[str]]:
     for i, tensor in enumerate(request.inputs):
         if tensor.datatype != "BYTES":
             raise InvalidRequest(f"input '{tensor.name}' must be BYTES, got {tensor.datatype!r}")
+        if tensor.name in inputs:
+            raise InvalidRequest(f"input {quote(tensor.name)} is given twice")
         values = decode_bytes_tensor(raw[i]) if raw else [text_of(v) for v in tensor.contents.bytes_contents]
-        if int(np.prod(list(tensor.shape))) != len(values):
-            raise InvalidRequest(
-                f"input '{tensor.name}': shape {list(tensor.shape)} does not match {len(values)} elements"
-            )
+        check_shape(tensor.name, list(tensor.shape), len(values))
         inputs[tensor.name] = values
     return inputs
 

@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 
 from service.core.errors import InvalidRequest
 from service.core.types import Article, TagOptions, TagResult
+from service.core.validation import cut, quote
 from service.dispatch import Dispatcher
 from service.model.artifact import LoadedModel
 
@@ -87,12 +88,13 @@ def to_articles(inputs: Mapping[str, Sequence[str]], max_articles: int) -> list[
 
 
 def options_for(loaded: LoadedModel, requested: Sequence[str]) -> tuple[TagOptions, list[str]]:
-    """The options that compute ``requested`` outputs (all when empty) and their names in order."""
+    """The options that compute ``requested`` outputs (all when empty) and their names in the
+    order asked, each once (a name asked twice is answered once)."""
     known = output_names(loaded)
     unknown = [name for name in requested if name not in known]
     if unknown:
-        raise InvalidRequest(f"unknown output(s) {', '.join(unknown)}; see the model metadata")
-    names = list(requested) or list(known)
+        raise InvalidRequest(f"unknown output(s) {', '.join(unknown[:5])}; see the model metadata")
+    names = list(dict.fromkeys(requested)) or list(known)
     heads = {known[name][0] for name in names}
     order = tuple(h.name for h in loaded.manifest.heads if h.name in heads)
     return TagOptions(heads=order if requested else ()), names
@@ -122,6 +124,38 @@ def to_outputs(loaded: LoadedModel, names: Sequence[str], results: Sequence[TagR
             data = np.array(assigned, dtype=np.bool_).reshape(len(results), width)
         tensors.append(Tensor(name, dtype, data))
     return tensors
+
+
+def _elements(shape: Sequence[int], limit: int) -> int:
+    """The product of ``shape`` (non-negative), or a number over ``limit`` as soon as it is
+    clear it exceeds it: exact, never overflowing, and cheap however large the dimensions."""
+    if 0 in shape:
+        return 0
+    product = 1
+    for dim in shape:
+        product *= dim
+        if product > limit:
+            break
+    return product
+
+
+def shape_dims(name: str, shape: Any) -> list[int]:
+    """``shape`` (of input ``name``) as a list of dimensions; InvalidRequest unless it is a list
+    of non-negative integers."""
+    if not isinstance(shape, list | tuple) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise InvalidRequest(f"input {quote(name)}: shape must be a list of non-negative integers")
+    return list(shape)
+
+
+def check_shape(name: str, shape: Any, count: int) -> None:
+    """Raise InvalidRequest unless ``shape`` (of input ``name``) is a list of non-negative
+    integers whose product is ``count``, the number of elements the request carries."""
+    if _elements(shape_dims(name, shape), count) != count:
+        raise InvalidRequest(
+            f"input {quote(name)}: shape {cut(str(list(shape)))} does not match {count} elements"
+        )
 
 
 def decode_bytes_tensor(raw: bytes) -> list[str]:

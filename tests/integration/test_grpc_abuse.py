@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
 import threading
 import time
@@ -137,6 +138,76 @@ def test_a_silent_stream_is_ended_when_idle(registry: ModelRegistry) -> None:
         assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert "idle" in info.value.details()
         assert time.monotonic() - started < 5
+
+
+class UnreadStream:
+    """A TagStream that sends ``count`` articles with big responses (long ids and correlation keys,
+    so a few fill HTTP/2 flow control windows) and reads nothing until the test says so."""
+
+    def __init__(self, port: int, count: int = 400) -> None:
+        options = [("grpc.http2.bdp_probe", 0)]  # keep the client's receive window at its default
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=options)
+        self.count = count
+        self.release = threading.Event()
+        self.call = pb_grpc.TaggerServiceStub(self.channel).TagStream(self._requests(), timeout=60)
+
+    def _requests(self) -> Iterator[pb.TagStreamRequest]:
+        for i in range(self.count):
+            request = pb.TagStreamRequest(article=article(f"{i}-" + "x" * 400), correlation_id="k" * 2000)
+            yield request
+        self.release.wait(30)  # the request side stays open: the client is not done sending
+
+    def close(self) -> None:
+        self.release.set()
+        self.call.cancel()
+        self.channel.close()
+
+
+def tagged(served: Served) -> float:
+    return served.sample("newstagger_batch_size_articles_sum")
+
+
+def test_a_stream_whose_responses_are_not_read_is_ended_when_idle(registry: ModelRegistry) -> None:
+    with serve_in_process(registry.root, stream_idle_seconds=1.0) as s:
+        unread = UnreadStream(s.port)
+        try:
+            ended = {"method": "TagStream", "code": "DEADLINE_EXCEEDED"}
+            started = time.monotonic()
+            wait_for(lambda: s.sample("newstagger_grpc_requests_total", **ended) == 1, 20, what="the end")
+            assert time.monotonic() - started < 15
+            assert s.sample("newstagger_grpc_in_flight_requests") == 0
+            assert tagged(s) < unread.count  # it stopped taking work when its reader stopped reading
+            received = 0
+            with pytest.raises(grpc.RpcError) as info:
+                for _ in unread.call:  # what was written before the end, then the status
+                    received += 1
+            assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert "stream idle: no response read for 1s" in info.value.details()
+            assert received < unread.count
+        finally:
+            unread.close()
+
+
+def test_cancelling_a_stream_blocked_on_writing_counts_as_cancelled(
+    registry: ModelRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    with serve_in_process(registry.root) as s:
+        unread = UnreadStream(s.port)
+        try:
+            wait_for(lambda: tagged(s) >= 64, 20, what="a window of articles tagged")
+            last, settle = -1.0, time.monotonic() + 20
+            while tagged(s) != last and time.monotonic() < settle:  # until its writes are blocked
+                last = tagged(s)
+                time.sleep(0.5)
+            assert last < unread.count  # blocked: the client reads nothing
+            unread.call.cancel()
+            cancelled = {"method": "TagStream", "code": "CANCELLED"}
+            wait_for(lambda: s.sample("newstagger_grpc_requests_total", **cancelled) == 1, 10, what="counted")
+            assert s.sample("newstagger_grpc_requests_total", method="TagStream", code="INTERNAL") == 0
+            assert s.sample("newstagger_grpc_in_flight_requests") == 0
+        finally:
+            unread.close()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 @pytest.mark.parametrize(

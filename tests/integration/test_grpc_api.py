@@ -61,6 +61,15 @@ def test_tag_options_select_heads_cap_scores_and_explain(served: Any, loaded_mod
     assert [e.label for e in head.explanations] == [head.labels[0].label]
 
 
+def test_repeated_heads_run_once_in_the_models_order(served: Any, loaded_model: Any) -> None:
+    names = [h.name for h in loaded_model.manifest.heads]
+    options = pb.TagOptions(heads=list(reversed(names)) * 32, explain=True)  # 64 names
+    result = served.stub.Tag(pb.TagRequest(article=article(1), options=options), timeout=10).result
+    assert [h.head for h in result.heads] == names
+    plain = pb.TagRequest(article=article(1), options=pb.TagOptions(explain=True))
+    assert result == served.stub.Tag(plain, timeout=10).result
+
+
 @pytest.mark.parametrize(
     ("request_", "expected"),
     [

@@ -70,8 +70,13 @@ def served(registry: ModelRegistry) -> Iterator[HttpServed]:
 
 @pytest.mark.parametrize(
     "options",
-    [None, {"heads": ["stance"], "top_k": 1, "min_score": 0.0, "explain": True}, {"explain": True}],
-    ids=["defaults", "one-head-top1-explain", "explain"],
+    [
+        None,
+        {"heads": ["stance"], "top_k": 1, "min_score": 0.0, "explain": True},
+        {"explain": True},
+        {"heads": ["stance", "topics"] * 32, "explain": True},
+    ],
+    ids=["defaults", "one-head-top1-explain", "explain", "repeated-heads"],
 )
 def test_tag_returns_what_grpc_tag_returns(served: HttpServed, options: dict[str, Any] | None) -> None:
     body: dict[str, Any] = {"article": article(1)}
@@ -79,6 +84,8 @@ def test_tag_returns_what_grpc_tag_returns(served: HttpServed, options: dict[str
         body["options"] = options
     reply = served.client.post("/v1/tag", json=body)
     assert reply.status_code == 200, reply.text
+    heads = [h["head"] for h in reply.json()["result"]["heads"]]
+    assert heads == sorted(set(heads), key=["topics", "stance"].index)  # each once, in the model's order
     jsonschema.validate(reply.json(), schema("TagResponse"))
     grpc_options = pb.TagOptions(**options) if options else None
     expected = served.grpc.stub.Tag(pb.TagRequest(article=pb.Article(**article(1)), options=grpc_options))

@@ -131,17 +131,28 @@ def test_bad_infer_requests_are_invalid_argument(
     stub: v2_grpc.GRPCInferenceServiceStub, served: Served, loaded_model: Any
 ) -> None:
     name = loaded_model.manifest.name
+    overflow = infer_request(name, [], raw=False)  # 2**64 elements claimed, none given
+    overflow.inputs[0].shape[:] = [2**32, 2**32]
+    negative = infer_request(name, ["a b"], raw=False)
+    negative.inputs[0].shape[:] = [-1, -1]
+    twice = infer_request(name, ["a b"], raw=False)
+    twice.inputs.append(twice.inputs[0])
     cases = [
         (infer_request(name, ["  "], raw=True), "text is empty"),
         (infer_request(name, ["a"] * 9, raw=False), "the limit is 8"),
         (infer_request(name, ["a b"], raw=False, outputs=["nope"]), "unknown output(s) nope"),
+        (overflow, "shape [4294967296, 4294967296] does not match 0 elements"),
+        (negative, "shape must be a list of non-negative integers"),
+        (twice, "input 'text' is given twice"),
     ]
     for request, message in cases:
         with pytest.raises(grpc.RpcError) as info:
             stub.ModelInfer(request, timeout=10)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert message in info.value.details()
-    assert served.sample("newstagger_grpc_requests_total", method="ModelInfer", code="INVALID_ARGUMENT") == 3
+    assert served.sample(
+        "newstagger_grpc_requests_total", method="ModelInfer", code="INVALID_ARGUMENT"
+    ) == len(cases)
 
 
 def test_no_model_is_unavailable_and_not_ready(tmp_path: Any) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +14,7 @@ from tritonclient.utils import InferenceServerException
 
 from service.gen.newstagger.v1 import tagger_pb2 as pb
 from service.model.registry import ModelRegistry
+from tests.helpers import REPO
 from tests.integration.test_http_support import HttpServed, serve_http
 
 TEXTS = [
@@ -122,7 +124,7 @@ def test_plain_json_infer_with_title_and_target(served: HttpServed, loaded_model
             {"name": "title", "datatype": "BYTES", "shape": [2], "data": ["Talks", "Troops"]},
             {"name": "target", "datatype": "BYTES", "shape": [2], "data": ["", ""]},
         ],
-        "outputs": [{"name": "topics_scores"}],
+        "outputs": [{"name": "topics_scores"}, {"name": "topics_scores"}],  # asked twice, answered once
     }
     reply = served.client.post(f"/v2/models/{name}/infer", json=body)
     assert reply.status_code == 200, reply.text
@@ -178,6 +180,77 @@ def test_bad_infer_requests_are_400(
     assert message in reply.json()["error"]
 
 
+TEXT_INPUT = {"name": "text", "datatype": "BYTES", "shape": [1], "data": ["a b"]}
+DEEP = "[" * 5000 + '"a"' + "]" * 5000
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "message"),
+    [
+        ('{"inputs": 5}', {}, "'inputs' must be a JSON array"),
+        (json.dumps({"inputs": [TEXT_INPUT], "outputs": 5}), {}, "'outputs' must be a JSON array"),
+        (json.dumps({"inputs": [TEXT_INPUT], "parameters": "x"}), {}, "'parameters' must be a JSON object"),
+        (json.dumps({"inputs": [TEXT_INPUT | {"parameters": "x"}]}), {}, "'parameters' must be a JSON"),
+        (
+            json.dumps({"inputs": [TEXT_INPUT], "outputs": [{"name": "stance_scores", "parameters": 1}]}),
+            {},
+            "'parameters' must be a JSON object",
+        ),
+        ("{}", {"Inference-Header-Content-Length": b"\xb2"}, "bad inference-header-content-length"),
+        ("{}", {"Inference-Header-Content-Length": "9" * 5000}, "bad inference-header-content-length"),
+        (
+            '{"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ' + DEEP + "}]}",
+            {},
+            "nested",
+        ),
+        (json.dumps({"inputs": [TEXT_INPUT | {"data": [[["a"]]]}]}), {}, "nested deeper than its shape"),
+        (
+            json.dumps({"inputs": [TEXT_INPUT | {"shape": [2**32, 2**32], "data": []}]}),
+            {},
+            "does not match 0",
+        ),
+        (json.dumps({"inputs": [{k: v for k, v in TEXT_INPUT.items() if k != "shape"}]}), {}, "has no shape"),
+        (json.dumps({"inputs": [TEXT_INPUT | {"shape": 1}]}), {}, "shape must be a list of non-negative"),
+        (
+            json.dumps({"inputs": [TEXT_INPUT | {"shape": [-1, -1]}]}),
+            {},
+            "shape must be a list of non-negative",
+        ),
+        (json.dumps({"inputs": [TEXT_INPUT | {"data": "troops"}]}), {}, "data must be a JSON array"),
+        (json.dumps({"inputs": [{k: v for k, v in TEXT_INPUT.items() if k != "data"}]}), {}, "neither data"),
+        (json.dumps({"inputs": [TEXT_INPUT, TEXT_INPUT]}), {}, "input 'text' is given twice"),
+    ],
+    ids=[
+        "inputs-not-array",
+        "outputs-not-array",
+        "parameters-not-object",
+        "input-parameters-not-object",
+        "output-parameters-not-object",
+        "header-not-ascii-digits",
+        "header-too-long",
+        "data-5000-deep",
+        "data-deeper-than-shape",
+        "shape-overflows-int64",
+        "no-shape",
+        "shape-not-list",
+        "negative-shape",
+        "data-bare-string",
+        "no-data",
+        "input-twice",
+    ],
+)
+def test_malformed_infer_requests_are_400_with_a_clear_message(
+    served: HttpServed, loaded_model: Any, body: str, headers: dict[str, Any], message: str
+) -> None:
+    headers = {"content-type": "application/json"} | headers  # b"\xb2" arrives as "²" (Latin-1)
+    reply = served.client.post(
+        f"/v2/models/{loaded_model.manifest.name}/infer", content=body, headers=headers
+    )
+    assert reply.status_code == 400, reply.text
+    assert message in reply.json()["error"]
+    assert len(reply.json()["error"]) < 300
+
+
 def test_unknown_model_or_version_is_404(served: HttpServed, loaded_model: Any) -> None:
     body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["a b"]}]}
     for path in ("/v2/models/nope/infer", f"/v2/models/{loaded_model.manifest.name}/versions/v9/infer"):
@@ -195,3 +268,8 @@ def test_without_a_model_the_server_is_live_but_not_ready(tmp_path: Any) -> None
             client.close()
         reply = s.client.post("/v2/models/newstagger/infer", json={"inputs": []})
         assert reply.status_code == 503 and reply.headers["retry-after"] == "1"
+        ready = s.client.get("/v2/health/ready")
+        assert ready.status_code == 503 and ready.json() == {"ready": False}
+        documented = json.loads((REPO / "docs" / "openapi.json").read_text(encoding="utf-8"))["paths"]
+        assert "503" in documented["/v2/health/ready"]["get"]["responses"]
+        assert "503" in documented["/v2/models/{model_name}/infer"]["post"]["responses"]

@@ -74,6 +74,15 @@ def test_heads_option_limits_the_result(loaded_model: LoadedModel) -> None:
     assert [h.head for h in result.heads] == ["stance"]
 
 
+def test_each_head_comes_once_in_the_models_order(loaded_model: LoadedModel) -> None:
+    model_order = [h.name for h in loaded_model.manifest.heads]
+    asked = tuple(reversed(model_order)) * 32  # 64 names, each head many times, reversed
+    [result] = Tagger(loaded_model).tag([ARTICLES[0]], TagOptions(heads=asked, explain=True))
+    assert [h.head for h in result.heads] == model_order
+    [plain] = Tagger(loaded_model).tag([ARTICLES[0]], TagOptions(explain=True))
+    assert result == plain
+
+
 def test_per_article_options(loaded_model: LoadedModel) -> None:
     options = [TagOptions(heads=("topics",)), TagOptions(heads=("stance",)), TagOptions()]
     results = Tagger(loaded_model).tag(ARTICLES[:3], options)

@@ -13,6 +13,7 @@ from service.core.types import Article
 from service.http_api.errors import BodyTooLarge, headers_for, status_for
 from service.v2.tensors import (
     Tensor,
+    check_shape,
     decode_bytes_tensor,
     encode_tensor,
     model_metadata,
@@ -62,6 +63,37 @@ def test_outputs_follow_the_metadata_and_rows_are_ordered_by_score(loaded_model:
         assert tensors[f"{head.head}_assigned"].data[0].sum() == len(head.labels)
     stance_only, _ = options_for(loaded_model, ["stance_scores"])
     assert stance_only.heads == ("stance",)
+
+
+@pytest.mark.parametrize(
+    ("shape", "count", "message"),
+    [
+        ([2**32, 2**32], 0, "does not match 0 elements"),  # 2**64: no int64 wrap-around to 0
+        ([2**62, 4], 0, "does not match 0 elements"),
+        ([-1, -1], 1, "non-negative integers"),
+        ([True], 1, "non-negative integers"),
+        ([1.0], 1, "non-negative integers"),
+        ("1", 1, "non-negative integers"),
+        (None, 1, "non-negative integers"),
+        ([3], 1, "does not match 1 elements"),
+    ],
+)
+def test_shapes_are_non_negative_integers_whose_product_is_the_element_count(
+    shape: Any, count: int, message: str
+) -> None:
+    with pytest.raises(InvalidRequest, match=message):
+        check_shape("text", shape, count)
+
+
+def test_good_shapes_pass() -> None:
+    for shape, count in (([2, 1], 2), ([0], 0), ([10**30, 0], 0), ([], 1), ([1] * 100, 1)):
+        check_shape("text", shape, count)
+
+
+def test_an_output_asked_twice_is_answered_once(loaded_model: Any) -> None:
+    options, names = options_for(loaded_model, ["stance_scores", "topics_labels", "stance_scores"] * 20)
+    assert names == ["stance_scores", "topics_labels"]
+    assert options.heads == tuple(h.name for h in loaded_model.manifest.heads)
 
 
 @pytest.mark.parametrize(

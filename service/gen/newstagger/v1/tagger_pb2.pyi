@@ -18,7 +18,8 @@ Errors (gRPC status codes):
                       at once (retry with backoff, or elsewhere); also a request over the
                       size limit (16 MiB by default)
   DEADLINE_EXCEEDED   the call's deadline passed (or is too short to tag the article at all);
-                      a TagStream that sends nothing for the idle limit (default 60 s)
+                      a TagStream that sends nothing, or reads no response, for the idle
+                      limit (default 60 s)
   INTERNAL            anything unexpected; the message is generic, details are in server logs
 """
 
