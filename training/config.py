@@ -109,7 +109,7 @@ class ThresholdConfig:
 class TrainConfig:
     name: str = "newstagger"
     seed: int = 20240601
-    heads: dict[str, HeadConfig] = field(default_factory=dict)  # empty: every label field in the data
+    heads: dict[str, HeadConfig] = field(default_factory=dict)  # declared heads (others are heads too)
     ignore_fields: tuple[str, ...] = ()
     # a row field (e.g. a story or body id) that groups the cross-validation folds: rows sharing a
     # value never straddle folds (near-duplicates would otherwise flatter the estimate); "" = none

@@ -77,11 +77,14 @@ def test_heads_on_the_command_line_select_heads(tmp_path: Path) -> None:
     assert "stance" in message and "found in no row" in message
 
 
-def test_unknown_head_when_heads_are_declared_in_the_config(tmp_path: Path) -> None:
-    config = TrainConfig(heads={"stance": HeadConfig(kind="single")})
-    path = write_jsonl(tmp_path / "train.jsonl", good_rows())
-    message = data_error([path], config)
-    assert f"{path}:1:" in message and "'topics'" in message and "unknown head" in message
+def test_fields_the_config_does_not_declare_are_still_heads(tmp_path: Path) -> None:
+    """Declaring one head (its kind, target...) does not turn the other label fields into errors."""
+    config = TrainConfig(heads={"stance": HeadConfig(kind="single", labels=("neutral",))})
+    data = load_dataset([write_jsonl(tmp_path / "train.jsonl", good_rows())], config)
+    assert {n: h.kind for n, h in data.heads.items()} == {"topics": "multi", "stance": "single"}
+    assert data.heads["stance"].labels == ("neutral",)
+    # `--heads` still picks heads, and a declared head it does not pick is simply left out
+    assert list(load_dataset([tmp_path / "train.jsonl"], config, head_names=["topics"]).heads) == ["topics"]
 
 
 def test_ignored_fields_are_not_heads(tmp_path: Path) -> None:
@@ -199,6 +202,75 @@ def test_labels_joined_by_another_separator_are_refused_not_combined(tmp_path: P
     assert "'|'" in message and 'kind = "single"' in message
     declared = TrainConfig(heads={"topics": HeadConfig(kind="single")})
     assert load_dataset([path], declared).labels("topics")[1] == ("sanctions;weapons_programme",)
+
+
+def test_hidden_lists_are_refused_in_multi_label_heads_too(tmp_path: Path) -> None:
+    """A head inferred multi-label once accepted `a;b` or `a,b` as one label."""
+    csv_path = tmp_path / "train.csv"
+    csv_path.write_text("id,text,topics\na,Some text.,war|aid\nb,Some text.,war;aid\n", encoding="utf-8")
+    message = data_error([csv_path])
+    assert f"{csv_path}:3: field 'topics': 'war;aid' looks like several labels" in message
+    assert 'kind = "multi"' in message
+    path = write_jsonl(tmp_path / "train.jsonl", [row("a", topics=["war"]), row("b", topics=["war,aid"])])
+    assert f"{path}:2: field 'topics': 'war,aid' looks like several labels" in data_error([path])
+    declared = TrainConfig(heads={"topics": HeadConfig(kind="multi")})
+    assert load_dataset([path], declared).labels("topics")[1] == ("war,aid",)
+
+
+def test_a_head_kind_is_inferred_from_every_row_of_every_file(tmp_path: Path) -> None:
+    """The first row once decided the kind: a string first made `topics` single-label, and the
+    error (or not) depended on the order of rows and files."""
+    text_first = write_jsonl(tmp_path / "a.jsonl", [row("a", topics="war", stance="neutral")])
+    lists = write_jsonl(tmp_path / "b.jsonl", [row("b", topics=["war", "aid"], stance="neutral")])
+    for paths in ([text_first, lists], [lists, text_first]):
+        message = data_error(paths)
+        assert f"{text_first}:1: field 'topics'" in message and "list of label strings" in message
+    pipes = tmp_path / "c.csv"
+    pipes.write_text("id,text,topics,stance\nc,Some text.,war|aid,neutral\n", encoding="utf-8")
+    plain = tmp_path / "d.csv"
+    plain.write_text("id,text,topics,stance\nd,Some text.,war,neutral\ne,Quiet.,,neutral\n", encoding="utf-8")
+    for paths in ([plain, pipes], [pipes, plain]):
+        data = load_dataset(paths, CONFIG)
+        assert data.heads["topics"].kind == "multi"
+        assert dict(zip([a.id for a in data.articles()], data.labels("topics"), strict=True)) == {
+            "c": ("war", "aid"),
+            "d": ("war",),
+            "e": (),
+        }
+
+
+@pytest.mark.parametrize(
+    ("lines", "says"),
+    [
+        (
+            ["id,text,stance", "a,Talks resumed.,neutral", "b,Troops, tanks moved.,critical"],
+            ":3: 4 cells, the header has 3; quote cells that contain commas",
+        ),
+        (
+            ["id,text,stance", "a,Talks resumed.,neutral", "b,Troops moved."],
+            ":3: 2 cells, the header has 3; every row needs a cell per column",
+        ),
+        (["id,text,stance,stance", "a,Talks resumed.,neutral,neutral"], ":1: column 'stance' appears twice"),
+        (
+            ["id,text,stance,", "a,Talks resumed.,neutral,", "b,Tanks,critical,x"],
+            ":3: a value in column 4, unnamed",
+        ),
+    ],
+)
+def test_csv_rows_must_match_the_header(tmp_path: Path, lines: list[str], says: str) -> None:
+    """Extra cells were silently dropped; missing cells or a repeated column crashed."""
+    path = tmp_path / "train.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert f"{path}{says}" in data_error([path])
+
+
+def test_a_nameless_empty_csv_column_is_ignored(tmp_path: Path) -> None:
+    """A trailing comma on every line (a spreadsheet export) adds an empty column with no name."""
+    path = tmp_path / "train.csv"
+    path.write_text(
+        "id,text,stance,\na,Talks resumed.,neutral,\nb,Tanks moved.,critical,\n", encoding="utf-8"
+    )
+    assert list(load_dataset([path], CONFIG).heads) == ["stance"]
 
 
 def test_csv_errors_name_file_and_line(tmp_path: Path) -> None:
