@@ -253,6 +253,27 @@ def _row(
     return Row(article, labels, _group(where, record, group_field) if group_field else "")
 
 
+def check_trainable(data: Dataset) -> None:
+    """Refuse, before any fitting, a head a classifier cannot learn: a single-label head needs two
+    classes; a multi-label head needs a label, and with one label, rows without it (a binary tagger)."""
+    files = ", ".join(f["path"] for f in data.files)
+    for name, head in data.heads.items():
+        gold = data.labels(name)
+        labels = list(head.labels) or sorted({label for row in gold for label in row})
+        if head.kind == "single" and len(labels) < 2:
+            raise DataError(
+                f"head {name!r} has one class ({labels[0]!r}) in the training data ({files}): "
+                "a classifier needs at least two"
+            )
+        if head.kind == "multi" and not labels:
+            raise DataError(f"head {name!r} has no labels in any row of the training data ({files})")
+        if head.kind == "multi" and len(labels) == 1 and all(gold):
+            raise DataError(
+                f"head {name!r} has one label ({labels[0]!r}) and every training row has it ({files}): "
+                "a classifier needs rows without it too"
+            )
+
+
 def label_fields(paths: Sequence[Path]) -> set[str]:
     """Every field other than id/title/text/target that some row of ``paths`` has."""
     fields: set[str] = set()

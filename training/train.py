@@ -24,7 +24,7 @@ from service.core.errors import DataError
 from service.model.article_model import ArticleModel, articles_to_matrix
 from service.model.artifact import HeadSpec, Manifest, save_artifact
 from training.config import TrainConfig
-from training.data import Dataset, Row, load_dataset
+from training.data import Dataset, Row, check_trainable, load_dataset
 from training.evaluate import head_metrics, indicator, tune_thresholds
 from training.pipeline import build_classifier, build_featurizer, featurizer_key
 from training.progress import Progress
@@ -226,6 +226,7 @@ def train(
     progress = progress or Progress.to_stderr(total=train_units(config))
     progress.advance(0, f"loading {', '.join(str(p) for p in data_paths)}")
     data = load_dataset(data_paths, config, head_names, group_field=config.group_field)
+    check_trainable(data)
     dev = load_dataset(dev_paths, config, heads=data.heads) if dev_paths else None
     progress.advance(0, "loaded")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,9 @@ import pytest
 
 from service.cli import main
 from service.core.errors import DataError
+from service.core.types import Article
+from service.model.article_model import articles_to_matrix
+from service.model.artifact import load_artifact
 from training.config import HeadConfig, TrainConfig
 from training.data import load_dataset
 from training.train import train
@@ -334,3 +338,51 @@ def test_failed_train_on_the_command_line_writes_nothing(
     out = tmp_path / "out"
     assert main(["train", "--data", str(bad), "--out", str(out)]) == 2
     assert not out.exists()
+
+
+def binary_rows(n: int = 16) -> list[dict[str, Any]]:
+    """A topics head with one label, on some rows only (a binary tagger), and two stances."""
+    economy = "Inflation and interest rates rose, the central bank said ({})."
+    other = "The museum opened an art exhibition at the festival ({})."
+    return [
+        row(
+            f"r{i}",
+            (economy if i % 2 else other).format(i),
+            topics=["economy"] if i % 2 else [],
+            stance="critical" if i % 4 < 2 else "neutral",
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"stance": "neutral"}, "head 'stance' has one class ('neutral') in the training data ("),
+        ({"topics": []}, "head 'topics' has no labels in any row of the training data ("),
+        ({"topics": ["economy"]}, "head 'topics' has one label ('economy') and every training row has it"),
+    ],
+)
+def test_heads_a_classifier_cannot_learn_are_refused_before_fitting(
+    tmp_path: Path, change: dict[str, Any], says: str
+) -> None:
+    """Each once crashed `train` with a scikit-learn traceback."""
+    path = write_jsonl(tmp_path / "train.jsonl", [r | change for r in binary_rows()])
+    out = tmp_path / "model"
+    with pytest.raises(DataError) as info:
+        train([path], out, CONFIG)
+    assert says in str(info.value) and str(path) in str(info.value)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("folds", [2, 0])
+def test_a_multi_label_head_with_one_label_is_a_binary_tagger(tmp_path: Path, folds: int) -> None:
+    path = write_jsonl(tmp_path / "train.jsonl", binary_rows())
+    config = replace(CONFIG, thresholds=replace(CONFIG.thresholds, cv_folds=folds))
+    manifest = train([path], tmp_path / "model", config, [path] if folds == 0 else [])
+    assert manifest.metrics["cv" if folds else "dev"]["topics"]["per_label"]["economy"]["f1"] > 0.5
+    model = load_artifact(tmp_path / "model").model
+    texts = ["Interest rates and inflation, the central bank said.", "An art exhibition at the museum."]
+    X = articles_to_matrix([Article(str(i), t) for i, t in enumerate(texts)])
+    scores = model.scores(X, ["topics"])["topics"]
+    assert scores.shape == (2, 1) and scores[0, 0] > 0.5 > scores[1, 0]
