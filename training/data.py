@@ -274,6 +274,13 @@ def check_trainable(data: Dataset) -> None:
             )
 
 
+def shared_rows(train: Dataset, other: Dataset) -> int:
+    """How many rows of ``other`` are also training rows: the same id or the same text."""
+    ids = {r.article.id for r in train.rows}
+    texts = {r.article.text.strip() for r in train.rows}
+    return sum(r.article.id in ids or r.article.text.strip() in texts for r in other.rows)
+
+
 def label_fields(paths: Sequence[Path]) -> set[str]:
     """Every field other than id/title/text/target that some row of ``paths`` has."""
     fields: set[str] = set()

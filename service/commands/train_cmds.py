@@ -229,6 +229,12 @@ def _train(args: argparse.Namespace) -> int:
             shutil.rmtree(out, ignore_errors=True)
     print(figures(manifest.data, manifest.metrics))
     print(f"model {manifest.name} {manifest.version} written to {out}")
+    if manifest.data.get("dev_overlap"):
+        print(
+            f"warning: {manifest.data['dev_overlap']} of the {manifest.data['dev_rows']} --dev rows are "
+            "also training rows (same id or text): the dev score is not a held-out figure",
+            file=sys.stderr,
+        )
     if registry is None:
         return 0
     version, root = manifest.version, registry.root
