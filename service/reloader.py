@@ -63,6 +63,7 @@ class ModelReloader:
         self.metrics = metrics
         self.interval = interval
         self._refused: set[tuple[str, tuple[int, ...]]] = set()  # refused as they were: not retried
+        self._missing = ""  # the last reason no model could be found, logged once until it changes
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -72,8 +73,12 @@ class ModelReloader:
         with self._lock:
             try:
                 path = resolve_model_path(self.model_dir)
-            except ArtifactError as exc:
+            except ArtifactError as exc:  # e.g. `current` names a version that is not there
+                if str(exc) != self._missing:
+                    logger.warning("no model to load from %s: %s", self.model_dir, exc)
+                self._missing = str(exc)
                 return ReloadOutcome("missing", "", str(exc))
+            self._missing = ""
             serving = self.tagger.model
             if serving is not None and serving.path.resolve() == path.resolve():
                 return ReloadOutcome("unchanged", serving.manifest.version)

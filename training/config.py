@@ -1,6 +1,7 @@
 """Training configuration: every choice a user can make, with the defaults ``newstagger train`` uses.
 
-Loaded from a TOML file (``--config``); anything not given keeps its default. Example::
+Loaded from a TOML file (``--config``); anything not given keeps its default; every given option is
+checked for its type and range on load (errors name the file, the section and the option). Example::
 
     seed = 7
     [heads.stance]
@@ -19,10 +20,10 @@ from __future__ import annotations
 import json
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 from service.core.errors import DataError
 
@@ -109,7 +110,7 @@ class ThresholdConfig:
 class TrainConfig:
     name: str = "newstagger"
     seed: int = 20240601
-    heads: dict[str, HeadConfig] = field(default_factory=dict)  # empty: every label field in the data
+    heads: dict[str, HeadConfig] = field(default_factory=dict)  # declared heads (others are heads too)
     ignore_fields: tuple[str, ...] = ()
     # a row field (e.g. a story or body id) that groups the cross-validation folds: rows sharing a
     # value never straddle folds (near-duplicates would otherwise flatter the estimate); "" = none
@@ -123,17 +124,71 @@ class TrainConfig:
         return asdict(self)
 
 
-def _build(cls: Any, raw: dict[str, Any], where: str) -> Any:
+_TYPES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+_MIN_ONE = (lambda v: v >= 1, "at least 1")
+_POSITIVE = (lambda v: v > 0, "above 0")
+_NOT_NEGATIVE = (lambda v: v >= 0, "at least 0")
+_SHARE = (lambda v: 0 <= v <= 1, "in [0, 1]")
+#: The allowed range of each numeric option (option names are unique across sections).
+_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "seed": (lambda v: 0 <= v < 2**32, "in [0, 2**32)"),
+    "dev_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "word_ngram_max": _MIN_ONE,
+    "word_min_df": _MIN_ONE,
+    "word_max_features": _MIN_ONE,
+    "word_max_df": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "title_repeat": _MIN_ONE,
+    "char_ngram_min": _MIN_ONE,
+    "char_ngram_max": _MIN_ONE,
+    "char_max_features": _MIN_ONE,
+    "interaction_min_count": _MIN_ONE,
+    "interaction_max_targets": _NOT_NEGATIVE,
+    "pair_weight": _NOT_NEGATIVE,
+    "evidence_sentences": _MIN_ONE,
+    "C": _POSITIVE,
+    "max_iter": _MIN_ONE,
+    "calibration_cv": (lambda v: v >= 2, "at least 2"),
+    "gate_C": _POSITIVE,
+    "cv_folds": (lambda v: v >= 0, "0 or 1 (tune on dev) or more (cross-validation)"),
+    "default": _SHARE,
+    "min_positives": _NOT_NEGATIVE,
+    "min_f1": _SHARE,
+    "shrinkage": _NOT_NEGATIVE,
+    "scale": (lambda v: 0 < v <= 1.5, "in (0, 1.5]"),
+    "grid_min": _SHARE,
+    "grid_max": _SHARE,
+    "grid_steps": (lambda v: v >= 2, "at least 2"),
+}
+
+
+def _value(value: Any, kind: Any, where: str, name: str) -> Any:
+    """``value`` of option ``name`` as its type ``kind``, in its range, or a DataError naming it."""
+    if kind in _TYPES:
+        if type(value) is not kind and not (kind is float and type(value) is int):
+            raise DataError(f"{where}: {name} must be {_TYPES[kind]}, not {value!r}")
+        check, allowed = _RANGES.get(name, (lambda _: True, ""))
+        if not check(value):
+            raise DataError(f"{where}: {name} must be {allowed}, not {value!r}")
+        return float(value) if kind is float else value
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):  # tuple[str, ...]
+        raise DataError(f"{where}: {name} must be a list of strings, not {value!r}")
+    return tuple(value)
+
+
+def _build(cls: Any, raw: Any, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise DataError(f"{where}: must be a table of options, not {raw!r}")
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise DataError(f"{where}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
-    return cls(**values)
+    types = get_type_hints(cls)
+    return cls(**{k: _value(v, types[k], where, k) for k, v in raw.items()})
 
 
 def load_config(path: Path | None) -> TrainConfig:
-    """The defaults, overridden by the TOML file at ``path`` if given."""
+    """The defaults, overridden by the TOML file at ``path`` if given. Every option is checked
+    for its type and range here, with errors naming the file, the section and the option."""
     config = TrainConfig()
     if path is None:
         return config
@@ -142,14 +197,21 @@ def load_config(path: Path | None) -> TrainConfig:
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read config: {exc}") from exc
     sections = {"features": FeatureConfig, "classifier": ClassifierConfig, "thresholds": ThresholdConfig}
+    types = get_type_hints(TrainConfig)
     updates: dict[str, Any] = {}
     for key, value in raw.items():
         if key in sections:
             updates[key] = _build(sections[key], value, f"{path} [{key}]")
         elif key == "heads":
+            for name, head in value.items() if isinstance(value, dict) else [("NAME", value)]:
+                if not isinstance(head, dict):
+                    raise DataError(
+                        f"{path} [heads]: {name} = {head!r}: a head is a table of options, "
+                        f'e.g. [heads.{name}] kind = "single"'
+                    )
             updates[key] = {n: _build(HeadConfig, v, f"{path} [heads.{n}]") for n, v in value.items()}
-        elif key in {f.name for f in fields(TrainConfig)}:
-            updates[key] = tuple(value) if isinstance(value, list) else value
+        elif key in types:
+            updates[key] = _value(value, types[key], str(path), key)
         else:
             raise DataError(f"{path}: unknown option {key!r}")
     _check_choice(updates, path)
@@ -173,15 +235,13 @@ def _check_choice(updates: dict[str, Any], path: Path) -> None:
     thresholds = updates.get("thresholds")
     if thresholds is not None and thresholds.fallback not in ("global", "default"):
         raise DataError(f"{path} [thresholds]: fallback must be global|default")
-    if thresholds is not None and not 0.0 < thresholds.scale <= 1.5:
-        raise DataError(f"{path} [thresholds]: scale must be in (0, 1.5]")
-    if thresholds is not None and thresholds.cv_folds < 0:
-        raise DataError(f"{path} [thresholds]: cv_folds must be 0 (tune on dev) or at least 2")
+    if thresholds is not None and not thresholds.grid_min < thresholds.grid_max:
+        raise DataError(f"{path} [thresholds]: grid_min must be below grid_max")
     features = updates.get("features")
     if features is not None and features.stop_words not in ("", "english"):
         raise DataError(f"{path} [features]: stop_words must be english or empty")
-    if features is not None and not (features.title_repeat >= 1 and 0.0 < features.word_max_df <= 1.0):
-        raise DataError(f"{path} [features]: title_repeat must be >= 1 and word_max_df in (0, 1]")
+    if features is not None and features.char_ngram_min > features.char_ngram_max:
+        raise DataError(f"{path} [features]: char_ngram_min must not be above char_ngram_max")
 
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")

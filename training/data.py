@@ -18,7 +18,7 @@ import io
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +69,8 @@ def _read_records(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], str]:
         except UnicodeDecodeError as exc:
             raise DataError(f"{path}:{lineno}: not valid UTF-8 (byte {exc.start + 1} of the line)") from exc
     text = raw.decode("utf-8").lstrip("\ufeff")
-    if path.suffix.lower() == ".csv":
-        return _csv_records(text), digest
+    if _is_csv(path):
+        return _csv_records(path, text), digest
     for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
@@ -84,24 +84,52 @@ def _read_records(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], str]:
     return records, digest
 
 
-def _csv_records(text: str) -> list[tuple[int, dict[str, Any]]]:
-    """CSV rows as records. A label column with a JSON list or a ``|`` in any cell is multi-label:
-    each of its cells becomes a list (``a|b``, ``["a", "b"]``; an empty cell = no labels)."""
-    reader = csv.DictReader(io.StringIO(text))
-    rows = [(reader.line_num, {k: v for k, v in record.items() if k is not None}) for record in reader]
-    multi = {
-        key
-        for _, cells in rows
-        for key, value in cells.items()
-        if key not in BASE_FIELDS and (value.startswith("[") or LABEL_SEPARATOR in value)
-    }
-    records = []
-    for lineno, cells in rows:
-        record: dict[str, Any] = {k: v for k, v in cells.items() if k not in BASE_FIELDS or v != ""}
-        for key in multi & set(record):
-            record[key] = _csv_labels(record[key])
-        records.append((lineno, record))
+def _is_csv(path: Path) -> bool:
+    return path.suffix.lower() == ".csv"
+
+
+def _csv_records(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
+    """CSV rows as records of their cells (strings), keyed by the header's column names. Every
+    row needs exactly one cell per column; an empty base field (title, target...) is left out."""
+    reader = csv.reader(io.StringIO(text))
+    try:
+        header = next(reader, [])
+        for i, name in enumerate(header):
+            if name.strip() and header.index(name) != i:
+                raise DataError(f"{path}:1: column {name!r} appears twice in the header")
+        nameless = [i for i, name in enumerate(header) if not name.strip()]  # e.g. a trailing comma
+        records = []
+        for cells in reader:
+            if not cells or (len(cells) == 1 and not cells[0].strip()):
+                continue  # a blank line
+            if len(cells) != len(header):
+                hint = (
+                    "quote cells that contain commas"
+                    if len(cells) > len(header)
+                    else "every row needs a cell per column (an empty cell is fine)"
+                )
+                raise DataError(
+                    f"{path}:{reader.line_num}: {len(cells)} cells, the header has {len(header)}; {hint}"
+                )
+            for i in nameless:
+                if cells[i].strip():
+                    raise DataError(
+                        f"{path}:{reader.line_num}: a value in column {i + 1}, unnamed in the header"
+                    )
+            record = {
+                k: v for k, v in zip(header, cells, strict=True) if k.strip() and (k not in BASE_FIELDS or v)
+            }
+            records.append((reader.line_num, record))
+    except csv.Error as exc:
+        raise DataError(f"{path}:{reader.line_num}: invalid CSV: {exc}") from exc
     return records
+
+
+def _looks_multi(path: Path, value: Any) -> bool:
+    """A multi-label value: a list, or a CSV cell with a JSON list or labels separated by ``|``."""
+    if isinstance(value, list):
+        return True
+    return _is_csv(path) and isinstance(value, str) and (value.startswith("[") or LABEL_SEPARATOR in value)
 
 
 def _csv_labels(cell: str) -> Any:
@@ -112,17 +140,20 @@ def _csv_labels(cell: str) -> Any:
     return [label.strip() for label in cell.split(LABEL_SEPARATOR) if label.strip()]
 
 
-def _refuse_hidden_lists(records: list[tuple[Path, int, dict[str, Any]]], name: str) -> None:
-    """A head inferred single-label whose values look like several labels ("a;b") would silently
-    train one label per combination: refuse it and say how to write several labels."""
+def _refuse_hidden_lists(records: list[tuple[Path, int, dict[str, Any]]], name: str, kind: str) -> None:
+    """A label of an undeclared head that looks like several labels ("a;b") would silently train
+    one label per combination: refuse it and say how to write several labels."""
     for path, lineno, record in records:
         value = record.get(name)
-        if isinstance(value, str) and LOOKS_LIKE_A_LIST.fullmatch(value):
-            raise DataError(
-                f"{path}:{lineno}: field {name!r}: {value!r} looks like several labels. For a "
-                "multi-label head write a JSON list (JSONL, or a CSV cell) or separate labels with '|' "
-                f'(CSV); if it is one label, declare the head: [heads.{name}] kind = "single"'
-            )
+        if kind == "multi" and isinstance(value, str) and _is_csv(path):
+            value = _csv_labels(value)
+        for label in value if isinstance(value, list) else [value]:
+            if isinstance(label, str) and LOOKS_LIKE_A_LIST.fullmatch(label):
+                raise DataError(
+                    f"{path}:{lineno}: field {name!r}: {label!r} looks like several labels. For a "
+                    "multi-label head write a JSON list (JSONL, or a CSV cell) or separate labels with "
+                    f"'|' (CSV); if it is one label, declare the head: [heads.{name}] kind = \"{kind}\""
+                )
 
 
 def _infer_heads(
@@ -131,34 +162,29 @@ def _infer_heads(
     head_names: Sequence[str],
     group_field: str,
 ) -> dict[str, HeadConfig]:
-    declared = dict(config.heads)
+    """Every label field is a head (``--heads`` picks some; ``ignore_fields`` leaves some out);
+    the config may declare a head's kind and more. An undeclared kind is inferred from all rows
+    of all files first: a list (or a CSV cell with ``|`` or a JSON list) anywhere makes it multi."""
+    selected = set(head_names)  # `--heads` picks heads: other label fields are left out
+    declared = {n: h for n, h in config.heads.items() if not selected or n in selected}
     for name in head_names:
         declared.setdefault(name, HeadConfig())
     if group_field in declared:
         raise DataError(f"field {group_field!r} cannot be both a head and the group field")
-    ignore = {*config.ignore_fields, group_field}
-    explicit = bool(declared)
-    selected = set(head_names)  # `--heads` picks heads: other label fields are left out
-    heads: dict[str, HeadConfig] = {}
-    for path, lineno, record in records:
+    skip = {*BASE_FIELDS, *config.ignore_fields, group_field}
+    found: dict[str, str] = {}  # label field -> "multi" | "single", in order of first appearance
+    for path, _, record in records:
         for key, value in record.items():
-            if key in BASE_FIELDS or key in ignore or (selected and key not in selected):
+            if key in skip or (selected and key not in selected):
                 continue
-            if key not in declared:
-                if explicit:
-                    raise DataError(
-                        f"{path}:{lineno}: field {key!r}: unknown head (declared heads: "
-                        f"{', '.join(sorted(declared))}; add it to ignore_fields to skip it)"
-                    )
-                declared[key] = HeadConfig()
-            if key not in heads or not heads[key].kind:
-                kind = declared[key].kind or ("multi" if isinstance(value, list) else "single")
-                heads[key] = HeadConfig(
-                    kind, declared[key].target, declared[key].require_labels, declared[key].labels
-                )
-    for name, head in heads.items():
-        if head.kind == "single" and not declared[name].kind:
-            _refuse_hidden_lists(records, name)
+            multi = found.get(key) == "multi" or _looks_multi(path, value)
+            found[key] = "multi" if multi else "single"
+    heads: dict[str, HeadConfig] = {}
+    for name, kind in found.items():
+        head = declared.get(name, HeadConfig())
+        if not head.kind:
+            _refuse_hidden_lists(records, name, kind)
+        heads[name] = replace(head, kind=head.kind or kind)
     missing = sorted(set(declared) - set(heads))
     if missing:
         raise DataError(f"head(s) {', '.join(missing)} declared but found in no row")
@@ -199,13 +225,15 @@ def _row(
                 f"{where}: field {head.target!r}: head {name!r} is conditioned on it, but it is empty"
             )
         value = record.get(name)
-        if head.kind == "multi" and isinstance(value, str) and path.suffix.lower() == ".csv":
-            value = _csv_labels(value)  # a column declared multi-label with no '|' in it
+        if _is_csv(path) and isinstance(value, str) and (head.kind == "multi" or _looks_multi(path, value)):
+            value = _csv_labels(value)  # a cell of labels (a column declared multi needs no '|')
         if value is None:
             raise DataError(f"{where}: field {name!r}: missing (every row needs every head)")
         if head.kind == "multi":
             if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-                raise DataError(f"{where}: field {name!r}: must be a list of label strings")
+                raise DataError(
+                    f"{where}: field {name!r}: must be a list of label strings (a multi-label head)"
+                )
             if head.require_labels and not value:
                 raise DataError(f"{where}: field {name!r}: empty label list, but the head requires labels")
             labels[name] = tuple(dict.fromkeys(value))
@@ -223,6 +251,34 @@ def _row(
                 )
     article = Article(str(rid), text, record.get("title") or "", record.get("target") or "")
     return Row(article, labels, _group(where, record, group_field) if group_field else "")
+
+
+def check_trainable(data: Dataset) -> None:
+    """Refuse, before any fitting, a head a classifier cannot learn: a single-label head needs two
+    classes; a multi-label head needs a label, and with one label, rows without it (a binary tagger)."""
+    files = ", ".join(f["path"] for f in data.files)
+    for name, head in data.heads.items():
+        gold = data.labels(name)
+        labels = list(head.labels) or sorted({label for row in gold for label in row})
+        if head.kind == "single" and len(labels) < 2:
+            raise DataError(
+                f"head {name!r} has one class ({labels[0]!r}) in the training data ({files}): "
+                "a classifier needs at least two"
+            )
+        if head.kind == "multi" and not labels:
+            raise DataError(f"head {name!r} has no labels in any row of the training data ({files})")
+        if head.kind == "multi" and len(labels) == 1 and all(gold):
+            raise DataError(
+                f"head {name!r} has one label ({labels[0]!r}) and every training row has it ({files}): "
+                "a classifier needs rows without it too"
+            )
+
+
+def shared_rows(train: Dataset, other: Dataset) -> int:
+    """How many rows of ``other`` are also training rows: the same id or the same text."""
+    ids = {r.article.id for r in train.rows}
+    texts = {r.article.text.strip() for r in train.rows}
+    return sum(r.article.id in ids or r.article.text.strip() in texts for r in other.rows)
 
 
 def label_fields(paths: Sequence[Path]) -> set[str]:

@@ -110,6 +110,15 @@ def unknown_gold(
     }
 
 
+def label_prf(Y: NDArray[np.int8], P: NDArray[np.int8], average: str | None) -> Any:
+    """Precision, recall, F1 and support over the label columns of indicator matrices ``Y`` (gold)
+    and ``P`` (predicted). scikit-learn reads a single column (a head with one label) as a binary
+    target of two classes: then only its positive class, the label, is scored."""
+    if Y.shape[1] == 1:
+        return precision_recall_fscore_support(Y[:, 0], P[:, 0], labels=[1], average=average, zero_division=0)
+    return precision_recall_fscore_support(Y, P, average=average, zero_division=0)
+
+
 def head_metrics(
     spec: HeadSpec, gold: Sequence[tuple[str, ...]], scores: NDArray[np.float64], ids: Sequence[str] = ()
 ) -> dict[str, Any]:
@@ -126,13 +135,13 @@ def head_metrics(
         if unknown:
             out["unknown_gold"] = unknown
         for avg in ("micro", "macro"):
-            p, r, f, _ = precision_recall_fscore_support(Y, P, average=avg, zero_division=0)
+            p, r, f, _ = label_prf(Y, P, avg)
             out[avg] = {
                 "precision": round(float(p), 4),
                 "recall": round(float(r), 4),
                 "f1": round(float(f), 4),
             }
-        p, r, f, s = precision_recall_fscore_support(Y, P, average=None, zero_division=0)
+        p, r, f, s = label_prf(Y, P, None)
         present = (Y.sum(axis=0) > 0) | (P.sum(axis=0) > 0)  # labels the data or the model mention
         out["macro_present"] = {
             "f1": round(float(f[present].mean()) if present.any() else 0.0, 4),

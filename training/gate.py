@@ -35,7 +35,7 @@ from service.model.article_model import articles_to_matrix
 from service.model.artifact import HeadSpec, LoadedModel
 from training.config import HeadConfig, TrainConfig
 from training.data import Dataset, load_dataset
-from training.evaluate import indicator
+from training.evaluate import indicator, label_prf
 
 #: metric name -> what it means per head kind
 METRICS = {
@@ -108,7 +108,7 @@ def head_metric(
         Y = indicator(gold, labels)
         P = _multi_predictions(spec, scores, labels)
         average = "macro" if metric == "macro_f1" else "micro"
-        return float(f1_score(Y, P, average=average, zero_division=0))
+        return float(label_prf(Y, P, average)[2])
     y_true = [g[0] for g in gold]
     y_pred = [spec.labels[int(j)] for j in np.argmax(scores, axis=1)]
     if metric == "micro_f1":

@@ -24,7 +24,7 @@ from service.core.errors import DataError
 from service.model.article_model import ArticleModel, articles_to_matrix
 from service.model.artifact import HeadSpec, Manifest, save_artifact
 from training.config import TrainConfig
-from training.data import Dataset, Row, load_dataset
+from training.data import Dataset, Row, check_trainable, load_dataset, shared_rows
 from training.evaluate import head_metrics, indicator, tune_thresholds
 from training.pipeline import build_classifier, build_featurizer, featurizer_key
 from training.progress import Progress
@@ -226,7 +226,9 @@ def train(
     progress = progress or Progress.to_stderr(total=train_units(config))
     progress.advance(0, f"loading {', '.join(str(p) for p in data_paths)}")
     data = load_dataset(data_paths, config, head_names, group_field=config.group_field)
+    check_trainable(data)
     dev = load_dataset(dev_paths, config, heads=data.heads) if dev_paths else None
+    overlap = shared_rows(data, dev) if dev is not None else 0
     progress.advance(0, "loaded")
 
     def step(message: str) -> None:
@@ -313,6 +315,8 @@ def train(
             ),
             "train_rows": len(data.rows),
             "dev_rows": len(scored.rows) if scored is not None else 0,
+            # --dev rows that are also training rows (same id or text): the dev score flatters
+            **({"dev_overlap": overlap} if overlap else {}),
             "thresholds": f"{folds}-fold cross-validation on the training rows"
             + (f", grouped by {data.group_field!r}" if "group_field" in cv_info else "")
             if folds > 1

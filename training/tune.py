@@ -42,8 +42,8 @@ from sklearn.metrics import f1_score
 
 from service.core.errors import DataError
 from training.config import ThresholdConfig, TrainConfig, config_to_toml
-from training.data import Dataset, label_fields, load_dataset
-from training.evaluate import indicator, tune_thresholds
+from training.data import Dataset, check_trainable, label_fields, load_dataset
+from training.evaluate import indicator, label_prf, tune_thresholds
 from training.search_space import coordinates, describe
 from training.train import cross_validated_scores, cv_workers
 
@@ -101,8 +101,8 @@ def _multi_score(Y: NDArray[np.int8], S: NDArray[np.float64], cfg: ThresholdConf
     present = (Y.sum(axis=0) > 0) | (P.sum(axis=0) > 0)
     if not present.any():
         return 0.0
-    micro = f1_score(Y, P, average="micro", zero_division=0)
-    macro = f1_score(Y[:, present], P[:, present], average="macro", zero_division=0)
+    micro = label_prf(Y, P, "micro")[2]
+    macro = label_prf(Y[:, present], P[:, present], "macro")[2]
     return float(micro + macro) / 2
 
 
@@ -255,6 +255,7 @@ def tune(
     if config.thresholds.cv_folds < 2:
         raise DataError("--tune scores by cross-validation: thresholds.cv_folds must be at least 2")
     data = load_dataset(data_paths, config, head_names, group_field=config.group_field)
+    check_trainable(data)
     if len(data.rows) < 2 * FOLDS:
         raise DataError(f"{len(data.rows)} training rows: too few to tune (at least {2 * FOLDS})")
     ignored = sorted(

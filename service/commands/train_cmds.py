@@ -15,7 +15,7 @@ from typing import Any
 
 from service.core.errors import ArtifactError, NewstaggerError
 from service.model.artifact import load_artifact
-from service.model.registry import ModelRegistry, resolve_model_path
+from service.model.registry import ModelRegistry, check_version_name, resolve_model_path
 from service.settings import MODEL_DIR_HELP, default_model_dir
 
 GATE_METRICS = ("macro_f1", "micro_f1")  # training.gate.METRICS (not imported: training loads lazily)
@@ -90,7 +90,12 @@ def register(sub: Any) -> None:
         default=default_model_dir(),
         help=f"Add the model to this registry (ignored with --out). {MODEL_DIR_HELP}",
     )
-    train.add_argument("--version", default="", help="Model version (default: UTC time + checksum).")
+    train.add_argument(
+        "--version",
+        default="",
+        help="Model version: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit, "
+        "not already in the registry (default: UTC time + checksum).",
+    )
     tune = train.add_argument_group("search for a configuration (see docs/retraining.md)")
     tune.add_argument(
         "--tune",
@@ -178,6 +183,13 @@ def _train(args: argparse.Namespace) -> int:
         raise NewstaggerError("--promote-if-better and --no-promote work on a --registry, not with --out")
     if args.tune_budget_seconds is not None and not args.tune:
         raise NewstaggerError("--tune-budget-seconds needs --tune")
+    registry = None if args.out else ModelRegistry(args.registry)
+    # the version's name is checked before any training: a bad one would write outside the
+    # registry, or fail once the model is trained
+    if args.version and registry is not None:
+        registry.check_new_version(args.version)
+    elif args.version:
+        check_version_name(args.version)
     config = load_config(args.config or (STARTER_CONFIG if args.data is None else None))
     if args.group_field is not None:
         config = replace(config, group_field=args.group_field)
@@ -192,7 +204,6 @@ def _train(args: argparse.Namespace) -> int:
         budget = args.tune_budget_seconds or DEFAULT_BUDGET_SECONDS
         tuned = tune(data, config, args.heads, budget, io.StringIO() if args.quiet else None)
         config = tuned.config
-    registry = None if args.out else ModelRegistry(args.registry)
     # Without --version the version is known only once the model is saved: write it under a
     # hidden name unique to this run (a crashed or concurrent run cannot block it; the registry
     # ignores hidden names), then rename it into place. Whatever happens, no staging is left.
@@ -218,6 +229,12 @@ def _train(args: argparse.Namespace) -> int:
             shutil.rmtree(out, ignore_errors=True)
     print(figures(manifest.data, manifest.metrics))
     print(f"model {manifest.name} {manifest.version} written to {out}")
+    if manifest.data.get("dev_overlap"):
+        print(
+            f"warning: {manifest.data['dev_overlap']} of the {manifest.data['dev_rows']} --dev rows are "
+            "also training rows (same id or text): the dev score is not a held-out figure",
+            file=sys.stderr,
+        )
     if registry is None:
         return 0
     version, root = manifest.version, registry.root

@@ -83,7 +83,10 @@ class ArticleModel:
             clf = self.classifiers[head]
             n_features = getattr(clf, "n_features_in_", None)
             compiled = compile_scorer(clf, n_features) if isinstance(n_features, int) else None
-            cache[head] = compiled if compiled is not None else clf.predict_proba
+            scorer = compiled if compiled is not None else clf.predict_proba
+            if len(self.labels[head]) == 1 and getattr(clf, "multilabel_", True) is False:
+                scorer = _label_column(scorer)
+            cache[head] = scorer
         return cache[head]
 
     def __getstate__(self) -> dict[str, Any]:
@@ -125,6 +128,16 @@ class ArticleModel:
 
 #: Prefixes FeatureUnion puts before a word n-gram's name (``text__word__north korea``).
 _WORD_PREFIXES = ("text__", "target__", "word__", "title__", "evidence__")
+
+
+def _label_column(scorer: Scorer) -> Scorer:
+    """A multi-label head with one label (a binary tagger): scikit-learn's one-vs-rest fits it as
+    a binary problem and scores both classes, not-the-label first. Keep the label's column."""
+
+    def score(X: Any) -> NDArray[np.float64]:
+        return np.asarray(scorer(X), dtype=np.float64)[:, 1:]
+
+    return score
 
 
 def readable_term(name: str) -> str | None:

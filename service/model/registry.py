@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ from service.model.errors import ArtifactError
 CURRENT = "current"
 HISTORY = "history"
 VERSIONS = "versions"
+#: A version's name: a plain directory name (no path separator, not hidden), as train writes it.
+VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 DIR_MODE = 0o755  # readable by the serving user, whoever wrote it (see the module docstring)
 FILE_MODE = 0o644
 
@@ -160,6 +163,12 @@ class ModelRegistry:
         """Where a new artifact for ``version`` should be written."""
         return self.versions_dir / version
 
+    def check_new_version(self, version: str) -> None:
+        """Raise ArtifactError unless ``version`` is a valid name (``VERSION_NAME``) not yet taken."""
+        check_version_name(version)
+        if (self.versions_dir / version).exists():
+            raise ArtifactError(f"version {version!r} already exists in {self.root}")
+
     def promote(self, version: str, verify: bool = True) -> str | None:
         """Make ``version`` current, atomically; returns the version it replaced.
 
@@ -204,6 +213,15 @@ class ModelRegistry:
                 os.fsync(fh.fileno())
             _make_readable(self.root / HISTORY)
         return previous
+
+
+def check_version_name(version: str) -> None:
+    """Raise ArtifactError unless ``version`` is a valid version name (``VERSION_NAME``)."""
+    if not VERSION_NAME.fullmatch(version):
+        raise ArtifactError(
+            f"version {version!r}: must be 1-64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
 
 
 def _make_readable(*paths: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,9 @@ import pytest
 
 from service.cli import main
 from service.core.errors import DataError
+from service.core.types import Article
+from service.model.article_model import articles_to_matrix
+from service.model.artifact import load_artifact
 from training.config import HeadConfig, TrainConfig
 from training.data import load_dataset
 from training.train import train
@@ -77,11 +81,14 @@ def test_heads_on_the_command_line_select_heads(tmp_path: Path) -> None:
     assert "stance" in message and "found in no row" in message
 
 
-def test_unknown_head_when_heads_are_declared_in_the_config(tmp_path: Path) -> None:
-    config = TrainConfig(heads={"stance": HeadConfig(kind="single")})
-    path = write_jsonl(tmp_path / "train.jsonl", good_rows())
-    message = data_error([path], config)
-    assert f"{path}:1:" in message and "'topics'" in message and "unknown head" in message
+def test_fields_the_config_does_not_declare_are_still_heads(tmp_path: Path) -> None:
+    """Declaring one head (its kind, target...) does not turn the other label fields into errors."""
+    config = TrainConfig(heads={"stance": HeadConfig(kind="single", labels=("neutral",))})
+    data = load_dataset([write_jsonl(tmp_path / "train.jsonl", good_rows())], config)
+    assert {n: h.kind for n, h in data.heads.items()} == {"topics": "multi", "stance": "single"}
+    assert data.heads["stance"].labels == ("neutral",)
+    # `--heads` still picks heads, and a declared head it does not pick is simply left out
+    assert list(load_dataset([tmp_path / "train.jsonl"], config, head_names=["topics"]).heads) == ["topics"]
 
 
 def test_ignored_fields_are_not_heads(tmp_path: Path) -> None:
@@ -201,6 +208,75 @@ def test_labels_joined_by_another_separator_are_refused_not_combined(tmp_path: P
     assert load_dataset([path], declared).labels("topics")[1] == ("sanctions;weapons_programme",)
 
 
+def test_hidden_lists_are_refused_in_multi_label_heads_too(tmp_path: Path) -> None:
+    """A head inferred multi-label once accepted `a;b` or `a,b` as one label."""
+    csv_path = tmp_path / "train.csv"
+    csv_path.write_text("id,text,topics\na,Some text.,war|aid\nb,Some text.,war;aid\n", encoding="utf-8")
+    message = data_error([csv_path])
+    assert f"{csv_path}:3: field 'topics': 'war;aid' looks like several labels" in message
+    assert 'kind = "multi"' in message
+    path = write_jsonl(tmp_path / "train.jsonl", [row("a", topics=["war"]), row("b", topics=["war,aid"])])
+    assert f"{path}:2: field 'topics': 'war,aid' looks like several labels" in data_error([path])
+    declared = TrainConfig(heads={"topics": HeadConfig(kind="multi")})
+    assert load_dataset([path], declared).labels("topics")[1] == ("war,aid",)
+
+
+def test_a_head_kind_is_inferred_from_every_row_of_every_file(tmp_path: Path) -> None:
+    """The first row once decided the kind: a string first made `topics` single-label, and the
+    error (or not) depended on the order of rows and files."""
+    text_first = write_jsonl(tmp_path / "a.jsonl", [row("a", topics="war", stance="neutral")])
+    lists = write_jsonl(tmp_path / "b.jsonl", [row("b", topics=["war", "aid"], stance="neutral")])
+    for paths in ([text_first, lists], [lists, text_first]):
+        message = data_error(paths)
+        assert f"{text_first}:1: field 'topics'" in message and "list of label strings" in message
+    pipes = tmp_path / "c.csv"
+    pipes.write_text("id,text,topics,stance\nc,Some text.,war|aid,neutral\n", encoding="utf-8")
+    plain = tmp_path / "d.csv"
+    plain.write_text("id,text,topics,stance\nd,Some text.,war,neutral\ne,Quiet.,,neutral\n", encoding="utf-8")
+    for paths in ([plain, pipes], [pipes, plain]):
+        data = load_dataset(paths, CONFIG)
+        assert data.heads["topics"].kind == "multi"
+        assert dict(zip([a.id for a in data.articles()], data.labels("topics"), strict=True)) == {
+            "c": ("war", "aid"),
+            "d": ("war",),
+            "e": (),
+        }
+
+
+@pytest.mark.parametrize(
+    ("lines", "says"),
+    [
+        (
+            ["id,text,stance", "a,Talks resumed.,neutral", "b,Troops, tanks moved.,critical"],
+            ":3: 4 cells, the header has 3; quote cells that contain commas",
+        ),
+        (
+            ["id,text,stance", "a,Talks resumed.,neutral", "b,Troops moved."],
+            ":3: 2 cells, the header has 3; every row needs a cell per column",
+        ),
+        (["id,text,stance,stance", "a,Talks resumed.,neutral,neutral"], ":1: column 'stance' appears twice"),
+        (
+            ["id,text,stance,", "a,Talks resumed.,neutral,", "b,Tanks,critical,x"],
+            ":3: a value in column 4, unnamed",
+        ),
+    ],
+)
+def test_csv_rows_must_match_the_header(tmp_path: Path, lines: list[str], says: str) -> None:
+    """Extra cells were silently dropped; missing cells or a repeated column crashed."""
+    path = tmp_path / "train.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert f"{path}{says}" in data_error([path])
+
+
+def test_a_nameless_empty_csv_column_is_ignored(tmp_path: Path) -> None:
+    """A trailing comma on every line (a spreadsheet export) adds an empty column with no name."""
+    path = tmp_path / "train.csv"
+    path.write_text(
+        "id,text,stance,\na,Talks resumed.,neutral,\nb,Tanks moved.,critical,\n", encoding="utf-8"
+    )
+    assert list(load_dataset([path], CONFIG).heads) == ["stance"]
+
+
 def test_csv_errors_name_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "train.csv"
     path.write_text("id,text,stance\na,Talks resumed.,neutral\nb,,critical\n", encoding="utf-8")
@@ -262,3 +338,74 @@ def test_failed_train_on_the_command_line_writes_nothing(
     out = tmp_path / "out"
     assert main(["train", "--data", str(bad), "--out", str(out)]) == 2
     assert not out.exists()
+
+
+def binary_rows(n: int = 16) -> list[dict[str, Any]]:
+    """A topics head with one label, on some rows only (a binary tagger), and two stances."""
+    economy = "Inflation and interest rates rose, the central bank said ({})."
+    other = "The museum opened an art exhibition at the festival ({})."
+    return [
+        row(
+            f"r{i}",
+            (economy if i % 2 else other).format(i),
+            topics=["economy"] if i % 2 else [],
+            stance="critical" if i % 4 < 2 else "neutral",
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"stance": "neutral"}, "head 'stance' has one class ('neutral') in the training data ("),
+        ({"topics": []}, "head 'topics' has no labels in any row of the training data ("),
+        ({"topics": ["economy"]}, "head 'topics' has one label ('economy') and every training row has it"),
+    ],
+)
+def test_heads_a_classifier_cannot_learn_are_refused_before_fitting(
+    tmp_path: Path, change: dict[str, Any], says: str
+) -> None:
+    """Each once crashed `train` with a scikit-learn traceback."""
+    path = write_jsonl(tmp_path / "train.jsonl", [r | change for r in binary_rows()])
+    out = tmp_path / "model"
+    with pytest.raises(DataError) as info:
+        train([path], out, CONFIG)
+    assert says in str(info.value) and str(path) in str(info.value)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("folds", [2, 0])
+def test_a_multi_label_head_with_one_label_is_a_binary_tagger(tmp_path: Path, folds: int) -> None:
+    path = write_jsonl(tmp_path / "train.jsonl", binary_rows())
+    config = replace(CONFIG, thresholds=replace(CONFIG.thresholds, cv_folds=folds))
+    manifest = train([path], tmp_path / "model", config, [path] if folds == 0 else [])
+    assert manifest.metrics["cv" if folds else "dev"]["topics"]["per_label"]["economy"]["f1"] > 0.5
+    model = load_artifact(tmp_path / "model").model
+    texts = ["Interest rates and inflation, the central bank said.", "An art exhibition at the museum."]
+    X = articles_to_matrix([Article(str(i), t) for i, t in enumerate(texts)])
+    scores = model.scores(X, ["topics"])["topics"]
+    assert scores.shape == (2, 1) and scores[0, 0] > 0.5 > scores[1, 0]
+
+
+def test_dev_rows_that_are_training_rows_are_warned_about(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Such a dev score was once called held out, with no warning."""
+    rows = binary_rows()
+    train_path = write_jsonl(tmp_path / "train.jsonl", rows)
+    same_text = rows[3] | {"id": "new-id"}
+    dev_path = write_jsonl(tmp_path / "dev.jsonl", [rows[0], same_text, row("fresh", "A quiet day.")])
+    config = tmp_path / "c.toml"
+    config.write_text("[thresholds]\ncv_folds = 2\n")
+    out = tmp_path / "model"
+    args = ["train", "--quiet", "--data", str(train_path), "--dev", str(dev_path), "--config", str(config)]
+    assert main([*args, "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "warning: 2 of the 3 --dev rows are also training rows (same id or text)" in captured.err
+    assert "dev score: 3 dev rows (WARNING: 2 of them are also training rows" in captured.out
+    assert "WARNING: 2 of them are also training rows" in (out / "MODEL_CARD.md").read_text()
+    assert load_artifact(out).manifest.data["dev_overlap"] == 2
+    clean = write_jsonl(tmp_path / "clean.jsonl", [row("fresh", "A quiet day.")])
+    assert main([*args[:5], str(clean), *args[6:], "--out", str(tmp_path / "m2")]) == 0
+    assert "warning" not in capsys.readouterr().err.lower()

@@ -153,6 +153,44 @@ def test_a_label_the_model_has_not_learnt_takes_the_fallback_instead_of_flooding
     assert (scores[:, 1] >= guarded[1]).sum() == 0
 
 
+@pytest.mark.parametrize(
+    ("toml", "says"),
+    [
+        ('[thresholds]\ncv_folds = "3"', "[thresholds]: cv_folds must be an integer, not '3'"),
+        ('[thresholds]\nscale = "0.9"', "[thresholds]: scale must be a number, not '0.9'"),
+        ('seed = "abc"', ": seed must be an integer, not 'abc'"),
+        ("seed = -1", ": seed must be in [0, 2**32), not -1"),
+        ("[classifier]\nC = -1", "[classifier]: C must be above 0, not -1"),
+        ("[features]\nword_ngram_max = 0", "[features]: word_ngram_max must be at least 1, not 0"),
+        ("[features]\nuse_char = 1", "[features]: use_char must be true or false, not 1"),
+        ('ignore_fields = "story"', ": ignore_fields must be a list of strings, not 'story'"),
+        ("group_field = 5", ": group_field must be a string, not 5"),
+        ('[heads]\nstance = "single"', "[heads]: stance = 'single': a head is a table of options"),
+        ("thresholds = 3", "[thresholds]: must be a table of options, not 3"),
+    ],
+)
+def test_config_values_are_checked_for_type_and_range_on_load(tmp_path: Path, toml: str, says: str) -> None:
+    """Each was once a traceback at training, or misread (a string as a set of characters)."""
+    from service.core.errors import DataError
+    from training.config import load_config
+
+    path = tmp_path / "c.toml"
+    path.write_text(toml)
+    with pytest.raises(DataError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}") and says in str(info.value)
+
+
+def test_config_accepts_an_integer_for_a_number(tmp_path: Path) -> None:
+    from training.config import load_config
+
+    path = tmp_path / "c.toml"
+    path.write_text('ignore_fields = ["story"]\n[classifier]\nC = 2\n[thresholds]\nscale = 1')
+    config = load_config(path)
+    assert config.classifier.C == 2.0 and isinstance(config.classifier.C, float)
+    assert config.thresholds.scale == 1.0 and config.ignore_fields == ("story",)
+
+
 @pytest.mark.parametrize("bad", ['[classifier]\nmodel = "forest"', '[thresholds]\nfallback = "zero"'])
 def test_config_rejects_unknown_choices(tmp_path: Path, bad: str) -> None:
     from service.core.errors import DataError

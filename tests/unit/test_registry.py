@@ -202,3 +202,22 @@ def _fields(loaded: LoadedModel, version: str) -> dict[str, Any]:
     """The manifest fields save_artifact takes, for a copy of ``loaded`` named ``version``."""
     m = loaded.manifest
     return {"name": m.name, "version": version, "created_at": m.created_at, "heads": m.heads}
+
+
+@pytest.mark.parametrize("version", ["../../escaped", ".hidden", "v1/sub", "a" * 65, "v1"])
+def test_train_refuses_a_bad_or_taken_version_before_training(
+    registry: ModelRegistry, tmp_path: Path, capsys: pytest.CaptureFixture[str], version: str
+) -> None:
+    """`--version ../../escaped` once wrote outside the registry; `.hidden` and `v1/sub` failed
+    only after training, leaving debris."""
+    before = sorted(p.name for p in registry.versions_dir.iterdir())
+    missing = tmp_path / "never-read.jsonl"  # refused before the data is read
+    args = ["train", "--data", str(missing), "--version", version, "--registry", str(registry.root)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"version {version!r}" in err and str(missing) not in err
+    assert ("already exists" if version == "v1" else "must be 1-64 letters") in err
+    assert sorted(p.name for p in registry.versions_dir.iterdir()) == before
+    assert not (tmp_path / "escaped").exists()
+    assert main(["train", "--data", str(missing), "--version", ".x", "--out", str(tmp_path / "o")]) == 2
+    assert "must be 1-64 letters" in capsys.readouterr().err

@@ -150,3 +150,23 @@ def test_calls_in_flight_finish_on_the_old_model(registry: ModelRegistry, served
 def test_missing_model_dir(tmp_path: Path) -> None:
     reloader = ModelReloader(Tagger(), tmp_path / "nothing", None, interval=0)
     assert reloader.check().result == "missing"
+
+
+def test_a_current_pointer_to_a_missing_version_is_logged_once_per_value(
+    registry: ModelRegistry, served: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It was once ignored silently, poll after poll."""
+    tagger, reloader, _ = served
+    caplog.set_level("WARNING", logger="service.reloader")
+    for bad in ("gone", "gone", "gone", "also-gone", "also-gone"):
+        (registry.root / "current").write_text(bad + "\n")
+        assert reloader.check().result == "missing"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2
+    assert "no version 'gone'" in warnings[0] and "no version 'also-gone'" in warnings[1]
+    assert tagger.model.manifest.version == "v1"  # the old model keeps serving
+    registry.promote("v1")
+    assert reloader.check().result == "unchanged"
+    (registry.root / "current").write_text("gone\n")
+    reloader.check()
+    assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 3  # a new episode
