@@ -22,6 +22,7 @@ from service.stream.codec import (
     encode_dead_letter,
     encode_tagged,
 )
+from tests.helpers import REPO
 
 LIMIT = 1000
 header_names = st.one_of(
@@ -193,3 +194,10 @@ def test_a_dead_letter_message_that_is_not_unicode_is_escaped() -> None:
         None, b"x", [], Source("in", 0, 0), "model_error", ValueError("a\ud800"), "", 0.0
     )
     assert dict(letter.headers)["newstagger-error-message"] == b"a\\ud800"
+
+
+def test_every_reason_is_documented_and_in_the_dead_letter_schema() -> None:
+    doc = (REPO / "docs" / "events.md").read_text()
+    schema = json.loads((REPO / "schemas" / "dead-letter.schema.json").read_text())
+    assert schema["properties"]["newstagger-error-reason"]["enum"] == list(REASONS)
+    assert [reason for reason in REASONS if f"| `{reason}` |" not in doc] == []
