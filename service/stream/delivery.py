@@ -333,7 +333,10 @@ class Publisher:
             sender = getattr(self.producer, "_sender", None)  # no public way to abort pending sends
             if sender is not None:
                 sender.force_close()  # fails the pending batches, so the flush in close() ends
-            self.producer.close(timeout=timeout)
+            try:
+                self.producer.close(timeout=timeout)
+            except KafkaTimeoutError:
+                logger.warning("the producer did not close within %.1fs", timeout)
 
 
 def _sent(topic: str, rec: Any, reason: str | None = None, error: BaseException | None = None) -> _Sent:
