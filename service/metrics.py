@@ -148,7 +148,7 @@ class Metrics:
         )
         self.kafka_produced = Counter(
             "newstagger_kafka_produced_records",
-            "Tagged records acknowledged by the broker.",
+            "Records acknowledged by the broker, by topic: tagged records and dead letters.",
             ["topic"],
             registry=r,
         )

@@ -9,7 +9,7 @@ Every input ends either as an ``InputEvent`` or as a ``DecodeFailed`` carrying o
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -40,7 +40,10 @@ H_SOURCE_TOPIC = "newstagger-source-topic"
 H_SOURCE_PARTITION = "newstagger-source-partition"
 H_SOURCE_OFFSET = "newstagger-source-offset"
 H_FAILED_AT = "newstagger-failed-at"
+H_DROPPED = "newstagger-dropped"
 MAX_ERROR_MESSAGE = 500
+#: what a dead letter too large to produce leaves out, in this order, until it fits
+DROPPABLE = ("value", "headers", "key")
 
 #: Why a record went to the dead-letter topic (the ``reason`` label: a bounded set).
 REASONS = (
@@ -50,10 +53,11 @@ REASONS = (
     "empty_text",
     "text_too_long",  # text, title and target together over max_text_bytes
     "field_too_long",  # id, published_at, source or url over MAX_FIELD_BYTES
-    "undecodable",  # bytes that are not UTF-8, or a null value (tombstone)
+    "undecodable",  # bytes that are not UTF-8, a string that is not Unicode, or a null value
     "unknown_content_type",
     "invalid_article",  # refused by the tagger's own validation
     "model_error",  # the model failed on this article
+    "unpublishable",  # the tagged record could not be encoded or is too large to produce
 )
 STRING_FIELDS = ("id", "text", "title", "target", "published_at", "source", "url")
 #: the fields the model reads: together at most max_text_bytes
@@ -87,8 +91,11 @@ def header_value(headers: Headers, name: str) -> bytes | None:
     return found
 
 
-def decode_event(value: bytes | None, headers: Headers, max_text_bytes: int) -> InputEvent:
-    """Decode one record value. Raises only DecodeFailed."""
+def decode_event(
+    value: bytes | None, headers: Headers, max_text_bytes: int, passthrough: Sequence[str] = ()
+) -> InputEvent:
+    """Decode one record value; the ``passthrough`` fields (copied to the output) are checked to
+    be valid Unicode too. Raises only DecodeFailed."""
     if value is None:
         raise DecodeFailed("undecodable", "record value is null")
     raw_type = header_value(headers, CONTENT_TYPE)
@@ -103,6 +110,9 @@ def decode_event(value: bytes | None, headers: Headers, max_text_bytes: int) -> 
     else:
         raise DecodeFailed("unknown_content_type", f"unsupported content-type {media[:100]!r}")
     article = _article(fields, max_text_bytes)
+    for name in passthrough:
+        if name not in STRING_FIELDS and name in fields:
+            _check_unicode(name, fields[name])
     return InputEvent(article, fields)
 
 
@@ -157,19 +167,19 @@ def _article(fields: dict[str, Any], max_text_bytes: int) -> Article:
         raise DecodeFailed("missing_field", "field 'id' is empty")
     if not text.strip():
         raise DecodeFailed("empty_text", "field 'text' is empty")
-    sizes = {name: _utf8_size(fields.get(name) or "", max_text_bytes) for name in MODEL_FIELDS}
-    if sum(sizes.values()) > max_text_bytes:
-        parts = ", ".join(f"{name} {size}" for name, size in sizes.items() if size)
+    sizes = {name: _utf8_size(name, fields.get(name) or "") for name in STRING_FIELDS}
+    model_bytes = sum(sizes[name] for name in MODEL_FIELDS)
+    if model_bytes > max_text_bytes:
+        parts = ", ".join(f"{name} {sizes[name]}" for name in MODEL_FIELDS if sizes[name])
         raise DecodeFailed(
             "text_too_long", f"text, title and target are {parts} bytes, over the limit of {max_text_bytes}"
         )
     for name in STRING_FIELDS:
-        if name not in MODEL_FIELDS:
-            size = _utf8_size(fields.get(name) or "", MAX_FIELD_BYTES)
-            if size > MAX_FIELD_BYTES:
-                raise DecodeFailed(
-                    "field_too_long", f"field {name!r} is {size} bytes, over the limit of {MAX_FIELD_BYTES}"
-                )
+        if name not in MODEL_FIELDS and sizes[name] > MAX_FIELD_BYTES:
+            raise DecodeFailed(
+                "field_too_long",
+                f"field {name!r} is {sizes[name]} bytes, over the limit of {MAX_FIELD_BYTES}",
+            )
     article = Article(article_id, text, fields.get("title") or "", fields.get("target") or "")
     try:
         validate_article(article, max_text_bytes)  # the one validation (field limits)
@@ -178,9 +188,30 @@ def _article(fields: dict[str, Any], max_text_bytes: int) -> Article:
     return article
 
 
-def _utf8_size(value: str, limit: int) -> int:
-    """UTF-8 size of ``value``; a character is at most 4 bytes, so short ones need no encoding."""
-    return len(value) if len(value) * 4 <= limit else len(value.encode("utf-8", "surrogatepass"))
+def _utf8_size(name: str, value: str) -> int:
+    """The exact UTF-8 size of field ``name``; DecodeFailed if it is not valid Unicode (a lone
+    surrogate, which JSON's \\u escapes allow and UTF-8 cannot encode)."""
+    if value.isascii():  # constant time in CPython
+        return len(value)
+    try:
+        return len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise DecodeFailed("undecodable", f"field {name!r} is not valid Unicode (a lone surrogate)") from None
+
+
+def _check_unicode(name: str, value: Any) -> None:
+    """DecodeFailed if any string in ``value`` (nested lists and objects, keys too) is not
+    valid Unicode. Iterative: JSON nesting can be deeper than Python's recursion limit."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            _utf8_size(name, item)
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 # --- output ---------------------------------------------------------------------------------
@@ -254,9 +285,13 @@ def encode_dead_letter(
     error: BaseException,
     model_version: str,
     now: float,
+    drop: Collection[str] = (),
 ) -> OutRecord:
     """The dead letter: the original key, value and headers, plus headers saying why, where
-    from, when and under which model version."""
+    from, when and under which model version. The parts named in ``drop`` (of DROPPABLE: the
+    dead letter would be too large to produce) are left out, and ``newstagger-dropped`` says
+    which and their sizes, e.g. ``value=3000477``. Input headers with a null value are left out
+    (kafka-python cannot send one)."""
     message = str(error).replace("\r", " ").replace("\n", " ")[:MAX_ERROR_MESSAGE]
     error_class = type(error).__name__
     kept = [(k, v) for k, v in headers if isinstance(k, str) and v is not None]
@@ -270,4 +305,15 @@ def encode_dead_letter(
         (H_FAILED_AT, iso_now(now)),
         (H_MODEL_VERSION, model_version),
     ]
-    return OutRecord(key, value, kept + [(k, v.encode("utf-8")) for k, v in extra])
+    if drop:
+        sizes = {
+            "value": len(value or b""),
+            "headers": sum(len(k.encode("utf-8", "surrogatepass")) + len(v) for k, v in kept),
+            "key": len(key or b""),
+        }
+        extra.append((H_DROPPED, ",".join(f"{part}={sizes[part]}" for part in DROPPABLE if part in drop)))
+    return OutRecord(
+        None if "key" in drop else key,
+        None if "value" in drop else value,
+        ([] if "headers" in drop else kept) + [(k, v.encode("utf-8", "backslashreplace")) for k, v in extra],
+    )

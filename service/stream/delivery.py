@@ -3,7 +3,11 @@
 ``Publisher.publish`` turns one processed input record into a tagged record (or a dead letter
 with its reason) and sends it; every send stays in a window until ``flush`` has seen the broker
 acknowledge it. A failed send is re-sent together with everything after it, so per-partition
-order holds. ``BrokerStatus`` is the worker's view of broker health (readiness, error metrics).
+order holds. A record too large to produce (refused by the client or by the broker) does not stop
+the partition: a tagged record becomes an ``unpublishable`` dead letter, and a dead letter leaves
+out its value, then the input headers, then the key (``newstagger-dropped`` says what and how
+big; the original stays readable at its source offset). ``BrokerStatus`` is the worker's view of
+broker health (readiness, error metrics).
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from kafka.errors import (
     CommitFailedError,
     IllegalGenerationError,
     KafkaTimeoutError,
+    MessageSizeTooLargeError,
     RebalanceInProgressError,
+    RecordListTooLargeError,
     UnknownMemberIdError,
 )
 
@@ -28,12 +34,21 @@ from service.core.errors import NewstaggerError
 from service.core.types import TagResult
 from service.metrics import Metrics
 from service.settings import Settings
-from service.stream.codec import InputEvent, OutRecord, Source, encode_dead_letter, encode_tagged
+from service.stream.codec import (
+    DROPPABLE,
+    InputEvent,
+    OutRecord,
+    Source,
+    encode_dead_letter,
+    encode_tagged,
+)
 
 logger = logging.getLogger(__name__)
 
 FLUSH_WAIT_S = 5.0
 MAX_BACKOFF_S = 5.0
+#: the client (synchronously) or the broker refuses a record as too large
+TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
 
 
 @dataclass(slots=True)
@@ -65,6 +80,9 @@ class _Sent:
     reason: str | None  # None = tagged record, else the DLQ reason
     source: TopicPartition
     offset: int  # of the input record
+    record: Any  # the input ConsumerRecord: re-encoded if ``out`` is too large to produce
+    error: BaseException | None = None  # why it is a dead letter
+    dropped: tuple[str, ...] = ()  # what the dead letter leaves out (too large)
 
 
 class StreamFailed(NewstaggerError):
@@ -165,40 +183,97 @@ class Publisher:
         rec, now = pending.record, time.time()
         headers = rec.headers or []
         if pending.result is not None and pending.event is not None:
-            out = encode_tagged(
-                pending.result, rec.key, headers, pending.source, pending.event.fields, self.passthrough, now
-            )
-            self._send(self.settings.output_topic, out, rec, None)
+            try:
+                out = encode_tagged(
+                    pending.result,
+                    rec.key,
+                    headers,
+                    pending.source,
+                    pending.event.fields,
+                    self.passthrough,
+                    now,
+                )
+            except Exception as exc:  # one record's output must never stop its partition
+                logger.exception("the tagged record cannot be encoded", extra=_where(rec))
+                self._send(_sent(self.settings.dlq_topic, rec, "unpublishable", exc))
+                return
+            sent = _sent(self.settings.output_topic, rec)
+            sent.out = out
+            self._send(sent)
             if rec.timestamp and rec.timestamp > 0:
                 self.metrics.kafka_event_age.observe(max(0.0, now - rec.timestamp / 1000.0))
             return
         reason, error = pending.failure or ("undecodable", ValueError("no event"))
-        logger.info(
-            "dead-lettering a record: %s",
-            reason,
-            extra={"topic": rec.topic, "partition": rec.partition, "offset": rec.offset, "reason": reason},
-        )
-        dead = encode_dead_letter(
-            rec.key, rec.value, headers, pending.source, reason, error, self._model_version(), now
-        )
-        self._send(self.settings.dlq_topic, dead, rec, reason)
+        self._send(_sent(self.settings.dlq_topic, rec, reason, error))
 
-    def _send(self, topic: str, out: OutRecord, rec: Any, reason: str | None) -> None:
-        # keyed records follow the key (per-key order); unkeyed ones keep their input partition
-        partition = None if out.key is not None else rec.partition % self._out_partitions[topic]
-        source = TopicPartition(rec.topic, rec.partition)
-        sent = _Sent(topic, out, partition, None, reason, source, rec.offset)
+    def _send(self, sent: _Sent) -> None:
+        if sent.reason is not None:
+            logger.info(
+                "dead-lettering a record: %s",
+                sent.reason,
+                extra=_where(sent.record) | {"reason": sent.reason},
+            )
+            self._encode_dead_letter(sent)
+        else:
+            sent.partition = self._partition(sent)
         self._resend(sent)
         self._window.append(sent)
 
-    def _resend(self, sent: _Sent) -> None:
-        sent.future = self.producer.send(
-            sent.topic,
-            value=sent.out.value,
-            key=sent.out.key,
-            headers=sent.out.headers,
-            partition=sent.partition,
+    def _partition(self, sent: _Sent) -> int | None:
+        # keyed records follow the key (per-key order); unkeyed ones keep their input partition
+        return None if sent.out.key is not None else sent.record.partition % self._out_partitions[sent.topic]
+
+    def _encode_dead_letter(self, sent: _Sent) -> None:
+        rec, reason = sent.record, sent.reason or "undecodable"
+        source = Source(rec.topic, rec.partition, rec.offset)
+        error = sent.error or ValueError("no event")
+        version, now = self._model_version(), time.time()
+        headers = rec.headers or []
+        sent.out = encode_dead_letter(
+            rec.key, rec.value, headers, source, reason, error, version, now, sent.dropped
         )
+        sent.partition = self._partition(sent)
+
+    def _resend(self, sent: _Sent) -> None:
+        for _ in range(len(DROPPABLE) + 2):  # each refusal shrinks the record: bounded
+            try:
+                sent.future = self.producer.send(
+                    sent.topic,
+                    value=sent.out.value,
+                    key=sent.out.key,
+                    headers=sent.out.headers,
+                    partition=sent.partition,
+                )
+                return
+            except TOO_LARGE as exc:
+                self._shrink(sent, exc)
+        raise StreamFailed("a dead letter is too large to produce without its value, headers and key")
+
+    def _shrink(self, sent: _Sent, exc: BaseException) -> None:
+        """``sent`` is too large to produce: a tagged record becomes an ``unpublishable`` dead
+        letter; a dead letter leaves out the next of its value, input headers and key."""
+        rec = sent.record
+        if sent.reason is None:
+            sent.topic, sent.reason, sent.error = self.settings.dlq_topic, "unpublishable", exc
+        else:
+            present = {
+                "value": rec.value,
+                "headers": any(v is not None for _, v in rec.headers or []),
+                "key": rec.key,
+            }
+            left = [part for part in DROPPABLE if present[part] and part not in sent.dropped]
+            if not left:
+                raise StreamFailed(
+                    f"a dead letter is too large to produce even without the record: {exc}"
+                ) from exc
+            sent.dropped += (left[0],)
+        logger.warning(
+            "a record is too large to produce (%s); sending a dead letter without: %s",
+            exc,
+            ", ".join(sent.dropped) or "nothing",
+            extra=_where(rec),
+        )
+        self._encode_dead_letter(sent)
 
     def flush(self, until: float) -> bool:
         """Wait until every sent record is acknowledged or the monotonic time ``until``, re-sending
@@ -222,9 +297,13 @@ class Publisher:
                 self._window.clear()
                 self._broker.fine("produce")
                 return True
-            backoff = self._broker.trouble("produce", self._window[failed].future.exception)
-            time.sleep(max(0.0, min(backoff, until - time.monotonic())))
-            self.metrics.kafka_retries.labels("produce").inc()
+            error = self._window[failed].future.exception
+            if isinstance(error, TOO_LARGE):  # the broker refused it: a smaller dead letter instead
+                self._shrink(self._window[failed], error)
+            else:
+                backoff = self._broker.trouble("produce", error)
+                time.sleep(max(0.0, min(backoff, until - time.monotonic())))
+                self.metrics.kafka_retries.labels("produce").inc()
             for sent in self._window[failed:]:
                 self._resend(sent)
             if time.monotonic() >= until:
@@ -243,4 +322,28 @@ class Publisher:
         return unacked
 
     def close(self, timeout: float) -> None:
-        self.producer.close(timeout=timeout)
+        """Close the producer within about ``timeout`` seconds. Records the broker has not
+        acknowledged by then are dropped (their input offsets are not committed: they are read
+        again), quietly: kafka-python would otherwise try again when the producer is garbage
+        collected and print a traceback after the worker's one-line error."""
+        try:
+            self.producer.close(timeout=timeout)
+        except KafkaTimeoutError:
+            logger.warning("closing the producer: records not acknowledged within %.1fs are dropped", timeout)
+            sender = getattr(self.producer, "_sender", None)  # no public way to abort pending sends
+            if sender is not None:
+                sender.force_close()  # fails the pending batches, so the flush in close() ends
+            try:
+                self.producer.close(timeout=timeout)
+            except KafkaTimeoutError:
+                logger.warning("the producer did not close within %.1fs", timeout)
+
+
+def _sent(topic: str, rec: Any, reason: str | None = None, error: BaseException | None = None) -> _Sent:
+    """What will be sent to ``topic`` for input record ``rec`` (its ``out`` is set by the caller)."""
+    source = TopicPartition(rec.topic, rec.partition)
+    return _Sent(topic, OutRecord(None, None, []), None, None, reason, source, rec.offset, rec, error)
+
+
+def _where(rec: Any) -> dict[str, Any]:
+    return {"topic": rec.topic, "partition": rec.partition, "offset": rec.offset}

@@ -14,7 +14,9 @@ callback, which runs on the consumer's IO thread, publishes what is already tagg
 commits within a quarter of the session timeout and abandons the rest (its records are read again
 by the partitions' next owner); after ``stop`` everything is bounded by ``grace_seconds``. An
 error that retrying cannot fix, or one that outlasts ``stream_retry_seconds``, ends ``run`` with
-StreamFailed (nothing more is committed).
+StreamFailed (nothing more is committed). kafka-python's poll does not raise when the broker is
+unreachable, so a worker that has read nothing for a few seconds asks the broker for its
+partitions' end offsets (bounded by ``PROBE_TIMEOUT_MS``): an idle worker notices an outage too.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ logger = logging.getLogger(__name__)
 FLUSH_BUDGET_S = 1.0
 COMMIT_TIMEOUT_S = 5.0
 REVOKE_BUDGET_S = 5.0
+#: an idle worker checks the broker this often (at most; a quarter of the retry window if shorter)
+IDLE_PROBE_S = 5.0
+PROBE_TIMEOUT_MS = 1000
 
 
 class StreamWorker:
@@ -72,6 +77,8 @@ class StreamWorker:
         self._consumer: KafkaConsumer | None = None
         self._publisher: Publisher | None = None
         self._last_commit = time.monotonic()
+        self._idle_probe_s = min(IDLE_PROBE_S, max(0.5, settings.stream_retry_seconds / 4))
+        self._probe_at = time.monotonic() + self._idle_probe_s
         self._done = threading.Event()
         self._closing = False
 
@@ -149,27 +156,45 @@ class StreamWorker:
         except KafkaError as exc:
             if self._failure is not None:  # raised in the rebalance callback
                 raise self._failure from exc
+            self._probe_at = time.monotonic()  # cleared by the next records or the next check
             self._stopping.wait(self._broker.trouble("poll", exc))
             return
-        self._broker.fine("poll")
         if self._failure is not None:
             raise self._failure
         if polled:
+            self._broker.fine("poll")  # the broker answered
+            self._probe_at = time.monotonic() + self._idle_probe_s
             self._accept(polled)
+        elif time.monotonic() >= self._probe_at:
+            self._probe()
         self._emit(wait=0.0 if polled else 0.05)
         if self._due_for_commit():
             self._commit(time.monotonic() + FLUSH_BUDGET_S)
         self._book.update_lag(self._consumer)
 
+    def _probe(self) -> None:
+        """No records for a while: an empty poll does not tell whether the broker answers, so ask
+        it for the partitions' end offsets, briefly; the outcome is the ``poll`` broker status."""
+        partitions = list(self._book.assigned) or [TopicPartition(self.settings.input_topic, 0)]
+        try:
+            self.consumer.end_offsets(partitions, timeout_ms=PROBE_TIMEOUT_MS)
+        except KafkaError as exc:
+            backoff = self._broker.trouble("poll", exc)  # StreamFailed past the retry limit
+            self._probe_at = time.monotonic() + min(backoff, self._idle_probe_s)
+            return
+        self._broker.fine("poll")
+        self._probe_at = time.monotonic() + self._idle_probe_s
+
     def _accept(self, polled: dict[TopicPartition, list[Any]]) -> None:
         chunk: list[Pending] = []
-        limit = self.settings.max_text_bytes
+        limit, passthrough = self.settings.max_text_bytes, self.passthrough
         for tp, records in polled.items():
             self.metrics.kafka_consumed.labels(tp.topic).inc(len(records))
             for rec in records:
                 source = Source(rec.topic, rec.partition, rec.offset)
                 try:
-                    chunk.append(Pending(rec, source, decode_event(rec.value, rec.headers or [], limit)))
+                    event = decode_event(rec.value, rec.headers or [], limit, passthrough)
+                    chunk.append(Pending(rec, source, event))
                 except DecodeFailed as exc:
                     chunk.append(Pending(rec, source, None, failure=(exc.reason, exc)))
             self._book.read(tp, len(records))

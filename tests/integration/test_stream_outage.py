@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from service.model.registry import ModelRegistry
-from tests.helpers import free_port, stop_process, tansu_broker, wait_for
+from tests.helpers import free_port, port_open, stop_process, tansu_broker, wait_for
 from tests.integration.test_stream_stall import broker_pid
 from tests.integration.test_stream_support import (
     Reader,
@@ -69,6 +69,9 @@ def test_an_outage_past_the_retry_limit_exits_non_zero_and_a_restart_loses_nothi
             said = [line for line in log.read_text().splitlines() if line.startswith("newstagger stream: ")]
             assert code == 2 and len(said) == 1, log.read_text()[-3000:]
             assert "has failed for" in said[0] and "--stream-retry-seconds" in said[0], said
+            assert "Exception ignored" not in log.read_text(), log.read_text()[
+                -3000:
+            ]  # nothing after the line
             second = start_stream_process(settings, log)
             reader.read_until(lambda r: len(set(output_ids(r))) == count, timeout=120)
             wait_for(lambda: committed_total(bootstrap, settings.group_id, settings.input_topic) == count, 30)
@@ -110,6 +113,14 @@ def readyz(port: int) -> tuple[int, str]:
         return exc.code, exc.read().decode()
     except OSError:
         return 0, ""
+
+
+def broker_errors(port: int) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:  # noqa: S310
+        lines = response.read().decode().splitlines()
+    return sum(
+        float(line.split()[-1]) for line in lines if line.startswith("newstagger_kafka_broker_errors_total")
+    )
 
 
 def test_serve_with_stream_on_an_empty_registry_tags_everything_once_a_model_is_promoted(
@@ -170,3 +181,36 @@ def test_a_60s_broker_outage_within_the_retry_limit_loses_nothing(model_dir: Pat
             stop_process(proc, signal.SIGKILL)
             reader.close()
     assert set(output_ids(reader.records)) == {f"a-{i}" for i in range(count)}
+
+
+def test_an_idle_worker_reports_a_lost_broker_and_exits_past_the_retry_limit(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """Nothing to read, so nothing is produced or committed: the worker must still notice the
+    broker has gone (/readyz 503, broker errors counted) and exit 2 in one line after
+    --stream-retry-seconds. Its own broker, stopped with SIGINT."""
+    log = tmp_path / "worker.log"
+    metrics_port = free_port()
+    with tansu_broker() as bootstrap:
+        settings = stream_settings(bootstrap, model_dir)
+        proc = start_stream_process(settings, log, metrics_port, NEWSTAGGER_STREAM_RETRY_SECONDS="4")
+        try:
+            wait_for(lambda: readyz(metrics_port)[0] == 200, 60, interval=0.2, what="worker ready")
+            os.kill(broker_pid(bootstrap), signal.SIGINT)
+            wait_for(lambda: not port_open(int(bootstrap.rsplit(":", 1)[1])), 15, what="broker stopped")
+            status, reason = wait_for(
+                lambda: (answer := readyz(metrics_port))[0] == 503 and answer,
+                15,
+                interval=0.2,
+                what="not ready",
+            )
+            assert "broker unreachable" in reason, reason
+            assert broker_errors(metrics_port) > 0
+            code, _took = wait_exit(proc, 30)
+        finally:
+            stop_process(proc, signal.SIGKILL)
+    text = log.read_text()
+    said = [line for line in text.splitlines() if line.startswith("newstagger stream: ")]
+    assert code == 2 and len(said) == 1, text[-3000:]
+    assert "Kafka poll has failed for" in said[0] and "--stream-retry-seconds" in said[0], said
+    assert "Exception ignored" not in text and "Traceback" not in text, text[-3000:]

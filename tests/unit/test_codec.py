@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from service.core.types import HeadResult, LabelScore, TagResult
 from service.stream.codec import (
+    H_DROPPED,
     H_MODEL_VERSION,
     H_REASON,
     REASONS,
@@ -21,6 +22,7 @@ from service.stream.codec import (
     encode_dead_letter,
     encode_tagged,
 )
+from tests.helpers import REPO
 
 LIMIT = 1000
 header_names = st.one_of(
@@ -137,3 +139,65 @@ def test_json_with_charset_and_tagged_record() -> None:
     assert payload["source_record"] == {"topic": "in", "partition": 0, "offset": 5}
     assert payload["tagged_at"] == "1970-01-01T00:00:00.000Z"
     assert payload["heads"][0]["labels"] == [{"label": "x", "score": 0.9}]
+
+
+@pytest.mark.parametrize("name", ["id", "text", "title", "target", "source", "url", "published_at"])
+def test_a_lone_surrogate_in_a_string_field_is_undecodable(name: str) -> None:
+    fields = {"id": "s", "text": "troops", name: "x \\ud83d y"}
+    value = json.dumps(fields).replace("\\\\ud83d", "\\ud83d").encode()
+    with pytest.raises(DecodeFailed, match=f"field '{name}' is not valid Unicode") as info:
+        decode_event(value, [], LIMIT)
+    assert info.value.reason == "undecodable"
+
+
+def test_a_lone_surrogate_in_a_passthrough_field_is_undecodable_elsewhere_ignored() -> None:
+    value = b'{"id": "s", "text": "troops", "metadata": {"desk": ["w", {"\\udc00": 1}]}}'
+    with pytest.raises(DecodeFailed, match="field 'metadata' is not valid Unicode"):
+        decode_event(value, [], LIMIT, passthrough=("title", "metadata"))
+    event = decode_event(value, [], LIMIT, passthrough=("title",))  # not copied: not checked
+    assert event.article.id == "s"
+
+
+def test_a_valid_surrogate_pair_is_fine() -> None:
+    event = decode_event(b'{"id": "s", "text": "troops \\ud83d\\ude00"}', [], LIMIT)
+    assert event.article.text == "troops \U0001f600"
+
+
+def test_text_title_and_target_are_summed_in_exact_utf8_bytes() -> None:
+    # 950 + 4 * 15 = 1010 bytes: each field alone passes the per-field shortcut
+    value = json.dumps({"id": "a", "text": "t" * 950, "title": "\U0001f600" * 15}).encode()
+    with pytest.raises(DecodeFailed, match="text 950, title 60 bytes") as info:
+        decode_event(value, [], LIMIT)
+    assert info.value.reason == "text_too_long"
+    ok = json.dumps({"id": "a", "text": "t" * 940, "title": "\U0001f600" * 15}).encode()
+    assert decode_event(ok, [], LIMIT).article.title == "\U0001f600" * 15
+
+
+def test_a_dead_letter_too_large_leaves_out_what_is_named_and_says_so() -> None:
+    headers = [("big", b"h" * 100), ("nul", None), ("traceparent", b"t")]
+    args = (b"key", b"v" * 50, headers, Source("in", 1, 7), "invalid_json", ValueError("bad"), "v1", 0.0)
+    full = encode_dead_letter(*args)
+    assert full.value == b"v" * 50 and dict(full.headers)["big"] == b"h" * 100
+    assert "nul" not in dict(full.headers)  # kafka-python cannot send a null header value
+    assert H_DROPPED not in dict(full.headers)
+    small = encode_dead_letter(*args, drop=("value",))
+    assert small.value is None and small.key == b"key" and dict(small.headers)[H_DROPPED] == b"value=50"
+    smaller = encode_dead_letter(*args, drop=("value", "headers"))
+    names = [k for k, _ in smaller.headers]
+    assert "big" not in names and "traceparent" not in names and smaller.key == b"key"
+    assert dict(smaller.headers)[H_DROPPED] == b"value=50,headers=115"
+    assert dict(smaller.headers)[H_REASON] == b"invalid_json"
+
+
+def test_a_dead_letter_message_that_is_not_unicode_is_escaped() -> None:
+    letter = encode_dead_letter(
+        None, b"x", [], Source("in", 0, 0), "model_error", ValueError("a\ud800"), "", 0.0
+    )
+    assert dict(letter.headers)["newstagger-error-message"] == b"a\\ud800"
+
+
+def test_every_reason_is_documented_and_in_the_dead_letter_schema() -> None:
+    doc = (REPO / "docs" / "events.md").read_text()
+    schema = json.loads((REPO / "schemas" / "dead-letter.schema.json").read_text())
+    assert schema["properties"]["newstagger-error-reason"]["enum"] == list(REASONS)
+    assert [reason for reason in REASONS if f"| `{reason}` |" not in doc] == []

@@ -1,0 +1,71 @@
+"""Records that used to stop the worker on every restart: a lone surrogate in a field copied to
+the output, and records whose dead letter is over the producer's request size limit. Each must
+be dead-lettered and committed, and the partition must go on (``worker_in_thread`` checks the
+worker never failed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from kafka import KafkaProducer
+
+from tests.helpers import wait_for
+from tests.integration.test_stream_support import (
+    Reader,
+    article,
+    committed_total,
+    output_ids,
+    stream_settings,
+    worker_in_thread,
+)
+
+BIG_TEXT = json.dumps({"id": "big", "text": "word " * 600_000}).encode()  # 3 MB
+BIG_HEADER = b"h" * 2_500_000
+
+
+def test_surrogates_and_oversized_dead_letters_do_not_stop_the_partition(
+    kafka_bootstrap: str, model_dir: Path
+) -> None:
+    settings = stream_settings(kafka_bootstrap, model_dir)
+    bad: list[tuple[bytes, bytes, list[tuple[str, bytes]]]] = [
+        (b"surrogate-source", b'{"id":"s3","text":"troops","source":"\\ud83d"}', []),
+        (b"surrogate-id", b'{"id":"s2\\udc00","text":"troops in Kursk"}', []),
+        (b"big-value", BIG_TEXT, [("traceparent", b"t-big")]),
+        (b"big-header", b"notjson", [("big", BIG_HEADER), ("traceparent", b"t-hdr")]),
+    ]
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", max_request_size=8 * 1024 * 1024)
+    try:
+        for n, (key, value, headers) in enumerate(bad):
+            producer.send(settings.input_topic, key=key, value=value, headers=headers, partition=0)
+            producer.send(settings.input_topic, value=json.dumps(article(n)).encode(), partition=0)
+        producer.flush(30)
+    finally:
+        producer.close(5)
+    count = 2 * len(bad)
+    with worker_in_thread(settings):
+        reader = Reader(kafka_bootstrap, settings.output_topic, settings.dlq_topic)
+        got = reader.read_count(count, timeout=60)
+        reader.close()
+        wait_for(
+            lambda: committed_total(kafka_bootstrap, settings.group_id, settings.input_topic) == count,
+            30,
+            what="every record committed",
+        )
+    assert sorted(output_ids(r for r in got if r.topic == settings.output_topic)) == [  # type: ignore[arg-type]
+        f"a-{n}" for n in range(len(bad))
+    ]
+    letters = {r.key: (r.value, dict(r.headers)) for r in got if r.topic == settings.dlq_topic}
+    assert len(letters) == len(bad)
+    value, headers = letters[b"surrogate-source"]
+    assert value == bad[0][1] and headers["newstagger-error-reason"] == b"undecodable"
+    assert headers["newstagger-error-message"] == b"field 'source' is not valid Unicode (a lone surrogate)"
+    assert letters[b"surrogate-id"][1]["newstagger-error-reason"] == b"undecodable"
+    value, headers = letters[b"big-value"]
+    assert value is None and headers["newstagger-error-reason"] == b"text_too_long"
+    assert headers["newstagger-dropped"] == f"value={len(BIG_TEXT)}".encode()
+    assert headers["traceparent"] == b"t-big" and headers["newstagger-source-offset"] == b"4"
+    value, headers = letters[b"big-header"]
+    assert value is None and "big" not in headers and headers["newstagger-error-reason"] == b"invalid_json"
+    assert headers["newstagger-dropped"] == f"value=7,headers={3 + len(BIG_HEADER) + 11 + 5}".encode()
+    assert headers["newstagger-source-offset"] == b"6"
