@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from service.runtime import Runtime
+from service.stream.worker import IDLE_PROBE_S
 from tests.helpers import tansu_broker, wait_for
 from tests.integration.test_stream_support import (
     Reader,
@@ -71,6 +72,8 @@ def test_broker_stall_is_retried_and_nothing_is_lost(model_dir: Path) -> None:
                 running.sample("newstagger_kafka_broker_errors_total", operation=op)
                 for op in ("produce", "commit", "poll")
             )
-            assert running.worker.ready()[0]
+            # Ready again once the broker answers: at once if the last poll had records, else at the
+            # idle worker's next broker check (within IDLE_PROBE_S of a failed one).
+            wait_for(lambda: running.worker.ready()[0], timeout=IDLE_PROBE_S + 10, what="ready again")
     assert set(output_ids(reader.records)) == {f"a-{i}" for i in range(count)}
     assert errors > 0, "the stall was not reported in the metrics"
