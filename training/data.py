@@ -210,7 +210,7 @@ def _row(
     rid = record.get("id")
     if rid is None or (isinstance(rid, str) and not rid.strip()):
         raise DataError(f"{where}: field 'id': missing")
-    if not isinstance(rid, str | int):
+    if isinstance(rid, bool) or not isinstance(rid, str | int):
         raise DataError(f"{where}: field 'id': must be a string")
     text = record.get("text")
     if not isinstance(text, str) or not text.strip():

@@ -173,6 +173,7 @@ def cross_validated_scores(
     data = _with_fixed_labels(data)
     n = len(data.rows)
     parts = assign_folds(n, folds, config.seed, groups)
+    _check_folds(data, parts)
     workers = cv_workers(folds)
     on_step(f"cross-validation: {folds} folds on {workers} processes")
     results: list[Any] = [None] * folds
@@ -192,6 +193,25 @@ def cross_validated_scores(
             columns = np.asarray([order[name].index(label) for label in fold_labels[name]], dtype=np.intp)
             out[name][np.ix_(held, columns)] = block
     return out
+
+
+def _check_folds(data: Dataset, parts: Sequence[NDArray[np.intp]]) -> None:
+    """Each fold's model must see two classes of every single-label head: refuse, before any
+    fitting, a class so rare that holding out one fold leaves its head with one class."""
+    for name, head in data.heads.items():
+        if head.kind == "multi":
+            continue
+        gold = [g[0] for g in data.labels(name)]
+        for held in parts:
+            held_set = set(held.tolist())
+            left = {label for i, label in enumerate(gold) if i not in held_set}
+            if len(left) < 2:
+                rare = sorted(set(gold) - left)
+                raise DataError(
+                    f"head {name!r}: class(es) {', '.join(map(repr, rare))} have too few training rows "
+                    f"(or groups) for {len(parts)}-fold cross-validation: a fold without them leaves "
+                    "one class. Add rows, or lower thresholds.cv_folds"
+                )
 
 
 def train_units(config: TrainConfig) -> int:

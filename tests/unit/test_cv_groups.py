@@ -104,3 +104,13 @@ def test_cli_train_group_field(tmp_path: Path, capsys: pytest.CaptureFixture[str
     few.write_text('group_field = "story"\n[thresholds]\ncv_folds = 13\n', encoding="utf-8")
     assert main([*args[:-3], "--out", str(tmp_path / "m3"), "--config", str(few)]) == 2
     assert "12 groups: too few for 13-fold grouped cross-validation" in capsys.readouterr().err
+
+
+def test_a_class_too_rare_for_the_folds_is_one_clear_error(tmp_path: Path) -> None:
+    """Two classes, one of them on a single row: the fold that holds that row out would fit one
+    class. Refused before any fitting, naming the head and the class."""
+    rows = [{"id": f"r{i}", "text": f"report {WORDS[i % 10]} {i}", "stance": "pro"} for i in range(20)]
+    rows.append({"id": "rare", "text": "a lone dissent", "stance": "con"})
+    data = load_dataset([write_jsonl(tmp_path / "train.jsonl", rows)], TrainConfig())
+    with pytest.raises(DataError, match=r"head 'stance': class\(es\) 'con' have too few training rows"):
+        cross_validated_scores(data, TrainConfig(), 5)

@@ -409,3 +409,10 @@ def test_dev_rows_that_are_training_rows_are_warned_about(
     clean = write_jsonl(tmp_path / "clean.jsonl", [row("fresh", "A quiet day.")])
     assert main([*args[:5], str(clean), *args[6:], "--out", str(tmp_path / "m2")]) == 0
     assert "warning" not in capsys.readouterr().err.lower()
+
+
+def test_an_id_that_is_a_boolean_is_refused(tmp_path: Path) -> None:
+    rows = [row("a"), {**row("b"), "id": True}]
+    path = write_jsonl(tmp_path / "train.jsonl", rows)
+    message = data_error([path])
+    assert f"{path}:2:" in message and "'id'" in message
