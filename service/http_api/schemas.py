@@ -13,7 +13,8 @@ from service.core.types import DEFAULT_OPTIONS, Article, TagOptions
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: JSON types as documented ("2" is not a top_k, 1 is not a boolean), as gRPC's are
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class ArticleIn(_In):
@@ -36,7 +37,7 @@ class TagOptionsIn(_In):
     """Per-call options; the defaults tag every head with each head's own thresholds."""
 
     heads: list[str] = Field(default_factory=list, description="Heads to run; empty = every head.")
-    top_k: int = Field(0, description="Cap on labels and scores returned per head; 0 = no cap.")
+    top_k: int = Field(0, le=2**31 - 1, description="Cap on labels and scores returned per head; 0 = no cap.")
     min_score: float | None = Field(
         None, description="One cut-off in [0, 1] instead of the tuned thresholds."
     )

@@ -140,8 +140,23 @@ def test_model_is_what_grpc_get_model_returns(served: HttpServed, loaded_model: 
         ({"article": article(1), "options": {"min_score": 2}}, "min_score must be between 0 and 1"),
         ({"article": {"id": "x", "txt": "typo"}}, "article.txt: Extra inputs are not permitted"),
         ({"article": {"id": 1, "text": TEXT}}, "article.id: Input should be a valid string"),
+        ({"article": article(1), "options": {"top_k": "2"}}, "options.top_k: Input should be a valid int"),
+        ({"article": article(1), "options": {"top_k": 10**23}}, "options.top_k"),
+        ({"article": article(1), "options": {"explain": 1}}, "options.explain: Input should be a valid bool"),
     ],
-    ids=["missing-article", "blank", "too-long", "unknown-head", "top-k", "min-score", "typo", "bad-type"],
+    ids=[
+        "missing-article",
+        "blank",
+        "too-long",
+        "unknown-head",
+        "top-k",
+        "min-score",
+        "typo",
+        "bad-type",
+        "top-k-string",
+        "top-k-huge",
+        "explain-number",
+    ],
 )
 def test_invalid_requests_are_400_with_the_grpc_message(
     served: HttpServed, body: dict[str, Any], message: str
