@@ -277,6 +277,14 @@ def train(
         model = fit_model(data, config, lambda m: step(f"fitting {m}"))
     else:
         fit_on, tune_on = (data, dev) if dev else _split(data, config.dev_fraction, config.seed)
+        if not dev:
+            try:
+                check_trainable(fit_on)
+            except DataError as exc:
+                raise DataError(
+                    f"with {config.dev_fraction:.0%} of the rows held out for cut-offs (no --dev, "
+                    f"thresholds.cv_folds {folds}): {exc}"
+                ) from None
         progress.note(
             f"{len(fit_on.rows)} training rows, {len(tune_on.rows)} rows for cut-offs and metrics; "
             f"heads: {heads}"

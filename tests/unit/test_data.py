@@ -416,3 +416,13 @@ def test_an_id_that_is_a_boolean_is_refused(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "train.jsonl", rows)
     message = data_error([path])
     assert f"{path}:2:" in message and "'id'" in message
+
+
+def test_a_head_left_with_one_class_after_the_held_out_split_is_refused(tmp_path: Path) -> None:
+    """Without cross-validation or --dev, cut-offs are tuned on a held-out share: what is left
+    to fit on must still be learnable (once a scikit-learn traceback)."""
+    path = write_jsonl(tmp_path / "train.jsonl", binary_rows(20))
+    config = replace(CONFIG, dev_fraction=0.95, thresholds=replace(CONFIG.thresholds, cv_folds=0))
+    with pytest.raises(DataError, match="95% of the rows held out for cut-offs"):
+        train([path], tmp_path / "model", config)
+    assert not (tmp_path / "model").exists()
