@@ -78,11 +78,17 @@ class _Sent:
     partition: int | None
     future: Any  # kafka FutureRecordMetadata
     reason: str | None  # None = tagged record, else the DLQ reason
-    source: TopicPartition
-    offset: int  # of the input record
     record: Any  # the input ConsumerRecord: re-encoded if ``out`` is too large to produce
     error: BaseException | None = None  # why it is a dead letter
     dropped: tuple[str, ...] = ()  # what the dead letter leaves out (too large)
+
+    @property
+    def source(self) -> TopicPartition:
+        return TopicPartition(self.record.topic, self.record.partition)
+
+    @property
+    def offset(self) -> int:  # of the input record
+        return int(self.record.offset)
 
 
 class StreamFailed(NewstaggerError):
@@ -341,8 +347,7 @@ class Publisher:
 
 def _sent(topic: str, rec: Any, reason: str | None = None, error: BaseException | None = None) -> _Sent:
     """What will be sent to ``topic`` for input record ``rec`` (its ``out`` is set by the caller)."""
-    source = TopicPartition(rec.topic, rec.partition)
-    return _Sent(topic, OutRecord(None, None, []), None, None, reason, source, rec.offset, rec, error)
+    return _Sent(topic, OutRecord(None, None, []), None, None, reason, rec, error)
 
 
 def _where(rec: Any) -> dict[str, Any]:
