@@ -42,10 +42,10 @@ from sklearn.metrics import f1_score
 
 from service.core.errors import DataError
 from training.config import ThresholdConfig, TrainConfig, config_to_toml
+from training.cv import cross_validated_scores, cv_workers
 from training.data import Dataset, check_trainable, label_fields, load_dataset
 from training.evaluate import indicator, label_prf, tune_thresholds
 from training.search_space import coordinates, describe
-from training.train import cross_validated_scores, cv_workers
 
 DEFAULT_BUDGET_SECONDS = 780.0  # the whole run: the search and the final training
 RUNG_SHARE = (0.4, 0.7)  # rung 0 ends by this share of the budget, rung 1 by that; the rest is the final's

@@ -14,8 +14,8 @@ from service.cli import main
 from service.core.errors import DataError
 from service.model.artifact import load_artifact
 from training.config import TrainConfig
+from training.cv import assign_folds, cross_validated_scores
 from training.data import load_dataset
-from training.train import assign_folds, cross_validated_scores
 
 WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet"]
 
