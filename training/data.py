@@ -11,11 +11,6 @@ Several files merge in order; a later file wins for the same id. Within one file
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import hashlib
-import io
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -25,9 +20,8 @@ from typing import Any
 from service.core.errors import DataError
 from service.core.types import Article
 from training.config import HeadConfig, TrainConfig
+from training.records import BASE_FIELDS, csv_labels, is_csv, looks_multi, read_records
 
-BASE_FIELDS = ("id", "title", "text", "target")
-LABEL_SEPARATOR = "|"  # between the labels of a multi-label CSV cell
 LOOKS_LIKE_A_LIST = re.compile(r"[^,;|]+(?:[,;|][^,;|]+)+")
 
 
@@ -56,97 +50,13 @@ class Dataset:
         return [r.labels[head] for r in self.rows]
 
 
-def _read_records(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], str]:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read: {exc.strerror}") from exc
-    digest = hashlib.sha256(raw).hexdigest()
-    records: list[tuple[int, dict[str, Any]]] = []
-    for lineno, raw_line in enumerate(raw.split(b"\n"), start=1):
-        try:
-            raw_line.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path}:{lineno}: not valid UTF-8 (byte {exc.start + 1} of the line)") from exc
-    text = raw.decode("utf-8").lstrip("\ufeff")
-    if _is_csv(path):
-        return _csv_records(path, text), digest
-    for lineno, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{lineno}: invalid JSON: {exc.msg}") from exc
-        if not isinstance(record, dict):
-            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-        records.append((lineno, record))
-    return records, digest
-
-
-def _is_csv(path: Path) -> bool:
-    return path.suffix.lower() == ".csv"
-
-
-def _csv_records(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
-    """CSV rows as records of their cells (strings), keyed by the header's column names. Every
-    row needs exactly one cell per column; an empty base field (title, target...) is left out."""
-    reader = csv.reader(io.StringIO(text))
-    try:
-        header = next(reader, [])
-        for i, name in enumerate(header):
-            if name.strip() and header.index(name) != i:
-                raise DataError(f"{path}:1: column {name!r} appears twice in the header")
-        nameless = [i for i, name in enumerate(header) if not name.strip()]  # e.g. a trailing comma
-        records = []
-        for cells in reader:
-            if not cells or (len(cells) == 1 and not cells[0].strip()):
-                continue  # a blank line
-            if len(cells) != len(header):
-                hint = (
-                    "quote cells that contain commas"
-                    if len(cells) > len(header)
-                    else "every row needs a cell per column (an empty cell is fine)"
-                )
-                raise DataError(
-                    f"{path}:{reader.line_num}: {len(cells)} cells, the header has {len(header)}; {hint}"
-                )
-            for i in nameless:
-                if cells[i].strip():
-                    raise DataError(
-                        f"{path}:{reader.line_num}: a value in column {i + 1}, unnamed in the header"
-                    )
-            record = {
-                k: v for k, v in zip(header, cells, strict=True) if k.strip() and (k not in BASE_FIELDS or v)
-            }
-            records.append((reader.line_num, record))
-    except csv.Error as exc:
-        raise DataError(f"{path}:{reader.line_num}: invalid CSV: {exc}") from exc
-    return records
-
-
-def _looks_multi(path: Path, value: Any) -> bool:
-    """A multi-label value: a list, or a CSV cell with a JSON list or labels separated by ``|``."""
-    if isinstance(value, list):
-        return True
-    return _is_csv(path) and isinstance(value, str) and (value.startswith("[") or LABEL_SEPARATOR in value)
-
-
-def _csv_labels(cell: str) -> Any:
-    """A multi-label CSV cell: a JSON list, or labels separated by ``|`` ("" = none)."""
-    if cell.startswith("["):
-        with contextlib.suppress(json.JSONDecodeError):
-            return json.loads(cell)
-    return [label.strip() for label in cell.split(LABEL_SEPARATOR) if label.strip()]
-
-
 def _refuse_hidden_lists(records: list[tuple[Path, int, dict[str, Any]]], name: str, kind: str) -> None:
     """A label of an undeclared head that looks like several labels ("a;b") would silently train
     one label per combination: refuse it and say how to write several labels."""
     for path, lineno, record in records:
         value = record.get(name)
-        if kind == "multi" and isinstance(value, str) and _is_csv(path):
-            value = _csv_labels(value)
+        if kind == "multi" and isinstance(value, str) and is_csv(path):
+            value = csv_labels(value)
         for label in value if isinstance(value, list) else [value]:
             if isinstance(label, str) and LOOKS_LIKE_A_LIST.fullmatch(label):
                 raise DataError(
@@ -177,7 +87,7 @@ def _infer_heads(
         for key, value in record.items():
             if key in skip or (selected and key not in selected):
                 continue
-            multi = found.get(key) == "multi" or _looks_multi(path, value)
+            multi = found.get(key) == "multi" or looks_multi(path, value)
             found[key] = "multi" if multi else "single"
     heads: dict[str, HeadConfig] = {}
     for name, kind in found.items():
@@ -225,8 +135,8 @@ def _row(
                 f"{where}: field {head.target!r}: head {name!r} is conditioned on it, but it is empty"
             )
         value = record.get(name)
-        if _is_csv(path) and isinstance(value, str) and (head.kind == "multi" or _looks_multi(path, value)):
-            value = _csv_labels(value)  # a cell of labels (a column declared multi needs no '|')
+        if is_csv(path) and isinstance(value, str) and (head.kind == "multi" or looks_multi(path, value)):
+            value = csv_labels(value)  # a cell of labels (a column declared multi needs no '|')
         if value is None:
             raise DataError(f"{where}: field {name!r}: missing (every row needs every head)")
         if head.kind == "multi":
@@ -285,7 +195,7 @@ def label_fields(paths: Sequence[Path]) -> set[str]:
     """Every field other than id/title/text/target that some row of ``paths`` has."""
     fields: set[str] = set()
     for path in paths:
-        for _, record in _read_records(Path(path))[0]:
+        for _, record in read_records(Path(path))[0]:
             fields.update(k for k in record if k not in BASE_FIELDS)
     return fields
 
@@ -308,7 +218,7 @@ def load_dataset(
     files = []
     for path in paths:
         path = Path(path)
-        recs, digest = _read_records(path)
+        recs, digest = read_records(path)
         seen: dict[str, int] = {}
         for lineno, record in recs:
             rid = str(record.get("id", ""))

@@ -1,0 +1,101 @@
+"""Read a labelled data file into records (one dict per row, with its line number): JSON Lines, or
+CSV with a header (a file named ``*.csv``). Every error names the file and the line."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from service.core.errors import DataError
+
+BASE_FIELDS = ("id", "title", "text", "target")
+LABEL_SEPARATOR = "|"  # between the labels of a multi-label CSV cell
+
+
+def read_records(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], str]:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror}") from exc
+    digest = hashlib.sha256(raw).hexdigest()
+    records: list[tuple[int, dict[str, Any]]] = []
+    for lineno, raw_line in enumerate(raw.split(b"\n"), start=1):
+        try:
+            raw_line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}:{lineno}: not valid UTF-8 (byte {exc.start + 1} of the line)") from exc
+    text = raw.decode("utf-8").lstrip("\ufeff")
+    if is_csv(path):
+        return _csv_records(path, text), digest
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{lineno}: invalid JSON: {exc.msg}") from exc
+        if not isinstance(record, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+        records.append((lineno, record))
+    return records, digest
+
+
+def is_csv(path: Path) -> bool:
+    return path.suffix.lower() == ".csv"
+
+
+def _csv_records(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
+    """CSV rows as records of their cells (strings), keyed by the header's column names. Every
+    row needs exactly one cell per column; an empty base field (title, target...) is left out."""
+    reader = csv.reader(io.StringIO(text))
+    try:
+        header = next(reader, [])
+        for i, name in enumerate(header):
+            if name.strip() and header.index(name) != i:
+                raise DataError(f"{path}:1: column {name!r} appears twice in the header")
+        nameless = [i for i, name in enumerate(header) if not name.strip()]  # e.g. a trailing comma
+        records = []
+        for cells in reader:
+            if not cells or (len(cells) == 1 and not cells[0].strip()):
+                continue  # a blank line
+            if len(cells) != len(header):
+                hint = (
+                    "quote cells that contain commas"
+                    if len(cells) > len(header)
+                    else "every row needs a cell per column (an empty cell is fine)"
+                )
+                raise DataError(
+                    f"{path}:{reader.line_num}: {len(cells)} cells, the header has {len(header)}; {hint}"
+                )
+            for i in nameless:
+                if cells[i].strip():
+                    raise DataError(
+                        f"{path}:{reader.line_num}: a value in column {i + 1}, unnamed in the header"
+                    )
+            record = {
+                k: v for k, v in zip(header, cells, strict=True) if k.strip() and (k not in BASE_FIELDS or v)
+            }
+            records.append((reader.line_num, record))
+    except csv.Error as exc:
+        raise DataError(f"{path}:{reader.line_num}: invalid CSV: {exc}") from exc
+    return records
+
+
+def looks_multi(path: Path, value: Any) -> bool:
+    """A multi-label value: a list, or a CSV cell with a JSON list or labels separated by ``|``."""
+    if isinstance(value, list):
+        return True
+    return is_csv(path) and isinstance(value, str) and (value.startswith("[") or LABEL_SEPARATOR in value)
+
+
+def csv_labels(cell: str) -> Any:
+    """A multi-label CSV cell: a JSON list, or labels separated by ``|`` ("" = none)."""
+    if cell.startswith("["):
+        with contextlib.suppress(json.JSONDecodeError):
+            return json.loads(cell)
+    return [label.strip() for label in cell.split(LABEL_SEPARATOR) if label.strip()]
