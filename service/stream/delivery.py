@@ -328,21 +328,32 @@ class Publisher:
         return unacked
 
     def close(self, timeout: float) -> None:
-        """Close the producer within about ``timeout`` seconds. Records the broker has not
-        acknowledged by then are dropped (their input offsets are not committed: they are read
-        again), quietly: kafka-python would otherwise try again when the producer is garbage
-        collected and print a traceback after the worker's one-line error."""
+        """Close the producer within about ``timeout`` seconds. Sends not acknowledged yet (the
+        last flush ran out of time: the broker is unreachable or slow) are aborted at once rather
+        than waited for: their input offsets are not committed, so they are read again either way.
+        Aborting also keeps kafka-python from trying again when the producer is garbage collected
+        and printing a traceback after the worker's one-line error."""
+        if self._window:
+            logger.warning(
+                "closing the producer: %d records not acknowledged are dropped (they are read again)",
+                len(self._window),
+            )
+            self._window.clear()
+            self._abort()
         try:
             self.producer.close(timeout=timeout)
         except KafkaTimeoutError:
-            logger.warning("closing the producer: records not acknowledged within %.1fs are dropped", timeout)
-            sender = getattr(self.producer, "_sender", None)  # no public way to abort pending sends
-            if sender is not None:
-                sender.force_close()  # fails the pending batches, so the flush in close() ends
+            logger.warning("the producer did not close within %.1fs; aborting what it holds", timeout)
+            self._abort()
             try:
-                self.producer.close(timeout=timeout)
+                self.producer.close(timeout=min(timeout, 0.5))
             except KafkaTimeoutError:
-                logger.warning("the producer did not close within %.1fs", timeout)
+                logger.warning("the producer did not close")
+
+    def _abort(self) -> None:
+        sender = getattr(self.producer, "_sender", None)  # no public way to abort pending sends
+        if sender is not None:
+            sender.force_close()  # fails the pending batches, so the flush in close() ends
 
 
 def _sent(topic: str, rec: Any, reason: str | None = None, error: BaseException | None = None) -> _Sent:

@@ -12,7 +12,10 @@ Nothing waits without a bound: a flush waits at most ``FLUSH_BUDGET_S`` (the loo
 polling, so the member stays in its group, and tries again at the next commit); the revoke
 callback, which runs on the consumer's IO thread, publishes what is already tagged, flushes and
 commits within a quarter of the session timeout and abandons the rest (its records are read again
-by the partitions' next owner); after ``stop`` everything is bounded by ``grace_seconds``. An
+by the partitions' next owner). After ``stop`` everything is bounded by ``grace_seconds``, broker
+or no broker: finishing, flushing and committing get the grace minus ``CLOSE_RESERVE_S``, closing
+the two clients the rest (unacknowledged sends are aborted, not waited for: their input offsets
+are not committed, so they are read again), and the tagging still queued is cancelled. An
 error that retrying cannot fix, or one that outlasts ``stream_retry_seconds``, ends ``run`` with
 StreamFailed (nothing more is committed). kafka-python's poll does not raise when the broker is
 unreachable, so a worker that has read nothing for a few seconds asks the broker for its
@@ -42,7 +45,10 @@ from service.stream.tagging import Submit, Tagging
 logger = logging.getLogger(__name__)
 
 FLUSH_BUDGET_S = 1.0
+#: a commit waits at most this (a quarter of the grace period if shorter)
 COMMIT_TIMEOUT_S = 5.0
+#: of the grace period, what closing the clients is given (at most; a quarter of it if shorter)
+CLOSE_RESERVE_S = 1.0
 REVOKE_BUDGET_S = 5.0
 #: an idle worker checks the broker this often (at most; a quarter of the retry window if shorter)
 IDLE_PROBE_S = 5.0
@@ -74,6 +80,9 @@ class StreamWorker:
         self._tagging = Tagging(submit, self._stopping, settings.stream_retry_seconds)
         # the revoke callback blocks the consumer's IO thread (heartbeats): well under the session
         self._revoke_budget = min(REVOKE_BUDGET_S, settings.session_timeout_ms / 4000)
+        # a commit in progress when ``stop`` comes must leave most of the grace for the rest
+        self._commit_timeout = min(COMMIT_TIMEOUT_S, settings.grace_seconds / 4)
+        self._close_reserve = min(CLOSE_RESERVE_S, settings.grace_seconds / 4)
         self._consumer: KafkaConsumer | None = None
         self._publisher: Publisher | None = None
         self._last_commit = time.monotonic()
@@ -230,14 +239,15 @@ class StreamWorker:
         """Flush (until the monotonic time ``until``), then commit what is acknowledged."""
         self._last_commit = time.monotonic()
         if self.publisher.flush(until):
-            timeout = max(0.1, min(COMMIT_TIMEOUT_S, self._grace_left()))
-            self._book.commit(self.consumer, self._broker, timeout)
+            timeout = min(self._commit_timeout, self._grace_left() - self._close_reserve)
+            self._book.commit(self.consumer, self._broker, max(0.1, timeout))
 
     def _grace_left(self) -> float:
         return self._stop_deadline - time.monotonic() if self._stopping.is_set() else float("inf")
 
     def _close_budget(self) -> float:
-        return 1.0 if self._failure is not None else max(0.5, min(5.0, self._grace_left()))
+        """For closing one client: the consumer and the producer share what is left of the grace."""
+        return 1.0 if self._failure is not None else max(0.1, min(5.0, self._grace_left() / 2))
 
     def _apply_backpressure(self) -> None:
         limit = self.settings.max_in_flight_records
@@ -308,25 +318,35 @@ class StreamWorker:
         logger.info("partitions assigned: %s", _names(self._book.assigned))
 
     def _finish(self) -> None:
-        """After ``stop``: finish and publish what was read, flush, commit, within the grace."""
+        """After ``stop``: finish and publish what was read, flush and commit, within the grace
+        minus what closing the clients needs. Tagging still queued is cancelled (its records are
+        not committed: they are read again)."""
         logger.info("stream worker stopping: finishing %d chunks", len(self._chunks))
-        while self._chunks and self._grace_left() > 0:
-            if not self._emit(wait=min(0.5, max(0.01, self._grace_left()))):
+        until = self._stop_deadline - self._close_reserve
+        while self._chunks and time.monotonic() < until:
+            if not self._emit(wait=min(0.5, max(0.01, until - time.monotonic()))):
                 break  # the oldest record waits for a retry: it is left uncommitted
-        self._commit(self._stop_deadline)
+        for chunk in self._chunks:
+            for pending in chunk:
+                if pending.future is not None:
+                    pending.future.cancel()  # the batcher skips it if still queued
+        self._commit(until)
 
     def _close(self) -> None:
         self._closing = True
-        if self._consumer is not None:
-            try:
-                self.consumer.close(autocommit=False, timeout_ms=int(self._close_budget() * 1000))
-            except Exception:
-                logger.exception("closing the consumer failed")
+        budget = self._close_budget()
+        # the producer first, while its window still holds every unacknowledged send (closing the
+        # consumer revokes the partitions, which forgets theirs)
         if self._publisher is not None:
             try:
-                self._publisher.close(timeout=self._close_budget())
+                self._publisher.close(timeout=budget)
             except Exception:
                 logger.exception("closing the producer failed")
+        if self._consumer is not None:
+            try:
+                self.consumer.close(autocommit=False, timeout_ms=int(budget * 1000))
+            except Exception:
+                logger.exception("closing the consumer failed")
         self._book.assign(set())
         self.metrics.kafka_paused.set(0)
         logger.info("stream worker stopped")
