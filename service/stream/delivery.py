@@ -6,8 +6,8 @@ acknowledge it. A failed send is re-sent together with everything after it, so p
 order holds. A record too large to produce (refused by the client or by the broker) does not stop
 the partition: a tagged record becomes an ``unpublishable`` dead letter, and a dead letter leaves
 out its value, then the input headers, then the key (``newstagger-dropped`` says what and how
-big; the original stays readable at its source offset). ``BrokerStatus`` is the worker's view of
-broker health (readiness, error metrics).
+big; the original stays readable at its source offset). ``Pending`` is one input record on its
+way from poll to produce.
 """
 
 from __future__ import annotations
@@ -20,33 +20,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaProducer, TopicPartition
-from kafka.errors import (
-    CommitFailedError,
-    IllegalGenerationError,
-    KafkaTimeoutError,
-    MessageSizeTooLargeError,
-    RebalanceInProgressError,
-    RecordListTooLargeError,
-    UnknownMemberIdError,
-)
+from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError, RecordListTooLargeError
 
-from service.core.errors import NewstaggerError
 from service.core.types import TagResult
 from service.metrics import Metrics
 from service.settings import Settings
-from service.stream.codec import (
-    DROPPABLE,
-    InputEvent,
-    OutRecord,
-    Source,
-    encode_dead_letter,
-    encode_tagged,
-)
+from service.stream.codec import InputEvent
+from service.stream.encoding import DROPPABLE, OutRecord, Source, encode_dead_letter, encode_tagged
+from service.stream.retrying import BrokerStatus, StreamFailed
 
 logger = logging.getLogger(__name__)
 
 FLUSH_WAIT_S = 5.0
-MAX_BACKOFF_S = 5.0
 #: the client (synchronously) or the broker refuses a record as too large
 TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
 
@@ -89,77 +74,6 @@ class _Sent:
     @property
     def offset(self) -> int:  # of the input record
         return int(self.record.offset)
-
-
-class StreamFailed(NewstaggerError):
-    """The worker cannot go on: an error that retrying cannot fix, or one that outlasted
-    ``stream_retry_seconds``. The process exits non-zero and its partitions move on."""
-
-
-class Retrying:
-    """How long something (the broker, the model) has been failing: a growing backoff while it
-    fails, and StreamFailed once it has failed for longer than ``limit`` seconds."""
-
-    def __init__(self, what: str, limit: float) -> None:
-        self.what = what
-        self.limit = limit
-        self.failures = 0
-        self._since: float | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self._since is None
-
-    def succeeded(self) -> None:
-        self.failures, self._since = 0, None
-
-    def failed(self, exc: BaseException | None) -> float:
-        """Count a failure; the backoff before the next try, or StreamFailed past the limit."""
-        now = time.monotonic()
-        if self._since is None:
-            self._since = now
-        self.failures += 1
-        if now - self._since > self.limit:
-            raise StreamFailed(
-                f"{self.what} has failed for {now - self._since:.0f}s, over the limit of {self.limit:g}s "
-                f"(--stream-retry-seconds); last error: {type(exc).__name__}: {exc}"
-            ) from exc
-        return float(min(MAX_BACKOFF_S, 0.1 * 2 ** min(self.failures, 6)))
-
-
-#: Errors that mean the group moved on (the partitions belong to someone else now): the records
-#: are read again by their new owner, so they are not the worker's failure.
-GROUP_CHANGED = (
-    CommitFailedError,
-    RebalanceInProgressError,
-    IllegalGenerationError,
-    UnknownMemberIdError,
-)
-
-
-class BrokerStatus:
-    """Whether the broker operations work; failures are counted and logged. A failure that
-    retrying cannot fix, or an operation that keeps failing past the limit, raises StreamFailed."""
-
-    def __init__(self, metrics: Metrics, limit: float) -> None:
-        self.metrics = metrics
-        self._ops = {op: Retrying(f"Kafka {op}", limit) for op in ("poll", "produce", "commit")}
-
-    @property
-    def ok(self) -> bool:
-        return all(op.ok for op in self._ops.values())
-
-    def fine(self, operation: str) -> None:
-        self._ops[operation].succeeded()
-
-    def trouble(self, operation: str, exc: BaseException | None) -> float:
-        """Record a failed ``operation``; returns the backoff before the next try."""
-        self.metrics.kafka_errors.labels(operation).inc()
-        if not getattr(exc, "retriable", False):
-            raise StreamFailed(f"Kafka {operation} failed and retrying cannot help: {exc!r}") from exc
-        backoff = self._ops[operation].failed(exc)
-        logger.warning("Kafka %s failed, will retry: %s: %s", operation, type(exc).__name__, exc)
-        return backoff
 
 
 class Publisher:
@@ -328,21 +242,32 @@ class Publisher:
         return unacked
 
     def close(self, timeout: float) -> None:
-        """Close the producer within about ``timeout`` seconds. Records the broker has not
-        acknowledged by then are dropped (their input offsets are not committed: they are read
-        again), quietly: kafka-python would otherwise try again when the producer is garbage
-        collected and print a traceback after the worker's one-line error."""
+        """Close the producer within about ``timeout`` seconds. Sends not acknowledged yet (the
+        last flush ran out of time: the broker is unreachable or slow) are aborted at once rather
+        than waited for: their input offsets are not committed, so they are read again either way.
+        Aborting also keeps kafka-python from trying again when the producer is garbage collected
+        and printing a traceback after the worker's one-line error."""
+        if self._window:
+            logger.warning(
+                "closing the producer: %d records not acknowledged are dropped (they are read again)",
+                len(self._window),
+            )
+            self._window.clear()
+            self._abort()
         try:
             self.producer.close(timeout=timeout)
         except KafkaTimeoutError:
-            logger.warning("closing the producer: records not acknowledged within %.1fs are dropped", timeout)
-            sender = getattr(self.producer, "_sender", None)  # no public way to abort pending sends
-            if sender is not None:
-                sender.force_close()  # fails the pending batches, so the flush in close() ends
+            logger.warning("the producer did not close within %.1fs; aborting what it holds", timeout)
+            self._abort()
             try:
-                self.producer.close(timeout=timeout)
+                self.producer.close(timeout=min(timeout, 0.5))
             except KafkaTimeoutError:
-                logger.warning("the producer did not close within %.1fs", timeout)
+                logger.warning("the producer did not close")
+
+    def _abort(self) -> None:
+        sender = getattr(self.producer, "_sender", None)  # no public way to abort pending sends
+        if sender is not None:
+            sender.force_close()  # fails the pending batches, so the flush in close() ends
 
 
 def _sent(topic: str, rec: Any, reason: str | None = None, error: BaseException | None = None) -> _Sent:

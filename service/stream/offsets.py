@@ -1,9 +1,9 @@
 """OffsetBook: what the worker has read, processed and committed, per assigned partition.
 
-``in_flight`` (read but not yet committed) drives backpressure; ``to_commit`` gives the offsets
-that are safe to commit (the next offset after the last record whose output was produced) and
-``commit`` commits them (the caller has flushed first); the lag gauge is the partition's high
-watermark minus the committed offset.
+``in_flight`` (read but not yet committed) drives backpressure (``apply_backpressure`` pauses the
+partitions); ``to_commit`` gives the offsets that are safe to commit (the next offset after the
+last record whose output was produced) and ``commit`` commits them (the caller has flushed first);
+the lag gauge is the partition's high watermark minus the committed offset.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from service.metrics import Metrics
-from service.stream.delivery import GROUP_CHANGED, BrokerStatus
+from service.stream.retrying import GROUP_CHANGED, BrokerStatus
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +108,16 @@ class OffsetBook:
             self._uncommitted[tp] = max(0, self._uncommitted.get(tp, 0) - self._processed.pop(tp, 0))
             self._committed[tp] = offset
         self._lag_at = 0.0
+
+    def apply_backpressure(self, consumer: Any, limit: int) -> None:
+        """Pause the assigned partitions at ``limit`` records in flight; resume at half of it."""
+        paused = consumer.paused()
+        if not paused and self.in_flight >= limit:
+            consumer.pause(*self.assigned)
+            logger.info("pausing %d partitions: %d records in flight", len(self.assigned), self.in_flight)
+        elif paused and self.in_flight <= limit // 2:
+            consumer.resume(*paused)
+        self.metrics.kafka_paused.set(len(consumer.paused()))
 
     def update_lag(self, consumer: Any) -> None:
         """Set the lag gauge (high watermark - committed) at most once a second."""

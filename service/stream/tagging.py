@@ -22,7 +22,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from service.core.errors import DeadlineExceeded, InvalidArticle, InvalidRequest, ModelNotReady, Overloaded
 from service.core.types import Article, TagResult
 from service.reloader import SMOKE_ARTICLES
-from service.stream.delivery import Pending, Retrying
+from service.stream.delivery import Pending
+from service.stream.retrying import Retrying
 
 logger = logging.getLogger(__name__)
 

@@ -5,14 +5,17 @@ letter for it, and for every record before it in its partition, has been acknowl
 broker (``acks=all``, idempotent producer). Records are emitted strictly in the order they were
 read, so per-partition (and per-key) order holds in the output. Memory is bounded: past
 ``max_in_flight_records`` read-but-uncommitted records the assigned partitions are paused.
-Tagging outcomes and retries live in ``tagging``; the produce side (encoding, sending, flushing
-with re-sends) in ``delivery``.
+Tagging outcomes and retries live in ``tagging``; the produce side (sending, flushing with
+re-sends) in ``delivery``; what a rebalance drops and rewinds in ``rebalance``.
 
 Nothing waits without a bound: a flush waits at most ``FLUSH_BUDGET_S`` (the loop goes on
 polling, so the member stays in its group, and tries again at the next commit); the revoke
 callback, which runs on the consumer's IO thread, publishes what is already tagged, flushes and
 commits within a quarter of the session timeout and abandons the rest (its records are read again
-by the partitions' next owner); after ``stop`` everything is bounded by ``grace_seconds``. An
+by the partitions' next owner). After ``stop`` everything is bounded by ``grace_seconds``, broker
+or no broker: finishing, flushing and committing get the grace minus ``CLOSE_RESERVE_S``, closing
+the two clients the rest (unacknowledged sends are aborted, not waited for: their input offsets
+are not committed, so they are read again), and the tagging still queued is cancelled. An
 error that retrying cannot fix, or one that outlasts ``stream_retry_seconds``, ends ``run`` with
 StreamFailed (nothing more is committed). kafka-python's poll does not raise when the broker is
 unreachable, so a worker that has read nothing for a few seconds asks the broker for its
@@ -28,21 +31,27 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from service.metrics import Metrics
 from service.settings import Settings
 from service.stream import clients
-from service.stream.codec import DecodeFailed, Source, decode_event
-from service.stream.delivery import BrokerStatus, Pending, Publisher, StreamFailed
+from service.stream.codec import DecodeFailed, decode_event
+from service.stream.delivery import Pending, Publisher
+from service.stream.encoding import Source
 from service.stream.offsets import OffsetBook
+from service.stream.rebalance import Listener, abandon, names
+from service.stream.retrying import BrokerStatus, StreamFailed
 from service.stream.tagging import Submit, Tagging
 
 logger = logging.getLogger(__name__)
 
 FLUSH_BUDGET_S = 1.0
+#: a commit waits at most this (a quarter of the grace period if shorter)
 COMMIT_TIMEOUT_S = 5.0
+#: of the grace period, what closing the clients is given (at most; a quarter of it if shorter)
+CLOSE_RESERVE_S = 1.0
 REVOKE_BUDGET_S = 5.0
 #: an idle worker checks the broker this often (at most; a quarter of the retry window if shorter)
 IDLE_PROBE_S = 5.0
@@ -74,6 +83,9 @@ class StreamWorker:
         self._tagging = Tagging(submit, self._stopping, settings.stream_retry_seconds)
         # the revoke callback blocks the consumer's IO thread (heartbeats): well under the session
         self._revoke_budget = min(REVOKE_BUDGET_S, settings.session_timeout_ms / 4000)
+        # a commit in progress when ``stop`` comes must leave most of the grace for the rest
+        self._commit_timeout = min(COMMIT_TIMEOUT_S, settings.grace_seconds / 4)
+        self._close_reserve = min(CLOSE_RESERVE_S, settings.grace_seconds / 4)
         self._consumer: KafkaConsumer | None = None
         self._publisher: Publisher | None = None
         self._last_commit = time.monotonic()
@@ -143,11 +155,11 @@ class StreamWorker:
             producer.close(timeout=5.0)
             raise
         self._consumer = clients.build_consumer(s)
-        self._consumer.subscribe([s.input_topic], listener=_Listener(self))
+        self._consumer.subscribe([s.input_topic], listener=Listener(self))
         logger.info("stream worker consuming %s as group %s", s.input_topic, s.group_id)
 
     def _step(self) -> None:
-        self._apply_backpressure()
+        self._book.apply_backpressure(self.consumer, self.settings.max_in_flight_records)
         busy = bool(self._chunks)
         try:
             polled = self.consumer.poll(
@@ -230,26 +242,15 @@ class StreamWorker:
         """Flush (until the monotonic time ``until``), then commit what is acknowledged."""
         self._last_commit = time.monotonic()
         if self.publisher.flush(until):
-            timeout = max(0.1, min(COMMIT_TIMEOUT_S, self._grace_left()))
-            self._book.commit(self.consumer, self._broker, timeout)
+            timeout = min(self._commit_timeout, self._grace_left() - self._close_reserve)
+            self._book.commit(self.consumer, self._broker, max(0.1, timeout))
 
     def _grace_left(self) -> float:
         return self._stop_deadline - time.monotonic() if self._stopping.is_set() else float("inf")
 
     def _close_budget(self) -> float:
-        return 1.0 if self._failure is not None else max(0.5, min(5.0, self._grace_left()))
-
-    def _apply_backpressure(self) -> None:
-        limit = self.settings.max_in_flight_records
-        paused = self.consumer.paused()
-        if not paused and self._book.in_flight >= limit:
-            self.consumer.pause(*self._book.assigned)
-            logger.info(
-                "pausing %d partitions: %d records in flight", len(self._book.assigned), self._book.in_flight
-            )
-        elif paused and self._book.in_flight <= limit // 2:
-            self.consumer.resume(*paused)
-        self.metrics.kafka_paused.set(len(self.consumer.paused()))
+        """For closing one client: the consumer and the producer share what is left of the grace."""
+        return 1.0 if self._failure is not None else max(0.1, min(5.0, self._grace_left() / 2))
 
     # --- rebalance and shutdown ---------------------------------------------------------------
     def on_revoked(self, revoked: Iterable[TopicPartition]) -> None:
@@ -267,84 +268,51 @@ class StreamWorker:
                 self._failure = exc
                 self._stopping.set()
             logger.info("revoke handled in %.2fs", time.monotonic() - started)
-        self._abandon(revoked)
-        logger.info("partitions revoked: %s", _names(revoked))
+        abandon(revoked, self._chunks, self._publisher, self._consumer, self._book)
+        logger.info("partitions revoked: %s", names(revoked))
 
     def on_lost(self, lost: Iterable[TopicPartition]) -> None:
         """Membership lost (session expired): nothing can be committed; abandon everything."""
         lost = set(lost)
         self.metrics.kafka_rebalances.labels("revoked").inc()
-        self._abandon(lost)
-        logger.warning("partitions lost (the member was expelled): %s", _names(lost))
-
-    def _abandon(self, revoked: set[TopicPartition]) -> None:
-        """Drop the records not yet published, and the unacknowledged sends of ``revoked``
-        partitions. Each partition that had some is rewound to the first of them: kafka-python
-        keeps the fetch position of a partition that is assigned again, so without the rewind
-        they would be skipped."""
-        rewind: dict[TopicPartition, int] = {}
-        dropped: dict[TopicPartition, int] = {}
-        for chunk in self._chunks:
-            for pending in chunk:
-                tp = TopicPartition(pending.record.topic, pending.record.partition)
-                rewind.setdefault(tp, pending.record.offset)
-                dropped[tp] = dropped.get(tp, 0) + 1
-                if pending.future is not None:
-                    pending.future.cancel()  # the batcher skips it if still queued
-        self._chunks.clear()
-        if self._publisher is not None:
-            for tp, offset in self._publisher.forget(revoked).items():
-                rewind[tp] = min(offset, rewind.get(tp, offset))
-        for tp, offset in rewind.items():
-            if self._consumer is not None and tp in self._consumer.assignment():
-                self._consumer.seek(tp, offset)
-            if tp not in revoked:
-                self._book.read(tp, -dropped.get(tp, 0))
-        self._book.revoke(revoked)
+        abandon(lost, self._chunks, self._publisher, self._consumer, self._book)
+        logger.warning("partitions lost (the member was expelled): %s", names(lost))
 
     def on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         self.metrics.kafka_rebalances.labels("assigned").inc()
         self._book.assign(set(assigned))
-        logger.info("partitions assigned: %s", _names(self._book.assigned))
+        logger.info("partitions assigned: %s", names(self._book.assigned))
 
     def _finish(self) -> None:
-        """After ``stop``: finish and publish what was read, flush, commit, within the grace."""
+        """After ``stop``: finish and publish what was read, flush and commit, within the grace
+        minus what closing the clients needs. Tagging still queued is cancelled (its records are
+        not committed: they are read again)."""
         logger.info("stream worker stopping: finishing %d chunks", len(self._chunks))
-        while self._chunks and self._grace_left() > 0:
-            if not self._emit(wait=min(0.5, max(0.01, self._grace_left()))):
+        until = self._stop_deadline - self._close_reserve
+        while self._chunks and time.monotonic() < until:
+            if not self._emit(wait=min(0.5, max(0.01, until - time.monotonic()))):
                 break  # the oldest record waits for a retry: it is left uncommitted
-        self._commit(self._stop_deadline)
+        for chunk in self._chunks:
+            for pending in chunk:
+                if pending.future is not None:
+                    pending.future.cancel()  # the batcher skips it if still queued
+        self._commit(until)
 
     def _close(self) -> None:
         self._closing = True
-        if self._consumer is not None:
-            try:
-                self.consumer.close(autocommit=False, timeout_ms=int(self._close_budget() * 1000))
-            except Exception:
-                logger.exception("closing the consumer failed")
+        budget = self._close_budget()
+        # the producer first, while its window still holds every unacknowledged send (closing the
+        # consumer revokes the partitions, which forgets theirs)
         if self._publisher is not None:
             try:
-                self._publisher.close(timeout=self._close_budget())
+                self._publisher.close(timeout=budget)
             except Exception:
                 logger.exception("closing the producer failed")
+        if self._consumer is not None:
+            try:
+                self.consumer.close(autocommit=False, timeout_ms=int(budget * 1000))
+            except Exception:
+                logger.exception("closing the consumer failed")
         self._book.assign(set())
         self.metrics.kafka_paused.set(0)
         logger.info("stream worker stopped")
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, worker: StreamWorker) -> None:
-        self.worker = worker
-
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        self.worker.on_revoked(revoked)
-
-    def on_partitions_lost(self, lost: Any) -> None:
-        self.worker.on_lost(lost)
-
-    def on_partitions_assigned(self, assigned: Any) -> None:
-        self.worker.on_assigned(assigned)
-
-
-def _names(tps: Iterable[TopicPartition]) -> str:
-    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(tps)) or "none"

@@ -15,8 +15,8 @@ import pytest
 
 from service.runtime import build_runtime
 from service.settings import Settings
-from service.stream.delivery import StreamFailed
 from service.stream.main import build_stream_worker
+from service.stream.retrying import StreamFailed
 from tests.integration.test_stream_support import (
     Reader,
     article,

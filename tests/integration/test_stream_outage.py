@@ -1,6 +1,6 @@
 """``newstagger stream`` / ``serve --with-stream`` processes when things go wrong: a broker outage
 past the retry limit ends the worker with status 1 (and a restart loses nothing), SIGTERM stops it
-within the grace period even while the broker is stalled, and ``serve --with-stream`` started on
+within the grace period even while the broker is stalled or gone, and ``serve --with-stream`` started on
 an empty registry tags everything once a model is promoted. Uses its own tansu brokers where the
 test stops one."""
 
@@ -101,8 +101,35 @@ def test_sigterm_during_a_broker_stall_stops_within_the_grace_period(model_dir: 
         finally:
             stop_process(proc, signal.SIGKILL)
             reader.close()
-    assert code is not None, log.read_text()[-3000:]
-    assert took < settings.grace_seconds + 4, (took, log.read_text()[-3000:])
+    assert code == 0, log.read_text()[-3000:]
+    assert took < settings.grace_seconds + 3, (took, log.read_text()[-3000:])
+
+
+def test_sigterm_with_the_broker_gone_exits_0_within_the_grace(model_dir: Path, tmp_path: Path) -> None:
+    """The broker stopped (its port closed) while records are in flight: SIGTERM must still end
+    the process with status 0 within --grace-seconds (the sends that cannot be acknowledged are
+    dropped, uncommitted), well before the grace plus 3 s after which a stuck worker is cut off
+    with status 1. Its own broker, stopped with SIGINT."""
+    log = tmp_path / "worker.log"
+    with tansu_broker() as bootstrap:
+        settings = stream_settings(bootstrap, model_dir, grace_seconds=2)
+        produce_articles(bootstrap, settings.input_topic, range(3000))
+        reader = Reader(bootstrap, settings.output_topic)
+        proc = start_stream_process(settings, log)
+        try:
+            reader.read_count(100, timeout=60)
+            reader.close()
+            os.kill(broker_pid(bootstrap), signal.SIGINT)
+            wait_for(lambda: not port_open(int(bootstrap.rsplit(":", 1)[1])), 15, what="broker stopped")
+            assert proc.poll() is None, log.read_text()[-3000:]
+            proc.send_signal(signal.SIGTERM)
+            code, took = wait_exit(proc, 30)
+        finally:
+            stop_process(proc, signal.SIGKILL)
+    text = log.read_text()
+    assert code == 0, text[-3000:]
+    assert took < settings.grace_seconds + 1, (took, text[-3000:])  # + the interpreter's exit
+    assert "Traceback" not in text, text[-3000:]
 
 
 def readyz(port: int) -> tuple[int, str]:

@@ -10,15 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.core.types import HeadResult, LabelScore, TagResult
-from service.stream.codec import (
+from service.stream.codec import REASONS, DecodeFailed, InputEvent, decode_event
+from service.stream.encoding import (
     H_DROPPED,
     H_MODEL_VERSION,
     H_REASON,
-    REASONS,
-    DecodeFailed,
-    InputEvent,
     Source,
-    decode_event,
     encode_dead_letter,
     encode_tagged,
 )

@@ -15,8 +15,10 @@ from prometheus_client import CollectorRegistry
 from service.core.types import HeadResult, LabelScore, TagResult
 from service.metrics import Metrics
 from service.settings import Settings
-from service.stream.codec import H_DROPPED, H_ERROR_CLASS, H_REASON, InputEvent, Source
-from service.stream.delivery import BrokerStatus, Pending, Publisher
+from service.stream.codec import InputEvent
+from service.stream.delivery import Pending, Publisher
+from service.stream.encoding import H_DROPPED, H_ERROR_CLASS, H_REASON, Source
+from service.stream.retrying import BrokerStatus
 
 
 @dataclass

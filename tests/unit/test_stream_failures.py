@@ -10,7 +10,7 @@ from kafka.errors import KafkaConnectionError, KafkaTimeoutError, UnsupportedCod
 from prometheus_client import CollectorRegistry
 
 from service.metrics import Metrics
-from service.stream.delivery import BrokerStatus, Retrying, StreamFailed
+from service.stream.retrying import BrokerStatus, Retrying, StreamFailed
 
 
 def status(limit: float) -> tuple[BrokerStatus, CollectorRegistry]:

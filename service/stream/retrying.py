@@ -1,0 +1,94 @@
+"""When the stream worker retries and when it gives up: ``Retrying`` (a growing backoff while
+something fails, StreamFailed once it has failed for too long), ``BrokerStatus`` (the worker's view
+of broker health: readiness, error metrics) and the errors that mean the group moved on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from kafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
+
+from service.core.errors import NewstaggerError
+from service.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 5.0
+
+
+class StreamFailed(NewstaggerError):
+    """The worker cannot go on: an error that retrying cannot fix, or one that outlasted
+    ``stream_retry_seconds``. The process exits non-zero and its partitions move on."""
+
+
+class Retrying:
+    """How long something (the broker, the model) has been failing: a growing backoff while it
+    fails, and StreamFailed once it has failed for longer than ``limit`` seconds."""
+
+    def __init__(self, what: str, limit: float) -> None:
+        self.what = what
+        self.limit = limit
+        self.failures = 0
+        self._since: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self._since is None
+
+    def succeeded(self) -> None:
+        self.failures, self._since = 0, None
+
+    def failed(self, exc: BaseException | None) -> float:
+        """Count a failure; the backoff before the next try, or StreamFailed past the limit."""
+        now = time.monotonic()
+        if self._since is None:
+            self._since = now
+        self.failures += 1
+        if now - self._since > self.limit:
+            raise StreamFailed(
+                f"{self.what} has failed for {now - self._since:.0f}s, over the limit of {self.limit:g}s "
+                f"(--stream-retry-seconds); last error: {type(exc).__name__}: {exc}"
+            ) from exc
+        return float(min(MAX_BACKOFF_S, 0.1 * 2 ** min(self.failures, 6)))
+
+
+#: Errors that mean the group moved on (the partitions belong to someone else now): the records
+#: are read again by their new owner, so they are not the worker's failure.
+GROUP_CHANGED = (
+    CommitFailedError,
+    RebalanceInProgressError,
+    IllegalGenerationError,
+    UnknownMemberIdError,
+)
+
+
+class BrokerStatus:
+    """Whether the broker operations work; failures are counted and logged. A failure that
+    retrying cannot fix, or an operation that keeps failing past the limit, raises StreamFailed."""
+
+    def __init__(self, metrics: Metrics, limit: float) -> None:
+        self.metrics = metrics
+        self._ops = {op: Retrying(f"Kafka {op}", limit) for op in ("poll", "produce", "commit")}
+
+    @property
+    def ok(self) -> bool:
+        return all(op.ok for op in self._ops.values())
+
+    def fine(self, operation: str) -> None:
+        self._ops[operation].succeeded()
+
+    def trouble(self, operation: str, exc: BaseException | None) -> float:
+        """Record a failed ``operation``; returns the backoff before the next try."""
+        self.metrics.kafka_errors.labels(operation).inc()
+        if not getattr(exc, "retriable", False):
+            raise StreamFailed(f"Kafka {operation} failed and retrying cannot help: {exc!r}") from exc
+        backoff = self._ops[operation].failed(exc)
+        logger.warning("Kafka %s failed, will retry: %s: %s", operation, type(exc).__name__, exc)
+        return backoff
