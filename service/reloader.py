@@ -47,6 +47,8 @@ class ReloadOutcome:
 
 def smoke_check(candidate: LoadedModel) -> None:
     """Raise ArtifactError unless the candidate tags known articles sensibly."""
+    if not candidate.manifest.heads:
+        raise ArtifactError("smoke check failed: the model has no heads (it would tag nothing)")
     try:
         results = Tagger(candidate).tag(list(SMOKE_ARTICLES))
     except Exception as exc:

@@ -267,11 +267,12 @@ def read_manifest(path: Path) -> Manifest:
         raw = json.loads(manifest_path.read_text(encoding="utf-8"))
         if not isinstance(raw, dict):
             raise TypeError(f"expected a JSON object, got {type(raw).__name__}")
-        check_manifest_values(raw)
         manifest = Manifest.from_json(raw)
+        check_manifest_values(raw)
+        digest = manifest_digest(raw)  # UnicodeEncodeError (a ValueError) for a lone surrogate
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ArtifactError(f"{manifest_path}: malformed manifest: {exc}") from exc
-    if manifest.manifest_sha256 != manifest_digest(raw):
+    if manifest.manifest_sha256 != digest:
         raise ArtifactError(
             f"{manifest_path}: manifest checksum mismatch (edited after it was written?)"
             if manifest.manifest_sha256

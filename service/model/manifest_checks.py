@@ -6,7 +6,10 @@ can re-seal one with ``write_manifest``), so ``read_manifest`` refuses, as a mal
 - a threshold that is not a number in [0, 1] (NaN or infinite included: a NaN cut-off would
   silently never assign its label, a negative one always would);
 - a number in the metrics that is not finite (``GET /v1/model`` and ``GetModel`` serve them,
-  and JSON has no NaN).
+  and JSON has no NaN);
+- a head name twice (results would list the head twice), a head without labels or with a label
+  twice. (No heads at all loads -- a model file round-trips so -- but is not served:
+  ``service.reloader.smoke_check``.)
 """
 
 from __future__ import annotations
@@ -18,9 +21,20 @@ from typing import Any
 def check_manifest_values(raw: dict[str, Any]) -> None:
     """Raise ValueError naming the first value of ``raw`` (a manifest's JSON) that is out of range."""
     heads = raw.get("heads")
-    for head in heads if isinstance(heads, list) else ():
+    if not isinstance(heads, list):
+        raise ValueError(f"'heads' must be a list, not {heads!r}")
+    names: set[Any] = set()
+    for head in heads:
         if not isinstance(head, dict):
             raise ValueError(f"a head must be an object, not {head!r}")
+        name, labels = head.get("name"), head.get("labels")
+        if name in names:
+            raise ValueError(f"head {name!r} is listed twice")
+        names.add(name)
+        if not isinstance(labels, list) or not labels or len(set(map(str, labels))) != len(labels):
+            raise ValueError(
+                f"head {name!r}: labels must be a non-empty list of distinct names, not {labels!r}"
+            )
         for value in head.get("thresholds") or ():
             if not _is_number(value) or not 0.0 <= value <= 1.0:
                 raise ValueError(f"head {head.get('name')!r}: threshold {value!r} is not a number in [0, 1]")
