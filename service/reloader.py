@@ -4,6 +4,11 @@ A candidate is loaded and verified in the background (checksum, trusted types), 
 on a few known articles, and only then swapped in atomically; calls in flight finish on the old
 model. A candidate that fails any step is refused: the old model keeps serving, the reason is
 logged and counted (``newstagger_model_reloads_total{result="refused"}``).
+
+A ``current`` that takes away heads, head kinds or labels the served model has (changed by hand,
+``models promote --allow-head-changes``, or a rollback) is served: the registry's pointer is
+what every process serves, so a restarted one agrees with the others. The loss is logged as a
+warning naming what callers lose (``models promote`` is where it is refused).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from service.core.tagger import Tagger
 from service.core.types import Article
 from service.metrics import Metrics
 from service.model.artifact import MANIFEST_FILE, MODEL_FILE, LoadedModel, load_artifact
-from service.model.registry import resolve_model_path
+from service.model.registry import lost_heads, resolve_model_path
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +47,8 @@ class ReloadOutcome:
 
 def smoke_check(candidate: LoadedModel) -> None:
     """Raise ArtifactError unless the candidate tags known articles sensibly."""
+    if not candidate.manifest.heads:
+        raise ArtifactError("smoke check failed: the model has no heads (it would tag nothing)")
     try:
         results = Tagger(candidate).tag(list(SMOKE_ARTICLES))
     except Exception as exc:
@@ -97,6 +104,16 @@ class ModelReloader:
                 return ReloadOutcome("refused", path.name, str(exc))
             old = self.tagger.swap(candidate)
             version = candidate.manifest.version
+            lost = [] if old is None else lost_heads(old.manifest, candidate.manifest)
+            if lost:
+                logger.warning(
+                    "serving model %s although it takes away what %s served: %s (callers asking "
+                    "for them now get errors or nothing)",
+                    version,
+                    old.manifest.version if old else "",
+                    "; ".join(lost),
+                    extra={"model_version": version},
+                )
             if self.metrics:
                 self.metrics.model_load.observe(time.perf_counter() - started)
                 self.metrics.model_reloads.labels("loaded").inc()

@@ -10,7 +10,8 @@ The rule (documented in docs/retraining.md):
 - ``score(model) = mean over shared heads of the head metric`` (default ``macro_f1``);
 - promote iff ``score(new) >= score(current) - tolerance`` — a tie promotes;
 - a head only the new model has is new capability: shown, not scored;
-- a head only the current model has would be lost by clients that ask for it: refuse;
+- a head only the current model has would be lost by clients that ask for it: refuse (unless
+  ``train --allow-head-changes``);
 - no current model (or one that no longer loads): promote — there is nothing to protect.
 
 Which figure it gates on (``load_eval_set`` says, and the table prints it): the score on rows
@@ -133,12 +134,14 @@ def compare_models(
     tolerance: float = 0.0,
     new_recorded: dict[str, Any] | None = None,
     basis: str = "",
+    allow_dropped_heads: bool = False,
 ) -> GateDecision:
     """Decide whether ``new`` may replace ``current`` (see the module docstring for the rule).
 
     ``new_recorded`` (per head, e.g. the new manifest's ``metrics["cv"]``) stands for the new
     model's figures on ``data`` instead of scoring it there (its rows are the new model's own
-    training rows, and the recorded figures their out-of-fold scores)."""
+    training rows, and the recorded figures their out-of-fold scores). ``allow_dropped_heads``
+    (``train --allow-head-changes``): a head only the current model has is shown, not refused."""
     if metric not in METRICS:
         raise ValueError(f"unknown gate metric {metric!r}; known: {', '.join(METRICS)}")
     if tolerance < 0:
@@ -180,7 +183,7 @@ def compare_models(
     rows.extend(HeadComparison(name, "new head") for name in new_specs if name not in cur_specs)
     base = replace(base, current_version=current.manifest.version, heads=tuple(rows))
     dropped = [r.head for r in rows if r.status == "dropped head"]
-    if dropped:
+    if dropped and not allow_dropped_heads:
         return replace(base, reason=f"the new model drops head(s) {', '.join(dropped)}")
     scored = [r for r in rows if r.status == "shared"]
     if not scored:

@@ -59,10 +59,17 @@ def register(sub: Any) -> None:
     promote = actions.add_parser(
         "promote",
         help="Verify a version and make it current.",
-        description="Verify a version and make it current.",
+        description="Verify a version and make it current. A version that lacks a head, a head's "
+        "kind or a label that the current version has is refused (callers relying on them would "
+        "get errors or nothing), unless --allow-head-changes.",
         parents=[common],
     )
     promote.add_argument("version")
+    promote.add_argument(
+        "--allow-head-changes",
+        action="store_true",
+        help="Promote even if the version drops heads or labels, or changes a head's kind.",
+    )
     actions.add_parser(
         "rollback",
         help="Make the previously current version current again.",
@@ -98,7 +105,7 @@ def _models(args: argparse.Namespace) -> int:
             print(f"{entry.time}  {entry.action:<8}  {entry.version}")
         return 0
     if args.action == "promote":
-        previous = registry.promote(args.version)
+        previous = registry.promote(args.version, allow_head_changes=args.allow_head_changes)
         if previous == args.version:
             print(f"{args.version} is already current in {root} (verified)")
         else:

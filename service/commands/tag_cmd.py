@@ -58,7 +58,13 @@ def register(sub: Any) -> None:
     )
     tag.add_argument("--heads", nargs="+", default=(), metavar="HEAD", help="Only these heads.")
     tag.add_argument("--top-k", type=int, default=0, help="At most K labels per head (0 = no cap).")
-    tag.add_argument("--min-score", type=float, default=None, help="Override the thresholds with one score.")
+    tag.add_argument(
+        "--min-score",
+        type=float,
+        default=None,
+        help="One cut-off instead of the multi-label heads' thresholds "
+        "(a single-label head always gives its best label).",
+    )
     tag.add_argument("--explain", action="store_true", help="Show the terms that pushed each label most.")
     tag.add_argument("--batch-size", type=_positive, default=64, help="Most articles per vectorized call.")
     tag.add_argument("--strict", action="store_true", help="Stop at the first line that cannot be tagged.")

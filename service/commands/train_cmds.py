@@ -15,6 +15,7 @@ from typing import Any
 
 from service.core.errors import ArtifactError, NewstaggerError
 from service.model.artifact import load_artifact
+from service.model.errors import HeadsChanged
 from service.model.registry import ModelRegistry, check_version_name, resolve_model_path
 from service.settings import MODEL_DIR_HELP, default_model_dir
 
@@ -146,6 +147,12 @@ def register(sub: Any) -> None:
         metavar="X",
         help="How much worse (absolute, e.g. 0.01) the new model may be and still be promoted.",
     )
+    gate.add_argument(
+        "--allow-head-changes",
+        action="store_true",
+        help="Promote even if the new version lacks a head, a head's kind or a label that the current "
+        "version has (refused otherwise: exit 3, the version stays unpromoted).",
+    )
     train.set_defaults(handler=_train)
 
     evaluate = sub.add_parser(
@@ -246,9 +253,31 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     if args.promote_if_better:
         return _promote_if_better(args, registry, version, data, dev or ())
-    previous = registry.promote(version)
-    print(f"promoted {version} to current in {root} (was: {previous or 'none'})")
-    return 0
+    return _promote(args, registry, version)
+
+
+def _promote(args: argparse.Namespace, registry: ModelRegistry, version: str, why: str = "") -> int:
+    """Promote ``version``, or say why not (``why``: the gate's reason; or the heads or labels it
+    would take away, see ``ModelRegistry.check_heads``) and how to promote it anyway."""
+    root, current = registry.root, registry.current()
+    lost: list[str] = []
+    if not args.allow_head_changes:
+        try:
+            registry.check_heads(version)
+        except HeadsChanged as exc:
+            lost = exc.lost
+    if not why and not lost:
+        previous = registry.promote(version, allow_head_changes=True)  # checked just above
+        print(f"promoted {version} to current in {root} (was: {previous or 'none'})")
+        return 0
+    flag = " --allow-head-changes" if lost else ""
+    print(
+        f"newstagger train: refused to promote {version}: {why or '; '.join(lost)}.\n"
+        f"  {version} stays in {root}, unpromoted; {current} is still current.\n"
+        f"  To promote it anyway: newstagger models promote {version}{flag} --registry {root}",
+        file=sys.stderr,
+    )
+    return EXIT_REFUSED
 
 
 def _promote_if_better(
@@ -271,23 +300,19 @@ def _promote_if_better(
     recorded = new.manifest.metrics["cv"] if by_cv else None
     try:
         decision = compare_models(
-            current, new, eval_set, args.gate_metric, args.gate_tolerance, recorded, described
+            current,
+            new,
+            eval_set,
+            args.gate_metric,
+            args.gate_tolerance,
+            recorded,
+            described,
+            args.allow_head_changes,
         )
     except ValueError as exc:
         raise NewstaggerError(f"cannot compare {version} with {current_version}: {exc}") from exc
     print(format_comparison(decision))
-    root = registry.root
-    if not decision.promote:
-        print(
-            f"newstagger train: refused to promote {version}: {decision.reason}.\n"
-            f"  {version} stays in {root}, unpromoted; {current_version} is still current.\n"
-            f"  To promote it anyway: newstagger models promote {version} --registry {root}",
-            file=sys.stderr,
-        )
-        return EXIT_REFUSED
-    previous = registry.promote(version)
-    print(f"promoted {version} to current in {root} (was: {previous or 'none'})")
-    return 0
+    return _promote(args, registry, version, "" if decision.promote else decision.reason)
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -116,10 +116,8 @@ class Tagger:
     ) -> HeadResult:
         order = np.argsort(-row, kind="stable")
         distribution = tuple(LabelScore(spec.labels[j], round(float(row[j]), 6)) for j in order)
-        if spec.kind == "single":
+        if spec.kind == "single":  # always exactly its winner: min_score is for multi-label heads
             chosen = [int(order[0])]
-            if opts.min_score is not None and row[order[0]] < opts.min_score:
-                chosen = []
         else:
             cut = spec.thresholds if opts.min_score is None else (opts.min_score,) * len(spec.labels)
             chosen = [int(j) for j in order if row[j] >= cut[j]]

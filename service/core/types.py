@@ -23,7 +23,7 @@ class TagOptions:
 
     heads: tuple[str, ...] = ()
     top_k: int = 0  # 0 = no cap
-    min_score: float | None = None  # None = the head's own thresholds
+    min_score: float | None = None  # None = the tuned thresholds; cuts multi-label heads only
     explain: bool = False
 
 

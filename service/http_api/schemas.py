@@ -39,7 +39,9 @@ class TagOptionsIn(_In):
     heads: list[str] = Field(default_factory=list, description="Heads to run; empty = every head.")
     top_k: int = Field(0, le=2**31 - 1, description="Cap on labels and scores returned per head; 0 = no cap.")
     min_score: float | None = Field(
-        None, description="One cut-off in [0, 1] instead of the tuned thresholds."
+        None,
+        description="One cut-off in [0, 1] instead of the tuned thresholds of multi-label heads; "
+        "a single-label head always returns exactly its best label.",
     )
     explain: bool = Field(False, description="Also return the terms behind each returned label.")
 

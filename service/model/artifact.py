@@ -11,7 +11,8 @@ Loading refuses an artifact whose manifest is missing, malformed or edited after
 whose model file does not match the manifest's sha256, whose model file names a type that is
 neither in ``TRUSTED_TYPES`` nor a plain value (``PLAIN_TYPES``) -- stricter than skops' own
 defaults --, whose model file would unpack to far more than its size (``MAX_UNPACK_RATIO``), or
-whose heads and labels differ from the model's own.
+whose heads and labels differ from the model's own, or whose thresholds or metrics are out of
+range even if sealed (``manifest_checks``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import skops.io as sio
 
 from service.model.article_model import ArticleModel
 from service.model.errors import ArtifactError
+from service.model.manifest_checks import check_manifest_values
 
 FORMAT_VERSION = 1
 #: A model file may unpack to at most this many times its size plus UNPACK_ALLOWANCE bytes (skops
@@ -266,9 +268,11 @@ def read_manifest(path: Path) -> Manifest:
         if not isinstance(raw, dict):
             raise TypeError(f"expected a JSON object, got {type(raw).__name__}")
         manifest = Manifest.from_json(raw)
+        check_manifest_values(raw)
+        digest = manifest_digest(raw)  # UnicodeEncodeError (a ValueError) for a lone surrogate
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ArtifactError(f"{manifest_path}: malformed manifest: {exc}") from exc
-    if manifest.manifest_sha256 != manifest_digest(raw):
+    if manifest.manifest_sha256 != digest:
         raise ArtifactError(
             f"{manifest_path}: manifest checksum mismatch (edited after it was written?)"
             if manifest.manifest_sha256

@@ -13,3 +13,11 @@ class NewstaggerError(Exception):
 
 class ArtifactError(NewstaggerError):
     """A model artifact is missing, malformed, tampered with or unsafe to load."""
+
+
+class HeadsChanged(ArtifactError):
+    """A version would take away heads, head kinds or labels that the current version serves."""
+
+    def __init__(self, message: str, lost: list[str]) -> None:
+        super().__init__(message)
+        self.lost = lost

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service.model.artifact import MANIFEST_FILE, MODEL_FILE, Manifest, load_artifact, read_manifest
-from service.model.errors import ArtifactError
+from service.model.errors import ArtifactError, HeadsChanged
 
 CURRENT = "current"
 HISTORY = "history"
@@ -169,12 +169,35 @@ class ModelRegistry:
         if (self.versions_dir / version).exists():
             raise ArtifactError(f"version {version!r} already exists in {self.root}")
 
-    def promote(self, version: str, verify: bool = True) -> str | None:
+    def promote(self, version: str, verify: bool = True, allow_head_changes: bool = False) -> str | None:
         """Make ``version`` current, atomically; returns the version it replaced.
 
         With ``verify`` the artifact is loaded (checksum, trusted types) first and a broken one
-        raises ArtifactError without touching the pointer."""
+        raises ArtifactError without touching the pointer. A version that would take away from
+        callers what the current one serves (``lost_heads``) raises HeadsChanged, unless
+        ``allow_head_changes``."""
+        if not allow_head_changes:
+            self.check_heads(version)
         return self._point(version, "promote", verify)
+
+    def check_heads(self, version: str) -> None:
+        """Raise HeadsChanged if ``version`` lacks a head, a head's kind or a label that the
+        current version has (a current one that does not read has nothing to protect; a version
+        that does not read is refused by verifying it)."""
+        current = self.current()
+        if current is None or current == version:
+            return
+        try:
+            old, new = self.manifest(current), self.manifest(version)
+        except ArtifactError:
+            return
+        lost = lost_heads(old, new)
+        if lost:
+            raise HeadsChanged(
+                f"refusing to promote {version} over {current}: {'; '.join(lost)} (callers relying "
+                "on them would get errors or nothing); pass --allow-head-changes to promote it anyway",
+                lost,
+            )
 
     def rollback(self) -> str:
         """Make the version that was current before the current one current again."""
@@ -213,6 +236,24 @@ class ModelRegistry:
                 os.fsync(fh.fileno())
             _make_readable(self.root / HISTORY)
         return previous
+
+
+def lost_heads(old: Manifest, new: Manifest) -> list[str]:
+    """What callers of ``old`` lose with ``new``, one phrase each: a missing head, a head of
+    another kind, labels no longer there. New heads and new labels take nothing away."""
+    heads = {h.name: h for h in new.heads}
+    lost = []
+    for head in old.heads:
+        other = heads.get(head.name)
+        if other is None:
+            lost.append(f"head {head.name!r} is missing")
+        elif other.kind != head.kind:
+            lost.append(f"head {head.name!r} is {other.kind}-label, not {head.kind}-label")
+        else:
+            gone = [label for label in head.labels if label not in other.labels]
+            if gone:
+                lost.append(f"head {head.name!r} lacks label(s) {', '.join(gone)}")
+    return lost
 
 
 def check_version_name(version: str) -> None:

@@ -6,6 +6,8 @@ refused version fixed in place is retried."""
 from __future__ import annotations
 
 import json
+import math
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -160,3 +162,114 @@ def test_a_model_file_that_unpacks_to_far_more_than_its_size_is_refused(
     assert (art / MODEL_FILE).stat().st_size <= original_size + (1 << 20)  # a small file...
     with pytest.raises(ArtifactError, match="unpacks to"):  # ...that would unpack to hundreds of MB
         load_artifact(art)
+
+
+def thresholds_to(value: Any) -> Any:
+    def edit(raw: dict[str, Any]) -> None:
+        topics = next(h for h in raw["heads"] if h["name"] == "topics")
+        topics["thresholds"][2] = value
+
+    return edit
+
+
+def metric_to(value: float) -> Any:
+    def edit(raw: dict[str, Any]) -> None:
+        raw["metrics"]["dev"]["topics"]["micro"]["f1"] = value
+
+    return edit
+
+
+OUT_OF_RANGE = [
+    (thresholds_to(math.nan), "head 'topics': threshold nan is not a number in [0, 1]"),
+    (thresholds_to(math.inf), "head 'topics': threshold inf is not a number in [0, 1]"),
+    (thresholds_to(-0.1), "head 'topics': threshold -0.1 is not a number in [0, 1]"),
+    (thresholds_to(1.5), "head 'topics': threshold 1.5 is not a number in [0, 1]"),
+    (thresholds_to("0.5"), "head 'topics': threshold '0.5' is not a number in [0, 1]"),
+    (thresholds_to(True), "head 'topics': threshold True is not a number in [0, 1]"),
+    (metric_to(math.nan), "metrics.dev.topics.micro.f1 is not a finite number"),
+]
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"), OUT_OF_RANGE, ids=["nan", "inf", "neg", "over", "str", "bool", "metric"]
+)
+def test_resealed_out_of_range_numbers_are_refused_and_the_old_model_keeps_serving(
+    registry: ModelRegistry, model_dir: Path, edit: Any, message: str
+) -> None:
+    """Re-sealed (a valid checksum), so only the values themselves can be refused."""
+    tagger = Tagger()
+    reloader = ModelReloader(tagger, registry.root, None, interval=0)
+    assert reloader.check().result == "loaded"
+    v2 = edited_copy(model_dir, registry.new_version_dir("v2"), edit, seal=True)
+    with pytest.raises(ArtifactError, match=re.escape(f"malformed manifest: {message}")):
+        load_artifact(v2)
+    with pytest.raises(ArtifactError, match=re.escape(message)):
+        registry.promote("v2")
+    assert registry.current() == "v1"
+    (registry.root / "current").write_text("v2\n")  # by hand, past `models promote`
+    outcome = reloader.check()
+    assert outcome.result == "refused" and message in outcome.message
+    assert tagger.tag([ARTICLE])[0].model_version == "v1"
+
+
+def no_heads(raw: dict[str, Any]) -> None:
+    raw["heads"] = []
+
+
+def a_head_twice(raw: dict[str, Any]) -> None:
+    raw["heads"].append(raw["heads"][-1])
+
+
+def a_label_twice(raw: dict[str, Any]) -> None:
+    stance = next(h for h in raw["heads"] if h["name"] == "stance")
+    stance["labels"][1] = stance["labels"][0]
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (a_head_twice, "head 'stance' is listed twice"),
+        (a_label_twice, "head 'stance': labels must be a non-empty list of distinct names"),
+    ],
+    ids=["head-twice", "label-twice"],
+)
+def test_resealed_heads_or_labels_listed_twice_are_refused(
+    model_dir: Path, tmp_path: Path, edit: Any, message: str
+) -> None:
+    art = edited_copy(model_dir, tmp_path / "edited", edit, seal=True)
+    with pytest.raises(ArtifactError, match=re.escape(f"malformed manifest: {message}")):
+        load_artifact(art)
+
+
+def test_a_model_with_no_heads_is_not_served(registry: ModelRegistry, model_dir: Path) -> None:
+    """It loads (a model file round-trips so) but would tag nothing: the smoke check refuses it."""
+    tagger = Tagger()
+    reloader = ModelReloader(tagger, registry.root, None, interval=0)
+    assert reloader.check().result == "loaded"
+    edited_copy(model_dir, registry.new_version_dir("v2"), no_heads, seal=True)
+    (registry.root / "current").write_text("v2\n")
+    outcome = reloader.check()
+    assert outcome.result == "refused" and "the model has no heads" in outcome.message
+    assert tagger.tag([ARTICLE])[0].model_version == "v1"
+
+
+def test_a_manifest_with_a_lone_surrogate_is_reported_broken_not_a_traceback(
+    registry: ModelRegistry, model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """JSON's "\\ud800" reads as a string no UTF-8 can hold: the checksum could not even be computed."""
+    bad = registry.new_version_dir("bad")
+    shutil.copytree(model_dir, bad)
+    text = (bad / MANIFEST_FILE).read_text()
+    assert '"version": "v1"' in text
+    (bad / MANIFEST_FILE).write_text(text.replace('"version": "v1"', '"version": "v\\ud800"'))
+    with pytest.raises(ArtifactError, match="malformed manifest: 'utf-8' codec can't encode"):
+        load_artifact(bad)
+    assert main(["models", "list", "--registry", str(registry.root)]) == 0
+    listed = capsys.readouterr().out
+    assert "* v1" in listed and "! bad" in listed and "BROKEN" in listed and "malformed manifest" in listed
+    tagger = Tagger()
+    reloader = ModelReloader(tagger, registry.root, None, interval=0)
+    assert reloader.check().result == "loaded"
+    (registry.root / "current").write_text("bad\n")
+    assert reloader.check().result == "refused"
+    assert tagger.tag([ARTICLE])[0].model_version == "v1"

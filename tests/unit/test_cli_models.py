@@ -343,7 +343,9 @@ def test_crash_between_writing_a_version_and_promoting_it(
     stale.mkdir()
     (stale / MODEL_FILE).write_bytes(b"half a model")
 
-    def crash(self: ModelRegistry, version: str, verify: bool = True) -> None:
+    def crash(
+        self: ModelRegistry, version: str, verify: bool = True, allow_head_changes: bool = False
+    ) -> None:
         raise SimulatedCrash(version)
 
     monkeypatch.setattr(ModelRegistry, "promote", crash)

@@ -87,6 +87,11 @@ def test_new_head_is_capability_and_dropped_head_refuses(loaded_model: LoadedMod
     assert {r.head: r.status for r in grown.heads} == {"stance": "shared", "topics": "new head"}
     shrunk = compare_models(loaded_model, with_manifest(stance_only, "v3"), dev_set)
     assert not shrunk.promote and "drops head(s) topics" in shrunk.reason
+    allowed = compare_models(
+        loaded_model, with_manifest(stance_only, "v3"), dev_set, allow_dropped_heads=True
+    )
+    assert allowed.promote  # `train --allow-head-changes`: shown, not refused
+    assert {r.head: r.status for r in allowed.heads} == {"topics": "dropped head", "stance": "shared"}
 
 
 def test_a_new_label_is_scored_over_the_union_of_labels() -> None:

@@ -102,14 +102,29 @@ def test_top_k_caps_labels_and_distribution(loaded_model: LoadedModel) -> None:
     assert len(topics.scores) == 2
 
 
-def test_min_score_overrides_thresholds(loaded_model: LoadedModel) -> None:
+def test_min_score_overrides_thresholds_of_multi_label_heads(loaded_model: LoadedModel) -> None:
     tagger = Tagger(loaded_model)
     [result] = tagger.tag([ARTICLES[0]], TagOptions(min_score=0.999999))
-    heads = heads_of(result)
-    assert heads["topics"] == []
-    stance = next(h for h in result.heads if h.head == "stance")
-    if stance.scores[0].score < 0.999999:  # a single-label winner under min_score is withheld
-        assert heads["stance"] == []
+    assert heads_of(result)["topics"] == []
+    [everything] = tagger.tag([ARTICLES[0]], TagOptions(heads=("topics",), min_score=0.0))
+    assert len(everything.heads[0].labels) == len(loaded_model.manifest.head("topics").labels)
+
+
+@pytest.mark.parametrize("min_score", [None, 0.0, 0.5, 0.999999, 1.0])
+def test_a_single_label_head_always_gives_exactly_its_winner(
+    loaded_model: LoadedModel, min_score: float
+) -> None:
+    """One stance label per article, whatever min_score (it cuts multi-label heads only)."""
+    tagger = Tagger(loaded_model)
+    defaults = tagger.tag(ARTICLES)
+    results = tagger.tag(ARTICLES, TagOptions(min_score=min_score, explain=True))
+    for result, default in zip(results, defaults, strict=True):
+        [stance] = [h for h in result.heads if h.head == "stance"]
+        assert stance.kind == "single"
+        assert stance.scores[0].score < 1.0  # so a min_score of 1.0 is above the winner
+        assert stance.labels == stance.scores[:1]  # exactly one label: the best
+        assert heads_of(result)["stance"] == heads_of(default)["stance"]
+        assert set(stance.explanations) == {stance.labels[0].label}
 
 
 def test_explain_gives_terms_for_each_predicted_label(loaded_model: LoadedModel) -> None:

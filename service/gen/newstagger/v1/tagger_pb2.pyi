@@ -135,8 +135,9 @@ class TagOptions(_message.Message):
     top_k: _builtins.int
     """Cap on labels and scores returned per head; 0 = no cap. Negative is INVALID_ARGUMENT."""
     min_score: _builtins.float
-    """If set, a label is returned when its score is at least this (0..1), instead of the head's
-    tuned per-label thresholds. Outside [0, 1] is INVALID_ARGUMENT.
+    """If set, a multi-label head returns a label when its score is at least this (0..1), instead of
+    the head's tuned per-label thresholds. A single-label head (e.g. stance) ignores it: it always
+    returns exactly one label, its best. Outside [0, 1] is INVALID_ARGUMENT.
     """
     explain: _builtins.bool
     """Also return the terms that contributed most to each returned label (slower)."""
