@@ -144,7 +144,7 @@ def _runtime_parser(sub: Any, name: str, help_text: str, groups: Sequence[tuple[
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from service.commands import demo, labels_cmds, models_cmds, tag_cmd, train_cmds
+    from service.commands import demo, evaluate_cmd, labels_cmds, models_cmds, tag_cmd, train_cmds
 
     parser = Parser(
         prog="newstagger",
@@ -154,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train_cmds.register(sub)
+    evaluate_cmd.register(sub)
     tag_cmd.register(sub)
     models_cmds.register(sub)
     labels_cmds.register(sub)
