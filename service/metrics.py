@@ -86,13 +86,13 @@ class Metrics:
         # HTTP API
         self.http_requests = Counter(
             "newstagger_http_requests",
-            "HTTP API requests finished, by route and status.",
+            "HTTP API requests finished, by route (path template; `unmatched` if none) and status.",
             ["route", "status"],
             registry=r,
         )
         self.http_latency = Histogram(
             "newstagger_http_request_duration_seconds",
-            "HTTP API request latency, by route.",
+            "HTTP API request latency, by route (path template; `unmatched` if none).",
             ["route"],
             buckets=LATENCY_BUCKETS,
             registry=r,
