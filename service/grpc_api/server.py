@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 MAX_CONCURRENT_CALLS = 128  # unary TaggerService calls in flight beyond the batcher queue
 HEALTH_POLL_SECONDS = 0.2
-HEALTH_SERVICES = ("", GRPC_SERVICE_NAME, ADMIN_SERVICE_NAME)
+HEALTH_SERVICES = ("", GRPC_SERVICE_NAME)  # and ADMIN_SERVICE_NAME when it is enabled
 MIN_MESSAGE_BYTES = 16 << 20  # room for a TagBatch of many ordinary articles
 ARTICLE_EXTRA_BYTES = 64 << 10  # source, url, metadata, published_at and framing of one article
 STREAMS_PER_CONNECTION = 1024  # HTTP/2 streams (calls) one connection may have open
@@ -50,7 +50,8 @@ class ServerConfigError(NewstaggerError):
 class TaggerServer:
     """A started-or-not gRPC server with its health state. Health follows the runtime: SERVING
     while a model is loaded (also when the reloader loads it later) and the micro-batcher runs,
-    NOT_SERVING otherwise and while draining.
+    NOT_SERVING otherwise and while draining. Only ``health_names`` are known to health checking:
+    any other name is NOT_FOUND to Check and SERVICE_UNKNOWN to Watch, as the protocol says.
     Every method is called from outside the server loop; the work runs on it."""
 
     def __init__(
@@ -58,10 +59,12 @@ class TaggerServer:
         server: grpc.aio.Server,
         health_servicer: health.aio.HealthServicer,
         can_serve: Callable[[], bool],
+        health_names: tuple[str, ...] = HEALTH_SERVICES,
     ):
         self.grpc = server
         self.health = health_servicer
         self._can_serve = can_serve
+        self._health_names = health_names
         self._draining = False
         self._watcher: asyncio.Task[None] | None = None
         self._stopped: asyncio.Event | None = None
@@ -81,7 +84,7 @@ class TaggerServer:
         if serving != self.serving or force:
             statuses = health_pb2.HealthCheckResponse
             status = statuses.SERVING if serving else statuses.NOT_SERVING
-            for name in HEALTH_SERVICES:
+            for name in self._health_names:
                 await self.health.set(name, status)
             self.serving = serving
 
@@ -225,4 +228,6 @@ async def _build(
         raise ServerConfigError(f"cannot bind gRPC to {address}: {exc}") from exc
     if port == 0:
         raise ServerConfigError(f"cannot bind gRPC to {address}")
-    return TaggerServer(server, health_servicer, runtime.serving), port
+    # a disabled admin service (no token) is unknown to health checking, never SERVING
+    health_names = HEALTH_SERVICES + ((ADMIN_SERVICE_NAME,) if token else ())
+    return TaggerServer(server, health_servicer, runtime.serving, health_names), port
