@@ -16,7 +16,6 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from service.core.errors import NewstaggerError
 from service.core.validation import MAX_ID_BYTES, MAX_TARGET_BYTES, MAX_TITLE_BYTES
@@ -25,6 +24,7 @@ from service.gen.newstagger.v1 import tagger_pb2 as pb
 from service.gen.newstagger.v1 import tagger_pb2_grpc as pb_grpc
 from service.grpc_api import loop
 from service.grpc_api.interceptors import CallLimit, ServerInterceptor
+from service.grpc_api.reflection import enable_reflection
 from service.grpc_api.servicer import AdminServicer, TaggerServicer
 from service.runtime import Runtime
 from service.settings import ADMIN_SERVICE_NAME, GRPC_SERVICE_NAME, Settings
@@ -213,10 +213,9 @@ async def _build(
         pb.DESCRIPTOR.services_by_name["TaggerService"].full_name,
         pb.DESCRIPTOR.services_by_name["AdminService"].full_name,
         health.SERVICE_NAME,
-        reflection.SERVICE_NAME,
         v2_name,
     )
-    reflection.enable_server_reflection(names, server)
+    enable_reflection(names, server)
     address = f"{settings.host}:{settings.port}"
     try:
         port = (
