@@ -25,6 +25,7 @@ from service.v2.tensors import (
     decode_bytes_tensor,
     encode_tensor,
     infer,
+    model_label,
     model_metadata,
     shape_dims,
     text_of,
@@ -172,7 +173,7 @@ class V2Api:
         version = request.path_params.get("model_version")
         if name != loaded.manifest.name or version not in (None, "", loaded.manifest.version):
             served = f"{loaded.manifest.name} version {loaded.manifest.version}"
-            raise NotFound(f"no model {name!r}{f' version {version!r}' if version else ''}; serving {served}")
+            raise NotFound(f"no model {model_label(name, version)}; serving {served}")
         return loaded
 
     async def server_metadata(self, request: Request) -> Response:

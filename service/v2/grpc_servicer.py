@@ -27,6 +27,7 @@ from service.v2.tensors import (
     decode_bytes_tensor,
     encode_tensor,
     infer,
+    model_label,
     model_metadata,
     text_of,
 )
@@ -42,7 +43,7 @@ def _decode_inputs(request: pb.ModelInferRequest) -> dict[str, list[str]]:
     inputs: dict[str, list[str]] = {}
     for i, tensor in enumerate(request.inputs):
         if tensor.datatype != "BYTES":
-            raise InvalidRequest(f"input '{tensor.name}' must be BYTES, got {tensor.datatype!r}")
+            raise InvalidRequest(f"input {quote(tensor.name)} must be BYTES, got {quote(tensor.datatype)}")
         if tensor.name in inputs:
             raise InvalidRequest(f"input {quote(tensor.name)} is given twice")
         values = decode_bytes_tensor(raw[i]) if raw else [text_of(v) for v in tensor.contents.bytes_contents]
@@ -75,8 +76,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         loaded = self._dispatcher.tagger.require_model()
         if self._matches(name, version) is None:
             served = f"{loaded.manifest.name} version {loaded.manifest.version}"
-            label = f"{name!r}" + (f" version {version!r}" if version else "")
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no model {label}; serving {served}")
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"no model {model_label(name, version)}; serving {served}"
+            )
         return loaded
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Context) -> pb.ServerLiveResponse:  # noqa: N802

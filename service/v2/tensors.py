@@ -62,11 +62,23 @@ def model_metadata(loaded: LoadedModel) -> dict[str, Any]:
     }
 
 
+def listed(names: Sequence[str], most: int = 5) -> str:
+    """Caller-given names for an error message: the first ``most``, each cut short, and how many
+    more (so a request cannot make its error message huge)."""
+    shown = ", ".join(cut(name, 32) for name in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def model_label(name: str, version: str | None) -> str:
+    """A requested model (and version) for an error message, each cut short."""
+    return quote(name) + (f" version {quote(version)}" if version else "")
+
+
 def to_articles(inputs: Mapping[str, Sequence[str]], max_articles: int) -> list[Article]:
     """The articles of one request, from its decoded BYTES inputs."""
     unknown = sorted(set(inputs) - set(INPUTS))
     if unknown:
-        raise InvalidRequest(f"unknown input(s) {', '.join(unknown)}; the model takes {', '.join(INPUTS)}")
+        raise InvalidRequest(f"unknown input(s) {listed(unknown)}; the model takes {', '.join(INPUTS)}")
     texts = inputs.get("text")
     if texts is None:
         raise InvalidRequest("the input tensor 'text' (BYTES, one element per article) is required")
@@ -93,7 +105,7 @@ def options_for(loaded: LoadedModel, requested: Sequence[str]) -> tuple[TagOptio
     known = output_names(loaded)
     unknown = [name for name in requested if name not in known]
     if unknown:
-        raise InvalidRequest(f"unknown output(s) {', '.join(unknown[:5])}; see the model metadata")
+        raise InvalidRequest(f"unknown output(s) {listed(unknown)}; see the model metadata")
     names = list(dict.fromkeys(requested)) or list(known)
     heads = {known[name][0] for name in names}
     order = tuple(h.name for h in loaded.manifest.heads if h.name in heads)

@@ -173,6 +173,17 @@ def test_malformed_json_unknown_routes_and_methods(served: HttpServed) -> None:
     assert_error(served.client.get("/v1/tag"), 405, "UNIMPLEMENTED")
 
 
+def test_a_bad_field_is_named_cut_short(served: HttpServed) -> None:
+    """Field names and metadata keys are caller input: the error names them, cut short."""
+    big = "k" * 50_000
+    extra = {"article": {"text": TEXT, **{f"{i}{big}": 1 for i in range(5)}}}
+    bad_value = {"articles": [{"text": TEXT, "metadata": {big: 5}}]}
+    for path, body in (("/v1/tag", extra), ("/v1/tag:batch", bad_value)):
+        reply = served.client.post(path, json=body)
+        assert_error(reply, 400, "INVALID_ARGUMENT", "bad request body: ")
+        assert "kkk…" in reply.json()["error"]["message"] and len(reply.content) < 1000, reply.text[:300]
+
+
 def test_bodies_over_the_limit_are_413(registry: ModelRegistry) -> None:
     with serve_http(registry.root, http_max_body_bytes=4096) as s:
         big = {"article": article(1, text="word " * 2000)}

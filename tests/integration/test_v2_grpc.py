@@ -155,6 +155,38 @@ def test_bad_infer_requests_are_invalid_argument(
     ) == len(cases)
 
 
+def test_error_messages_quote_caller_names_cut_short(
+    stub: v2_grpc.GRPCInferenceServiceStub, loaded_model: Any
+) -> None:
+    """Huge or many names in a request make no huge status message (which a client with gRPC's
+    default metadata limit could not even receive)."""
+    name, big = loaded_model.manifest.name, "n" * 100_000
+    wrong_type = infer_request(name, ["a b"], raw=False)
+    wrong_type.inputs[0].name, wrong_type.inputs[0].datatype = big, "FP32" + big
+    unknown_input = infer_request(name, ["a b"], raw=False)
+    unknown_input.inputs.extend(
+        v2.ModelInferRequest.InferInputTensor(name=f"{i}{big}", datatype="BYTES", shape=[0])
+        for i in range(20)
+    )
+    cases = [
+        (wrong_type, grpc.StatusCode.INVALID_ARGUMENT, "must be BYTES, got 'FP32nnn"),
+        (unknown_input, grpc.StatusCode.INVALID_ARGUMENT, "and 15 more; the model takes text, title, target"),
+        (
+            infer_request(name, ["a b"], raw=False, outputs=[big]),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "unknown output",
+        ),
+        (infer_request(big, ["a b"], raw=False), grpc.StatusCode.NOT_FOUND, "no model 'nnn"),
+    ]
+    for request, code, message in cases:
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ModelInfer(request, timeout=10)
+        assert (info.value.code(), message in info.value.details()) == (code, True), info.value.details()[
+            :200
+        ]
+        assert len(info.value.details()) < 1000
+
+
 def test_no_model_is_unavailable_and_not_ready(tmp_path: Any) -> None:
     with serve_in_process(tmp_path / "empty") as s:
         stub = v2_grpc.GRPCInferenceServiceStub(s.channel)

@@ -258,6 +258,21 @@ def test_unknown_model_or_version_is_404(served: HttpServed, loaded_model: Any) 
         assert reply.status_code == 404 and "no model" in reply.json()["error"]
 
 
+def test_error_messages_quote_caller_names_cut_short(served: HttpServed, loaded_model: Any) -> None:
+    big = "n" * 50_000
+    infer = f"/v2/models/{loaded_model.manifest.name}/infer"
+    many = [{"name": f"{i}{big}", "datatype": "BYTES", "shape": [1], "data": ["a"]} for i in range(20)]
+    cases = [
+        (infer, {"inputs": [TEXT_INPUT, *many]}, 400, "and 15 more; the model takes text, title, target"),
+        (infer, {"inputs": [TEXT_INPUT], "outputs": [{"name": big}]}, 400, "unknown output(s) nnn"),
+        (f"/v2/models/{big}/infer", {"inputs": [TEXT_INPUT]}, 404, "no model 'nnn"),
+    ]
+    for path, body, status, message in cases:
+        reply = served.client.post(path, json=body)
+        assert reply.status_code == status and message in reply.json()["error"], reply.text[:200]
+        assert len(reply.content) < 1000
+
+
 def test_without_a_model_the_server_is_live_but_not_ready(tmp_path: Any) -> None:
     with serve_http(tmp_path / "empty-registry") as s:
         client = triton.InferenceServerClient(f"127.0.0.1:{s.port}", network_timeout=10)
