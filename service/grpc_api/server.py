@@ -26,7 +26,7 @@ from service.grpc_api import loop
 from service.grpc_api.interceptors import CallLimit, ServerInterceptor
 from service.grpc_api.reflection import enable_reflection
 from service.grpc_api.servicer import AdminServicer, TaggerServicer
-from service.runtime import Runtime
+from service.runtime import Runtime, default_max_connections
 from service.settings import ADMIN_SERVICE_NAME, GRPC_SERVICE_NAME, Settings
 from service.v2.grpc_servicer import add_inference_service
 
@@ -41,6 +41,7 @@ STREAMS_PER_CONNECTION = 1024  # HTTP/2 streams (calls) one connection may have 
 CONNECTION_IDLE_MS = 5 * 60_000  # a connection with no call for this long is closed (GOAWAY)
 CONNECTION_AGE_MS = 30 * 60_000  # then clients reconnect (and spread over --workers processes)
 CONNECTION_AGE_GRACE_MS = 60_000  # calls still open at that age get this long to finish
+HANDSHAKE_TIMEOUT_MS = 10_000  # a connection must be HTTP/2 (and TLS) this soon, or it is closed
 
 
 class ServerConfigError(NewstaggerError):
@@ -182,6 +183,10 @@ async def _build(
         ("grpc.max_connection_idle_ms", CONNECTION_IDLE_MS),
         ("grpc.max_connection_age_ms", CONNECTION_AGE_MS),
         ("grpc.max_connection_age_grace_ms", CONNECTION_AGE_GRACE_MS),
+        # connections held open without a call, or without ever speaking HTTP/2, cannot use up
+        # the process's file descriptors (which Kafka, the model files and /metrics need too)
+        ("grpc.max_allowed_incoming_connections", default_max_connections()),
+        ("grpc.server_handshake_timeout_ms", HANDSHAKE_TIMEOUT_MS),
     ]
     # TaggerService's calls are limited by the interceptor (health and reflection are not, so a
     # busy or abused server still answers its probes); gRPC's own maximum_concurrent_rpcs would
