@@ -161,6 +161,19 @@ def shape_dims(name: str, shape: Any) -> list[int]:
     return list(shape)
 
 
+def declared_count(name: str, shape: Any, max_articles: int) -> int:
+    """The number of elements (articles) ``shape`` declares for input ``name``; InvalidRequest if
+    it is over ``max_articles``. Checked before any element is decoded, so a request's size in
+    articles costs nothing to refuse, however many tiny elements it carries."""
+    count = _elements(shape_dims(name, shape), max_articles)
+    if count > max_articles:
+        raise InvalidRequest(
+            f"input {quote(name)} has shape {cut(str(list(shape)))}: more articles than one request "
+            f"may carry; the limit is {max_articles}"
+        )
+    return count
+
+
 def check_shape(name: str, shape: Any, count: int) -> None:
     """Raise InvalidRequest unless ``shape`` (of input ``name``) is a list of non-negative
     integers whose product is ``count``, the number of elements the request carries."""
@@ -170,10 +183,15 @@ def check_shape(name: str, shape: Any, count: int) -> None:
         )
 
 
-def decode_bytes_tensor(raw: bytes) -> list[str]:
-    """BYTES elements in the binary extension: each a 4-byte little-endian length, then the bytes."""
-    values, offset = [], 0
+def decode_bytes_tensor(raw: bytes, most: int | None = None) -> list[str]:
+    """BYTES elements in the binary extension: each a 4-byte little-endian length, then the bytes.
+    More than ``most`` elements (the count the shape declares) is InvalidRequest, found as soon as
+    the next one starts, not after decoding them all."""
+    values: list[str] = []
+    offset = 0
     while offset < len(raw):
+        if most is not None and len(values) >= most:
+            raise InvalidRequest(f"BYTES tensor data holds more than the {most} elements of its shape")
         if offset + 4 > len(raw):
             raise InvalidRequest("truncated BYTES tensor data")
         (size,) = struct.unpack_from("<I", raw, offset)
