@@ -37,13 +37,16 @@ def multiprocess_dir() -> str | None:
 def build_registry() -> CollectorRegistry:
     """The registry to expose: this process's metrics plus the default process collectors, or,
     in multiprocess mode, every process's samples aggregated from PROMETHEUS_MULTIPROC_DIR."""
-    registry = CollectorRegistry(auto_describe=True)
     if multiprocess_dir():
+        # no auto_describe: describing would read every process's file now, at start-up, when a
+        # sibling worker may have just created its own, still empty (a worker died of that)
+        registry = CollectorRegistry()
         prom_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    else:
-        ProcessCollector(registry=registry)
-        PlatformCollector(registry=registry)
-        GCCollector(registry=registry)
+        return registry
+    registry = CollectorRegistry(auto_describe=True)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
     return registry
 
 
