@@ -37,13 +37,16 @@ def multiprocess_dir() -> str | None:
 def build_registry() -> CollectorRegistry:
     """The registry to expose: this process's metrics plus the default process collectors, or,
     in multiprocess mode, every process's samples aggregated from PROMETHEUS_MULTIPROC_DIR."""
-    registry = CollectorRegistry(auto_describe=True)
     if multiprocess_dir():
+        # no auto_describe: describing would read every process's file now, at start-up, when a
+        # sibling worker may have just created its own, still empty (a worker died of that)
+        registry = CollectorRegistry()
         prom_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    else:
-        ProcessCollector(registry=registry)
-        PlatformCollector(registry=registry)
-        GCCollector(registry=registry)
+        return registry
+    registry = CollectorRegistry(auto_describe=True)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
     return registry
 
 
@@ -86,13 +89,13 @@ class Metrics:
         # HTTP API
         self.http_requests = Counter(
             "newstagger_http_requests",
-            "HTTP API requests finished, by route and status.",
+            "HTTP API requests finished, by route (path template; `unmatched` if none) and status.",
             ["route", "status"],
             registry=r,
         )
         self.http_latency = Histogram(
             "newstagger_http_request_duration_seconds",
-            "HTTP API request latency, by route.",
+            "HTTP API request latency, by route (path template; `unmatched` if none).",
             ["route"],
             buckets=LATENCY_BUCKETS,
             registry=r,

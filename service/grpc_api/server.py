@@ -16,7 +16,6 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from service.core.errors import NewstaggerError
 from service.core.validation import MAX_ID_BYTES, MAX_TARGET_BYTES, MAX_TITLE_BYTES
@@ -25,8 +24,9 @@ from service.gen.newstagger.v1 import tagger_pb2 as pb
 from service.gen.newstagger.v1 import tagger_pb2_grpc as pb_grpc
 from service.grpc_api import loop
 from service.grpc_api.interceptors import CallLimit, ServerInterceptor
+from service.grpc_api.reflection import enable_reflection
 from service.grpc_api.servicer import AdminServicer, TaggerServicer
-from service.runtime import Runtime
+from service.runtime import Runtime, default_max_connections
 from service.settings import ADMIN_SERVICE_NAME, GRPC_SERVICE_NAME, Settings
 from service.v2.grpc_servicer import add_inference_service
 
@@ -34,13 +34,14 @@ logger = logging.getLogger(__name__)
 
 MAX_CONCURRENT_CALLS = 128  # unary TaggerService calls in flight beyond the batcher queue
 HEALTH_POLL_SECONDS = 0.2
-HEALTH_SERVICES = ("", GRPC_SERVICE_NAME, ADMIN_SERVICE_NAME)
+HEALTH_SERVICES = ("", GRPC_SERVICE_NAME)  # and ADMIN_SERVICE_NAME when it is enabled
 MIN_MESSAGE_BYTES = 16 << 20  # room for a TagBatch of many ordinary articles
 ARTICLE_EXTRA_BYTES = 64 << 10  # source, url, metadata, published_at and framing of one article
 STREAMS_PER_CONNECTION = 1024  # HTTP/2 streams (calls) one connection may have open
 CONNECTION_IDLE_MS = 5 * 60_000  # a connection with no call for this long is closed (GOAWAY)
 CONNECTION_AGE_MS = 30 * 60_000  # then clients reconnect (and spread over --workers processes)
 CONNECTION_AGE_GRACE_MS = 60_000  # calls still open at that age get this long to finish
+HANDSHAKE_TIMEOUT_MS = 10_000  # a connection must be HTTP/2 (and TLS) this soon, or it is closed
 
 
 class ServerConfigError(NewstaggerError):
@@ -50,7 +51,8 @@ class ServerConfigError(NewstaggerError):
 class TaggerServer:
     """A started-or-not gRPC server with its health state. Health follows the runtime: SERVING
     while a model is loaded (also when the reloader loads it later) and the micro-batcher runs,
-    NOT_SERVING otherwise and while draining.
+    NOT_SERVING otherwise and while draining. Only ``health_names`` are known to health checking:
+    any other name is NOT_FOUND to Check and SERVICE_UNKNOWN to Watch, as the protocol says.
     Every method is called from outside the server loop; the work runs on it."""
 
     def __init__(
@@ -58,10 +60,12 @@ class TaggerServer:
         server: grpc.aio.Server,
         health_servicer: health.aio.HealthServicer,
         can_serve: Callable[[], bool],
+        health_names: tuple[str, ...] = HEALTH_SERVICES,
     ):
         self.grpc = server
         self.health = health_servicer
         self._can_serve = can_serve
+        self._health_names = health_names
         self._draining = False
         self._watcher: asyncio.Task[None] | None = None
         self._stopped: asyncio.Event | None = None
@@ -81,7 +85,7 @@ class TaggerServer:
         if serving != self.serving or force:
             statuses = health_pb2.HealthCheckResponse
             status = statuses.SERVING if serving else statuses.NOT_SERVING
-            for name in HEALTH_SERVICES:
+            for name in self._health_names:
                 await self.health.set(name, status)
             self.serving = serving
 
@@ -179,6 +183,10 @@ async def _build(
         ("grpc.max_connection_idle_ms", CONNECTION_IDLE_MS),
         ("grpc.max_connection_age_ms", CONNECTION_AGE_MS),
         ("grpc.max_connection_age_grace_ms", CONNECTION_AGE_GRACE_MS),
+        # connections held open without a call, or without ever speaking HTTP/2, cannot use up
+        # the process's file descriptors (which Kafka, the model files and /metrics need too)
+        ("grpc.max_allowed_incoming_connections", default_max_connections()),
+        ("grpc.server_handshake_timeout_ms", HANDSHAKE_TIMEOUT_MS),
     ]
     # TaggerService's calls are limited by the interceptor (health and reflection are not, so a
     # busy or abused server still answers its probes); gRPC's own maximum_concurrent_rpcs would
@@ -210,10 +218,9 @@ async def _build(
         pb.DESCRIPTOR.services_by_name["TaggerService"].full_name,
         pb.DESCRIPTOR.services_by_name["AdminService"].full_name,
         health.SERVICE_NAME,
-        reflection.SERVICE_NAME,
         v2_name,
     )
-    reflection.enable_server_reflection(names, server)
+    enable_reflection(names, server)
     address = f"{settings.host}:{settings.port}"
     try:
         port = (
@@ -225,4 +232,6 @@ async def _build(
         raise ServerConfigError(f"cannot bind gRPC to {address}: {exc}") from exc
     if port == 0:
         raise ServerConfigError(f"cannot bind gRPC to {address}")
-    return TaggerServer(server, health_servicer, runtime.serving), port
+    # a disabled admin service (no token) is unknown to health checking, never SERVING
+    health_names = HEALTH_SERVICES + ((ADMIN_SERVICE_NAME,) if token else ())
+    return TaggerServer(server, health_servicer, runtime.serving, health_names), port

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.http_api.errors import BodyTooLarge, headers_for, status_for
@@ -54,14 +54,35 @@ def guard_routes(routes: list[BaseRoute], body: ErrorBody = rest_error) -> list[
     ]
 
 
+UNMATCHED = "unmatched"  # the route label of a request whose path no route serves
+
+
+def route_label(routes: Sequence[BaseRoute], scope: Scope) -> str:
+    """The path template of the route the router would pick for ``scope`` (one matching path and
+    method, else one matching the path only), or UNMATCHED."""
+    partial = UNMATCHED
+    for route in routes:
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return str(getattr(route, "path", UNMATCHED))
+        if match is Match.PARTIAL and partial == UNMATCHED:
+            partial = str(getattr(route, "path", UNMATCHED))
+    return partial
+
+
 class Edge:
     """Pure ASGI middleware: refuses bodies over ``max_body_bytes`` (413) and records
-    ``newstagger_http_requests_total{route,status}`` and the latency histogram per route."""
+    ``newstagger_http_requests_total{route,status}`` and the latency histogram per route. A body
+    refused before routing (its Content-Length over the limit) is labelled with the route its
+    path would have reached, as if routed."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, max_body_bytes: int, routes: Sequence[BaseRoute] = ()
+    ) -> None:
         self.app = app
         self._metrics = metrics
         self._max = max_body_bytes
+        self._routes = routes
         self._latency: dict[str, Any] = {}
         self._counts: dict[tuple[str, str], Any] = {}
 
@@ -72,6 +93,7 @@ class Edge:
         started = time.perf_counter()
         self._metrics.http_in_flight.inc()
         status = 500
+        label: str | None = None  # set when refused before routing
         limit, seen = self._max, 0
 
         async def counted_receive() -> Message:
@@ -91,14 +113,15 @@ class Edge:
         try:
             length = dict(scope["headers"]).get(b"content-length")
             if length is not None and length.isdigit() and int(length) > limit:
+                label = route_label(self._routes, scope)
                 response = error_response(BodyTooLarge(f"request body over the limit of {limit} bytes"), "")
                 await response(scope, receive, status_send)
                 return
             await self.app(scope, counted_receive, status_send)
         finally:
             self._metrics.http_in_flight.dec()
-            route = scope.get("route")
-            self._record(getattr(route, "path", "unmatched"), str(status), time.perf_counter() - started)
+            route = label or str(getattr(scope.get("route"), "path", UNMATCHED))
+            self._record(route, str(status), time.perf_counter() - started)
 
     def _record(self, route: str, status: str, seconds: float) -> None:
         latency = self._latency.get(route)
@@ -120,4 +143,4 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 def build_app(routes: list[BaseRoute], metrics: Metrics, max_body_bytes: int) -> ASGIApp:
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
-    return Edge(app, metrics, max_body_bytes)
+    return Edge(app, metrics, max_body_bytes, app.routes)

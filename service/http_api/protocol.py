@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import resource
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -24,14 +23,6 @@ REQUEST_READ_SECONDS = 30.0
 # After a refusal, what the caller still sends is read and dropped for this long before the close:
 # closing with unread bytes would reset the connection and lose the reply on the way.
 LINGER_SECONDS = 2.0
-
-
-def default_max_connections() -> int:
-    """A quarter of the open-file limit, between 64 and 1,000: the rest stays for gRPC, Kafka and
-    the model files."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    limit = soft if soft != resource.RLIM_INFINITY else 4096
-    return max(64, min(1000, limit // 4))
 
 
 def refusal(status: int, reason: str, code: str, message: str) -> bytes:

@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute, Route
 
 from service.core.errors import InvalidRequest
 from service.core.types import result_to_json
+from service.core.validation import cut
 from service.dispatch import Dispatcher
 from service.http_api.errors import Disabled, Unauthenticated, status_for
 from service.http_api.schemas import TagBatchRequest, TagRequest, to_options
@@ -32,12 +33,13 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def parse_body(model: type[M], body: bytes) -> M:
-    """The body as ``model``; a malformed one is InvalidRequest naming the field."""
+    """The body as ``model``; a malformed one is InvalidRequest naming the field (each part of its
+    path cut short: a field or metadata key is caller input)."""
     try:
         return model.model_validate_json(body or b"{}")
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:5]
+            f"{'.'.join(cut(str(p), 32) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:5]
         )
         raise InvalidRequest(f"bad request body: {problems}") from None
 

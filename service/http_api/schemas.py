@@ -24,10 +24,12 @@ class ArticleIn(_In):
     text: str = Field("", description="Body text. Required and non-blank; at most the server's limit.")
     title: str = Field("", description="Headline; used by the model together with the text.")
     target: str = Field("", description="What a target-aware stance head judges the stance toward.")
-    source: str = Field("", description="Publisher or feed name; carried, not used by the model.")
-    url: str = Field("", description="Canonical URL; carried, not used by the model.")
-    published_at: str = Field("", description="Publication time (RFC 3339); not used by the model.")
-    metadata: dict[str, str] = Field(default_factory=dict, description="Free-form; not used by the model.")
+    source: str = Field("", description="Publisher or feed name; accepted, not used or returned.")
+    url: str = Field("", description="Canonical URL; accepted, not used or returned.")
+    published_at: str = Field("", description="Publication time (RFC 3339); accepted, not used or returned.")
+    metadata: dict[str, str] = Field(
+        default_factory=dict, description="Free-form; accepted, not used or returned."
+    )
 
     def to_article(self) -> Article:
         return Article(id=self.id, text=self.text, title=self.title, target=self.target)

@@ -22,9 +22,11 @@ from service.http_api.rest import deadline_of
 from service.model.artifact import LoadedModel
 from service.v2.tensors import (
     check_shape,
+    declared_count,
     decode_bytes_tensor,
     encode_tensor,
     infer,
+    model_label,
     model_metadata,
     shape_dims,
     text_of,
@@ -39,9 +41,10 @@ def v2_error(code: int, status: str, message: str) -> dict[str, Any]:
     return {"error": message}
 
 
-def _flatten(name: str, data: Any, depth: int) -> list[Any]:
+def _flatten(name: str, data: Any, depth: int, most: int) -> list[Any]:
     """The elements of ``data`` (a list, nested at most ``depth`` deep: the shape's rank) in
-    row-major order; walked with a stack of its own, so nesting cannot exhaust Python's."""
+    row-major order; walked with a stack of its own, so nesting cannot exhaust Python's. More
+    than ``most`` elements (what the shape declares) is refused as soon as it is seen."""
     if not isinstance(data, list):
         raise InvalidRequest(f"input {quote(name)}: data must be a JSON array")
     elements: list[Any] = []
@@ -53,6 +56,10 @@ def _flatten(name: str, data: Any, depth: int) -> list[Any]:
                     raise InvalidRequest(f"input {quote(name)}: data is nested deeper than its shape")
                 stack.append(iter(item))
                 break
+            if len(elements) >= most:
+                raise InvalidRequest(
+                    f"input {quote(name)}: data holds more than the {most} elements of its shape"
+                )
             elements.append(item)
         else:
             stack.pop()
@@ -99,7 +106,7 @@ def _split_body(request: Request, body: bytes) -> tuple[dict[str, Any], bytes]:
     return parsed, body[size:]
 
 
-def decode_inputs(parsed: dict[str, Any], binary: bytes) -> dict[str, list[str]]:
+def decode_inputs(parsed: dict[str, Any], binary: bytes, max_articles: int) -> dict[str, list[str]]:
     """The request's BYTES inputs, strictly as the Open Inference Protocol has them: each with a
     name, a shape (a list of non-negative integers) and either ``data`` (a JSON array, flat or
     nested by the shape) or the binary extension's ``binary_data_size``."""
@@ -116,16 +123,17 @@ def decode_inputs(parsed: dict[str, Any], binary: bytes) -> dict[str, list[str]]
         if "shape" not in spec:
             raise InvalidRequest(f"input {quote(name)} has no shape")
         shape = shape_dims(name, spec["shape"])
+        count = declared_count(name, shape, max_articles)
         size = _object(spec, "parameters", f"input {quote(name)}").get("binary_data_size")
         if size is not None:
             if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
                 raise InvalidRequest(f"input {quote(name)}: binary_data_size does not match the body")
-            inputs[name] = decode_bytes_tensor(binary[offset : offset + size])
+            inputs[name] = decode_bytes_tensor(binary[offset : offset + size], count)
             offset += size
         elif "data" not in spec:
             raise InvalidRequest(f"input {quote(name)} has neither data nor binary_data_size")
         else:
-            inputs[name] = [text_of(v) for v in _flatten(name, spec["data"], max(1, len(shape)))]
+            inputs[name] = [text_of(v) for v in _flatten(name, spec["data"], max(1, len(shape)), count)]
         check_shape(name, shape, len(inputs[name]))
     return inputs
 
@@ -172,7 +180,7 @@ class V2Api:
         version = request.path_params.get("model_version")
         if name != loaded.manifest.name or version not in (None, "", loaded.manifest.version):
             served = f"{loaded.manifest.name} version {loaded.manifest.version}"
-            raise NotFound(f"no model {name!r}{f' version {version!r}' if version else ''}; serving {served}")
+            raise NotFound(f"no model {model_label(name, version)}; serving {served}")
         return loaded
 
     async def server_metadata(self, request: Request) -> Response:
@@ -199,7 +207,7 @@ class V2Api:
         version, tensors = await infer(
             self._dispatcher,
             loaded,
-            decode_inputs(parsed, binary),
+            decode_inputs(parsed, binary, self._max_articles),
             requested,
             self._max_articles,
             deadline_of(request),

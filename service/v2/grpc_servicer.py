@@ -24,9 +24,11 @@ from service.model.artifact import LoadedModel
 from service.v2.tensors import (
     Tensor,
     check_shape,
+    declared_count,
     decode_bytes_tensor,
     encode_tensor,
     infer,
+    model_label,
     model_metadata,
     text_of,
 )
@@ -35,17 +37,22 @@ Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 SERVICE_NAME = "inference.GRPCInferenceService"
 
 
-def _decode_inputs(request: pb.ModelInferRequest) -> dict[str, list[str]]:
+def _decode_inputs(request: pb.ModelInferRequest, max_articles: int) -> dict[str, list[str]]:
     raw = list(request.raw_input_contents)
     if raw and len(raw) != len(request.inputs):
         raise InvalidRequest(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs")
     inputs: dict[str, list[str]] = {}
     for i, tensor in enumerate(request.inputs):
         if tensor.datatype != "BYTES":
-            raise InvalidRequest(f"input '{tensor.name}' must be BYTES, got {tensor.datatype!r}")
+            raise InvalidRequest(f"input {quote(tensor.name)} must be BYTES, got {quote(tensor.datatype)}")
         if tensor.name in inputs:
             raise InvalidRequest(f"input {quote(tensor.name)} is given twice")
-        values = decode_bytes_tensor(raw[i]) if raw else [text_of(v) for v in tensor.contents.bytes_contents]
+        count = declared_count(tensor.name, list(tensor.shape), max_articles)
+        if raw:
+            values = decode_bytes_tensor(raw[i], count)
+        else:
+            check_shape(tensor.name, list(tensor.shape), len(tensor.contents.bytes_contents))
+            values = [text_of(v) for v in tensor.contents.bytes_contents]
         check_shape(tensor.name, list(tensor.shape), len(values))
         inputs[tensor.name] = values
     return inputs
@@ -75,8 +82,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         loaded = self._dispatcher.tagger.require_model()
         if self._matches(name, version) is None:
             served = f"{loaded.manifest.name} version {loaded.manifest.version}"
-            label = f"{name!r}" + (f" version {version!r}" if version else "")
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no model {label}; serving {served}")
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"no model {model_label(name, version)}; serving {served}"
+            )
         return loaded
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Context) -> pb.ServerLiveResponse:  # noqa: N802
@@ -112,7 +120,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         deadline = None if remaining is None else time.monotonic() + remaining
         requested = [o.name for o in request.outputs]
         version, tensors = await infer(
-            self._dispatcher, loaded, _decode_inputs(request), requested, self._max_articles, deadline
+            self._dispatcher,
+            loaded,
+            _decode_inputs(request, self._max_articles),
+            requested,
+            self._max_articles,
+            deadline,
         )
         raw = bool(request.raw_input_contents)
         response = pb.ModelInferResponse(

@@ -62,11 +62,23 @@ def model_metadata(loaded: LoadedModel) -> dict[str, Any]:
     }
 
 
+def listed(names: Sequence[str], most: int = 5) -> str:
+    """Caller-given names for an error message: the first ``most``, each cut short, and how many
+    more (so a request cannot make its error message huge)."""
+    shown = ", ".join(cut(name, 32) for name in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def model_label(name: str, version: str | None) -> str:
+    """A requested model (and version) for an error message, each cut short."""
+    return quote(name) + (f" version {quote(version)}" if version else "")
+
+
 def to_articles(inputs: Mapping[str, Sequence[str]], max_articles: int) -> list[Article]:
     """The articles of one request, from its decoded BYTES inputs."""
     unknown = sorted(set(inputs) - set(INPUTS))
     if unknown:
-        raise InvalidRequest(f"unknown input(s) {', '.join(unknown)}; the model takes {', '.join(INPUTS)}")
+        raise InvalidRequest(f"unknown input(s) {listed(unknown)}; the model takes {', '.join(INPUTS)}")
     texts = inputs.get("text")
     if texts is None:
         raise InvalidRequest("the input tensor 'text' (BYTES, one element per article) is required")
@@ -93,7 +105,7 @@ def options_for(loaded: LoadedModel, requested: Sequence[str]) -> tuple[TagOptio
     known = output_names(loaded)
     unknown = [name for name in requested if name not in known]
     if unknown:
-        raise InvalidRequest(f"unknown output(s) {', '.join(unknown[:5])}; see the model metadata")
+        raise InvalidRequest(f"unknown output(s) {listed(unknown)}; see the model metadata")
     names = list(dict.fromkeys(requested)) or list(known)
     heads = {known[name][0] for name in names}
     order = tuple(h.name for h in loaded.manifest.heads if h.name in heads)
@@ -149,6 +161,19 @@ def shape_dims(name: str, shape: Any) -> list[int]:
     return list(shape)
 
 
+def declared_count(name: str, shape: Any, max_articles: int) -> int:
+    """The number of elements (articles) ``shape`` declares for input ``name``; InvalidRequest if
+    it is over ``max_articles``. Checked before any element is decoded, so a request's size in
+    articles costs nothing to refuse, however many tiny elements it carries."""
+    count = _elements(shape_dims(name, shape), max_articles)
+    if count > max_articles:
+        raise InvalidRequest(
+            f"input {quote(name)} has shape {cut(str(list(shape)))}: more articles than one request "
+            f"may carry; the limit is {max_articles}"
+        )
+    return count
+
+
 def check_shape(name: str, shape: Any, count: int) -> None:
     """Raise InvalidRequest unless ``shape`` (of input ``name``) is a list of non-negative
     integers whose product is ``count``, the number of elements the request carries."""
@@ -158,10 +183,15 @@ def check_shape(name: str, shape: Any, count: int) -> None:
         )
 
 
-def decode_bytes_tensor(raw: bytes) -> list[str]:
-    """BYTES elements in the binary extension: each a 4-byte little-endian length, then the bytes."""
-    values, offset = [], 0
+def decode_bytes_tensor(raw: bytes, most: int | None = None) -> list[str]:
+    """BYTES elements in the binary extension: each a 4-byte little-endian length, then the bytes.
+    More than ``most`` elements (the count the shape declares) is InvalidRequest, found as soon as
+    the next one starts, not after decoding them all."""
+    values: list[str] = []
+    offset = 0
     while offset < len(raw):
+        if most is not None and len(values) >= most:
+            raise InvalidRequest(f"BYTES tensor data holds more than the {most} elements of its shape")
         if offset + 4 > len(raw):
             raise InvalidRequest("truncated BYTES tensor data")
         (size,) = struct.unpack_from("<I", raw, offset)

@@ -194,6 +194,24 @@ def test_admin_reload_requires_the_token(registry: ModelRegistry) -> None:
         assert (reply.result, reply.version) == ("unchanged", "v1")
 
 
+def test_admin_service_health_is_unknown_while_it_is_disabled(registry: ModelRegistry) -> None:
+    """Without --admin-token health checking does not know AdminService (Check: NOT_FOUND, Watch:
+    SERVICE_UNKNOWN, as grpc.health.v1 has it for an unknown service); with one it is SERVING."""
+    admin = health_pb2.HealthCheckRequest(service="newstagger.v1.AdminService")
+    statuses = health_pb2.HealthCheckResponse
+    with serve_in_process(registry.root) as s:
+        health = health_pb2_grpc.HealthStub(s.channel)
+        tagger = health_pb2.HealthCheckRequest(service="newstagger.v1.TaggerService")
+        assert health.Check(tagger, timeout=5).status == statuses.SERVING
+        assert code_of(health.Check, admin, timeout=5)[0] == grpc.StatusCode.NOT_FOUND
+        watch = health.Watch(admin, timeout=5)
+        assert next(watch).status == statuses.SERVICE_UNKNOWN
+        watch.cancel()
+    with serve_in_process(registry.root, admin_token=TOKEN) as s:
+        health = health_pb2_grpc.HealthStub(s.channel)
+        assert health.Check(admin, timeout=5).status == statuses.SERVING
+
+
 class BlockingTagger(Tagger):
     """Blocks inside ``tag`` until released; records which articles it computed."""
 

@@ -9,11 +9,14 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import jsonschema
 import pytest
 from openapi_spec_validator import validate as validate_openapi
+from prometheus_client.parser import text_string_to_metric_families
 
 from service.gen.newstagger.v1 import tagger_pb2 as pb
+from service.http import HealthServer
 from service.model.registry import ModelRegistry
 from tests.helpers import REPO, wait_for
 from tests.integration.test_grpc_api import BlockingTagger, FailingTagger
@@ -170,6 +173,17 @@ def test_malformed_json_unknown_routes_and_methods(served: HttpServed) -> None:
     assert_error(served.client.get("/v1/tag"), 405, "UNIMPLEMENTED")
 
 
+def test_a_bad_field_is_named_cut_short(served: HttpServed) -> None:
+    """Field names and metadata keys are caller input: the error names them, cut short."""
+    big = "k" * 50_000
+    extra = {"article": {"text": TEXT, **{f"{i}{big}": 1 for i in range(5)}}}
+    bad_value = {"articles": [{"text": TEXT, "metadata": {big: 5}}]}
+    for path, body in (("/v1/tag", extra), ("/v1/tag:batch", bad_value)):
+        reply = served.client.post(path, json=body)
+        assert_error(reply, 400, "INVALID_ARGUMENT", "bad request body: ")
+        assert "kkk…" in reply.json()["error"]["message"] and len(reply.content) < 1000, reply.text[:300]
+
+
 def test_bodies_over_the_limit_are_413(registry: ModelRegistry) -> None:
     with serve_http(registry.root, http_max_body_bytes=4096) as s:
         big = {"article": article(1, text="word " * 2000)}
@@ -180,6 +194,33 @@ def test_bodies_over_the_limit_are_413(registry: ModelRegistry) -> None:
 
         assert_error(s.client.post("/v1/tag", content=chunks()), 413, "INVALID_ARGUMENT", "4096 bytes")
         assert s.client.post("/v1/tag", json={"article": article(1)}).status_code == 200
+
+
+def test_a_body_refused_before_routing_is_counted_under_its_route(registry: ModelRegistry) -> None:
+    """A Content-Length over the limit is refused before routing; /metrics still names the route."""
+    big = b"x" * 5000
+    with serve_http(registry.root, http_max_body_bytes=4096) as s:
+        side_door = HealthServer(s.grpc.registry, s.grpc.runtime.ready, "127.0.0.1", 0)
+        metrics_port = side_door.start()
+        try:
+            for path in ("/v1/tag", "/v1/tag:batch", "/v2/models/newstagger/infer", "/v1/nothing-here"):
+                assert_error(s.client.post(path, content=big), 413, "INVALID_ARGUMENT", "4096")
+            assert_error(s.client.put("/v1/tag", content=big), 413, "INVALID_ARGUMENT", "4096")
+            text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+        finally:
+            side_door.stop()
+    counts = {
+        sample.labels["route"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "newstagger_http_requests_total" and sample.labels["status"] == "413"
+    }
+    assert counts == {
+        "/v1/tag": 2,  # the PUT too: the route of a 405, had the body been small
+        "/v1/tag:batch": 1,
+        "/v2/models/{model_name}/infer": 1,
+        "unmatched": 1,
+    }
 
 
 def test_no_model_is_503_with_retry_after(tmp_path: Any) -> None:

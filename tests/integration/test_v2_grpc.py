@@ -5,6 +5,7 @@ KServe's) are driven in processes of their own by test_v2_clients."""
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -141,7 +142,7 @@ def test_bad_infer_requests_are_invalid_argument(
         (infer_request(name, ["  "], raw=True), "text is empty"),
         (infer_request(name, ["a"] * 9, raw=False), "the limit is 8"),
         (infer_request(name, ["a b"], raw=False, outputs=["nope"]), "unknown output(s) nope"),
-        (overflow, "shape [4294967296, 4294967296] does not match 0 elements"),
+        (overflow, "shape [4294967296, 4294967296]: more articles than one request may carry"),
         (negative, "shape must be a list of non-negative integers"),
         (twice, "input 'text' is given twice"),
     ]
@@ -153,6 +154,61 @@ def test_bad_infer_requests_are_invalid_argument(
     assert served.sample(
         "newstagger_grpc_requests_total", method="ModelInfer", code="INVALID_ARGUMENT"
     ) == len(cases)
+
+
+def test_error_messages_quote_caller_names_cut_short(
+    stub: v2_grpc.GRPCInferenceServiceStub, loaded_model: Any
+) -> None:
+    """Huge or many names in a request make no huge status message (which a client with gRPC's
+    default metadata limit could not even receive)."""
+    name, big = loaded_model.manifest.name, "n" * 100_000
+    wrong_type = infer_request(name, ["a b"], raw=False)
+    wrong_type.inputs[0].name, wrong_type.inputs[0].datatype = big, "FP32" + big
+    unknown_input = infer_request(name, ["a b"], raw=False)
+    unknown_input.inputs.extend(
+        v2.ModelInferRequest.InferInputTensor(name=f"{i}{big}", datatype="BYTES", shape=[0])
+        for i in range(20)
+    )
+    cases = [
+        (wrong_type, grpc.StatusCode.INVALID_ARGUMENT, "must be BYTES, got 'FP32nnn"),
+        (unknown_input, grpc.StatusCode.INVALID_ARGUMENT, "and 15 more; the model takes text, title, target"),
+        (
+            infer_request(name, ["a b"], raw=False, outputs=[big]),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "unknown output",
+        ),
+        (infer_request(big, ["a b"], raw=False), grpc.StatusCode.NOT_FOUND, "no model 'nnn"),
+    ]
+    for request, code, message in cases:
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ModelInfer(request, timeout=10)
+        assert (info.value.code(), message in info.value.details()) == (code, True), info.value.details()[
+            :200
+        ]
+        assert len(info.value.details()) < 1000
+
+
+def test_a_tensor_of_many_tiny_elements_is_refused_before_it_is_decoded(
+    stub: v2_grpc.GRPCInferenceServiceStub, loaded_model: Any
+) -> None:
+    """15 MiB of 2-byte BYTES elements: refused by the shape's count, or as soon as the data
+    holds more elements than the shape says, not after decoding millions of strings on the loop
+    that also answers health checks (which took 2.5 s before)."""
+    many = 2_700_000
+    raw = raw_bytes(["ab"] * many)
+    name = loaded_model.manifest.name
+    cases = [
+        ([many], "more articles than one request may carry; the limit is 8"),
+        ([1], "more than the 1 elements"),
+    ]
+    for shape, message in cases:
+        tensor = v2.ModelInferRequest.InferInputTensor(name="text", datatype="BYTES", shape=shape)
+        request = v2.ModelInferRequest(model_name=name, inputs=[tensor], raw_input_contents=[raw])
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ModelInfer(request, timeout=30)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in info.value.details()
+        assert time.monotonic() - started < 1.0
 
 
 def test_no_model_is_unavailable_and_not_ready(tmp_path: Any) -> None:

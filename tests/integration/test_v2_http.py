@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Iterator
 from typing import Any
 
@@ -207,7 +208,7 @@ DEEP = "[" * 5000 + '"a"' + "]" * 5000
         (
             json.dumps({"inputs": [TEXT_INPUT | {"shape": [2**32, 2**32], "data": []}]}),
             {},
-            "does not match 0",
+            "has shape [4294967296, 4294967296]: more articles than one request may carry",
         ),
         (json.dumps({"inputs": [{k: v for k, v in TEXT_INPUT.items() if k != "shape"}]}), {}, "has no shape"),
         (json.dumps({"inputs": [TEXT_INPUT | {"shape": 1}]}), {}, "shape must be a list of non-negative"),
@@ -256,6 +257,43 @@ def test_unknown_model_or_version_is_404(served: HttpServed, loaded_model: Any) 
     for path in ("/v2/models/nope/infer", f"/v2/models/{loaded_model.manifest.name}/versions/v9/infer"):
         reply = served.client.post(path, json=body)
         assert reply.status_code == 404 and "no model" in reply.json()["error"]
+
+
+def test_error_messages_quote_caller_names_cut_short(served: HttpServed, loaded_model: Any) -> None:
+    big = "n" * 50_000
+    infer = f"/v2/models/{loaded_model.manifest.name}/infer"
+    many = [{"name": f"{i}{big}", "datatype": "BYTES", "shape": [1], "data": ["a"]} for i in range(20)]
+    cases = [
+        (infer, {"inputs": [TEXT_INPUT, *many]}, 400, "and 15 more; the model takes text, title, target"),
+        (infer, {"inputs": [TEXT_INPUT], "outputs": [{"name": big}]}, 400, "unknown output(s) nnn"),
+        (f"/v2/models/{big}/infer", {"inputs": [TEXT_INPUT]}, 404, "no model 'nnn"),
+    ]
+    for path, body, status, message in cases:
+        reply = served.client.post(path, json=body)
+        assert reply.status_code == status and message in reply.json()["error"], reply.text[:200]
+        assert len(reply.content) < 1000
+
+
+def test_a_tensor_of_more_elements_than_its_shape_is_refused_as_soon_as_seen(
+    served: HttpServed, loaded_model: Any
+) -> None:
+    infer = f"/v2/models/{loaded_model.manifest.name}/infer"
+    many = 2_000_000
+    binary = (struct.pack("<I", 2) + b"ab") * many
+    cases = [([many], "the limit is 8"), ([1], "more than the 1 elements")]
+    for shape, message in cases:
+        spec = {
+            "name": "text",
+            "datatype": "BYTES",
+            "shape": shape,
+            "parameters": {"binary_data_size": len(binary)},
+        }
+        header = json.dumps({"inputs": [spec]}).encode()
+        headers = {"Inference-Header-Content-Length": str(len(header))}
+        reply = served.client.post(infer, content=header + binary, headers=headers)
+        assert reply.status_code == 400 and message in reply.json()["error"], reply.text[:200]
+    reply = served.client.post(infer, json={"inputs": [TEXT_INPUT | {"shape": [2], "data": ["a"] * 100_000}]})
+    assert reply.status_code == 400 and "more than the 2 elements" in reply.json()["error"], reply.text[:200]
 
 
 def test_without_a_model_the_server_is_live_but_not_ready(tmp_path: Any) -> None:
