@@ -214,7 +214,7 @@ class HealthProbe:
 def usable_model(model_dir: Path) -> Path:
     """The cached benchmark model, sealed if a newstagger from before manifest checksums trained it
     (our own cache: the seal records what we trained; any other edit is still refused)."""
-    from service.model.artifact import MANIFEST_FILE, write_manifest
+    from service.model.manifest import MANIFEST_FILE, write_manifest
 
     raw = json.loads((model_dir / MANIFEST_FILE).read_text())
     if not raw.get("manifest_sha256"):

@@ -24,7 +24,8 @@ from service.core.errors import ArtifactError, NewstaggerError
 from service.core.tagger import Tagger
 from service.core.types import Article
 from service.metrics import Metrics
-from service.model.artifact import MANIFEST_FILE, MODEL_FILE, LoadedModel, load_artifact
+from service.model.artifact import MODEL_FILE, LoadedModel, load_artifact
+from service.model.manifest import MANIFEST_FILE
 from service.model.registry import lost_heads, resolve_model_path
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,8 @@ from sklearn.metrics import (
 )
 
 from service.model.article_model import articles_to_matrix
-from service.model.artifact import HeadSpec, LoadedModel
+from service.model.artifact import LoadedModel
+from service.model.manifest import HeadSpec
 from training.config import ThresholdConfig
 from training.data import Dataset
 

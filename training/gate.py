@@ -33,7 +33,8 @@ from numpy.typing import NDArray
 from sklearn.metrics import accuracy_score, f1_score
 
 from service.model.article_model import articles_to_matrix
-from service.model.artifact import HeadSpec, LoadedModel
+from service.model.artifact import LoadedModel
+from service.model.manifest import HeadSpec
 from training.config import HeadConfig, TrainConfig
 from training.data import Dataset, load_dataset
 from training.evaluate import indicator, label_prf

@@ -16,7 +16,8 @@ import sklearn
 
 import service
 from service.core.errors import DataError
-from service.model.artifact import HeadSpec, Manifest, save_artifact
+from service.model.artifact import save_artifact
+from service.model.manifest import HeadSpec, Manifest
 from training.config import TrainConfig
 from training.cv import cross_validated_scores
 from training.data import Dataset, check_trainable, load_dataset, shared_rows

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from service.core.errors import NewstaggerError
-from service.model.artifact import Manifest
+from service.model.manifest import Manifest
 from service.model.registry import ModelRegistry
 from service.settings import MODEL_DIR_HELP, default_model_dir
 from training.config import config_to_toml

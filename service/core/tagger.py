@@ -17,7 +17,8 @@ from service.core.errors import InvalidRequest, ModelNotReady
 from service.core.types import DEFAULT_OPTIONS, Article, HeadResult, LabelScore, TagOptions, TagResult
 from service.core.validation import check_options, validate_article
 from service.model.article_model import articles_to_matrix
-from service.model.artifact import HeadSpec, LoadedModel
+from service.model.artifact import LoadedModel
+from service.model.manifest import HeadSpec
 
 EXPLAIN_TERMS = 5
 #: The model reads at most this many characters of an article's text (a news article is far

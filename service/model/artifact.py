@@ -11,8 +11,8 @@ Loading refuses an artifact whose manifest is missing, malformed or edited after
 whose model file does not match the manifest's sha256, whose model file names a type that is
 neither in ``TRUSTED_TYPES`` nor a plain value (``PLAIN_TYPES``) -- stricter than skops' own
 defaults --, whose model file would unpack to far more than its size (``MAX_UNPACK_RATIO``), or
-whose heads and labels differ from the model's own, or whose thresholds or metrics are out of
-range even if sealed (``manifest_checks``).
+whose heads and labels differ from the model's own, or whose manifest is refused by
+``service.model.manifest.read_manifest``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import shutil
 import time
 import uuid
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +32,13 @@ import skops.io as sio
 
 from service.model.article_model import ArticleModel
 from service.model.errors import ArtifactError
-from service.model.manifest_checks import check_manifest_values
+from service.model.manifest import Manifest, manifest_digest, read_manifest, write_manifest
 
-FORMAT_VERSION = 1
 #: A model file may unpack to at most this many times its size plus UNPACK_ALLOWANCE bytes (skops
 #: stores its arrays uncompressed: a real model unpacks to about its own size).
 MAX_UNPACK_RATIO = 16
 UNPACK_ALLOWANCE = 64 << 20
 MODEL_FILE = "model.skops"
-MANIFEST_FILE = "manifest.json"
 CARD_FILE = "MODEL_CARD.md"
 
 #: Every type a newstagger model file may contain. Anything else is refused before it is loaded.
@@ -101,92 +99,6 @@ PLAIN_TYPES: frozenset[str] = frozenset(
 
 
 @dataclass(frozen=True)
-class HeadSpec:
-    """A head as the manifest records it."""
-
-    name: str
-    kind: str  # "multi" | "single"
-    labels: tuple[str, ...]
-    thresholds: tuple[float, ...] = ()  # multi-label only, one per label
-    target: str = ""  # "" | "target" | "title": what a target-aware head judges stance toward
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "labels": list(self.labels),
-            "thresholds": list(self.thresholds),
-            "target": self.target,
-        }
-
-    @staticmethod
-    def from_json(raw: dict[str, Any]) -> HeadSpec:
-        kind = raw["kind"]
-        if kind not in ("multi", "single"):
-            raise ValueError(f"head kind must be 'multi' or 'single', not {kind!r}")
-        labels = tuple(str(x) for x in raw["labels"])
-        thresholds = tuple(float(x) for x in raw.get("thresholds", ()))
-        if kind == "multi" and len(thresholds) != len(labels):
-            raise ValueError(f"head {raw['name']!r}: {len(labels)} labels but {len(thresholds)} thresholds")
-        return HeadSpec(str(raw["name"]), kind, labels, thresholds, str(raw.get("target", "")))
-
-
-@dataclass(frozen=True)
-class Manifest:
-    name: str
-    version: str
-    created_at: str
-    heads: tuple[HeadSpec, ...]
-    model_sha256: str
-    format_version: int = FORMAT_VERSION
-    versions: dict[str, str] = field(default_factory=dict)  # sklearn, newstagger, python, ...
-    data: dict[str, Any] = field(default_factory=dict)  # training/dev files with sha256 and rows
-    metrics: dict[str, Any] = field(default_factory=dict)  # dev metrics per head
-    config: dict[str, Any] = field(default_factory=dict)  # the full training config, seed included
-    manifest_sha256: str = ""  # of every other field (``manifest_digest``); set when written
-
-    def head(self, name: str) -> HeadSpec:
-        for spec in self.heads:
-            if spec.name == name:
-                return spec
-        raise KeyError(name)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "format_version": self.format_version,
-            "name": self.name,
-            "version": self.version,
-            "created_at": self.created_at,
-            "heads": [h.to_json() for h in self.heads],
-            "model_sha256": self.model_sha256,
-            "versions": self.versions,
-            "data": self.data,
-            "metrics": self.metrics,
-            "config": self.config,
-            "manifest_sha256": self.manifest_sha256,
-        }
-
-    @staticmethod
-    def from_json(raw: dict[str, Any]) -> Manifest:
-        if raw.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"unsupported format_version {raw.get('format_version')!r} (want {FORMAT_VERSION})"
-            )
-        return Manifest(
-            name=str(raw["name"]),
-            version=str(raw["version"]),
-            created_at=str(raw["created_at"]),
-            heads=tuple(HeadSpec.from_json(h) for h in raw["heads"]),
-            model_sha256=str(raw["model_sha256"]),
-            versions=dict(raw.get("versions", {})),
-            data=dict(raw.get("data", {})),
-            metrics=dict(raw.get("metrics", {})),
-            config=dict(raw.get("config", {})),
-            manifest_sha256=str(raw.get("manifest_sha256", "")),
-        )
-
-
-@dataclass(frozen=True)
 class LoadedModel:
     """A verified artifact in memory: what the Tagger serves."""
 
@@ -206,20 +118,6 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def manifest_digest(raw: dict[str, Any]) -> str:
-    """The sha256 of a manifest's fields but ``manifest_sha256`` itself, in canonical JSON."""
-    fields = {k: v for k, v in raw.items() if k != "manifest_sha256"}
-    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-def write_manifest(path: Path, raw: dict[str, Any]) -> None:
-    """Write ``raw`` as the manifest of the artifact at ``path``, sealed with its checksum (the
-    one way to change a manifest on purpose; an edit by hand is refused at load)."""
-    sealed = {**raw, "manifest_sha256": manifest_digest(raw)}
-    (Path(path) / MANIFEST_FILE).write_text(json.dumps(sealed, indent=2) + "\n", encoding="utf-8")
 
 
 def save_artifact(
@@ -256,28 +154,6 @@ def save_artifact(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return manifest
-
-
-def read_manifest(path: Path) -> Manifest:
-    manifest_path = Path(path) / MANIFEST_FILE
-    if not manifest_path.is_file():
-        raise ArtifactError(f"{path}: no {MANIFEST_FILE} (not a model artifact)")
-    try:
-        raw = json.loads(manifest_path.read_text(encoding="utf-8"))
-        if not isinstance(raw, dict):
-            raise TypeError(f"expected a JSON object, got {type(raw).__name__}")
-        manifest = Manifest.from_json(raw)
-        check_manifest_values(raw)
-        digest = manifest_digest(raw)  # UnicodeEncodeError (a ValueError) for a lone surrogate
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ArtifactError(f"{manifest_path}: malformed manifest: {exc}") from exc
-    if manifest.manifest_sha256 != digest:
-        raise ArtifactError(
-            f"{manifest_path}: manifest checksum mismatch (edited after it was written?)"
-            if manifest.manifest_sha256
-            else f"{manifest_path}: manifest has no checksum (written by an older newstagger: retrain)"
-        )
     return manifest
 
 

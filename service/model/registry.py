@@ -35,8 +35,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.model.artifact import MANIFEST_FILE, MODEL_FILE, Manifest, load_artifact, read_manifest
+from service.model.artifact import MODEL_FILE, load_artifact
 from service.model.errors import ArtifactError, HeadsChanged
+from service.model.manifest import MANIFEST_FILE, Manifest, read_manifest
 
 CURRENT = "current"
 HISTORY = "history"

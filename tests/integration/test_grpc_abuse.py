@@ -24,7 +24,7 @@ from service.core.types import DEFAULT_OPTIONS, Article, TagResult
 from service.gen.newstagger.v1 import tagger_pb2 as pb
 from service.gen.newstagger.v1 import tagger_pb2_grpc as pb_grpc
 from service.http import HealthServer
-from service.model.artifact import MANIFEST_FILE
+from service.model.manifest import MANIFEST_FILE
 from service.model.registry import ModelRegistry
 from tests.helpers import wait_for
 from tests.integration.test_grpc_support import Served, serve_in_process

@@ -18,15 +18,13 @@ from service.core.types import Article
 from service.model.article_model import ArticleModel, articles_to_matrix
 from service.model.artifact import (
     CARD_FILE,
-    MANIFEST_FILE,
     MODEL_FILE,
     LoadedModel,
     load_artifact,
-    read_manifest,
     save_artifact,
     sha256_file,
-    write_manifest,
 )
+from service.model.manifest import MANIFEST_FILE, read_manifest, write_manifest
 from training.config import ThresholdConfig, load_config
 from training.evaluate import tune_thresholds
 from training.train import STARTER_CONFIG

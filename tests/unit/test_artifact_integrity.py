@@ -21,15 +21,8 @@ from service.core.errors import ArtifactError
 from service.core.tagger import Tagger
 from service.core.types import Article
 from service.metrics import Metrics
-from service.model.artifact import (
-    MANIFEST_FILE,
-    MAX_UNPACK_RATIO,
-    MODEL_FILE,
-    UNPACK_ALLOWANCE,
-    load_artifact,
-    sha256_file,
-    write_manifest,
-)
+from service.model.artifact import MAX_UNPACK_RATIO, MODEL_FILE, UNPACK_ALLOWANCE, load_artifact, sha256_file
+from service.model.manifest import MANIFEST_FILE, write_manifest
 from service.model.registry import ModelRegistry
 from service.reloader import ModelReloader
 

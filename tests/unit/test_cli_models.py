@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from service.cli import main
-from service.model.artifact import MANIFEST_FILE, MODEL_FILE, write_manifest
+from service.model.artifact import MODEL_FILE
+from service.model.manifest import MANIFEST_FILE, write_manifest
 from service.model.registry import ModelRegistry
 from tests.helpers import STARTER, starter_rows
 

@@ -10,7 +10,8 @@ import pytest
 
 from service.cli import main
 from service.model.article_model import articles_to_matrix
-from service.model.artifact import HeadSpec, LoadedModel
+from service.model.artifact import LoadedModel
+from service.model.manifest import HeadSpec
 from service.model.registry import ModelRegistry
 from tests.conftest import FAST_CONFIG
 from tests.helpers import STARTER, starter_rows

@@ -14,8 +14,9 @@ from service.cli import main
 from service.core.errors import InvalidRequest
 from service.core.tagger import Tagger
 from service.core.types import Article, TagOptions
-from service.model.artifact import MANIFEST_FILE, load_artifact, save_artifact
+from service.model.artifact import load_artifact, save_artifact
 from service.model.errors import HeadsChanged
+from service.model.manifest import MANIFEST_FILE
 from service.model.registry import ModelRegistry, lost_heads
 from service.reloader import ModelReloader
 from tests.helpers import STARTER

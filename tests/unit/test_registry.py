@@ -13,7 +13,8 @@ import pytest
 from service.cli import main
 from service.core.errors import ArtifactError
 from service.model import registry as registry_module
-from service.model.artifact import MODEL_FILE, LoadedModel, load_artifact, write_manifest
+from service.model.artifact import MODEL_FILE, LoadedModel, load_artifact
+from service.model.manifest import write_manifest
 from service.model.registry import ModelRegistry, resolve_model_path
 from tests.conftest import FAST_CONFIG
 from tests.helpers import STARTER

@@ -15,7 +15,8 @@ from service.core.errors import ArtifactError
 from service.core.tagger import Tagger
 from service.core.types import Article
 from service.metrics import Metrics
-from service.model.artifact import load_artifact, write_manifest
+from service.model.artifact import load_artifact
+from service.model.manifest import write_manifest
 from service.model.registry import ModelRegistry
 from service.reloader import ModelReloader, smoke_check
 from tests.helpers import wait_for

@@ -12,16 +12,10 @@ import pytest
 from service.core.errors import DataError
 from service.core.types import Article
 from service.model.article_model import ArticleModel, articles_to_matrix
-from service.model.artifact import (
-    MANIFEST_FILE,
-    MODEL_FILE,
-    load_artifact,
-    save_artifact,
-    sha256_file,
-    write_manifest,
-)
+from service.model.artifact import MODEL_FILE, load_artifact, save_artifact, sha256_file
 from service.model.classifiers import GatedClassifier
 from service.model.evidence import SentenceEvidence
+from service.model.manifest import MANIFEST_FILE, write_manifest
 from training.config import (
     ClassifierConfig,
     FeatureConfig,
