@@ -27,6 +27,16 @@ def rest_error(code: int, status: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "status": status, "message": message}}
 
 
+def v2_error(code: int, status: str, message: str) -> dict[str, Any]:
+    """The Open Inference Protocol's error body (its status is the HTTP status alone)."""
+    return {"error": message}
+
+
+def error_body_for(path: str) -> ErrorBody:
+    """The error body of the API ``path`` belongs to: V2's under /v2, else REST's."""
+    return v2_error if path == "/v2" or path.startswith("/v2/") else rest_error
+
+
 def error_response(exc: BaseException, where: str, body: ErrorBody = rest_error) -> Response:
     code, status, message = status_for(exc, where)
     return JSONResponse(body(code, status, message), status_code=code, headers=headers_for(code))
@@ -114,7 +124,11 @@ class Edge:
             length = dict(scope["headers"]).get(b"content-length")
             if length is not None and length.isdigit() and int(length) > limit:
                 label = route_label(self._routes, scope)
-                response = error_response(BodyTooLarge(f"request body over the limit of {limit} bytes"), "")
+                response = error_response(
+                    BodyTooLarge(f"request body over the limit of {limit} bytes"),
+                    "",
+                    error_body_for(str(scope.get("path", ""))),
+                )
                 await response(scope, receive, status_send)
                 return
             await self.app(scope, counted_receive, status_send)
@@ -137,7 +151,9 @@ class Edge:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)  # noqa: S101 - registered for HTTPException only
     names = {404: "NOT_FOUND", 405: "UNIMPLEMENTED"}
-    body = rest_error(exc.status_code, names.get(exc.status_code, "INVALID_ARGUMENT"), str(exc.detail))
+    body = error_body_for(request.url.path)(
+        exc.status_code, names.get(exc.status_code, "INVALID_ARGUMENT"), str(exc.detail)
+    )
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 

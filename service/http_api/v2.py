@@ -16,7 +16,7 @@ import service
 from service.core.errors import InvalidRequest
 from service.core.validation import cut, quote
 from service.dispatch import Dispatcher
-from service.http_api.app import guard_routes
+from service.http_api.app import guard_routes, v2_error
 from service.http_api.errors import NotFound
 from service.http_api.rest import deadline_of
 from service.model.artifact import LoadedModel
@@ -35,10 +35,6 @@ from service.v2.tensors import (
 HEADER_LENGTH = "inference-header-content-length"
 MAX_HEADER_DIGITS = 18  # any JSON header this long is over every body limit
 EXTENSIONS = ["binary_tensor_data"]
-
-
-def v2_error(code: int, status: str, message: str) -> dict[str, Any]:
-    return {"error": message}
 
 
 def _flatten(name: str, data: Any, depth: int, most: int) -> list[Any]:

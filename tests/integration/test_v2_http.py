@@ -296,6 +296,23 @@ def test_a_tensor_of_more_elements_than_its_shape_is_refused_as_soon_as_seen(
     assert reply.status_code == 400 and "more than the 2 elements" in reply.json()["error"], reply.text[:200]
 
 
+def test_refusals_before_routing_have_v2_error_bodies(registry: ModelRegistry, loaded_model: Any) -> None:
+    """A body over the limit (with or without a Content-Length) and a path V2 does not have are
+    answered in V2's error shape, ``{"error": message}``, as every other V2 error."""
+    infer = f"/v2/models/{loaded_model.manifest.name}/infer"
+    big = json.dumps({"inputs": [TEXT_INPUT | {"data": ["word " * 2000]}]}).encode()
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        yield big
+
+    with serve_http(registry.root, http_max_body_bytes=4096) as s:
+        for reply in (s.client.post(infer, content=big), s.client.post(infer, content=chunks())):
+            assert reply.status_code == 413, reply.text
+            assert isinstance(reply.json()["error"], str) and "4096" in reply.json()["error"]
+        reply = s.client.get("/v2/models/x/no-such-endpoint")
+        assert reply.status_code == 404 and isinstance(reply.json()["error"], str), reply.text
+
+
 def test_without_a_model_the_server_is_live_but_not_ready(tmp_path: Any) -> None:
     with serve_http(tmp_path / "empty-registry") as s:
         client = triton.InferenceServerClient(f"127.0.0.1:{s.port}", network_timeout=10)
