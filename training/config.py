@@ -48,6 +48,11 @@ class FeatureConfig:
     char_ngram_max: int = 5
     char_max_features: int = 200_000
     use_char: bool = False  # character n-grams: ~5x the CPU per article, no better on the shift set
+    # within-word character 4-grams computed with numpy (what use_char gives with char_ngram_min =
+    # char_ngram_max = 4, at ~1/3 of its cost): the default model at ~1.2x the CPU per article;
+    # real news: +0.02 on average over six training sets, not enough to be the default
+    # (benchmarks/README.md, "real news")
+    char4: bool = False
     sublinear_tf: bool = True
     # Target-aware heads (``[heads.X] target = ...``) only:
     target_interaction: bool = True  # per-target copies of the text n-grams (target id x n-gram)

@@ -13,6 +13,7 @@ from service.model.classifiers import GatedClassifier, SigmoidLinearSVC
 from service.model.evidence import SentenceEvidence
 from service.model.features import ColumnText, TargetInteraction, TargetTextPairs, UniqueRows
 from service.model.features import CompactTfidfVectorizer as TfidfVectorizer
+from service.model.ngrams import ByteNgramTfidf
 from training.config import FeatureConfig, HeadConfig, TrainConfig
 
 
@@ -49,6 +50,8 @@ def build_text_features(cfg: FeatureConfig, columns: tuple[str, ...] = ("title",
                 ),
             )
         )
+    if cfg.char4:
+        parts.append(("char4", ByteNgramTfidf(2, cfg.char_max_features, cfg.sublinear_tf)))
     union = FeatureUnion(parts) if len(parts) > 1 else parts[0][1]
     repeats = tuple(cfg.title_repeat if c == "title" else 1 for c in columns)
     return Pipeline([("columns", ColumnText(columns, repeats=repeats)), ("tfidf", UniqueRows(union))])

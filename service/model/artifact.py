@@ -63,6 +63,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "service.model.features.TargetInteraction",
     "service.model.features.TargetTextPairs",
     "service.model.features.UniqueRows",
+    "service.model.ngrams.ByteNgramTfidf",
     "sklearn.calibration.CalibratedClassifierCV",
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
