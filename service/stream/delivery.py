@@ -55,6 +55,11 @@ class Pending:
     def settled(self) -> bool:
         return self.event is None or self.result is not None or self.failure is not None
 
+    def cancel(self) -> None:
+        """Give up its tagging in flight (the batcher skips it if still queued)."""
+        if self.future is not None:
+            self.future.cancel()
+
 
 @dataclass(slots=True)
 class _Sent:

@@ -49,8 +49,7 @@ def abandon(
             tp = TopicPartition(pending.record.topic, pending.record.partition)
             rewind.setdefault(tp, pending.record.offset)
             dropped[tp] = dropped.get(tp, 0) + 1
-            if pending.future is not None:
-                pending.future.cancel()  # the batcher skips it if still queued
+            pending.cancel()
     chunks.clear()
     if publisher is not None:
         for tp, offset in publisher.forget(revoked).items():

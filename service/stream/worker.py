@@ -294,8 +294,7 @@ class StreamWorker:
                 break  # the oldest record waits for a retry: it is left uncommitted
         for chunk in self._chunks:
             for pending in chunk:
-                if pending.future is not None:
-                    pending.future.cancel()  # the batcher skips it if still queued
+                pending.cancel()
         self._commit(until)
 
     def _close(self) -> None:

@@ -47,13 +47,14 @@ def _decode_inputs(request: pb.ModelInferRequest, max_articles: int) -> dict[str
             raise InvalidRequest(f"input {quote(tensor.name)} must be BYTES, got {quote(tensor.datatype)}")
         if tensor.name in inputs:
             raise InvalidRequest(f"input {quote(tensor.name)} is given twice")
-        count = declared_count(tensor.name, list(tensor.shape), max_articles)
+        shape = list(tensor.shape)
+        count = declared_count(tensor.name, shape, max_articles)
         if raw:
             values = decode_bytes_tensor(raw[i], count)
-        else:
-            check_shape(tensor.name, list(tensor.shape), len(tensor.contents.bytes_contents))
+            check_shape(tensor.name, shape, len(values))
+        else:  # checked before any element is decoded
+            check_shape(tensor.name, shape, len(tensor.contents.bytes_contents))
             values = [text_of(v) for v in tensor.contents.bytes_contents]
-        check_shape(tensor.name, list(tensor.shape), len(values))
         inputs[tensor.name] = values
     return inputs
 
