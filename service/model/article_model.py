@@ -147,7 +147,7 @@ def readable_term(name: str) -> str | None:
         name = name.split("__", 1)[1]
     if "|" in name:  # a per-target interaction feature: "<target>|word__<n-gram>"
         return readable_term(name.split("|", 1)[1])
-    if "__" in name and name.split("__", 1)[0] in ("char", "pair"):
+    if "__" in name and name.split("__", 1)[0] in ("char", "char4", "pair"):
         return None
     return name
 

@@ -78,6 +78,11 @@ class ByteNgramTfidf(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         if hasattr(self, "buckets_"):
             self._build_table()
 
+    def get_feature_names_out(self, input_features: Any = None) -> NDArray[np.object_]:
+        """One name per column, ``char4__<bucket>``: a hashed gram cannot be read back, so
+        explanations never name these (``readable_term``)."""
+        return np.asarray([f"char4__{b}" for b in self.buckets_], dtype=object)
+
     def transform(self, X: list[str]) -> sparse.csr_matrix:
         n, width = len(X), self.idf_.size
         codes, doc = _grams(list(X))

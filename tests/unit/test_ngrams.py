@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from service.core.types import Article
+from service.core.tagger import Tagger
+from service.core.types import Article, TagOptions
 from service.model.article_model import articles_to_matrix
 from service.model.artifact import load_artifact
 from service.model.ngrams import ByteNgramTfidf, _grams
@@ -64,3 +65,7 @@ def test_a_char4_model_saves_loads_and_scores_the_same(tmp_path: Path) -> None:
     X = articles_to_matrix([Article(id=str(i), text=t, title="News") for i, t in enumerate(TEXTS)])
     expected = in_memory.scores(X, ["topics"])["topics"]
     assert np.allclose(loaded.model.scores(X, ["topics"])["topics"], expected)
+    # explanations name words only, never a hashed gram (they raised AttributeError before)
+    [result] = Tagger(loaded).tag([Article("k", TEXTS[0], "News")], TagOptions(explain=True))
+    terms = [t for head in result.heads for words in head.explanations.values() for t in words]
+    assert terms and all("char4" not in t and t.replace(" ", "").isalpha() for t in terms), terms
