@@ -11,7 +11,8 @@ checked for its type and range on load (errors name the file, the section and th
     char_ngram_max = 5
 
 Every option's default keeps the behaviour of the default model (trained on the starter corpus),
-except what its own config, ``training/starter/config.toml``, sets (cut-offs scaled by 0.85):
+except what its own config, ``training/starter/config.toml``, sets (cut-offs scaled by 0.85,
+character 4-grams):
 new knobs are off until a config turns them on.
 """
 
@@ -49,9 +50,8 @@ class FeatureConfig:
     char_max_features: int = 200_000
     use_char: bool = False  # character n-grams: ~5x the CPU per article, no better on the shift set
     # within-word character 4-grams computed with numpy (what use_char gives with char_ngram_min =
-    # char_ngram_max = 4, at ~1/3 of its cost): the default model at ~1.2x the CPU per article;
-    # real news: +0.02 on average over six training sets, not enough to be the default
-    # (benchmarks/README.md, "real news")
+    # char_ngram_max = 4, at ~1/3 of its cost): ~1.2x the CPU per article; on in the default
+    # model's config for its gain on real news (benchmarks/README.md, "real news")
     char4: bool = False
     sublinear_tf: bool = True
     # Target-aware heads (``[heads.X] target = ...``) only:
