@@ -235,22 +235,3 @@ def format_comparison(decision: GateDecision) -> str:
         )
     lines.append(f"  => {'PROMOTE' if d.promote else 'REFUSE'}: {d.reason}")
     return "\n".join(lines)
-
-
-def decision_to_json(decision: GateDecision) -> dict[str, Any]:
-    return {
-        "promote": decision.promote,
-        "reason": decision.reason,
-        "metric": decision.metric,
-        "tolerance": decision.tolerance,
-        "current_version": decision.current_version,
-        "new_version": decision.new_version,
-        "eval_rows": decision.eval_rows,
-        "basis": decision.basis,
-        "current_score": decision.current_score,
-        "new_score": decision.new_score,
-        "heads": [
-            {"head": r.head, "status": r.status, "current": r.current, "new": r.new, "delta": r.delta}
-            for r in decision.heads
-        ],
-    }
