@@ -15,7 +15,8 @@ from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 
-from service.core.batcher import BatchStats, MicroBatcher
+from service.core.batch_runner import BatchStats
+from service.core.batcher import MicroBatcher
 from service.core.tagger import Tagger
 from service.http import HealthServer
 from service.metrics import Metrics, build_registry, multiprocess_dir

@@ -14,18 +14,14 @@ The rule (documented in docs/retraining.md):
   ``train --allow-head-changes``);
 - no current model (or one that no longer loads): promote — there is nothing to protect.
 
-Which figure it gates on (``load_eval_set`` says, and the table prints it): the score on rows
-neither model was fitted or tuned on (``--eval``, else ``--dev``, which training only scores).
-Without either, the new model was fitted on every training row, so scoring it there would
-flatter it: it is judged by its **cross-validated estimate** on those rows (out-of-fold scores,
-recorded at training), the current model by its score on the same rows.
+Which figure it gates on is chosen by ``training.eval_set`` (and the table prints it): the score
+on rows neither model was fitted or tuned on, else the new model's cross-validated estimate.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,8 +31,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from service.model.article_model import articles_to_matrix
 from service.model.artifact import LoadedModel
 from service.model.manifest import HeadSpec
-from training.config import HeadConfig, TrainConfig
-from training.data import Dataset, load_dataset
+from training.data import Dataset
 from training.evaluate import indicator, label_prf
 
 #: metric name -> what it means per head kind
@@ -240,84 +235,3 @@ def format_comparison(decision: GateDecision) -> str:
         )
     lines.append(f"  => {'PROMOTE' if d.promote else 'REFUSE'}: {d.reason}")
     return "\n".join(lines)
-
-
-def decision_to_json(decision: GateDecision) -> dict[str, Any]:
-    return {
-        "promote": decision.promote,
-        "reason": decision.reason,
-        "metric": decision.metric,
-        "tolerance": decision.tolerance,
-        "current_version": decision.current_version,
-        "new_version": decision.new_version,
-        "eval_rows": decision.eval_rows,
-        "basis": decision.basis,
-        "current_score": decision.current_score,
-        "new_score": decision.new_score,
-        "heads": [
-            {"head": r.head, "status": r.status, "current": r.current, "new": r.new, "delta": r.delta}
-            for r in decision.heads
-        ],
-    }
-
-
-def load_eval_set(
-    current: LoadedModel | None,
-    new: LoadedModel,
-    config: TrainConfig,
-    eval_paths: Sequence[Path] = (),
-    dev_paths: Sequence[Path] = (),
-    train_paths: Sequence[Path] = (),
-) -> tuple[Dataset, str, bool]:
-    """The evaluation set of the gate and what the gate's figure on it means: ``eval_paths``, else
-    ``dev_paths``, else ``train_paths``. Returns it, its description, and whether the new model is
-    to be judged by its recorded cross-validated estimate on it (``compare_models(new_recorded=)``)
-    rather than scored on it. Without CV (``thresholds.cv_folds`` <= 1), the last is the part of
-    ``train_paths`` that training held out (same split, same seed).
-
-    Only the heads both models share need labels in it (all of the new model's if there is no
-    current model)."""
-    shared = {h.name: h for h in new.manifest.heads}
-    if current is not None:
-        known = {h.name for h in current.manifest.heads}
-        shared = {name: h for name, h in shared.items() if name in known} or shared
-    heads = {name: HeadConfig(kind=h.kind, target=h.target) for name, h in shared.items()}
-    cv = new.manifest.metrics.get("cv")
-    if eval_paths:
-        return (
-            load_dataset(eval_paths, config, heads=heads),
-            "--eval " + " ".join(map(str, eval_paths)) + ": held-out rows, neither fitted nor tuned on "
-            "by training (the honest figure)",
-            False,
-        )
-    if dev_paths:
-        honest = (
-            "dev rows training only scored, never fitted or tuned on (the honest figure)"
-            if cv
-            else "the new model's cut-offs were tuned on these rows (thresholds.cv_folds = 0), so this "
-            "favours it: pass --eval for a fair gate"
-        )
-        return (
-            load_dataset(dev_paths, config, heads=heads),
-            f"--dev {' '.join(map(str, dev_paths))}: {honest}",
-            False,
-        )
-    if cv:
-        data = load_dataset(train_paths, config, heads=heads)
-        return (
-            data,
-            f"no --eval or --dev: the new model's cross-validated estimate on its {len(data.rows)} training "
-            "rows (out-of-fold scores: it was fitted on every one of them, so scoring it there would flatter "
-            "it), the current model's score on the same rows (flattering it if it trained on them: the gate "
-            "errs toward refusing); pass --eval for a like-for-like gate",
-            True,
-        )
-    from training.train import _split  # the very split training made (same rows, same seed)
-
-    _, held = _split(load_dataset(train_paths, config, heads=heads), config.dev_fraction, config.seed)
-    return (
-        held,
-        f"the {config.dev_fraction:.0%} of the training data held out for tuning (seed {config.seed}); "
-        "the new model was refit on it, so this favours the new model: pass --eval for a fair gate",
-        False,
-    )

@@ -14,16 +14,14 @@ The search, scored by 3-fold cross-validation on the training rows only (``--dev
    ``RUNG1_ROWS`` rows, then the two-stage choices once more from the best of them (they turn on
    the rarest label, which rung 0 has few rows of); the best there wins.
 
-The score of a head: single-label, macro-F1 of the out-of-fold predictions; multi-label, the mean of
-micro- and macro-F1 (over the labels present), with cut-offs tuned on one half of the out-of-fold
-scores and applied to the other (and the other way round), so that tuning is never scored on the
-rows it was tuned on. A candidate's score is the mean over its heads. Everything is deterministic
-given the seed; the budget (``--tune-budget-seconds``, for the whole run) decides only where the
-search stops: a rung 0 candidate starts only if it is estimated to end within 40% of the budget, a
-rung 1 candidate within 70% and early enough for the final training to follow within the budget;
-a candidate whose final training is estimated not to end within the budget is not kept
-(estimates scale a candidate's fit time as rows ** ``GROWTH``, and to the final training on all
-rows with character n-grams as rows ** ``CHAR_FINAL_GROWTH``; the final training is not cut short).
+A candidate's score is the mean over its heads of the head scores of ``training.tune_score``
+(cut-offs are never scored on the rows they were tuned on). Everything is deterministic given the
+seed; the budget (``--tune-budget-seconds``, for the whole run) decides only where the search stops:
+a rung 0 candidate starts only if it is estimated to end within 40% of the budget, a rung 1
+candidate within 70% and early enough for the final training to follow within the budget; a
+candidate whose final training is estimated not to end within the budget is not kept (estimates
+scale a candidate's fit time as rows ** ``GROWTH``, and to the final training on all rows with
+character n-grams as rows ** ``CHAR_FINAL_GROWTH``; the final training is not cut short).
 """
 
 from __future__ import annotations
@@ -38,14 +36,13 @@ from typing import TextIO
 
 import numpy as np
 from numpy.typing import NDArray
-from sklearn.metrics import f1_score
 
 from service.core.errors import DataError
-from training.config import ThresholdConfig, TrainConfig, config_to_toml
+from training.config import TrainConfig, config_to_toml
 from training.cv import cross_validated_scores, cv_workers
 from training.data import Dataset, check_trainable, label_fields, load_dataset
-from training.evaluate import indicator, label_prf, tune_thresholds
 from training.search_space import coordinates, describe
+from training.tune_score import head_scores
 
 DEFAULT_BUDGET_SECONDS = 780.0  # the whole run: the search and the final training
 RUNG_SHARE = (0.4, 0.7)  # rung 0 ends by this share of the budget, rung 1 by that; the rest is the final's
@@ -81,44 +78,6 @@ class TuneResult:
     best: Candidate
     tried: list[Candidate]
     table: str
-
-
-def _label_order(data: Dataset, name: str) -> list[str]:
-    """The column order of ``cross_validated_scores`` for head ``name``."""
-    head = data.heads[name]
-    if head.kind == "multi":
-        return list(head.labels) or sorted({label for row in data.labels(name) for label in row})
-    return sorted({g[0] for g in data.labels(name)})
-
-
-def _multi_score(Y: NDArray[np.int8], S: NDArray[np.float64], cfg: ThresholdConfig, seed: int) -> float:
-    """Mean of micro- and macro-F1 (labels present) with cut-offs cross-fitted on two halves."""
-    halves = np.array_split(np.random.RandomState(seed).permutation(len(Y)), 2)
-    P = np.zeros_like(Y)
-    for fit, held in (halves, halves[::-1]):
-        cut = np.asarray(tune_thresholds(Y[fit], S[fit], cfg))
-        P[held] = (S[held] >= cut).astype(np.int8)
-    present = (Y.sum(axis=0) > 0) | (P.sum(axis=0) > 0)
-    if not present.any():
-        return 0.0
-    micro = label_prf(Y, P, "micro")[2]
-    macro = label_prf(Y[:, present], P[:, present], "macro")[2]
-    return float(micro + macro) / 2
-
-
-def _head_scores(data: Dataset, config: TrainConfig, oof: dict[str, NDArray[np.float64]]) -> dict[str, float]:
-    out = {}
-    for name, head in data.heads.items():
-        labels = _label_order(data, name)
-        if head.kind == "multi":
-            out[name] = _multi_score(
-                indicator(data.labels(name), labels), oof[name], config.thresholds, config.seed
-            )
-        else:
-            gold = [g[0] for g in data.labels(name)]
-            pred = [labels[int(j)] for j in np.argmax(oof[name], axis=1)]
-            out[name] = float(f1_score(gold, pred, labels=labels, average="macro", zero_division=0))
-    return out
 
 
 def _fit_key(config: TrainConfig) -> str:
@@ -159,7 +118,7 @@ class _Search:
             scores = cross_validated_scores(data, config, folds, groups=data.groups())
             self.cache[key] = (scores, time.perf_counter() - t0)
         oof = self.cache[key][0]
-        heads = _head_scores(data, config, oof)
+        heads = head_scores(data, config, oof)
         cand = Candidate(change, config, rung, rows, heads, float(np.mean(list(heads.values()))))
         cand.seconds = time.perf_counter() - t0
         self.tried.append(cand)

@@ -261,7 +261,8 @@ def _promote_if_better(
     args: argparse.Namespace, registry: ModelRegistry, version: str, data: list[Path], dev: Sequence[Path]
 ) -> int:
     from training.config import load_config
-    from training.gate import compare_models, format_comparison, load_eval_set
+    from training.eval_set import load_eval_set
+    from training.gate import compare_models, format_comparison
 
     new = load_artifact(registry.path(version))
     current_version = registry.current()

@@ -13,31 +13,31 @@ when ``queue_size`` articles are, or when the work ahead means the article would
 before its deadline, so under overload callers get a fast "retry later" instead of a late answer,
 and the model computes only what can still be delivered in time.
 
-Every future is completed exactly once: the worker claims it with ``set_running_or_notify_cancel``
-before it decides anything about it (a caller's cancel either wins before that or not at all),
-and any exception in a batch fails that batch's futures instead of the thread. ``alive()`` says
-whether the worker is running; readiness and gRPC health include it.
-
-A ``DeliveryListener`` (``add_listener``) is told before and after the batcher sets the results
-of one batch, so a consumer on another thread can be woken once per batch instead of once per
-result (the gRPC server's ``ResultBridge``).
+The worker hands each batch it takes to a ``BatchRunner`` (``batch_runner``), which completes
+every future exactly once and tells the ``DeliveryListener``s (``add_listener``) and the observers.
+``alive()`` says whether the worker is running; readiness and gRPC health include it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
-from typing import Protocol
 
+from service.core.batch_runner import (
+    BatchRunner,
+    BatchStats,
+    CostModel,
+    DeliveryListener,
+    QueuedArticle,
+    fail_future,
+)
 from service.core.errors import DeadlineExceeded, ModelNotReady, Overloaded
-from service.core.tagger import MAX_MODEL_TEXT_CHARS, Tagger
+from service.core.tagger import Tagger
 from service.core.types import DEFAULT_OPTIONS, Article, TagOptions, TagResult
 
 logger = logging.getLogger(__name__)
@@ -46,55 +46,6 @@ MAX_BATCH_SECONDS = 0.5  # a batch stops growing at about this much expected mod
 #: A call is admitted only if it would be answered within 1/DEADLINE_SAFETY of its remaining time
 #: by the estimate (estimates are wrong both ways on a busy machine; being late wastes the work).
 DEADLINE_SAFETY = 1.5
-
-
-@dataclass(frozen=True, slots=True)
-class BatchStats:
-    """What one batch did, for whoever observes (metrics)."""
-
-    size: int
-    queue_wait_seconds: tuple[float, ...]
-    inference_seconds: float
-
-
-class DeliveryListener(Protocol):
-    def hold(self) -> None:
-        """The batcher is about to set the results of one batch (on its own thread)."""
-
-    def flush(self) -> None:
-        """It has set them all."""
-
-
-class CostModel:
-    """Expected model seconds of an article: (characters the model reads + a per-article
-    overhead) times the seconds per character measured on recent batches (moving average)."""
-
-    OVERHEAD_CHARS = 1000
-    SMOOTHING = 0.2
-
-    def __init__(self, seconds_per_char: float = 1e-6) -> None:
-        self.seconds_per_char = seconds_per_char
-
-    @classmethod
-    def size(cls, article: Article) -> int:
-        text = min(len(article.text), MAX_MODEL_TEXT_CHARS)
-        return text + len(article.title) + len(article.target) + cls.OVERHEAD_CHARS
-
-    def observe(self, chars: int, seconds: float) -> None:
-        if chars > 0 and seconds > 0:
-            self.seconds_per_char += self.SMOOTHING * (seconds / chars - self.seconds_per_char)
-
-
-@dataclass(slots=True, eq=False)
-class _Item:
-    article: Article
-    options: TagOptions
-    future: Future[TagResult]
-    enqueued: float
-    deadline: float | None  # time.monotonic() value
-    chars: int
-    cost: float  # expected seconds, counted in the queue's total while ``queued``
-    queued: bool = True
 
 
 class MicroBatcher:
@@ -108,26 +59,32 @@ class MicroBatcher:
         on_batch: Callable[[BatchStats], None] | None = None,
         on_results: Callable[[Sequence[TagResult]], None] | None = None,
     ) -> None:
-        self.tagger = tagger
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000.0
         self.queue_size = queue_size
         self.max_queue_seconds = max_queue_seconds
         self.costs = CostModel()
-        self._on_batch = on_batch
-        self._on_results = on_results
+        self._runner = BatchRunner(tagger, self.costs, on_batch, on_results)
         self._cond = threading.Condition()
-        self._items: deque[_Item] = deque()
+        self._items: deque[QueuedArticle] = deque()
         self._queued_seconds = 0.0
         self._busy_until = 0.0  # expected end (time.monotonic()) of the batch being computed
         self._closed = False
-        self._listeners: list[DeliveryListener] = []
         self._thread = threading.Thread(target=self._run, name="micro-batcher", daemon=True)
         self._thread.start()
 
+    @property
+    def tagger(self) -> Tagger:
+        """The tagger that validates and tags (the runner's: one, even when a test swaps it)."""
+        return self._runner.tagger
+
+    @tagger.setter
+    def tagger(self, tagger: Tagger) -> None:
+        self._runner.tagger = tagger
+
     def add_listener(self, listener: DeliveryListener) -> None:
         """Call ``listener.hold()``/``flush()`` around the setting of each batch's results."""
-        self._listeners = [*self._listeners, listener]
+        self._runner.add_listener(listener)
 
     def alive(self) -> bool:
         """True while the worker runs and the batcher accepts work."""
@@ -206,13 +163,13 @@ class MicroBatcher:
 
     # --- admission (called with the lock held) ---
 
-    def _item(self, article: Article, options: TagOptions, deadline: float | None) -> _Item:
+    def _item(self, article: Article, options: TagOptions, deadline: float | None) -> QueuedArticle:
         self.tagger.require_model()
         chars = CostModel.size(article)
         cost = chars * self.costs.seconds_per_char
-        return _Item(article, options, Future(), time.monotonic(), deadline, chars, cost)
+        return QueuedArticle(article, options, Future(), time.monotonic(), deadline, chars, cost)
 
-    def _admit(self, item: _Item, check_deadline: bool) -> None:
+    def _admit(self, item: QueuedArticle, check_deadline: bool) -> None:
         if not self.alive():
             raise ModelNotReady("the service is shutting down" if self._closed else "the batcher has stopped")
         if len(self._items) >= self.queue_size:
@@ -228,13 +185,13 @@ class MicroBatcher:
                     f"the work queued ahead (about {wait:.2f}s) would miss the deadline; retry later"
                 )
 
-    def _push(self, item: _Item) -> None:
+    def _push(self, item: QueuedArticle) -> None:
         self._items.append(item)
         self._queued_seconds += item.cost
         item.future.add_done_callback(lambda f: self._unqueue(item) if f.cancelled() else None)
         self._cond.notify_all()
 
-    def _unqueue(self, item: _Item) -> None:
+    def _unqueue(self, item: QueuedArticle) -> None:
         """Stop counting ``item``'s cost (taken by the worker, or cancelled while queued)."""
         with self._cond:
             if item.queued:
@@ -253,7 +210,7 @@ class MicroBatcher:
         finally:
             self._fail_queued()
 
-    def _next_batch(self) -> list[_Item] | None:
+    def _next_batch(self) -> list[QueuedArticle] | None:
         with self._cond:
             while not self._items and not self._closed:
                 self._cond.wait()
@@ -265,7 +222,7 @@ class MicroBatcher:
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
-            batch: list[_Item] = []
+            batch: list[QueuedArticle] = []
             cost = 0.0
             while self._items and len(batch) < self.max_batch_size:
                 item = self._items[0]
@@ -288,77 +245,10 @@ class MicroBatcher:
             items, self._items = list(self._items), deque()
             self._queued_seconds = 0.0
         for item in items:
-            _fail(item.future, ModelNotReady("the service is shutting down"))
+            fail_future(item.future, ModelNotReady("the service is shutting down"))
 
-    def _process(self, batch: list[_Item]) -> None:
+    def _process(self, batch: list[QueuedArticle]) -> None:
         try:
-            self._compute(batch)
-        except Exception as exc:  # e.g. a failing listener: this batch fails, the batcher lives on
-            logger.exception("batch failed")
-            for item in batch:
-                _fail(item.future, exc)
+            self._runner.run(batch)
         finally:
             self._busy_until = 0.0
-
-    def _compute(self, batch: list[_Item]) -> None:
-        now = time.monotonic()
-        done_by = now + sum(i.cost for i in batch)  # when this batch is expected to be tagged
-        live = []
-        for item in batch:
-            # claimed first: from here on the caller can no longer cancel it, so it is set exactly once
-            if not item.future.set_running_or_notify_cancel():
-                continue
-            if item.deadline is not None and done_by >= item.deadline:  # the answer would come late
-                item.future.set_exception(DeadlineExceeded("deadline passed before tagging"))
-                continue
-            live.append(item)
-        if not live:
-            return
-        started = time.perf_counter()
-        try:
-            results = self.tagger.tag([i.article for i in live], [i.options for i in live])
-        except Exception as exc:
-            if len(live) > 1:  # isolate the article that failed; the others still get results
-                for item in live:
-                    self._compute_one(item)
-                return
-            live[0].future.set_exception(exc)
-            return
-        elapsed = time.perf_counter() - started
-        self.costs.observe(sum(i.chars for i in live), elapsed)
-        listeners = self._listeners
-        for listener in listeners:
-            listener.hold()
-        try:
-            for item, result in zip(live, results, strict=True):
-                item.future.set_result(result)
-            self._observe(live, now, elapsed, results)  # recorded before the listeners pass results on
-        finally:
-            for listener in listeners:
-                listener.flush()
-
-    def _compute_one(self, item: _Item) -> None:
-        started = time.perf_counter()
-        try:
-            results = self.tagger.tag([item.article], [item.options])
-        except Exception as exc:
-            item.future.set_exception(exc)
-            return
-        item.future.set_result(results[0])
-        self._observe([item], time.monotonic(), time.perf_counter() - started, results)
-
-    def _observe(self, items: list[_Item], now: float, elapsed: float, results: Sequence[TagResult]) -> None:
-        try:
-            if self._on_batch is not None:
-                waits = tuple(now - i.enqueued for i in items)
-                self._on_batch(BatchStats(len(items), waits, elapsed))
-            if self._on_results is not None:
-                self._on_results(results)
-        except Exception:
-            logger.exception("batch observer failed")
-
-
-def _fail(future: Future[TagResult], exc: BaseException) -> None:
-    """Fail ``future`` unless it is already done (cancelled by its caller, or answered)."""
-    with contextlib.suppress(InvalidStateError):
-        future.set_exception(exc)

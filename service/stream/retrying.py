@@ -1,6 +1,7 @@
 """When the stream worker retries and when it gives up: ``Retrying`` (a growing backoff while
 something fails, StreamFailed once it has failed for too long), ``BrokerStatus`` (the worker's view
-of broker health: readiness, error metrics) and the errors that mean the group moved on.
+of broker health: readiness, error metrics), ``IdleProbe`` (how an idle worker notices an outage)
+and the errors that mean the group moved on.
 """
 
 from __future__ import annotations
@@ -8,9 +9,11 @@ from __future__ import annotations
 import logging
 import time
 
+from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import (
     CommitFailedError,
     IllegalGenerationError,
+    KafkaError,
     RebalanceInProgressError,
     UnknownMemberIdError,
 )
@@ -21,6 +24,9 @@ from service.metrics import Metrics
 logger = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 5.0
+#: an idle worker checks the broker this often (at most; a quarter of the retry window if shorter)
+IDLE_PROBE_S = 5.0
+PROBE_TIMEOUT_MS = 1000
 
 
 class StreamFailed(NewstaggerError):
@@ -92,3 +98,38 @@ class BrokerStatus:
         backoff = self._ops[operation].failed(exc)
         logger.warning("Kafka %s failed, will retry: %s: %s", operation, type(exc).__name__, exc)
         return backoff
+
+
+class IdleProbe:
+    """kafka-python's poll does not raise when the broker is unreachable, so a worker that has read
+    nothing for a while asks the broker for its partitions' end offsets (bounded by
+    ``PROBE_TIMEOUT_MS``); the outcome is the ``poll`` broker status: an idle worker notices an
+    outage too."""
+
+    def __init__(self, broker: BrokerStatus, retry_seconds: float) -> None:
+        self.broker = broker
+        self.every = min(IDLE_PROBE_S, max(0.5, retry_seconds / 4))
+        self._at = time.monotonic() + self.every
+
+    def heard(self) -> None:
+        """A poll returned records: the broker answered."""
+        self.broker.fine("poll")
+        self._at = time.monotonic() + self.every
+
+    def poll_failed(self) -> None:
+        """Check at the next empty poll (unless records come first)."""
+        self._at = time.monotonic()
+
+    def due(self) -> bool:
+        return time.monotonic() >= self._at
+
+    def check(self, consumer: KafkaConsumer, partitions: list[TopicPartition]) -> None:
+        """An empty poll does not tell whether the broker answers: ask it, briefly."""
+        try:
+            consumer.end_offsets(partitions, timeout_ms=PROBE_TIMEOUT_MS)
+        except KafkaError as exc:
+            backoff = self.broker.trouble("poll", exc)  # StreamFailed past the retry limit
+            self._at = time.monotonic() + min(backoff, self.every)
+            return
+        self.broker.fine("poll")
+        self._at = time.monotonic() + self.every

@@ -17,9 +17,8 @@ or no broker: finishing, flushing and committing get the grace minus ``CLOSE_RES
 the two clients the rest (unacknowledged sends are aborted, not waited for: their input offsets
 are not committed, so they are read again), and the tagging still queued is cancelled. An
 error that retrying cannot fix, or one that outlasts ``stream_retry_seconds``, ends ``run`` with
-StreamFailed (nothing more is committed). kafka-python's poll does not raise when the broker is
-unreachable, so a worker that has read nothing for a few seconds asks the broker for its
-partitions' end offsets (bounded by ``PROBE_TIMEOUT_MS``): an idle worker notices an outage too.
+StreamFailed (nothing more is committed). A worker that has read nothing for a few seconds checks
+the broker (``retrying.IdleProbe``): an idle worker notices an outage too.
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ from service.stream.delivery import Pending, Publisher
 from service.stream.encoding import Source
 from service.stream.offsets import OffsetBook
 from service.stream.rebalance import Listener, abandon, names
-from service.stream.retrying import BrokerStatus, StreamFailed
+from service.stream.retrying import BrokerStatus, IdleProbe, StreamFailed
 from service.stream.tagging import Submit, Tagging
 
 logger = logging.getLogger(__name__)
@@ -53,9 +52,6 @@ COMMIT_TIMEOUT_S = 5.0
 #: of the grace period, what closing the clients is given (at most; a quarter of it if shorter)
 CLOSE_RESERVE_S = 1.0
 REVOKE_BUDGET_S = 5.0
-#: an idle worker checks the broker this often (at most; a quarter of the retry window if shorter)
-IDLE_PROBE_S = 5.0
-PROBE_TIMEOUT_MS = 1000
 
 
 class StreamWorker:
@@ -89,8 +85,7 @@ class StreamWorker:
         self._consumer: KafkaConsumer | None = None
         self._publisher: Publisher | None = None
         self._last_commit = time.monotonic()
-        self._idle_probe_s = min(IDLE_PROBE_S, max(0.5, settings.stream_retry_seconds / 4))
-        self._probe_at = time.monotonic() + self._idle_probe_s
+        self._probe = IdleProbe(self._broker, settings.stream_retry_seconds)
         self._done = threading.Event()
         self._closing = False
 
@@ -168,34 +163,21 @@ class StreamWorker:
         except KafkaError as exc:
             if self._failure is not None:  # raised in the rebalance callback
                 raise self._failure from exc
-            self._probe_at = time.monotonic()  # cleared by the next records or the next check
+            self._probe.poll_failed()
             self._stopping.wait(self._broker.trouble("poll", exc))
             return
         if self._failure is not None:
             raise self._failure
         if polled:
-            self._broker.fine("poll")  # the broker answered
-            self._probe_at = time.monotonic() + self._idle_probe_s
+            self._probe.heard()
             self._accept(polled)
-        elif time.monotonic() >= self._probe_at:
-            self._probe()
+        elif self._probe.due():
+            partitions = list(self._book.assigned) or [TopicPartition(self.settings.input_topic, 0)]
+            self._probe.check(self.consumer, partitions)
         self._emit(wait=0.0 if polled else 0.05)
         if self._due_for_commit():
             self._commit(time.monotonic() + FLUSH_BUDGET_S)
         self._book.update_lag(self._consumer)
-
-    def _probe(self) -> None:
-        """No records for a while: an empty poll does not tell whether the broker answers, so ask
-        it for the partitions' end offsets, briefly; the outcome is the ``poll`` broker status."""
-        partitions = list(self._book.assigned) or [TopicPartition(self.settings.input_topic, 0)]
-        try:
-            self.consumer.end_offsets(partitions, timeout_ms=PROBE_TIMEOUT_MS)
-        except KafkaError as exc:
-            backoff = self._broker.trouble("poll", exc)  # StreamFailed past the retry limit
-            self._probe_at = time.monotonic() + min(backoff, self._idle_probe_s)
-            return
-        self._broker.fine("poll")
-        self._probe_at = time.monotonic() + self._idle_probe_s
 
     def _accept(self, polled: dict[TopicPartition, list[Any]]) -> None:
         chunk: list[Pending] = []

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from service.runtime import Runtime
-from service.stream.worker import IDLE_PROBE_S
+from service.stream.retrying import IDLE_PROBE_S
 from tests.helpers import tansu_broker, wait_for
 from tests.integration.test_stream_support import (
     Reader,

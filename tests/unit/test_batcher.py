@@ -10,7 +10,8 @@ from concurrent.futures import Future
 
 import pytest
 
-from service.core.batcher import BatchStats, CostModel, MicroBatcher
+from service.core.batch_runner import BatchStats, CostModel
+from service.core.batcher import MicroBatcher
 from service.core.errors import DeadlineExceeded, InvalidArticle, InvalidRequest, ModelNotReady, Overloaded
 from service.core.tagger import Tagger
 from service.core.types import DEFAULT_OPTIONS, Article, TagOptions, TagResult

@@ -16,7 +16,8 @@ from service.model.registry import ModelRegistry
 from tests.conftest import FAST_CONFIG
 from tests.helpers import STARTER, starter_rows
 from training.data import Dataset, load_dataset
-from training.gate import compare_models, format_comparison, head_metric, load_eval_set, recorded_metric
+from training.eval_set import load_eval_set
+from training.gate import compare_models, format_comparison, head_metric, recorded_metric
 
 FAST_TOML = "[thresholds]\ncv_folds = 0\n"
 

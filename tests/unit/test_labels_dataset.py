@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from service.commands.labels_cmds import load_rows, merge, validate_event, write_rows
+from service.commands.labels_dataset import load_rows, merge, validate_event, write_rows
 from service.core.errors import DataError
 
 
