@@ -28,11 +28,11 @@ from service.grpc_api.reflection import enable_reflection
 from service.grpc_api.servicer import AdminServicer, TaggerServicer
 from service.runtime import Runtime, default_max_connections
 from service.settings import ADMIN_SERVICE_NAME, GRPC_SERVICE_NAME, Settings
-from service.v2.grpc_servicer import add_inference_service
+from service.v2.grpc_servicer import INFER_METHOD, add_inference_service
 
 logger = logging.getLogger(__name__)
 
-MAX_CONCURRENT_CALLS = 128  # unary TaggerService calls in flight beyond the batcher queue
+MAX_CONCURRENT_CALLS = 128  # unary tagging calls in flight beyond the batcher queue
 HEALTH_POLL_SECONDS = 0.2
 HEALTH_SERVICES = ("", GRPC_SERVICE_NAME)  # and ADMIN_SERVICE_NAME when it is enabled
 MIN_MESSAGE_BYTES = 16 << 20  # room for a TagBatch of many ordinary articles
@@ -188,15 +188,17 @@ async def _build(
         ("grpc.max_allowed_incoming_connections", default_max_connections()),
         ("grpc.server_handshake_timeout_ms", HANDSHAKE_TIMEOUT_MS),
     ]
-    # TaggerService's calls are limited by the interceptor (health and reflection are not, so a
-    # busy or abused server still answers its probes); gRPC's own maximum_concurrent_rpcs would
-    # count every call alike.
+    # TaggerService's calls and V2's ModelInfer are limited by the interceptor, the unary ones
+    # together (health, reflection and V2's live/ready/metadata calls are not, so a busy or abused
+    # server still answers its probes); gRPC's own maximum_concurrent_rpcs would count every call
+    # alike.
     unary = CallLimit(settings.queue_size + MAX_CONCURRENT_CALLS, "calls")
     service = f"/{GRPC_SERVICE_NAME}/"
     limits = {
         service + "Tag": unary,
         service + "TagBatch": unary,
         service + "GetModel": unary,
+        INFER_METHOD: unary,
         service + "TagStream": CallLimit(settings.max_streams, "streams"),
     }
     server = grpc.aio.server(interceptors=[ServerInterceptor(runtime.metrics, limits)], options=options)
