@@ -98,10 +98,9 @@ def load(path: str | Path, max_text_bytes: int = 1_000_000) -> Tagger:
     directory. Raises ArtifactError (a NewstaggerError) saying what is wrong."""
     _check()
     from service.core.tagger import Tagger
-    from service.model.artifact import load_artifact
-    from service.model.registry import resolve_model_path
+    from service.model.registry import load_model
 
-    return Tagger(load_artifact(resolve_model_path(Path(path))), max_text_bytes=max_text_bytes)
+    return Tagger(load_model(Path(path)), max_text_bytes=max_text_bytes)
 
 
 def main() -> int:

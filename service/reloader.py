@@ -26,7 +26,7 @@ from service.core.types import Article
 from service.metrics import Metrics
 from service.model.artifact import MODEL_FILE, LoadedModel, load_artifact
 from service.model.manifest import MANIFEST_FILE
-from service.model.registry import lost_heads, resolve_model_path
+from service.model.registry import lost_heads, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class ModelReloader:
         """Load the registry's current model if it is not the one being served."""
         with self._lock:
             try:
-                path = resolve_model_path(self.model_dir)
+                path, version = resolve_model(self.model_dir)
             except ArtifactError as exc:  # e.g. `current` names a version that is not there
                 if str(exc) != self._missing:
                     logger.warning("no model to load from %s: %s", self.model_dir, exc)
@@ -95,7 +95,7 @@ class ModelReloader:
                 return ReloadOutcome("refused", path.name, "already refused")
             started = time.perf_counter()
             try:
-                candidate = load_artifact(path)
+                candidate = load_artifact(path, version)
                 smoke_check(candidate)
             except NewstaggerError as exc:
                 self._refused.add(key)

@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from service.core.errors import NewstaggerError
-from service.model.artifact import load_artifact
-from service.model.registry import resolve_model_path
+from service.model.registry import load_model
 from service.settings import MODEL_DIR_HELP, default_model_dir
 
 
@@ -44,7 +43,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from training.progress import Progress
     from training.report import figures
 
-    loaded = load_artifact(resolve_model_path(args.model))
+    loaded = load_model(args.model)
     present = label_fields(args.data)
     heads = {
         h.name: HeadConfig(kind=h.kind, target=h.target) for h in loaded.manifest.heads if h.name in present

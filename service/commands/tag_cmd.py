@@ -20,8 +20,7 @@ from typing import Any, TextIO
 from service.core.errors import InvalidArticle, NewstaggerError
 from service.core.tagger import Tagger
 from service.core.types import Article, TagOptions, result_to_json
-from service.model.artifact import load_artifact
-from service.model.registry import resolve_model_path
+from service.model.registry import load_model
 from service.settings import MODEL_DIR_HELP, default_model_dir
 
 DESCRIPTION = (
@@ -130,7 +129,7 @@ def _next_now(lines: queue.Queue[Line | Exception | None]) -> Line | Exception |
 
 
 def _tag(args: argparse.Namespace) -> int:
-    tagger = Tagger(load_artifact(resolve_model_path(args.model)))
+    tagger = Tagger(load_model(args.model))
     options = TagOptions(tuple(args.heads), args.top_k, args.min_score, args.explain)
     tagger.check_options(options)
     if args.input is None:

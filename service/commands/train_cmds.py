@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from service.core.errors import ArtifactError, NewstaggerError
-from service.model.artifact import load_artifact
 from service.model.errors import HeadsChanged
 from service.model.registry import ModelRegistry, check_version_name
 from service.settings import MODEL_DIR_HELP, default_model_dir
@@ -264,12 +263,12 @@ def _promote_if_better(
     from training.eval_set import load_eval_set
     from training.gate import compare_models, format_comparison
 
-    new = load_artifact(registry.path(version))
+    new = registry.load(version)
     current_version = registry.current()
     current = None
     if current_version is not None:
         try:
-            current = load_artifact(registry.path(current_version))
+            current = registry.load(current_version)
         except ArtifactError as exc:
             print(f"warning: the current model does not load, nothing to protect: {exc}", file=sys.stderr)
     eval_set, described, by_cv = load_eval_set(

@@ -28,13 +28,13 @@ from service.grpc_api.reflection import enable_reflection
 from service.grpc_api.servicer import AdminServicer, TaggerServicer
 from service.runtime import Runtime, default_max_connections
 from service.settings import ADMIN_SERVICE_NAME, GRPC_SERVICE_NAME, Settings
-from service.v2.grpc_servicer import add_inference_service
+from service.v2.grpc_servicer import INFER_METHOD, add_inference_service
 
 logger = logging.getLogger(__name__)
 
-MAX_CONCURRENT_CALLS = 128  # unary TaggerService calls in flight beyond the batcher queue
+MAX_CONCURRENT_CALLS = 128  # unary tagging calls in flight beyond the batcher queue
 HEALTH_POLL_SECONDS = 0.2
-HEALTH_SERVICES = ("", GRPC_SERVICE_NAME)  # and ADMIN_SERVICE_NAME when it is enabled
+HEALTH_SERVICES = ("", GRPC_SERVICE_NAME)  # follow the model (ADMIN_SERVICE_NAME does not)
 MIN_MESSAGE_BYTES = 16 << 20  # room for a TagBatch of many ordinary articles
 ARTICLE_EXTRA_BYTES = 64 << 10  # source, url, metadata, published_at and framing of one article
 STREAMS_PER_CONNECTION = 1024  # HTTP/2 streams (calls) one connection may have open
@@ -49,11 +49,13 @@ class ServerConfigError(NewstaggerError):
 
 
 class TaggerServer:
-    """A started-or-not gRPC server with its health state. Health follows the runtime: SERVING
-    while a model is loaded (also when the reloader loads it later) and the micro-batcher runs,
-    NOT_SERVING otherwise and while draining. Only ``health_names`` are known to health checking:
-    any other name is NOT_FOUND to Check and SERVICE_UNKNOWN to Watch, as the protocol says.
-    Every method is called from outside the server loop; the work runs on it."""
+    """A started-or-not gRPC server with its health state. The health of ``health_names`` follows
+    the runtime: SERVING while a model is loaded (also when the reloader loads it later) and the
+    micro-batcher runs, NOT_SERVING otherwise. ``always_serving`` names (AdminService, which can
+    reload a model exactly when none is served) are SERVING from the start. Every name is
+    NOT_SERVING while draining. Any other name is unknown to health checking: NOT_FOUND to Check
+    and SERVICE_UNKNOWN to Watch, as the protocol says. Every method is called from outside the
+    server loop; the work runs on it."""
 
     def __init__(
         self,
@@ -61,11 +63,13 @@ class TaggerServer:
         health_servicer: health.aio.HealthServicer,
         can_serve: Callable[[], bool],
         health_names: tuple[str, ...] = HEALTH_SERVICES,
+        always_serving: tuple[str, ...] = (),
     ):
         self.grpc = server
         self.health = health_servicer
         self._can_serve = can_serve
         self._health_names = health_names
+        self._always_serving = always_serving
         self._draining = False
         self._watcher: asyncio.Task[None] | None = None
         self._stopped: asyncio.Event | None = None
@@ -76,6 +80,8 @@ class TaggerServer:
 
     async def _start(self) -> None:
         self._stopped = asyncio.Event()
+        for name in self._always_serving:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         await self._update_health(force=True)
         await self.grpc.start()
         self._watcher = asyncio.create_task(self._watch_health(), name="grpc-health")
@@ -188,15 +194,17 @@ async def _build(
         ("grpc.max_allowed_incoming_connections", default_max_connections()),
         ("grpc.server_handshake_timeout_ms", HANDSHAKE_TIMEOUT_MS),
     ]
-    # TaggerService's calls are limited by the interceptor (health and reflection are not, so a
-    # busy or abused server still answers its probes); gRPC's own maximum_concurrent_rpcs would
-    # count every call alike.
+    # TaggerService's calls and V2's ModelInfer are limited by the interceptor, the unary ones
+    # together (health, reflection and V2's live/ready/metadata calls are not, so a busy or abused
+    # server still answers its probes); gRPC's own maximum_concurrent_rpcs would count every call
+    # alike.
     unary = CallLimit(settings.queue_size + MAX_CONCURRENT_CALLS, "calls")
     service = f"/{GRPC_SERVICE_NAME}/"
     limits = {
         service + "Tag": unary,
         service + "TagBatch": unary,
         service + "GetModel": unary,
+        INFER_METHOD: unary,
         service + "TagStream": CallLimit(settings.max_streams, "streams"),
     }
     server = grpc.aio.server(interceptors=[ServerInterceptor(runtime.metrics, limits)], options=options)
@@ -232,6 +240,7 @@ async def _build(
         raise ServerConfigError(f"cannot bind gRPC to {address}: {exc}") from exc
     if port == 0:
         raise ServerConfigError(f"cannot bind gRPC to {address}")
-    # a disabled admin service (no token) is unknown to health checking, never SERVING
-    health_names = HEALTH_SERVICES + ((ADMIN_SERVICE_NAME,) if token else ())
-    return TaggerServer(server, health_servicer, runtime.serving, health_names), port
+    # an enabled admin service is SERVING whether or not a model is (it is how an operator makes
+    # one load); a disabled one (no token) is unknown to health checking, never SERVING
+    admin = (ADMIN_SERVICE_NAME,) if token else ()
+    return TaggerServer(server, health_servicer, runtime.serving, HEALTH_SERVICES, admin), port

@@ -32,7 +32,13 @@ import skops.io as sio
 
 from service.model.article_model import ArticleModel
 from service.model.errors import ArtifactError
-from service.model.manifest import Manifest, manifest_digest, read_manifest, write_manifest
+from service.model.manifest import (
+    Manifest,
+    check_recorded_version,
+    manifest_digest,
+    read_manifest,
+    write_manifest,
+)
 
 #: A model file may unpack to at most this many times its size plus UNPACK_ALLOWANCE bytes (skops
 #: stores its arrays uncompressed: a real model unpacks to about its own size).
@@ -197,10 +203,13 @@ def check_against_model(manifest: Manifest, model: ArticleModel, model_path: Pat
             )
 
 
-def load_artifact(path: Path) -> LoadedModel:
-    """Load and verify an artifact. Raises ArtifactError saying what is wrong."""
+def load_artifact(path: Path, version: str = "") -> LoadedModel:
+    """Load and verify an artifact. ``version`` is the name a registry knows it by, which its
+    manifest must record ("": any). Raises ArtifactError saying what is wrong."""
     path = Path(path)
     manifest = read_manifest(path)
+    if version:
+        check_recorded_version(path, version, manifest)
     model_path = path / MODEL_FILE
     if not model_path.is_file():
         raise ArtifactError(f"{path}: no {MODEL_FILE}")

@@ -138,3 +138,14 @@ def read_manifest(path: Path) -> Manifest:
             else f"{manifest_path}: manifest has no checksum (written by an older newstagger: retrain)"
         )
     return manifest
+
+
+def check_recorded_version(path: Path, version: str, manifest: Manifest) -> None:
+    """Raise ArtifactError unless ``manifest`` (of the artifact at ``path``, which a registry
+    calls ``version``) records that version."""
+    if manifest.version != version:
+        raise ArtifactError(
+            f"{path}: the registry's version {version!r} holds model version {manifest.version!r} "
+            f"(its manifest's): refused, it would be served as {manifest.version!r}; a version's "
+            "folder must be named after the version its manifest records"
+        )

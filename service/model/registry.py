@@ -2,7 +2,8 @@
 
 Layout (works on a shared volume: plain files, renames only)::
 
-    ROOT/versions/<version>/   one artifact per version (written atomically by save_artifact)
+    ROOT/versions/<version>/   one artifact per version (written atomically by save_artifact),
+                               named after the version its manifest records (see below)
     ROOT/versions/.<name>...   staging of a version being written (ignored; see ``leftovers``)
     ROOT/current               the served version's name, replaced with os.replace (atomic)
     ROOT/history               one line per pointer change: "<utc time> promote|rollback <version>"
@@ -12,6 +13,9 @@ Consistency: a version directory appears whole (rename) before ``current`` can n
 pointer (the new version merely unpromoted) or the new one — never a half-written file.
 ``history`` is written after the pointer; a crash in between loses one history line, which
 ``rollback`` tolerates because it reads the served version from ``current``, not from history.
+
+A version folder must be named after the version its manifest records (``versions/v3`` holding
+a v2 would be served as v2): otherwise it is listed as broken, not promoted and not loaded.
 
 Rollback walks back: promotions push onto a stack and each rollback pops one, so
 v1 → v2 → v3, rollback, rollback serves v1 (not v2 and back to v3).
@@ -35,9 +39,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.model.artifact import MODEL_FILE, load_artifact
+from service.model.artifact import MODEL_FILE, LoadedModel, load_artifact
 from service.model.errors import ArtifactError, HeadsChanged
-from service.model.manifest import MANIFEST_FILE, Manifest, read_manifest
+from service.model.manifest import MANIFEST_FILE, Manifest, check_recorded_version, read_manifest
 
 CURRENT = "current"
 HISTORY = "history"
@@ -69,21 +73,22 @@ class ModelRegistry:
         return [p for p in self.versions_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
 
     def versions(self) -> list[str]:
-        """Every version with a readable manifest, oldest first."""
+        """Every version with a readable manifest that records its folder's name, oldest first."""
         found: list[tuple[str, str]] = []
         for p in self._version_dirs():
             try:
-                found.append((read_manifest(p).created_at, p.name))
+                found.append((_read_version(p).created_at, p.name))
             except ArtifactError:
                 continue
         return [name for _, name in sorted(found)]
 
     def broken(self) -> dict[str, str]:
-        """Version directories whose manifest is missing or unreadable, with the reason."""
+        """Version directories whose manifest is missing, unreadable or records another version,
+        with the reason."""
         out = {}
         for p in self._version_dirs():
             try:
-                read_manifest(p)
+                _read_version(p)
             except ArtifactError as exc:
                 out[p.name] = str(exc)
         return out
@@ -111,7 +116,10 @@ class ModelRegistry:
         return path
 
     def manifest(self, version: str) -> Manifest:
-        return read_manifest(self.path(version))
+        return _read_version(self.path(version))
+
+    def load(self, version: str) -> LoadedModel:
+        return load_artifact(self.path(version), version)
 
     def current(self) -> str | None:
         try:
@@ -212,7 +220,7 @@ class ModelRegistry:
     def _point(self, version: str, action: str, verify: bool) -> str | None:
         path = self.path(version)
         if verify:
-            load_artifact(path)
+            load_artifact(path, version)
         previous = self.current()
         self.root.mkdir(parents=True, exist_ok=True)
         _make_readable(self.root, self.versions_dir, path, *path.iterdir())
@@ -287,18 +295,36 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _read_version(path: Path) -> Manifest:
+    """The manifest of the version folder ``path``, refused unless it records ``path.name``."""
+    manifest = read_manifest(path)
+    check_recorded_version(path, path.name, manifest)
+    return manifest
+
+
+def load_model(path: Path) -> LoadedModel:
+    """Load the model ``path`` names: a registry's current version or an artifact directory."""
+    return load_artifact(*resolve_model(path))
+
+
 def resolve_model_path(path: Path) -> Path:
     """A registry's current artifact, or ``path`` itself if it is an artifact directory."""
+    return resolve_model(path)[0]
+
+
+def resolve_model(path: Path) -> tuple[Path, str]:
+    """A registry's current artifact and its version, or ``path`` itself and "" (an artifact
+    directory, which may be named anything)."""
     path = Path(path)
     if path.is_file():
         hint = f"; did you mean {path.parent}?" if path.name in (MANIFEST_FILE, MODEL_FILE) else ""
         raise ArtifactError(f"{path}: is a file, not a model directory (an artifact or a registry){hint}")
     if (path / MANIFEST_FILE).is_file():
-        return path
+        return path, ""
     registry = ModelRegistry(path)
-    current = registry.current_path()
+    current = registry.current()
     if current is None:
         raise ArtifactError(
             f"no model in {path} — run `newstagger train` (or `newstagger models promote VERSION`)"
         )
-    return current
+    return registry.path(current), current

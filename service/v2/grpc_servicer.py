@@ -35,6 +35,7 @@ from service.v2.tensors import (
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 SERVICE_NAME = "inference.GRPCInferenceService"
+INFER_METHOD = f"/{SERVICE_NAME}/ModelInfer"  # the one V2 call that tags: under the server's call limit
 
 
 def _decode_inputs(request: pb.ModelInferRequest, max_articles: int) -> dict[str, list[str]]:

@@ -315,6 +315,7 @@ def test_serve_refuses_a_model_whose_manifest_was_edited(registry: ModelRegistry
     v2 = registry.new_version_dir("v2")
     shutil.copytree(model_dir, v2)
     raw = json.loads((v2 / MANIFEST_FILE).read_text())
+    raw["version"] = "v2"  # the folder's name, so only the labels' edit is at fault
     stance = next(h for h in raw["heads"] if h["name"] == "stance")
     stance["labels"] = list(reversed(stance["labels"]))  # "critical" would come back "supportive"
     (v2 / MANIFEST_FILE).write_text(json.dumps(raw))

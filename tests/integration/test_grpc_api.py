@@ -161,6 +161,9 @@ def test_no_model_is_unavailable_until_one_is_loaded(tmp_path: Path, model_dir: 
         health = health_pb2_grpc.HealthStub(s.channel)
         check = health_pb2.HealthCheckRequest(service="newstagger.v1.TaggerService")
         assert health.Check(check, timeout=5).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        # the admin service can serve without a model: it is how an operator makes one load
+        admin = health_pb2.HealthCheckRequest(service="newstagger.v1.AdminService")
+        assert health.Check(admin, timeout=5).status == health_pb2.HealthCheckResponse.SERVING
         code, details = code_of(s.stub.Tag, pb.TagRequest(article=article(1)), timeout=5)
         assert code == grpc.StatusCode.UNAVAILABLE and details == "no model is loaded"
         batch = pb.TagBatchRequest(articles=[article(1)])

@@ -12,11 +12,14 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service.gen.inference import open_inference_grpc_pb2 as v2
 from service.gen.inference import open_inference_grpc_pb2_grpc as v2_grpc
 from service.gen.newstagger.v1 import tagger_pb2 as pb
+from service.grpc_api import server as grpc_server
 from service.model.registry import ModelRegistry
+from tests.integration.test_grpc_api import BlockingTagger
 from tests.integration.test_grpc_support import Served, serve_in_process
 
 TEXTS = [
@@ -219,3 +222,37 @@ def test_no_model_is_unavailable_and_not_ready(tmp_path: Any) -> None:
         with pytest.raises(grpc.RpcError) as info:
             stub.ModelInfer(infer_request("newstagger", ["a b"], raw=False), timeout=5)
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_infer_shares_taggerservices_call_limit_and_health_still_answers(
+    registry: ModelRegistry, loaded_model: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ModelInfer counts against the one limit of unary tagging calls (--queue-size + 128; here
+    1): beyond it a call is refused at once, whichever API it came by, and probes still answer."""
+    monkeypatch.setattr(grpc_server, "MAX_CONCURRENT_CALLS", 0)
+    tagger = BlockingTagger()
+    with serve_in_process(registry.root, tagger=tagger, queue_size=1, max_batch_size=1) as s:
+        stub = v2_grpc.GRPCInferenceServiceStub(s.channel)
+        request = infer_request(loaded_model.manifest.name, TEXTS[:1], raw=False)
+        held = stub.ModelInfer.future(request, timeout=30)
+        assert tagger.entered.wait(10)  # one ModelInfer in flight: the limit is reached
+        refused = [
+            (stub.ModelInfer, request),
+            (s.stub.Tag, pb.TagRequest(article=pb.Article(id="a", text=TEXTS[0]))),
+        ]
+        for call, message in refused:
+            started = time.monotonic()
+            with pytest.raises(grpc.RpcError) as info:
+                call(message, timeout=3)
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert info.value.details() == "too many calls at once (limit 1); retry later"
+            assert time.monotonic() - started < 2
+        health = health_pb2_grpc.HealthStub(s.channel)
+        for name in ("", "newstagger.v1.TaggerService"):
+            check = health_pb2.HealthCheckRequest(service=name)
+            assert health.Check(check, timeout=2).status == health_pb2.HealthCheckResponse.SERVING
+        assert stub.ServerReady(v2.ServerReadyRequest(), timeout=2).ready  # a probe: not limited
+        assert s.sample("newstagger_grpc_requests_total", method="ModelInfer", code="RESOURCE_EXHAUSTED") == 1
+        tagger.release.set()
+        assert held.result(10).outputs
+        assert stub.ModelInfer(request, timeout=10).outputs  # the slot is free again

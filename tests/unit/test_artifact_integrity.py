@@ -45,6 +45,7 @@ EDITS = pytest.mark.parametrize("edit", [swap_stance_labels, change_thresholds],
 def edited_copy(src: Path, dst: Path, edit: Any, seal: bool = False) -> Path:
     shutil.copytree(src, dst)
     raw = json.loads((dst / MANIFEST_FILE).read_text())
+    raw["version"] = dst.name  # named after its folder, so only ``edit`` is at fault
     edit(raw)
     if seal:
         write_manifest(dst, raw)

@@ -12,10 +12,13 @@ import pytest
 
 from service.cli import main
 from service.core.errors import ArtifactError
+from service.core.tagger import Tagger
+from service.core.types import Article
 from service.model import registry as registry_module
 from service.model.artifact import MODEL_FILE, LoadedModel, load_artifact
 from service.model.manifest import write_manifest
-from service.model.registry import ModelRegistry, resolve_model_path
+from service.model.registry import ModelRegistry, load_model, resolve_model_path
+from service.reloader import ModelReloader
 from tests.conftest import FAST_CONFIG
 from tests.helpers import STARTER
 from training.config import load_config
@@ -222,3 +225,32 @@ def test_train_refuses_a_bad_or_taken_version_before_training(
     assert not (tmp_path / "escaped").exists()
     assert main(["train", "--data", str(missing), "--version", ".x", "--out", str(tmp_path / "o")]) == 2
     assert "must be 1-64 letters" in capsys.readouterr().err
+
+
+def test_a_version_folder_whose_manifest_records_another_version_is_refused(
+    registry: ModelRegistry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """versions/v3 holding a copy of v1 (renamed by hand) would be served and reported as v1:
+    every way in refuses it, naming both, and a running service keeps its model."""
+    shutil.copytree(registry.path("v1"), registry.new_version_dir("v3"))
+    named = "the registry's version 'v3' holds model version 'v1'"
+    assert registry.versions() == ["v1"]
+    assert named in registry.broken()["v3"]
+    with pytest.raises(ArtifactError, match=named):
+        registry.promote("v3")
+    assert registry.current() == "v1"
+    reg = ["--registry", str(registry.root)]
+    assert main(["models", "promote", "v3", *reg]) == 2
+    assert named in capsys.readouterr().err
+    assert main(["models", "list", *reg]) == 0
+    assert "! v3" in capsys.readouterr().out
+    tagger = Tagger()
+    reloader = ModelReloader(tagger, registry.root, None, interval=0)
+    assert reloader.check().result == "loaded"
+    (registry.root / "current").write_text("v3\n")  # the pointer edited by hand
+    outcome = reloader.check()
+    assert (outcome.result, named in outcome.message) == ("refused", True)
+    assert tagger.tag([Article("a", "Ministers met to agree a trade deal.")])[0].model_version == "v1"
+    with pytest.raises(ArtifactError, match=named):
+        load_model(registry.root)  # what `tag`, `evaluate` and newstagger.load use
+    assert load_model(registry.path("v3")).manifest.version == "v1"  # an artifact directory: any name
