@@ -98,7 +98,7 @@ def load(path: str | Path, max_text_bytes: int = 1_000_000) -> Tagger:
     directory. Raises ArtifactError (a NewstaggerError) saying what is wrong."""
     _check()
     from service.core.tagger import Tagger
-    from service.model.registry import load_model
+    from service.model.locate import load_model
 
     return Tagger(load_model(Path(path)), max_text_bytes=max_text_bytes)
 

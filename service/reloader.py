@@ -25,8 +25,9 @@ from service.core.tagger import Tagger
 from service.core.types import Article
 from service.metrics import Metrics
 from service.model.artifact import MODEL_FILE, LoadedModel, load_artifact
+from service.model.locate import resolve_model
 from service.model.manifest import MANIFEST_FILE
-from service.model.registry import lost_heads, resolve_model
+from service.model.registry import lost_heads
 
 logger = logging.getLogger(__name__)
 

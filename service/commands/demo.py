@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from service.core.errors import ArtifactError, NewstaggerError
-from service.model.registry import resolve_model_path
+from service.model.locate import resolve_model_path
 from service.settings import DEFAULT_GRPC_PORT, DEFAULT_METRICS_PORT, MODEL_DIR_HELP, default_model_dir
 
 STARTER_DEV = Path(__file__).resolve().parents[2] / "training" / "starter" / "dev.jsonl"

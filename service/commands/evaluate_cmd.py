@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from service.core.errors import NewstaggerError
-from service.model.registry import load_model
+from service.model.locate import load_model
 from service.settings import MODEL_DIR_HELP, default_model_dir
 
 

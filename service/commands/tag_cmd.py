@@ -20,7 +20,7 @@ from typing import Any, TextIO
 from service.core.errors import InvalidArticle, NewstaggerError
 from service.core.tagger import Tagger
 from service.core.types import Article, TagOptions, result_to_json
-from service.model.registry import load_model
+from service.model.locate import load_model
 from service.settings import MODEL_DIR_HELP, default_model_dir
 
 DESCRIPTION = (

@@ -59,6 +59,13 @@ def validate_article(article: Article, max_text_bytes: int) -> None:
     _field_size(article_id, "target", article.target, MAX_TARGET_BYTES, "invalid_article")
 
 
+def check_head_count(count: int) -> None:
+    """Raise InvalidRequest for more than MAX_HEADS head names (adapters call it before they
+    decode the names: a 14 MiB request can name millions)."""
+    if count > MAX_HEADS:
+        raise InvalidRequest(f"{count} head names; the limit is {MAX_HEADS}")
+
+
 def check_options(options: TagOptions, heads: Collection[str] | None) -> None:
     """Raise InvalidRequest for bad options; head names are checked against ``heads`` (the
     model's) when given."""
@@ -68,8 +75,7 @@ def check_options(options: TagOptions, heads: Collection[str] | None) -> None:
         raise InvalidRequest("min_score must be between 0 and 1")
     if not options.heads:
         return
-    if len(options.heads) > MAX_HEADS:
-        raise InvalidRequest(f"{len(options.heads)} head names; the limit is {MAX_HEADS}")
+    check_head_count(len(options.heads))
     long = next((h for h in options.heads if utf8_size(h, MAX_HEAD_NAME_BYTES) > MAX_HEAD_NAME_BYTES), None)
     if long is not None:
         raise InvalidRequest(f"head name {quote(long)} is over the limit of {MAX_HEAD_NAME_BYTES} bytes")

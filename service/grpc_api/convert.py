@@ -8,6 +8,7 @@ from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from service.core.types import DEFAULT_OPTIONS, Article, HeadResult, TagOptions, TagResult
+from service.core.validation import check_head_count
 from service.gen.newstagger.v1 import tagger_pb2 as pb
 from service.model.artifact import LoadedModel
 
@@ -17,6 +18,7 @@ def to_article(message: pb.Article) -> Article:
 
 
 def to_options(message: pb.TagOptions) -> TagOptions:
+    check_head_count(len(message.heads))  # before millions of names become Python strings
     if not message.ByteSize():  # nothing set (the common case): the shared default
         return DEFAULT_OPTIONS
     return TagOptions(

@@ -16,8 +16,9 @@ from service.core.tagger import Tagger
 from service.core.types import Article
 from service.model import registry as registry_module
 from service.model.artifact import MODEL_FILE, LoadedModel, load_artifact
+from service.model.locate import load_model, resolve_model_path
 from service.model.manifest import write_manifest
-from service.model.registry import ModelRegistry, load_model, resolve_model_path
+from service.model.registry import ModelRegistry
 from service.reloader import ModelReloader
 from tests.conftest import FAST_CONFIG
 from tests.helpers import STARTER
