@@ -54,9 +54,9 @@ def test_a_char4_model_saves_loads_and_scores_the_same(tmp_path: Path) -> None:
         features=replace(FAST_CONFIG.features, char4=True),
         thresholds=replace(FAST_CONFIG.thresholds, cv_folds=0),
     )
-    in_memory = fit_model(load_dataset([STARTER / "train.jsonl"], config), config)
+    in_memory = fit_model(load_dataset([STARTER / "dev.jsonl"], config), config)
     out = tmp_path / "model"
-    train([STARTER / "train.jsonl"], out, config, [STARTER / "dev.jsonl"], version="c4")
+    train([STARTER / "dev.jsonl"], out, config, version="c4")
     loaded = load_artifact(out)
     union = loaded.model.featurizers["text"].steps[-1][1].transformer_
     char4 = dict(union.transformer_list)["char4"]

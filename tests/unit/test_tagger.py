@@ -28,10 +28,10 @@ ARTICLES = [
 
 @pytest.fixture(scope="module")
 def other_model(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
-    """A second, different model (another C) with version v2."""
+    """A second, different model (another C, the starter's dev rows) with version v2."""
     out = tmp_path_factory.mktemp("other") / "v2"
     config = replace(FAST_CONFIG, classifier=ClassifierConfig(C=0.3))
-    train([STARTER / "train.jsonl"], out, config, [STARTER / "dev.jsonl"], version="v2")
+    train([STARTER / "dev.jsonl"], out, config, version="v2")
     return load_artifact(out)
 
 
