@@ -112,7 +112,7 @@ class IdleProbe:
         self._at = time.monotonic() + self.every
 
     def heard(self) -> None:
-        """A poll returned records: the broker answered."""
+        """The broker answered (a poll returned records, or a check succeeded)."""
         self.broker.fine("poll")
         self._at = time.monotonic() + self.every
 
@@ -131,5 +131,4 @@ class IdleProbe:
             backoff = self.broker.trouble("poll", exc)  # StreamFailed past the retry limit
             self._at = time.monotonic() + min(backoff, self.every)
             return
-        self.broker.fine("poll")
-        self._at = time.monotonic() + self.every
+        self.heard()
