@@ -130,7 +130,7 @@ class MicroBatcher:
         if not self._thread.is_alive():
             self._fail_queued()
 
-    # --- admission (called with the lock held) ---
+    # --- admission (_admit and _push are called with the lock held) ---
 
     def _item(self, article: Article, options: TagOptions, deadline: float | None) -> QueuedArticle:
         self.tagger.require_model()
