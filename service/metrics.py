@@ -1,8 +1,9 @@
 """Every Prometheus metric newstagger exports, built on an injected CollectorRegistry.
 
-Names carry their unit; labels are bounded sets (method, code, head, label, topic, partition,
-reason, result), never article ids or free text. Adapters record through a ``Metrics`` object
-handed to them; tests build their own registry and need no cleanup.
+Names carry their unit; labels are bounded sets (method, code, route, status, head, label, topic,
+partition, reason, kind, operation, result, model name and version), never article ids or free
+text. Adapters record through a ``Metrics`` object handed to them; tests build their own
+registry and need no cleanup.
 
 With several server processes, set PROMETHEUS_MULTIPROC_DIR: every process writes its samples
 there and ``build_registry`` aggregates them (gauges by the mode given below).

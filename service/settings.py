@@ -73,7 +73,7 @@ class Settings(BaseSettings):
         16 << 20, ge=1024, description="Largest HTTP request body accepted (bigger ones get 413)."
     )
 
-    # --- batching (shared by gRPC and Kafka) ---
+    # --- batching (shared by gRPC, HTTP and Kafka) ---
     max_batch_size: int = Field(64, ge=1, description="Most articles the micro-batcher tags in one call.")
     max_wait_ms: float = Field(
         0.0,

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from service.core.errors import DataError
-from service.core.types import Article
+from service.core.types import ARTICLE_FIELDS, Article
 from training.config import HeadConfig, TrainConfig
-from training.records import BASE_FIELDS, csv_labels, is_csv, looks_multi, read_records
+from training.records import csv_labels, is_csv, looks_multi, read_records
 
 LOOKS_LIKE_A_LIST = re.compile(r"[^,;|]+(?:[,;|][^,;|]+)+")
 
@@ -81,7 +81,7 @@ def _infer_heads(
         declared.setdefault(name, HeadConfig())
     if group_field in declared:
         raise DataError(f"field {group_field!r} cannot be both a head and the group field")
-    skip = {*BASE_FIELDS, *config.ignore_fields, group_field}
+    skip = {*ARTICLE_FIELDS, *config.ignore_fields, group_field}
     found: dict[str, str] = {}  # label field -> "multi" | "single", in order of first appearance
     for path, _, record in records:
         for key, value in record.items():
@@ -196,7 +196,7 @@ def label_fields(paths: Sequence[Path]) -> set[str]:
     fields: set[str] = set()
     for path in paths:
         for _, record in read_records(Path(path))[0]:
-            fields.update(k for k in record if k not in BASE_FIELDS)
+            fields.update(k for k in record if k not in ARTICLE_FIELDS)
     return fields
 
 

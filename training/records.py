@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from service.core.errors import DataError
+from service.core.types import ARTICLE_FIELDS
 
-BASE_FIELDS = ("id", "title", "text", "target")
 LABEL_SEPARATOR = "|"  # between the labels of a multi-label CSV cell
 
 
@@ -78,7 +78,9 @@ def _csv_records(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
                         f"{path}:{reader.line_num}: a value in column {i + 1}, unnamed in the header"
                     )
             record = {
-                k: v for k, v in zip(header, cells, strict=True) if k.strip() and (k not in BASE_FIELDS or v)
+                k: v
+                for k, v in zip(header, cells, strict=True)
+                if k.strip() and (k not in ARTICLE_FIELDS or v)
             }
             records.append((reader.line_num, record))
     except csv.Error as exc:

@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from service.core.errors import ArtifactError, NewstaggerError
+from service.core.types import ARTICLE_FIELDS
 from service.model.locate import resolve_model_path
 from service.settings import DEFAULT_GRPC_PORT, DEFAULT_METRICS_PORT, MODEL_DIR_HELP, default_model_dir
 
 STARTER_DEV = Path(__file__).resolve().parents[2] / "training" / "starter" / "dev.jsonl"
 DEMO_KAFKA_PORT = 9092  # the Kafka default, so the README's consumer snippet works as written
-NOT_LABELS = ("id", "title", "text", "target")
 
 
 def register(sub: Any) -> None:
@@ -152,7 +152,7 @@ def _feed_and_print(bootstrap: str, topics: dict[str, str], count: int, timeout:
     articles = [json.loads(line) for line in STARTER_DEV.read_text(encoding="utf-8").splitlines() if line][
         :count
     ]
-    expected = {a["id"]: {k: v for k, v in a.items() if k not in NOT_LABELS} for a in articles}
+    expected = {a["id"]: {k: v for k, v in a.items() if k not in ARTICLE_FIELDS} for a in articles}
     consumer = KafkaConsumer(
         topics["output"],
         bootstrap_servers=bootstrap,

@@ -91,7 +91,6 @@ def register(sub: Any) -> None:
 @dataclass
 class CollectStats:
     events: int = 0
-    valid: int = 0
     new_ids: int = 0
     updated: int = 0
     invalid: int = 0
@@ -179,7 +178,6 @@ def _collect(args: argparse.Namespace) -> int:
                     except DataError as exc:
                         stats.reject(f"{tp.topic}[{tp.partition}]@{record.offset}", str(exc))
                         continue
-                    stats.valid += 1
                     dirty = True
                     if merge(rows, row):
                         stats.new_ids += 1

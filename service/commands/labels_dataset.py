@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from service.core.errors import DataError
-
-BASE_FIELDS = ("id", "text", "title", "target")
+from service.core.types import ARTICLE_FIELDS
 
 
 def validate_event(value: bytes | None) -> dict[str, Any]:
@@ -36,7 +35,7 @@ def validate_event(value: bytes | None) -> dict[str, Any]:
     for key in ("title", "target"):
         if record.get(key) is not None and not isinstance(record[key], str):
             raise DataError(f"id {rid!r}: field {key!r}: must be a string")
-    heads = {k: v for k, v in record.items() if k not in BASE_FIELDS}
+    heads = {k: v for k, v in record.items() if k not in ARTICLE_FIELDS}
     if not heads:
         raise DataError(f"id {rid!r}: no label field (e.g. 'topics' or 'stance')")
     for key, labels in heads.items():

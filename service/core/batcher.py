@@ -3,8 +3,8 @@
 One worker thread takes whatever is queued (up to ``max_batch_size`` articles and about
 ``MAX_BATCH_SECONDS`` of work) the moment the model is idle, so a lone caller waits for nothing,
 and under load calls that arrive during one predict ride together in the next. ``max_wait_ms`` > 0
-additionally holds a non-full batch that long. Both the gRPC API and the Kafka worker tag through
-the same batcher.
+additionally holds a non-full batch that long. The gRPC and HTTP APIs and the Kafka worker all tag
+through the same batcher.
 
 Admission is by expected seconds of work, not only by count: every article's cost is estimated
 from its length and the model time per character measured on recent batches (``CostModel``).
@@ -105,40 +105,9 @@ class MicroBatcher:
         self.tagger.validate(article, options)
         item = self._item(article, options, deadline)
         with self._cond:
-            self._admit(item, check_deadline=True)
+            self._admit(item)
             self._push(item)
         return item.future
-
-    def submit_many(
-        self, articles: Sequence[Article], options: TagOptions = DEFAULT_OPTIONS, block: bool = True
-    ) -> list[Future[TagResult]]:
-        """Queue many articles; an invalid one gets a failed future and fails alone. With
-        ``block`` it waits for room instead of raising Overloaded (the Kafka worker's
-        backpressure: it simply stops polling while it waits)."""
-        futures = []
-        for article in articles:
-            try:
-                self.tagger.validate(article, options)
-            except ModelNotReady:
-                raise
-            except Exception as exc:  # noqa: BLE001 - handed to the caller through the future
-                failed: Future[TagResult] = Future()
-                failed.set_exception(exc)
-                futures.append(failed)
-                continue
-            item = self._item(article, options, None)
-            with self._cond:
-                while True:
-                    try:
-                        self._admit(item, check_deadline=False)
-                        break
-                    except Overloaded:
-                        if not block:
-                            raise
-                    self._cond.wait(1.0)
-                self._push(item)
-            futures.append(item.future)
-        return futures
 
     def tag(
         self, article: Article, options: TagOptions = DEFAULT_OPTIONS, timeout: float | None = None
@@ -161,7 +130,7 @@ class MicroBatcher:
         if not self._thread.is_alive():
             self._fail_queued()
 
-    # --- admission (called with the lock held) ---
+    # --- admission (_admit and _push are called with the lock held) ---
 
     def _item(self, article: Article, options: TagOptions, deadline: float | None) -> QueuedArticle:
         self.tagger.require_model()
@@ -169,7 +138,7 @@ class MicroBatcher:
         cost = chars * self.costs.seconds_per_char
         return QueuedArticle(article, options, Future(), time.monotonic(), deadline, chars, cost)
 
-    def _admit(self, item: QueuedArticle, check_deadline: bool) -> None:
+    def _admit(self, item: QueuedArticle) -> None:
         if not self.alive():
             raise ModelNotReady("the service is shutting down" if self._closed else "the batcher has stopped")
         if len(self._items) >= self.queue_size:
@@ -177,7 +146,7 @@ class MicroBatcher:
         wait = self.expected_wait()
         if wait > self.max_queue_seconds:
             raise Overloaded(f"queue full (about {wait:.1f}s of work waiting); retry later")
-        if check_deadline and item.deadline is not None:
+        if item.deadline is not None:
             if item.enqueued + item.cost > item.deadline:
                 raise DeadlineExceeded("the deadline is too short to tag this article")
             if item.enqueued + DEADLINE_SAFETY * (wait + item.cost) > item.deadline:
@@ -237,7 +206,6 @@ class MicroBatcher:
             if not self._items:
                 self._queued_seconds = 0.0  # no drift
             self._busy_until = time.monotonic() + cost
-            self._cond.notify_all()  # room for a blocked submit_many
             return batch
 
     def _fail_queued(self) -> None:

@@ -17,6 +17,10 @@ class Article:
     target: str = ""
 
 
+#: The fields of a labelled data row that make its Article; every other field is a label field.
+ARTICLE_FIELDS = ("id", "text", "title", "target")
+
+
 @dataclass(frozen=True, slots=True)
 class TagOptions:
     """Per-call options. ``heads=()`` means every head of the model."""
@@ -60,8 +64,9 @@ def _score(value: float) -> float:
     return value if math.isfinite(value) else 0.0
 
 
-def result_to_json(result: TagResult, explanations: bool = True) -> dict[str, Any]:
-    """The one JSON shape of a result, shared by `newstagger tag` and tagged Kafka events."""
+def result_to_json(result: TagResult) -> dict[str, Any]:
+    """The one JSON shape of a result, shared by `newstagger tag`, the REST API and tagged Kafka
+    events."""
     heads = []
     for h in result.heads:
         head: dict[str, Any] = {
@@ -70,7 +75,7 @@ def result_to_json(result: TagResult, explanations: bool = True) -> dict[str, An
             "labels": [{"label": s.label, "score": _score(s.score)} for s in h.labels],
             "scores": [{"label": s.label, "score": _score(s.score)} for s in h.scores],
         }
-        if explanations and h.explanations:
+        if h.explanations:
             head["explanations"] = {label: list(terms) for label, terms in h.explanations.items()}
         heads.append(head)
     return {

@@ -1,6 +1,6 @@
 """The one validation of what a caller sends: an article's fields and the per-call options.
 
-Every door calls it (``MicroBatcher.submit`` for gRPC and Kafka, ``Tagger.tag`` for direct
+Every door calls it (``MicroBatcher.submit`` for gRPC, HTTP and Kafka, ``Tagger.tag`` for direct
 callers, the Kafka codec for dead-letter reasons). Messages quote caller input only cut short
 (``quote``), so a huge id or head name cannot make an error message huge.
 """

@@ -148,10 +148,6 @@ class ModelRegistry:
                 out.append(HistoryEntry(parts[0], parts[1], parts[2]))
         return out
 
-    def history(self) -> list[str]:
-        """Versions in the order they were made current (promotions and rollbacks)."""
-        return [e.version for e in self.entries()]
-
     def lineage(self) -> list[str]:
         """The rollback stack: the served version last, the one a rollback returns to before it."""
         stack: list[str] = []

@@ -47,6 +47,7 @@ from service.stream.tagging import Submit, Tagging
 logger = logging.getLogger(__name__)
 
 FLUSH_BUDGET_S = 1.0
+COMMIT_INTERVAL_S = 1.0  # a commit is due this long after the last (sooner with many records in flight)
 #: a commit waits at most this (a quarter of the grace period if shorter)
 COMMIT_TIMEOUT_S = 5.0
 #: of the grace period, what closing the clients is given (at most; a quarter of it if shorter)
@@ -63,12 +64,10 @@ class StreamWorker:
         submit: Submit,
         metrics: Metrics,
         model_version: Callable[[], str],
-        commit_interval_s: float = 1.0,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
         self._model_version = model_version
-        self.commit_interval_s = commit_interval_s
         self.passthrough = tuple(f.strip() for f in settings.passthrough_fields.split(",") if f.strip())
         self._stopping = threading.Event()
         self._stop_deadline = float("inf")
@@ -86,7 +85,6 @@ class StreamWorker:
         self._publisher: Publisher | None = None
         self._last_commit = time.monotonic()
         self._probe = IdleProbe(self._broker, settings.stream_retry_seconds)
-        self._done = threading.Event()
         self._closing = False
 
     @property
@@ -117,9 +115,6 @@ class StreamWorker:
             self._stop_deadline = time.monotonic() + self.settings.grace_seconds
             self._stopping.set()
 
-    def wait_stopped(self, timeout: float | None = None) -> bool:
-        return self._done.wait(timeout)
-
     def run(self) -> None:
         """Until ``stop``; raises StreamFailed (after closing the clients) if it cannot go on."""
         try:
@@ -134,7 +129,6 @@ class StreamWorker:
             raise
         finally:
             self._close()
-            self._done.set()
 
     # --- the loop -----------------------------------------------------------------------------
     def _start(self) -> None:
@@ -218,7 +212,7 @@ class StreamWorker:
             return False
         if self._book.in_flight >= self.settings.max_in_flight_records // 2:
             return True
-        return time.monotonic() - self._last_commit >= self.commit_interval_s
+        return time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S
 
     def _commit(self, until: float) -> None:
         """Flush (until the monotonic time ``until``), then commit what is acknowledged."""

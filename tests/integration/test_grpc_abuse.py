@@ -10,7 +10,7 @@ import shutil
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,14 +19,13 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from service.core.tagger import Tagger
-from service.core.types import DEFAULT_OPTIONS, Article, TagResult
 from service.gen.newstagger.v1 import tagger_pb2 as pb
 from service.gen.newstagger.v1 import tagger_pb2_grpc as pb_grpc
 from service.http import HealthServer
 from service.model.manifest import MANIFEST_FILE
 from service.model.registry import ModelRegistry
 from tests.helpers import wait_for
+from tests.integration.test_grpc_api import BlockingTagger
 from tests.integration.test_grpc_support import Served, serve_in_process
 
 TEXT = "Officials met in the capital on Monday to discuss the ceasefire agreement and next steps."
@@ -255,22 +254,6 @@ def test_garbage_bytes_are_invalid_argument_and_counted(served: Served) -> None:
     counted = 'newstagger_grpc_requests_total{code="INVALID_ARGUMENT",method="'
     assert metric_line(text, counted + 'Tag"}') == 1
     assert metric_line(text, counted + 'TagStream"}') == 1
-
-
-class BlockingTagger(Tagger):
-    """Blocks inside ``tag`` until released; records which articles it computed."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.entered = threading.Event()
-        self.release = threading.Event()
-        self.computed: list[str] = []
-
-    def tag(self, articles: Sequence[Article], options: Any = DEFAULT_OPTIONS) -> list[TagResult]:
-        self.computed += [a.id for a in articles]
-        self.entered.set()
-        assert self.release.wait(30)
-        return super().tag(articles, options)
 
 
 def test_cancelled_batch_and_stream_calls_leave_no_work_behind(registry: ModelRegistry) -> None:

@@ -91,7 +91,7 @@ def test_concurrent_submits_are_coalesced(tagger: GatedTagger, batcher: MicroBat
 def test_results_match_direct_tagging(loaded_model: LoadedModel, batcher: MicroBatcher) -> None:
     arts = [article(i, t) for i, t in enumerate(["Sanctions were tightened.", "The cup final was won."])]
     direct = Tagger(loaded_model).tag(arts)
-    via = [f.result(WAIT) for f in batcher.submit_many(arts)]
+    via = [batcher.submit(a).result(WAIT) for a in arts]
     assert via == direct
 
 
@@ -99,7 +99,7 @@ def test_batches_respect_max_batch_size(tagger: GatedTagger, loaded_model: Loade
     b = MicroBatcher(tagger, max_batch_size=4, queue_size=100)
     try:
         hold_worker(tagger, b)
-        futures = b.submit_many([article(i) for i in range(10)])
+        futures = [b.submit(article(i)) for i in range(10)]
         tagger.gate.set()
         assert len([f.result(WAIT) for f in futures]) == 10
         assert [len(x) for x in tagger.batches] == [1, 4, 4, 2]
@@ -133,8 +133,6 @@ def test_full_queue_raises_overloaded(tagger: GatedTagger) -> None:
         queued = [b.submit(article(1)), b.submit(article(2))]
         with pytest.raises(Overloaded, match="queue full"):
             b.submit(article(3))
-        with pytest.raises(Overloaded):
-            b.submit_many([article(4)], block=False)
         tagger.gate.set()
         assert [f.result(WAIT).article_id for f in queued] == ["1", "2"]
         assert b.submit(article(5)).result(WAIT).article_id == "5"  # room again
@@ -170,17 +168,15 @@ def test_a_bad_article_is_refused_at_the_door_alone(tagger: GatedTagger, batcher
         batcher.submit(Article("empty", "   "))
     with pytest.raises(InvalidRequest, match="unknown head"):
         batcher.submit(article("bad-head"), TagOptions(heads=("region",)))
-    mixed = batcher.submit_many([article(3), Article("empty", "")])
+    good.append(batcher.submit(article(3)))
     tagger.gate.set()
-    assert [f.result(WAIT).article_id for f in [*good, mixed[0]]] == ["0", "1", "2", "3"]
-    with pytest.raises(InvalidArticle, match="empty"):
-        mixed[1].result(WAIT)
+    assert [f.result(WAIT).article_id for f in good] == ["0", "1", "2", "3"]
 
 
 def test_close_drains_what_is_queued(tagger: GatedTagger, loaded_model: LoadedModel) -> None:
     b = MicroBatcher(tagger, max_batch_size=4, queue_size=100)
     first = hold_worker(tagger, b)
-    futures = b.submit_many([article(i) for i in range(10)])
+    futures = [b.submit(article(i)) for i in range(10)]
     closer = threading.Thread(target=b.close, args=(WAIT,))
     closer.start()
     wait_for(lambda: b._closed, WAIT, what="closing")
@@ -210,7 +206,7 @@ def test_observers_see_each_batch(tagger: GatedTagger) -> None:
     )
     try:
         hold_worker(tagger, b)
-        futures = b.submit_many([article(i) for i in range(3)])
+        futures = [b.submit(article(i)) for i in range(3)]
         tagger.gate.set()
         [f.result(WAIT) for f in futures]
         wait_for(lambda: len(seen) == 4, WAIT, what="observers")

@@ -42,9 +42,7 @@ def test_a_batch_of_results_wakes_the_loop_once(loaded_model: LoadedModel) -> No
         batcher = MicroBatcher(Tagger(loaded_model), max_batch_size=64)
         batcher.add_listener(bridge)
         try:
-            futures = batcher.submit_many(
-                [Article(f"a{i}", f"text number {i} about markets") for i in range(20)]
-            )
+            futures = [batcher.submit(Article(f"a{i}", f"text number {i} about markets")) for i in range(20)]
             results = await asyncio.gather(*(bridge.wait(f) for f in futures))
         finally:
             batcher.close(10)
