@@ -130,10 +130,18 @@ def load_settings(args: argparse.Namespace) -> Settings:
     try:
         return Settings(**given)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{_flag(str(e['loc'][0])) if e['loc'] else 'settings'}: {e['msg']}" for e in exc.errors()
-        )
-        raise SystemExit(f"newstagger: invalid settings: {problems}") from None
+        problems = "; ".join(f"{_source(e['loc'], given)}: {e['msg']}" for e in exc.errors())
+        raise NewstaggerError(f"invalid settings: {problems}") from None
+
+
+def _source(loc: tuple[int | str, ...], given: dict[str, Any]) -> str:
+    """Where a bad setting came from: its flag if given on the command line, else its variable."""
+    if not loc:
+        return "settings"
+    name = str(loc[0])
+    if name in given:
+        return _flag(name)
+    return env_name(name) if name in Settings.model_fields else name
 
 
 def _runtime_parser(sub: Any, name: str, help_text: str, groups: Sequence[tuple[str, Sequence[str]]]) -> Any:

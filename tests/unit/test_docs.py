@@ -140,3 +140,16 @@ def test_readme_docker_and_helm_steps_use_one_image() -> None:
     repository = re.search(r"--set image\.repository=(\S+)", deploy)
     tag = re.search(r"--set image\.tag=(\S+)", deploy)
     assert repository and tag and built == f"{repository.group(1)}:{tag.group(1)}"
+
+
+def test_a_bad_setting_names_the_flag_or_the_variable_it_came_from(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.cli import main
+
+    monkeypatch.setenv("NEWSTAGGER_PORT", "abc")
+    assert main(["serve"]) == 2
+    assert capsys.readouterr().err.startswith("newstagger serve: invalid settings: NEWSTAGGER_PORT: ")
+    monkeypatch.delenv("NEWSTAGGER_PORT")
+    assert main(["stream", "--metrics-port", "-1"]) == 2
+    assert capsys.readouterr().err.startswith("newstagger stream: invalid settings: --metrics-port: ")
