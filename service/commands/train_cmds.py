@@ -131,7 +131,8 @@ def register(sub: Any) -> None:
         nargs="+",
         default=None,
         metavar="FILE",
-        help="Evaluation set of the gate (default: the --dev files, else the held-out part of --data).",
+        help="Evaluation set of the gate (default: the --dev files; else the --data rows, the new model "
+        "judged there by its cross-validated estimate).",
     )
     gate.add_argument(
         "--gate-metric",
