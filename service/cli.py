@@ -105,7 +105,7 @@ def add_settings_flags(parser: argparse.ArgumentParser, names: Sequence[str], ti
         shown = "unset" if default is None else ("***" if isinstance(default, SecretStr) else default)
         env = env_name(name) + (" or KAFKA_BOOTSTRAP_SERVERS" if name == "bootstrap_servers" else "")
         help_text = f"{info.description} [env {env}; default {shown}]".replace("%", "%%")
-        choices = get_args(info.annotation) if get_origin(info.annotation) is Literal else None
+        choices = _choices(info.annotation)
         if info.annotation is bool:
             group.add_argument(
                 _flag(name),
@@ -123,6 +123,14 @@ def add_settings_flags(parser: argparse.ArgumentParser, names: Sequence[str], ti
                 choices=choices,
                 metavar="{" + ",".join(choices) + "}" if choices else name.upper(),
             )
+
+
+def _choices(annotation: Any) -> tuple[str, ...] | None:
+    """A Literal setting's values (also of an optional one: ``Literal[...] | None``)."""
+    if get_origin(annotation) is Literal:
+        return get_args(annotation)
+    literal = [a for a in get_args(annotation) if get_origin(a) is Literal]
+    return get_args(literal[0]) if literal else None
 
 
 def load_settings(args: argparse.Namespace) -> Settings:

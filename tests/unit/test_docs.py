@@ -96,6 +96,8 @@ def test_help_lists_defaults_and_env(command: str, capsys: pytest.CaptureFixture
     assert "default" in text
     if command in ("serve", "stream"):
         assert "NEWSTAGGER_MODEL_DIR" in text and "env " in text
+        # docs/events.md lists the mechanisms; an optional choice shows them too
+        assert "--kafka-sasl-mechanism {PLAIN,SCRAM-SHA-256,SCRAM-SHA-512}" in text
 
 
 def test_nothing_a_user_reads_or_runs_points_outside_the_repository() -> None:
