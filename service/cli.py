@@ -105,7 +105,7 @@ def add_settings_flags(parser: argparse.ArgumentParser, names: Sequence[str], ti
         shown = "unset" if default is None else ("***" if isinstance(default, SecretStr) else default)
         env = env_name(name) + (" or KAFKA_BOOTSTRAP_SERVERS" if name == "bootstrap_servers" else "")
         help_text = f"{info.description} [env {env}; default {shown}]".replace("%", "%%")
-        choices = get_args(info.annotation) if get_origin(info.annotation) is Literal else None
+        choices = _choices(info.annotation)
         if info.annotation is bool:
             group.add_argument(
                 _flag(name),
@@ -125,15 +125,31 @@ def add_settings_flags(parser: argparse.ArgumentParser, names: Sequence[str], ti
             )
 
 
+def _choices(annotation: Any) -> tuple[str, ...] | None:
+    """A Literal setting's values (also of an optional one: ``Literal[...] | None``)."""
+    if get_origin(annotation) is Literal:
+        return get_args(annotation)
+    literal = [a for a in get_args(annotation) if get_origin(a) is Literal]
+    return get_args(literal[0]) if literal else None
+
+
 def load_settings(args: argparse.Namespace) -> Settings:
     given = {k: v for k, v in vars(args).items() if k in Settings.model_fields}
     try:
         return Settings(**given)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{_flag(str(e['loc'][0])) if e['loc'] else 'settings'}: {e['msg']}" for e in exc.errors()
-        )
-        raise SystemExit(f"newstagger: invalid settings: {problems}") from None
+        problems = "; ".join(f"{_source(e['loc'], given)}: {e['msg']}" for e in exc.errors())
+        raise NewstaggerError(f"invalid settings: {problems}") from None
+
+
+def _source(loc: tuple[int | str, ...], given: dict[str, Any]) -> str:
+    """Where a bad setting came from: its flag if given on the command line, else its variable."""
+    if not loc:
+        return "settings"
+    name = str(loc[0])
+    if name in given:
+        return _flag(name)
+    return env_name(name) if name in Settings.model_fields else name
 
 
 def _runtime_parser(sub: Any, name: str, help_text: str, groups: Sequence[tuple[str, Sequence[str]]]) -> Any:

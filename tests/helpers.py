@@ -72,10 +72,11 @@ def tansu_binary() -> Path:
 
 
 @contextmanager
-def tansu_broker() -> Iterator[str]:
-    """A real Kafka-protocol broker on a free loopback port; yields 'host:port'."""
-    for _attempt in range(5):
-        port = free_port()
+def tansu_broker(port: int | None = None) -> Iterator[str]:
+    """A real Kafka-protocol broker on a free loopback port (or on ``port``); yields 'host:port'."""
+    wanted = port
+    for _attempt in range(1 if wanted else 5):
+        port = wanted or free_port()
         url = f"tcp://127.0.0.1:{port}"
         proc = subprocess.Popen(
             [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url],

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from service.core.errors import InvalidArticle, NewstaggerError
+from service.core.errors import InvalidArticle, InvalidRequest, NewstaggerError
 from service.core.tagger import Tagger
 from service.core.types import Article, TagOptions, result_to_json
 from service.model.locate import load_model
@@ -131,7 +131,15 @@ def _next_now(lines: queue.Queue[Line | Exception | None]) -> Line | Exception |
 def _tag(args: argparse.Namespace) -> int:
     tagger = Tagger(load_model(args.model))
     options = TagOptions(tuple(args.heads), args.top_k, args.min_score, args.explain)
-    tagger.check_options(options)
+    try:
+        tagger.check_options(options)
+    except InvalidRequest as exc:
+        # `tag --heads topics articles.jsonl`: --heads took the file too (it takes every word after it)
+        files = [h for h in args.heads if args.input is None and Path(h).is_file()]
+        if files:
+            hint = f"{files[0]} is a file: put FILE before --heads, or after --"
+            raise InvalidRequest(f"{exc} ({hint})") from None
+        raise
     if args.input is None:
         source, opened = "<stdin>", contextlib.nullcontext(sys.stdin)
     elif args.input.is_dir():

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from service.core.errors import ArtifactError, NewstaggerError
+from service.model.artifact import check_new_artifact_dir
 from service.model.errors import HeadsChanged
 from service.model.registry import ModelRegistry, check_version_name
 from service.settings import MODEL_DIR_HELP, default_model_dir
@@ -130,7 +131,8 @@ def register(sub: Any) -> None:
         nargs="+",
         default=None,
         metavar="FILE",
-        help="Evaluation set of the gate (default: the --dev files, else the held-out part of --data).",
+        help="Evaluation set of the gate (default: the --dev files; else the --data rows, the new model "
+        "judged there by its cross-validated estimate).",
     )
     gate.add_argument(
         "--gate-metric",
@@ -173,6 +175,8 @@ def _train(args: argparse.Namespace) -> int:
         registry.check_new_version(args.version)
     elif args.version:
         check_version_name(args.version)
+    if args.out is not None:  # like the version's name: refused now, not after the training
+        check_new_artifact_dir(args.out)
     config = load_config(args.config or (STARTER_CONFIG if args.data is None else None))
     if args.group_field is not None:
         config = replace(config, group_field=args.group_field)

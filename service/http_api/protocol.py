@@ -43,7 +43,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_complete = False
-        self._head_bytes = 0
+        self._head_bytes = 0  # of the head being read, counted before the parser sees them
+        self._tail = b""  # the last bytes read, in case the blank line ending a head is split
         self._read_timer: asyncio.TimerHandle | None = None
         self._refused = False
 
@@ -61,9 +62,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
-        super().data_received(data)
-        if self._read_timer is not None and not self._head_complete:
-            self._head_bytes += len(data)
+        if not self._head_complete:
+            # the head's share of this read: up to its blank line if the read holds it (a head
+            # that arrives whole in one read counts as much as one that trickles in)
+            seen = self._tail + data
+            end = seen.find(b"\r\n\r\n")
+            self._head_bytes += len(data) if end < 0 else max(0, end + 4 - len(self._tail))
+            self._tail = seen[-3:]
             if self._head_bytes > MAX_HEAD_BYTES:
                 self._refuse(
                     431,
@@ -71,11 +76,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                     "INVALID_ARGUMENT",
                     f"request line and headers over {MAX_HEAD_BYTES} bytes",
                 )
+                return
+        super().data_received(data)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._head_complete = False
-        self._head_bytes = 0
         self._arm()
 
     def on_headers_complete(self) -> None:
@@ -84,6 +90,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._disarm()
+        self._head_complete, self._head_bytes, self._tail = False, 0, b""  # the next request's head
         super().on_message_complete()
 
     def _arm(self) -> None:

@@ -127,6 +127,16 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def check_new_artifact_dir(out_dir: Path) -> None:
+    """Raise ArtifactError unless ``out_dir`` is free for a new artifact: absent or an empty
+    directory (``train --out`` checks it before training, ``save_artifact`` again at the end)."""
+    if out_dir.is_dir():
+        if any(out_dir.iterdir()):
+            raise ArtifactError(f"{out_dir} exists and is not empty; choose a new --out")
+    elif out_dir.exists():
+        raise ArtifactError(f"{out_dir} is a file, not a directory; choose a new --out")
+
+
 def save_artifact(
     model: ArticleModel, manifest_fields: dict[str, Any], out_dir: Path, card: str | None = None
 ) -> Manifest:
@@ -154,8 +164,7 @@ def save_artifact(
         if card is not None:
             (staging / CARD_FILE).write_text(card.replace("{version}", manifest.version))
         if out_dir.exists():
-            if any(out_dir.iterdir()):
-                raise ArtifactError(f"{out_dir} exists and is not empty; choose a new --out")
+            check_new_artifact_dir(out_dir)
             out_dir.rmdir()
         os.replace(staging, out_dir)
     except BaseException:

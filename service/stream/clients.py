@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
+import time
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -82,12 +84,39 @@ def build_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
     return KafkaProducer(**(config | overrides))
 
 
-def ensure_topics(settings: Settings, topics: list[str], timeout_s: float = 30.0) -> None:
-    """Create missing topics (settings.create_topics) or check they exist; KafkaSetupError if not."""
-    try:
-        admin = KafkaAdminClient(**connection_config(settings), request_timeout_ms=int(timeout_s * 1000))
-    except KafkaError as exc:
-        raise KafkaSetupError(f"cannot reach Kafka ({describe_connection(settings)}): {exc}") from exc
+#: one bootstrap attempt at start; attempts repeat until the retry limit (or a stop)
+BOOTSTRAP_ATTEMPT_S = 2.0
+
+
+def ensure_topics(
+    settings: Settings,
+    topics: list[str],
+    timeout_s: float = 30.0,
+    patience_s: float = 30.0,
+    stopping: threading.Event | None = None,
+) -> bool:
+    """Create missing topics (settings.create_topics) or check they exist; KafkaSetupError if not.
+    A broker that does not answer is tried again for ``patience_s`` (the worker passes
+    ``--stream-retry-seconds``: an outage at start is retried as long as one later); False if
+    ``stopping`` is set meanwhile."""
+    give_up = time.monotonic() + patience_s
+    while True:
+        left = give_up - time.monotonic()
+        try:
+            admin = KafkaAdminClient(
+                **connection_config(settings),
+                request_timeout_ms=int(timeout_s * 1000),
+                bootstrap_timeout_ms=int(1000 * max(0.5, min(BOOTSTRAP_ATTEMPT_S, left))),
+            )
+            break
+        except KafkaError as exc:
+            if time.monotonic() >= give_up:
+                raise KafkaSetupError(
+                    f"cannot reach Kafka ({describe_connection(settings)}): {exc} (tried for {patience_s:g}s)"
+                ) from exc
+            logger.warning("no broker answers yet (%s); retrying for %.0fs more", exc, left)
+            if stopping is not None and stopping.wait(0.5):
+                return False
     try:
         existing = set(admin.list_topics())
         missing = [t for t in dict.fromkeys(topics) if t not in existing]
@@ -107,3 +136,4 @@ def ensure_topics(settings: Settings, topics: list[str], timeout_s: float = 30.0
         raise KafkaSetupError(f"cannot create or list topics: {exc}") from exc
     finally:
         admin.close()
+    return True

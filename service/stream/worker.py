@@ -118,7 +118,8 @@ class StreamWorker:
     def run(self) -> None:
         """Until ``stop``; raises StreamFailed (after closing the clients) if it cannot go on."""
         try:
-            self._start()
+            if not self._start():
+                return  # stopped before a broker answered
             while not self._stopping.is_set():
                 self._step()
             if self._failure is not None:
@@ -131,10 +132,12 @@ class StreamWorker:
             self._close()
 
     # --- the loop -----------------------------------------------------------------------------
-    def _start(self) -> None:
+    def _start(self) -> bool:
         s = self.settings
         logger.info("stream worker connecting: %s", clients.describe_connection(s))
-        clients.ensure_topics(s, [s.input_topic, s.output_topic, s.dlq_topic])
+        topics = [s.input_topic, s.output_topic, s.dlq_topic]
+        if not clients.ensure_topics(s, topics, patience_s=s.stream_retry_seconds, stopping=self._stopping):
+            return False
         producer = clients.build_producer(s)
         try:
             self._publisher = Publisher(
@@ -146,6 +149,7 @@ class StreamWorker:
         self._consumer = clients.build_consumer(s)
         self._consumer.subscribe([s.input_topic], listener=Listener(self))
         logger.info("stream worker consuming %s as group %s", s.input_topic, s.group_id)
+        return True
 
     def _step(self) -> None:
         self._book.apply_backpressure(self.consumer, self.settings.max_in_flight_records)

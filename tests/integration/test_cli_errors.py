@@ -24,7 +24,7 @@ def _cases(
         "stream, metrics port in use": (["stream", *runtime], f"127.0.0.1:{busy_port}"),
         "stream, no broker": (
             ["stream", "--model-dir", str(registry), "--metrics-port", "0"]
-            + ["--bootstrap-servers", f"127.0.0.1:{no_broker}"],
+            + ["--bootstrap-servers", f"127.0.0.1:{no_broker}", "--stream-retry-seconds", "2"],
             f"cannot reach Kafka (servers=127.0.0.1:{no_broker}",
         ),
         "tag, no such file": (["tag", "nofile.jsonl", "--model", str(registry)], "nofile.jsonl"),

@@ -4,6 +4,7 @@ the API's shape and its connection closed; other callers and gRPC health carry o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
@@ -73,6 +74,35 @@ def test_headers_over_the_limit_are_refused(served: HttpServed) -> None:
     assert status == 431
     assert body["error"]["status"] == "INVALID_ARGUMENT"
     assert str(protocol.MAX_HEAD_BYTES) in body["error"]["message"]
+    assert served.client.post("/v1/tag", content=BODY).status_code == 200
+
+
+@pytest.mark.parametrize("earlier", [0, 1], ids=["first request", "after a keep-alive request"])
+def test_headers_over_the_limit_sent_at_once_are_refused(served: HttpServed, earlier: int) -> None:
+    """A complete head over the limit that arrives in one go (not only one that trickles in)."""
+    big = b"POST /v1/tag HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (protocol.MAX_HEAD_BYTES + 4096)
+    big += b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
+    with connect(served.port) as sock:
+        if earlier:  # a whole exchange first: the limit applies to each request's head
+            sock.sendall(REQUEST)
+            reply = b""
+            while b"\r\n\r\n" not in reply:
+                reply += sock.recv(65536)
+            head, _, rest = reply.partition(b"\r\n\r\n")
+            length = int(
+                next(
+                    v
+                    for k, _, v in (h.partition(b": ") for h in head.split(b"\r\n"))
+                    if k == b"content-length"
+                )
+            )
+            while len(rest) < length:
+                rest += sock.recv(65536)
+            assert head.startswith(b"HTTP/1.1 200"), head
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # closed mid-send: 431 sent
+            sock.sendall(big)
+        status, body = read_reply(sock)
+    assert status == 431 and body["error"]["status"] == "INVALID_ARGUMENT"
     assert served.client.post("/v1/tag", content=BODY).status_code == 200
 
 

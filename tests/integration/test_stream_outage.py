@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from service.model.registry import ModelRegistry
+from service.settings import Settings
 from tests.helpers import free_port, port_open, stop_process, tansu_broker, wait_for
 from tests.integration.test_stream_stall import broker_pid
 from tests.integration.test_stream_support import (
@@ -241,3 +242,36 @@ def test_an_idle_worker_reports_a_lost_broker_and_exits_past_the_retry_limit(
     assert code == 2 and len(said) == 1, text[-3000:]
     assert "Kafka poll has failed for" in said[0] and "--stream-retry-seconds" in said[0], said
     assert "Exception ignored" not in text and "Traceback" not in text, text[-3000:]
+
+
+def test_at_start_an_unreachable_broker_is_retried_for_the_retry_limit(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """No broker yet when the worker starts: it keeps trying for --stream-retry-seconds, as it
+    does after an outage later on, not for kafka-python's own 30 s bootstrap timeout. With a
+    limit of 4 s it gives up in one line soon after 4 s; with 90 s it is still trying at 35 s and
+    connects when the broker comes up."""
+    port, ready_port = free_port(), free_port()
+    settings = Settings(
+        model_dir=model_dir, bootstrap_servers=f"127.0.0.1:{port}", metrics_port=0, grace_seconds=5
+    )
+    short_log, long_log = tmp_path / "short.log", tmp_path / "long.log"
+    short = start_stream_process(settings, short_log, NEWSTAGGER_STREAM_RETRY_SECONDS="4")
+    long = start_stream_process(settings, long_log, ready_port, NEWSTAGGER_STREAM_RETRY_SECONDS="90")
+    try:
+        wait_for(lambda: "stream worker connecting" in short_log.read_text(), 60, what="short: connecting")
+        code, took = wait_exit(short, 60)
+        text = short_log.read_text()
+        said = [line for line in text.splitlines() if line.startswith("newstagger stream: ")]
+        assert code == 2 and len(said) == 1 and "cannot reach Kafka" in said[0], text[-3000:]
+        assert 3 < took < 15, (took, text[-3000:])  # 4 s, not 30
+        wait_for(lambda: "stream worker connecting" in long_log.read_text(), 60, what="long: connecting")
+        time.sleep(35)  # past kafka-python's 30 s bootstrap timeout
+        assert long.poll() is None, long_log.read_text()[-3000:]
+        with tansu_broker(port):
+            wait_for(lambda: readyz(ready_port)[0] == 200, 60, interval=0.2, what="worker ready")
+            assert stop_process(long, signal.SIGTERM) == 0, long_log.read_text()[-3000:]
+    finally:
+        stop_process(short, signal.SIGKILL)
+        stop_process(long, signal.SIGKILL)
+    assert "Traceback" not in long_log.read_text()

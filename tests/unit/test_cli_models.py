@@ -90,6 +90,13 @@ def test_train_out_refuses_an_existing_artifact(
     )
     assert code == 2 and "not empty" in err
     assert (out / MODEL_FILE).read_bytes() == before
+    # refused before any training (as a bad --version is): one line, no progress before it
+    said = f"newstagger train: {out} exists and is not empty; choose a new --out"
+    assert err.strip().splitlines() == [said]
+    code, _, err = run(capsys, "train", "--config", str(fast_config), "--out", str(out / MODEL_FILE))
+    assert code == 2 and err.strip().splitlines() == [
+        f"newstagger train: {out / MODEL_FILE} is a file, not a directory; choose a new --out"
+    ]
 
 
 def test_evaluate_prints_metrics_and_writes_json(
@@ -204,6 +211,19 @@ def test_tag_from_stdin_with_options(
     assert topics["head"] == "topics"
     assert len(topics["labels"]) == 1
     assert "explanations" not in topics
+
+
+def test_a_file_after_heads_is_named_as_misplaced(
+    cli_model: tuple[Path, str, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`tag --heads topics FILE` (the order --help's usage line shows): --heads takes FILE too."""
+    articles = tmp_path / "articles.jsonl"
+    articles.write_text(json.dumps(ARTICLES[0]) + "\n", encoding="utf-8")
+    code, out, err = run(capsys, "tag", "--model", str(cli_model[0]), "--heads", "topics", str(articles))
+    assert code == 2 and out == ""
+    assert err.strip().endswith(f"({articles} is a file: put FILE before --heads, or after --)"), err
+    code, out, _ = run(capsys, "tag", "--model", str(cli_model[0]), "--heads", "topics", "--", str(articles))
+    assert code == 0 and [h["head"] for h in tag_lines(out)[0]["heads"]] == ["topics"]
 
 
 @pytest.mark.parametrize(

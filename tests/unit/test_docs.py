@@ -96,6 +96,8 @@ def test_help_lists_defaults_and_env(command: str, capsys: pytest.CaptureFixture
     assert "default" in text
     if command in ("serve", "stream"):
         assert "NEWSTAGGER_MODEL_DIR" in text and "env " in text
+        # docs/events.md lists the mechanisms; an optional choice shows them too
+        assert "--kafka-sasl-mechanism {PLAIN,SCRAM-SHA-256,SCRAM-SHA-512}" in text
 
 
 def test_nothing_a_user_reads_or_runs_points_outside_the_repository() -> None:
@@ -140,3 +142,30 @@ def test_readme_docker_and_helm_steps_use_one_image() -> None:
     repository = re.search(r"--set image\.repository=(\S+)", deploy)
     tag = re.search(r"--set image\.tag=(\S+)", deploy)
     assert repository and tag and built == f"{repository.group(1)}:{tag.group(1)}"
+
+
+def test_a_bad_setting_names_the_flag_or_the_variable_it_came_from(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.cli import main
+
+    monkeypatch.setenv("NEWSTAGGER_PORT", "abc")
+    assert main(["serve"]) == 2
+    assert capsys.readouterr().err.startswith("newstagger serve: invalid settings: NEWSTAGGER_PORT: ")
+    monkeypatch.delenv("NEWSTAGGER_PORT")
+    assert main(["stream", "--metrics-port", "-1"]) == 2
+    assert capsys.readouterr().err.startswith("newstagger stream: invalid settings: --metrics-port: ")
+
+
+def test_train_help_says_what_the_gate_judges_on_without_eval_or_dev(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """docs/retraining.md ("The gate's rule"): with neither --eval nor --dev the new model is judged
+    by its cross-validated estimate on the --data rows (a held-out part only with cv_folds = 0)."""
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert (
+        "--eval FILE [FILE ...] Evaluation set of the gate (default: the --dev files; else the --data" in text
+    )
+    assert "cross-validated estimate" in text.split("Evaluation set of the gate")[1].split("--gate-metric")[0]
