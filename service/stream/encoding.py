@@ -108,8 +108,9 @@ def encode_dead_letter(
     """The dead letter: the original key, value and headers, plus headers saying why, where
     from, when and under which model version. The parts named in ``drop`` (of DROPPABLE: the
     dead letter would be too large to produce) are left out, and ``newstagger-dropped`` says
-    which and their sizes, e.g. ``value=3000477``. Input headers with a null value are left out
-    (kafka-python cannot send one)."""
+    which and their sizes, e.g. ``value=3000477``. Input headers with a null value are left out,
+    and a dead letter that would have neither key nor value gets an empty value (kafka-python
+    cannot send either)."""
     message = str(error).replace("\r", " ").replace("\n", " ")[:MAX_ERROR_MESSAGE]
     error_class = type(error).__name__
     kept = [(k, v) for k, v in headers if isinstance(k, str) and v is not None]
@@ -130,8 +131,12 @@ def encode_dead_letter(
             "key": len(key or b""),
         }
         extra.append((H_DROPPED, ",".join(f"{part}={sizes[part]}" for part in DROPPABLE if part in drop)))
+    out_key = None if "key" in drop else key
+    out_value = None if "value" in drop else value
+    if out_key is None and out_value is None:  # kafka-python cannot send a record with neither
+        out_value = b""
     return OutRecord(
-        None if "key" in drop else key,
-        None if "value" in drop else value,
+        out_key,
+        out_value,
         ([] if "headers" in drop else kept) + [(k, v.encode("utf-8", "backslashreplace")) for k, v in extra],
     )

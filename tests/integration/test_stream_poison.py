@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import confluent_kafka
 from kafka import KafkaProducer
 
 from tests.helpers import wait_for
@@ -69,3 +70,42 @@ def test_surrogates_and_oversized_dead_letters_do_not_stop_the_partition(
     assert value is None and "big" not in headers and headers["newstagger-error-reason"] == b"invalid_json"
     assert headers["newstagger-dropped"] == f"value=7,headers={3 + len(BIG_HEADER) + 11 + 5}".encode()
     assert headers["newstagger-source-offset"] == b"6"
+
+
+def test_records_with_neither_key_nor_dead_letter_value_are_dead_lettered(
+    kafka_bootstrap: str, model_dir: Path
+) -> None:
+    """A tombstone without a key, and a 3 MB article without a key (its dead letter leaves the
+    value out), produced by librdkafka: kafka-python refuses to send a record with neither key
+    nor value, which stopped the worker on every restart. Their dead letters get an empty value."""
+    settings = stream_settings(kafka_bootstrap, model_dir)
+    producer = confluent_kafka.Producer(
+        {"bootstrap.servers": kafka_bootstrap, "message.max.bytes": 8_000_000}
+    )
+    for n, value in enumerate([None, BIG_TEXT]):
+        producer.produce(
+            settings.input_topic, value=value, partition=0, headers=[("traceparent", b"t-%d" % n)]
+        )
+        producer.produce(settings.input_topic, value=json.dumps(article(n)).encode(), partition=0)
+    assert producer.flush(30) == 0, "librdkafka could not deliver"
+    with worker_in_thread(settings):
+        reader = Reader(kafka_bootstrap, settings.output_topic, settings.dlq_topic)
+        got = reader.read_count(4, timeout=60)
+        reader.close()
+        wait_for(
+            lambda: committed_total(kafka_bootstrap, settings.group_id, settings.input_topic) == 4,
+            30,
+            what="every record committed",
+        )
+    assert sorted(output_ids([r for r in got if r.topic == settings.output_topic])) == ["a-0", "a-1"]
+    letters = sorted(
+        (r for r in got if r.topic == settings.dlq_topic), key=lambda r: dict(r.headers)["traceparent"]
+    )
+    assert [(r.key, r.value) for r in letters] == [(None, b""), (None, b"")]
+    tombstone, big = (dict(r.headers) for r in letters)
+    assert tombstone["newstagger-error-reason"] == b"undecodable"
+    assert tombstone["newstagger-error-message"] == b"record value is null"
+    assert "newstagger-dropped" not in tombstone
+    assert big["newstagger-error-reason"] == b"text_too_long"
+    assert big["newstagger-dropped"] == f"value={len(BIG_TEXT)}".encode()
+    assert big["newstagger-source-offset"] == b"2"
