@@ -85,7 +85,9 @@ def encode_tagged(
 ) -> OutRecord:
     """The tagged record: same key, trace headers copied, model headers added."""
     payload = tagged_payload(result, source, fields, passthrough, now)
-    value = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    # allow_nan=False: a passthrough number out of float range (``1e999`` parses as inf) would be
+    # written as ``Infinity``, which is not JSON; it raises instead (an ``unpublishable`` dead letter)
+    value = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
     out_headers = trace_headers(headers) + [
         (CONTENT_TYPE, b"application/json"),
         (H_MODEL_NAME, result.model_name.encode("utf-8")),
