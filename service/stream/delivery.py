@@ -228,7 +228,6 @@ class Publisher:
             else:
                 backoff = self._broker.trouble("produce", error)
                 time.sleep(max(0.0, min(backoff, until - time.monotonic())))
-                self.metrics.kafka_retries.labels("produce").inc()
             for sent in self._window[failed:]:
                 self._resend(sent)
             if time.monotonic() >= until:

@@ -85,7 +85,9 @@ def encode_tagged(
 ) -> OutRecord:
     """The tagged record: same key, trace headers copied, model headers added."""
     payload = tagged_payload(result, source, fields, passthrough, now)
-    value = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    # allow_nan=False: a passthrough number out of float range (``1e999`` parses as inf) would be
+    # written as ``Infinity``, which is not JSON; it raises instead (an ``unpublishable`` dead letter)
+    value = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
     out_headers = trace_headers(headers) + [
         (CONTENT_TYPE, b"application/json"),
         (H_MODEL_NAME, result.model_name.encode("utf-8")),
@@ -108,8 +110,9 @@ def encode_dead_letter(
     """The dead letter: the original key, value and headers, plus headers saying why, where
     from, when and under which model version. The parts named in ``drop`` (of DROPPABLE: the
     dead letter would be too large to produce) are left out, and ``newstagger-dropped`` says
-    which and their sizes, e.g. ``value=3000477``. Input headers with a null value are left out
-    (kafka-python cannot send one)."""
+    which and their sizes, e.g. ``value=3000477``. Input headers with a null value are left out,
+    and a dead letter that would have neither key nor value gets an empty value (kafka-python
+    cannot send either)."""
     message = str(error).replace("\r", " ").replace("\n", " ")[:MAX_ERROR_MESSAGE]
     error_class = type(error).__name__
     kept = [(k, v) for k, v in headers if isinstance(k, str) and v is not None]
@@ -130,8 +133,12 @@ def encode_dead_letter(
             "key": len(key or b""),
         }
         extra.append((H_DROPPED, ",".join(f"{part}={sizes[part]}" for part in DROPPABLE if part in drop)))
+    out_key = None if "key" in drop else key
+    out_value = None if "value" in drop else value
+    if out_key is None and out_value is None:  # kafka-python cannot send a record with neither
+        out_value = b""
     return OutRecord(
-        None if "key" in drop else key,
-        None if "value" in drop else value,
+        out_key,
+        out_value,
         ([] if "headers" in drop else kept) + [(k, v.encode("utf-8", "backslashreplace")) for k, v in extra],
     )

@@ -91,11 +91,13 @@ class BrokerStatus:
         self._ops[operation].succeeded()
 
     def trouble(self, operation: str, exc: BaseException | None) -> float:
-        """Record a failed ``operation``; returns the backoff before the next try."""
+        """Record a failed ``operation``; returns the backoff before the next try (the caller
+        always tries again: the next poll, commit or flush), counted as a retry."""
         self.metrics.kafka_errors.labels(operation).inc()
         if not getattr(exc, "retriable", False):
             raise StreamFailed(f"Kafka {operation} failed and retrying cannot help: {exc!r}") from exc
         backoff = self._ops[operation].failed(exc)
+        self.metrics.kafka_retries.labels(operation).inc()
         logger.warning("Kafka %s failed, will retry: %s: %s", operation, type(exc).__name__, exc)
         return backoff
 

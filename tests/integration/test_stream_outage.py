@@ -143,12 +143,10 @@ def readyz(port: int) -> tuple[int, str]:
         return 0, ""
 
 
-def broker_errors(port: int) -> float:
+def broker_errors(port: int, metric: str = "newstagger_kafka_broker_errors_total") -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:  # noqa: S310
         lines = response.read().decode().splitlines()
-    return sum(
-        float(line.split()[-1]) for line in lines if line.startswith("newstagger_kafka_broker_errors_total")
-    )
+    return sum(float(line.split()[-1]) for line in lines if line.startswith(metric))
 
 
 def test_serve_with_stream_on_an_empty_registry_tags_everything_once_a_model_is_promoted(
@@ -215,7 +213,7 @@ def test_an_idle_worker_reports_a_lost_broker_and_exits_past_the_retry_limit(
     model_dir: Path, tmp_path: Path
 ) -> None:
     """Nothing to read, so nothing is produced or committed: the worker must still notice the
-    broker has gone (/readyz 503, broker errors counted) and exit 2 in one line after
+    broker has gone (/readyz 503, broker errors and poll retries counted) and exit 2 in one line after
     --stream-retry-seconds. Its own broker, stopped with SIGINT."""
     log = tmp_path / "worker.log"
     metrics_port = free_port()
@@ -234,6 +232,9 @@ def test_an_idle_worker_reports_a_lost_broker_and_exits_past_the_retry_limit(
             )
             assert "broker unreachable" in reason, reason
             assert broker_errors(metrics_port) > 0
+            # each failed broker check is tried again: counted as a poll retry, as documented
+            retries = 'newstagger_kafka_retries_total{operation="poll"}'
+            wait_for(lambda: broker_errors(metrics_port, retries) > 0, 10, interval=0.2, what="poll retries")
             code, _took = wait_exit(proc, 30)
         finally:
             stop_process(proc, signal.SIGKILL)

@@ -12,6 +12,7 @@ from service.runtime import Runtime
 from tests.helpers import wait_for
 from tests.integration.test_stream_support import (
     Reader,
+    assert_per_key_order,
     committed_total,
     output_ids,
     produce_articles,
@@ -61,3 +62,4 @@ def test_a_slow_drain_during_a_rebalance_neither_blocks_the_callback_nor_loses_r
     assert revokes, "the first worker's partitions were never revoked"
     assert max(revokes) < session_s / 2, revokes
     assert set(output_ids(reader.records)) == {f"a-{i}" for i in range(count)}
+    assert_per_key_order(reader.records)  # the abandoned records were re-read in order

@@ -158,6 +158,21 @@ def output_ids(records: Sequence[Any]) -> list[str]:
     return [json.loads(r.value)["id"] for r in records]
 
 
+def assert_per_key_order(records: Sequence[Any]) -> None:
+    """Tagged records of ``produce_articles`` (ids a-<i>, i increasing within each key) as read
+    from the output topic: per key, no record appears for the first time before an earlier record
+    of its key (a record re-published after a fault may appear again after later ones)."""
+    by_key: dict[bytes, list[int]] = {}
+    for rec in records:
+        by_key.setdefault(rec.key, []).append(int(json.loads(rec.value)["id"].removeprefix("a-")))
+    for key, ids in by_key.items():
+        rank = {i: n for n, i in enumerate(sorted(set(ids)))}
+        top = -1
+        for i in ids:
+            assert rank[i] <= top + 1, f"key {key!r}: a-{i} came before an earlier record of its key"
+            top = max(top, rank[i])
+
+
 def committed_total(bootstrap: str, group: str, topic: str) -> int:
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     try:

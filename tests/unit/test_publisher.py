@@ -40,8 +40,9 @@ class Sent:
 
 @dataclass
 class FakeProducer:
-    """Refuses records over ``client_limit`` bytes in ``send`` (as kafka-python does over
-    max_request_size) and fails the future of those over ``broker_limit`` (MESSAGE_TOO_LARGE)."""
+    """Refuses records with neither key nor value, and records over ``client_limit`` bytes, in
+    ``send`` (as kafka-python does; the limit is its max_request_size) and fails the future of
+    those over ``broker_limit`` (MESSAGE_TOO_LARGE)."""
 
     client_limit: int
     broker_limit: int
@@ -53,6 +54,8 @@ class FakeProducer:
     def send(
         self, topic: str, value: Any = None, key: Any = None, headers: Any = None, partition: Any = None
     ) -> Any:
+        if key is None and value is None:  # as kafka-python does
+            raise ValueError("Need at least one: key or value")
         headers = headers or []
         size = len(value or b"") + len(key or b"") + sum(len(k) + len(v) for k, v in headers)
         if size > self.client_limit:
@@ -131,7 +134,8 @@ def test_a_dead_letter_the_broker_refuses_leaves_out_value_then_headers() -> Non
     assert len(producer.sent) == 3  # as it was, without the value, without the headers
     [letter] = producer.acknowledged()
     headers = dict(letter.headers)
-    assert letter.value is None and "big" not in headers and "traceparent" not in headers
+    # no key and no value left: an empty value (kafka-python cannot send neither)
+    assert letter.value == b"" and "big" not in headers and "traceparent" not in headers
     assert headers[H_DROPPED] == b"value=7,headers=2515"
     assert letter.partition == 1  # unkeyed: the input partition, as before
     assert registry.get_sample_value("newstagger_kafka_broker_errors_total", {"operation": "produce"}) is None

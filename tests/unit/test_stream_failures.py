@@ -52,3 +52,10 @@ def test_retrying_backoff_is_capped() -> None:
     assert max(retrying.failed(RuntimeError("x")) for _ in range(20)) <= 5.0
     retrying.succeeded()
     assert retrying.ok
+
+
+def test_every_retriable_failure_is_counted_as_a_retry_of_its_operation() -> None:
+    broker, registry = status(60)
+    for operation in ("poll", "commit", "produce"):
+        broker.trouble(operation, KafkaTimeoutError("slow"))
+        assert registry.get_sample_value("newstagger_kafka_retries_total", {"operation": operation}) == 1
