@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from service.core.errors import ArtifactError, NewstaggerError
+from service.core.errors import ArtifactError, DataError, NewstaggerError
+from service.model.artifact import check_destination
 from service.model.errors import HeadsChanged
 from service.model.registry import ModelRegistry, check_version_name
 from service.settings import MODEL_DIR_HELP, default_model_dir
@@ -159,6 +160,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from training.config import load_config
     from training.progress import Progress
+    from training.records import read_records
     from training.report import figures
     from training.train import STARTER_CONFIG, STARTER_DIR, train, train_units
 
@@ -166,6 +168,8 @@ def _train(args: argparse.Namespace) -> int:
         raise NewstaggerError("--promote-if-better and --no-promote work on a --registry, not with --out")
     if args.tune_budget_seconds is not None and not args.tune:
         raise NewstaggerError("--tune-budget-seconds needs --tune")
+    if args.eval and not args.promote_if_better:
+        raise NewstaggerError("--eval is the quality gate's evaluation set: it needs --promote-if-better")
     registry = None if args.out else ModelRegistry(args.registry)
     # the version's name is checked before any training: a bad one would write outside the
     # registry, or fail once the model is trained
@@ -176,6 +180,15 @@ def _train(args: argparse.Namespace) -> int:
     config = load_config(args.config or (STARTER_CONFIG if args.data is None else None))
     if args.group_field is not None:
         config = replace(config, group_field=args.group_field)
+    for path in args.eval or ():  # the gate's files and the model's place: checked before training
+        if not read_records(path)[0]:
+            raise DataError(f"{path}: no rows")
+    # Without --version the version is known only once the model is saved: write it under a
+    # hidden name unique to this run (a crashed or concurrent run cannot block it; the registry
+    # ignores hidden names), then rename it into place. Whatever happens, no staging is left.
+    pending = f".pending-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    out = args.out if registry is None else registry.new_version_dir(args.version or pending)
+    check_destination(out)
     progress = Progress.to_stderr(total=train_units(config), quiet=args.quiet)
     data, dev = args.data, args.dev
     if data is None:
@@ -187,11 +200,6 @@ def _train(args: argparse.Namespace) -> int:
         budget = args.tune_budget_seconds or DEFAULT_BUDGET_SECONDS
         tuned = tune(data, config, args.heads, budget, io.StringIO() if args.quiet else None)
         config = tuned.config
-    # Without --version the version is known only once the model is saved: write it under a
-    # hidden name unique to this run (a crashed or concurrent run cannot block it; the registry
-    # ignores hidden names), then rename it into place. Whatever happens, no staging is left.
-    pending = f".pending-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    out = args.out if registry is None else registry.new_version_dir(args.version or pending)
     try:
         manifest = train(data, out, config, dev or (), args.heads, args.version, progress)
         if tuned is not None:
