@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import math
 import os
 import shutil
 import sys
@@ -24,15 +25,15 @@ EXIT_REFUSED = 3  # train --promote-if-better refused the new version
 
 def _non_negative(value: str) -> float:
     number = float(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"{value}: must be >= 0")
+    if not 0 <= number < math.inf:  # a NaN tolerance refused every model, an infinite one none
+        raise argparse.ArgumentTypeError(f"{value}: must be a finite number >= 0")
     return number
 
 
 def _positive(value: str) -> float:
     number = float(value)
-    if not number > 0:
-        raise argparse.ArgumentTypeError(f"{value}: must be > 0")
+    if not 0 < number < math.inf:
+        raise argparse.ArgumentTypeError(f"{value}: must be a finite number > 0")
     return number
 
 
@@ -200,6 +201,8 @@ def _train(args: argparse.Namespace) -> int:
         budget = args.tune_budget_seconds or DEFAULT_BUDGET_SECONDS
         tuned = tune(data, config, args.heads, budget, io.StringIO() if args.quiet else None)
         config = tuned.config
+        if tuned.overrun:
+            print(f"warning: --tune-budget-seconds {budget:g} is too small: {tuned.overrun}", file=sys.stderr)
     try:
         manifest = train(data, out, config, dev or (), args.heads, args.version, progress)
         if tuned is not None:
