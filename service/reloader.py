@@ -2,8 +2,10 @@
 
 A candidate is loaded and verified in the background (checksum, trusted types), smoke-tested
 on a few known articles, and only then swapped in atomically; calls in flight finish on the old
-model. A candidate that fails any step is refused: the old model keeps serving, the reason is
-logged and counted (``newstagger_model_reloads_total{result="refused"}``).
+model. A poll compares the files' sizes and modification times, not only the path: a version
+deleted and written again under its name is another model. A candidate that fails any step is
+refused: the old model keeps serving, the reason is logged and counted
+(``newstagger_model_reloads_total{result="refused"}``).
 
 A ``current`` that takes away heads, head kinds or labels the served model has (changed by hand,
 ``models promote --allow-head-changes``, or a rollback) is served: the registry's pointer is
@@ -72,6 +74,7 @@ class ModelReloader:
         self.metrics = metrics
         self.interval = interval
         self._refused: set[tuple[str, tuple[int, ...]]] = set()  # refused as they were: not retried
+        self._served: tuple[str, tuple[int, ...]] | None = None  # the served model's files, as loaded
         self._missing = ""  # the last reason no model could be found, logged once until it changes
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -89,9 +92,11 @@ class ModelReloader:
                 return ReloadOutcome("missing", "", str(exc))
             self._missing = ""
             serving = self.tagger.model
-            if serving is not None and serving.path.resolve() == path.resolve():
+            # the served files as loaded: a version deleted and written again under its name is
+            # another model at the same path; a version fixed in place is tried again
+            key = (str(path.resolve()), _fingerprint(path))
+            if serving is not None and key == self._served:
                 return ReloadOutcome("unchanged", serving.manifest.version)
-            key = (str(path), _fingerprint(path))  # a version fixed in place is tried again
             if key in self._refused:
                 return ReloadOutcome("refused", path.name, "already refused")
             started = time.perf_counter()
@@ -104,7 +109,7 @@ class ModelReloader:
                     self.metrics.model_reloads.labels("refused").inc()
                 logger.error("refused model %s: %s", path, exc, extra={"model_version": path.name})
                 return ReloadOutcome("refused", path.name, str(exc))
-            old = self.tagger.swap(candidate)
+            old, self._served = self.tagger.swap(candidate), key
             version = candidate.manifest.version
             lost = [] if old is None else lost_heads(old.manifest, candidate.manifest)
             if lost:

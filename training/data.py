@@ -19,10 +19,28 @@ from typing import Any
 
 from service.core.errors import DataError
 from service.core.types import ARTICLE_FIELDS, Article
+from service.core.validation import MAX_HEAD_NAME_BYTES, quote
 from training.config import HeadConfig, TrainConfig
 from training.records import csv_labels, is_csv, looks_multi, read_records
 
 LOOKS_LIKE_A_LIST = re.compile(r"[^,;|]+(?:[,;|][^,;|]+)+")
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _name_problem(name: str, head: bool) -> str:
+    """Why ``name`` cannot name a head (``head``) or a label ("" if it can): the manifest stores
+    it as UTF-8, and callers ask for a head by name (at most MAX_HEAD_NAME_BYTES bytes, one line)."""
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "holds a lone surrogate (no UTF-8 can hold it)"
+    if not name.strip():
+        return "is blank"
+    if head and size > MAX_HEAD_NAME_BYTES:
+        return f"is {size} bytes; callers can name a head of at most {MAX_HEAD_NAME_BYTES}"
+    if head and CONTROL.search(name):
+        return "holds a control character (a line break, a tab...)"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -83,10 +101,15 @@ def _infer_heads(
         raise DataError(f"field {group_field!r} cannot be both a head and the group field")
     skip = {*ARTICLE_FIELDS, *config.ignore_fields, group_field}
     found: dict[str, str] = {}  # label field -> "multi" | "single", in order of first appearance
-    for path, _, record in records:
+    for path, lineno, record in records:
         for key, value in record.items():
             if key in skip or (selected and key not in selected):
                 continue
+            if key not in found and (problem := _name_problem(key, head=True)):
+                raise DataError(
+                    f"{path}:{lineno}: field {quote(key)} cannot be a head: its name {problem} "
+                    "(rename the field, or list it in the config's ignore_fields)"
+                )
             multi = found.get(key) == "multi" or looks_multi(path, value)
             found[key] = "multi" if multi else "single"
     heads: dict[str, HeadConfig] = {}
@@ -153,6 +176,9 @@ def _row(
             if not isinstance(value, str) or not value:
                 raise DataError(f"{where}: field {name!r}: must be one non-empty label")
             labels[name] = (value,)
+        for label in labels[name]:
+            if problem := _name_problem(label, head=False):
+                raise DataError(f"{where}: field {name!r}: label {label!r} {problem}")
         if head.labels:
             unknown = [v for v in labels[name] if v not in head.labels]
             if unknown:

@@ -39,7 +39,7 @@ from numpy.typing import NDArray
 
 from service.core.errors import DataError
 from training.config import TrainConfig, config_to_toml
-from training.cv import cross_validated_scores, cv_workers
+from training.cv import cross_validated_scores, cv_workers, start_workers
 from training.data import Dataset, check_trainable, label_fields, load_dataset
 from training.search_space import coordinates, describe
 from training.tune_score import head_scores
@@ -78,6 +78,7 @@ class TuneResult:
     best: Candidate
     tried: list[Candidate]
     table: str
+    overrun: str = ""  # why the run will end past its budget ("" if it should not)
 
 
 def _fit_key(config: TrainConfig) -> str:
@@ -229,6 +230,7 @@ def tune(
         file=out,
     )
     print(search.header(), file=out, flush=True)
+    start_workers(FOLDS)  # in the budget, not in the first candidate's time that estimates scale from
     search.evaluate(
         "start: " + ("the given config" if config != _defaults(config) else "defaults"), config, 0, rung0
     )
@@ -254,7 +256,10 @@ def tune(
     assert search.best is not None  # noqa: S101
     table = "\n".join([search.header(), *search.lines])
     print(f"chosen ({search.elapsed():.0f} s): {describe(search.best.config)}", file=out, flush=True)
-    return TuneResult(search.best.config, search.best, search.tried, table)
+    took, final = search.elapsed(), search.final_seconds(search.best)
+    overrun = f"the search took {took:.0f} s, the final training will take about {final:.0f} s more"
+    overrun = overrun if took + final > budget_seconds else ""
+    return TuneResult(search.best.config, search.best, search.tried, table, overrun)
 
 
 def _defaults(config: TrainConfig) -> TrainConfig:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import math
 import os
 import shutil
 import sys
@@ -12,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from service.core.errors import ArtifactError, NewstaggerError
-from service.model.artifact import check_new_artifact_dir
+from service.core.errors import ArtifactError, DataError, NewstaggerError
+from service.model.artifact import check_destination
 from service.model.errors import HeadsChanged
 from service.model.registry import ModelRegistry, check_version_name
 from service.settings import MODEL_DIR_HELP, default_model_dir
@@ -24,15 +25,15 @@ EXIT_REFUSED = 3  # train --promote-if-better refused the new version
 
 def _non_negative(value: str) -> float:
     number = float(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"{value}: must be >= 0")
+    if not 0 <= number < math.inf:  # a NaN tolerance refused every model, an infinite one none
+        raise argparse.ArgumentTypeError(f"{value}: must be a finite number >= 0")
     return number
 
 
 def _positive(value: str) -> float:
     number = float(value)
-    if not number > 0:
-        raise argparse.ArgumentTypeError(f"{value}: must be > 0")
+    if not 0 < number < math.inf:
+        raise argparse.ArgumentTypeError(f"{value}: must be a finite number > 0")
     return number
 
 
@@ -161,6 +162,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from training.config import load_config
     from training.progress import Progress
+    from training.records import read_records
     from training.report import figures
     from training.train import STARTER_CONFIG, STARTER_DIR, train, train_units
 
@@ -168,6 +170,8 @@ def _train(args: argparse.Namespace) -> int:
         raise NewstaggerError("--promote-if-better and --no-promote work on a --registry, not with --out")
     if args.tune_budget_seconds is not None and not args.tune:
         raise NewstaggerError("--tune-budget-seconds needs --tune")
+    if args.eval and not args.promote_if_better:
+        raise NewstaggerError("--eval is the quality gate's evaluation set: it needs --promote-if-better")
     registry = None if args.out else ModelRegistry(args.registry)
     # the version's name is checked before any training: a bad one would write outside the
     # registry, or fail once the model is trained
@@ -175,11 +179,18 @@ def _train(args: argparse.Namespace) -> int:
         registry.check_new_version(args.version)
     elif args.version:
         check_version_name(args.version)
-    if args.out is not None:  # like the version's name: refused now, not after the training
-        check_new_artifact_dir(args.out)
     config = load_config(args.config or (STARTER_CONFIG if args.data is None else None))
     if args.group_field is not None:
         config = replace(config, group_field=args.group_field)
+    for path in args.eval or ():  # the gate's files and the model's place: checked before training
+        if not read_records(path)[0]:
+            raise DataError(f"{path}: no rows")
+    # Without --version the version is known only once the model is saved: write it under a
+    # hidden name unique to this run (a crashed or concurrent run cannot block it; the registry
+    # ignores hidden names), then rename it into place. Whatever happens, no staging is left.
+    pending = f".pending-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    out = args.out if registry is None else registry.new_version_dir(args.version or pending)
+    check_destination(out)
     progress = Progress.to_stderr(total=train_units(config), quiet=args.quiet)
     data, dev = args.data, args.dev
     if data is None:
@@ -191,11 +202,8 @@ def _train(args: argparse.Namespace) -> int:
         budget = args.tune_budget_seconds or DEFAULT_BUDGET_SECONDS
         tuned = tune(data, config, args.heads, budget, io.StringIO() if args.quiet else None)
         config = tuned.config
-    # Without --version the version is known only once the model is saved: write it under a
-    # hidden name unique to this run (a crashed or concurrent run cannot block it; the registry
-    # ignores hidden names), then rename it into place. Whatever happens, no staging is left.
-    pending = f".pending-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    out = args.out if registry is None else registry.new_version_dir(args.version or pending)
+        if tuned.overrun:
+            print(f"warning: --tune-budget-seconds {budget:g} is too small: {tuned.overrun}", file=sys.stderr)
     try:
         manifest = train(data, out, config, dev or (), args.heads, args.version, progress)
         if tuned is not None:

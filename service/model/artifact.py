@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
 import uuid
 import zipfile
@@ -146,12 +147,12 @@ def save_artifact(
     ``version`` may be "" to derive one from the creation time and the model checksum.
     """
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     # mode 0o777 less the umask, like its files (mkdtemp's 0o700 would hide the version from a
     # service running as another user)
     staging = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
     try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
         sio.dump(model, staging / MODEL_FILE)
         digest = sha256_file(staging / MODEL_FILE)
         fields = dict(manifest_fields)
@@ -167,10 +168,28 @@ def save_artifact(
             check_new_artifact_dir(out_dir)
             out_dir.rmdir()
         os.replace(staging, out_dir)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError):  # a full disk names no file: say where
+            why = exc.strerror or exc
+            raise ArtifactError(f"cannot write a model under {out_dir.parent}: {why}") from exc
         raise
     return manifest
+
+
+def check_destination(out_dir: Path) -> None:
+    """Raise ArtifactError unless ``save_artifact`` could write ``out_dir``: new or an empty
+    directory, under a writable directory. ``train`` checks before fitting, so that a used
+    ``--out`` or a read-only registry is not found only once the model is trained."""
+    out_dir = Path(out_dir)
+    check_new_artifact_dir(out_dir)
+    parent = out_dir.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent  # save_artifact creates the missing ones
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".probe-", dir=parent))
+    except OSError as exc:
+        raise ArtifactError(f"cannot write a model under {parent}: {exc.strerror or exc}") from exc
 
 
 def model_file_types(path: Path) -> set[str]:

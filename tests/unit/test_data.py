@@ -426,3 +426,34 @@ def test_a_head_left_with_one_class_after_the_held_out_split_is_refused(tmp_path
     with pytest.raises(DataError, match="95% of the rows held out for cut-offs"):
         train([path], tmp_path / "model", config)
     assert not (tmp_path / "model").exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "says"),
+    [
+        ("h" * 129, "its name is 129 bytes; callers can name a head of at most 128"),
+        ("top\nics", "its name holds a control character"),
+        (" ", "its name is blank"),
+        ("top\ud800", "its name holds a lone surrogate"),
+    ],
+)
+def test_a_field_whose_name_no_caller_could_ask_for_is_refused_as_a_head(
+    tmp_path: Path, field: str, says: str
+) -> None:
+    rows = [{**r, field: r.pop("topics")} for r in good_rows()]  # trained as a head before
+    message = data_error([write_jsonl(tmp_path / "d.jsonl", rows)])
+    assert "d.jsonl:1: field" in message and "cannot be a head" in message and says in message
+
+
+def test_a_label_no_manifest_can_hold_is_refused_before_training(tmp_path: Path) -> None:
+    """A lone surrogate in a label trained to the end, then crashed writing the manifest."""
+    rows = good_rows()
+    rows[2]["topics"] = ["deployment", "bad\ud800"]
+    assert "d.jsonl:3: field 'topics': label 'bad\\ud800' holds a lone surrogate" in data_error(
+        [write_jsonl(tmp_path / "d.jsonl", rows)]
+    )
+    rows = good_rows()
+    rows[0]["stance"] = "  "  # a label that is only spaces is as empty as ""
+    assert "d.jsonl:1: field 'stance': label '  ' is blank" in data_error(
+        [write_jsonl(tmp_path / "d.jsonl", rows)]
+    )

@@ -218,3 +218,16 @@ def test_cli_no_promote_only_adds(
     assert "not promoted" in capsys.readouterr().out
     assert registry.current() == "v1" and registry.versions() == ["v1", "v2"]
     assert main(["train", "--out", str(tmp_path / "x"), "--no-promote"]) == 2
+
+
+@pytest.mark.parametrize("tolerance", ["nan", "inf", "-0.1"])
+def test_cli_refuses_a_tolerance_that_is_no_finite_number(
+    tolerance: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A NaN tolerance refused every model (`new >= current - nan` is never true), an infinite one
+    promoted any."""
+    argv = ["train", "--registry", str(tmp_path), "--promote-if-better", "--gate-tolerance", tolerance]
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert f"{tolerance}: must be a finite number >= 0" in capsys.readouterr().err

@@ -4,7 +4,9 @@ and calls in flight finish on the model they started with."""
 from __future__ import annotations
 
 import json
+import shutil
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +17,12 @@ from service.core.errors import ArtifactError
 from service.core.tagger import Tagger
 from service.core.types import Article
 from service.metrics import Metrics
-from service.model.artifact import load_artifact
+from service.model.artifact import load_artifact, save_artifact
 from service.model.manifest import write_manifest
 from service.model.registry import ModelRegistry
 from service.reloader import ModelReloader, smoke_check
 from tests.helpers import wait_for
+from tests.unit.test_artifact import manifest_fields
 from tests.unit.test_registry import add_version
 
 ARTICLE = Article("a1", "North Korean troops were deployed to the front; dozens were killed in shelling.")
@@ -171,3 +174,22 @@ def test_a_current_pointer_to_a_missing_version_is_logged_once_per_value(
     (registry.root / "current").write_text("gone\n")
     reloader.check()
     assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 3  # a new episode
+
+
+def test_a_served_version_written_again_under_its_name_is_loaded(
+    registry: ModelRegistry, served: Any
+) -> None:
+    """`rm -r versions/v1`, then `train --version v1` (current still names v1): the same path, another
+    model. The reloader answered "unchanged" for good, serving the deleted model, while a process
+    started since served the new one under the same version."""
+    tagger, reloader, _ = served
+    v1 = load_artifact(registry.path("v1"))
+    shutil.rmtree(registry.path("v1"))
+    cut_offs = tuple(replace(h, thresholds=tuple(0.99 for _ in h.thresholds)) for h in v1.manifest.heads)
+    rewritten = save_artifact(
+        v1.model, {**manifest_fields(v1, "v1"), "heads": cut_offs}, registry.new_version_dir("v1")
+    )
+    outcome = reloader.check()
+    assert (outcome.result, outcome.version) == ("loaded", "v1")
+    assert tagger.model is not None and tagger.model.manifest == rewritten
+    assert reloader.check().result == "unchanged"
