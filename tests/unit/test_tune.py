@@ -323,4 +323,4 @@ def test_the_first_candidate_is_timed_without_starting_the_fold_processes(data_f
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     first, again = map(float, done.stdout.split()[-2:])
-    assert first < 3 * again + 0.5, (first, again, done.stderr[-2000:])
+    assert first < 3 * again + 2.0, (first, again, done.stderr[-2000:])  # before: 7.4 s against 0.2
