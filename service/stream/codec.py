@@ -149,9 +149,11 @@ def _article(fields: dict[str, Any], max_text_bytes: int) -> Article:
     sizes = {name: _utf8_size(name, fields.get(name) or "") for name in STRING_FIELDS}
     model_bytes = sum(sizes[name] for name in MODEL_FIELDS)
     if model_bytes > max_text_bytes:
-        parts = ", ".join(f"{name} {sizes[name]}" for name in MODEL_FIELDS if sizes[name])
+        parts = " + ".join(f"{name} {sizes[name]}" for name in MODEL_FIELDS if sizes[name])
         raise DecodeFailed(
-            "text_too_long", f"text, title and target are {parts} bytes, over the limit of {max_text_bytes}"
+            "text_too_long",
+            f"text, title and target together are {model_bytes} bytes ({parts}), "
+            f"over the limit of {max_text_bytes}",
         )
     for name in STRING_FIELDS:
         if name not in MODEL_FIELDS and sizes[name] > MAX_FIELD_BYTES:
