@@ -43,6 +43,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from training.progress import Progress
     from training.report import figures
 
+    if args.json is not None and not args.json.parent.is_dir():  # refused now, not after the scoring
+        raise NewstaggerError(f"--json {args.json}: no directory {args.json.parent} to write it in")
     loaded = load_model(args.model)
     present = label_fields(args.data)
     heads = {

@@ -283,6 +283,17 @@ def test_tag_and_evaluate_with_no_model(capsys: pytest.CaptureFixture[str], tmp_
     assert code == 2 and "no model in" in err and "newstagger train" in err
 
 
+def test_evaluate_refuses_a_json_path_it_cannot_write_before_scoring(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """It was found only after the model was loaded and every row scored."""
+    out = tmp_path / "missing" / "m.json"
+    code, _, err = run(
+        capsys, "evaluate", "--model", str(tmp_path), "--data", str(STARTER / "dev.jsonl"), "--json", str(out)
+    )
+    assert code == 2 and f"no directory {out.parent}" in err and "no model in" not in err
+
+
 def listed(out: str) -> dict[str, str]:
     """`models list` rows by version; the current one starts with '*'."""
     return {line[1:].split()[0]: line for line in out.splitlines() if line[1:].strip()}
