@@ -3,14 +3,13 @@ fitted in its own process."""
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
-from joblib import Parallel, delayed
+from joblib import Parallel, cpu_count, delayed
 from numpy.typing import NDArray
 from sklearn.exceptions import ConvergenceWarning
 
@@ -78,8 +77,11 @@ def assign_folds(
 
 
 def cv_workers(folds: int) -> int:
-    """Processes ``cross_validated_scores`` runs ``folds`` folds on: one per CPU."""
-    return min(folds, os.cpu_count() or 1)
+    """Processes ``cross_validated_scores`` runs ``folds`` folds on: one per CPU this process may use.
+    joblib's count honours a container's CPU limit (cgroup quota) and CPU set; ``os.cpu_count()``
+    is the node's, so in a pod limited to 2 CPUs on a 16-CPU node it started 5 fold processes of
+    ~360 MiB each (a 2 GiB memory limit was exceeded)."""
+    return max(1, min(folds, int(cpu_count())))
 
 
 def start_workers(folds: int) -> None:

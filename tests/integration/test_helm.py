@@ -31,6 +31,7 @@ import pytest
 import yaml
 from grpc_health.v1 import health, health_pb2
 
+from service.cli import build_parser
 from service.settings import (
     DEFAULT_GRPC_PORT,
     DEFAULT_METRICS_PORT,
@@ -79,7 +80,8 @@ PRODUCTION_VALUES: dict[str, Any] = {
     "adminToken": {"existingSecret": "newstagger-admin"},
     "models": {"persistence": {"storageClassName": "efs-sc"}},
     "server": {
-        "workers": 4,
+        "workers": 4,  # 4 x 320 MiB + 200 MiB supervisor: the default 1Gi limit would be refused
+        "resources": {"requests": {"cpu": "2", "memory": "1536Mi"}, "limits": {"memory": "2Gi"}},
         "autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 12},
         "pdb": {"enabled": True},
         "topologySpreadConstraints": [
@@ -363,6 +365,64 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
         "at '/kafka/securityProtocol': value must be one of",
     ),
     "misspelt option": ({"sever": {"enabled": False}}, "additional properties 'sever' not allowed"),
+    # A PodDisruptionBudget allowing no disruption blocks every node drain.
+    "server PDB allowing no eviction": (
+        {"server": {"pdb": {"enabled": True, "maxUnavailable": 0}}},
+        "at '/server/pdb/maxUnavailable'",
+    ),
+    "worker PDB allowing 0%": (
+        {"worker": {"pdb": {"enabled": True, "maxUnavailable": "0%"}}},
+        "at '/worker/pdb/maxUnavailable'",
+    ),
+    # The server binds each port: a clash is a crash loop (and a Service the API server refuses).
+    "metrics port = gRPC port": (
+        {"metrics": {"port": DEFAULT_GRPC_PORT}},
+        "grpc.port, metrics.port must differ (got [50051 50051])",
+    ),
+    "HTTP port = metrics port": (
+        {"http": {"enabled": True, "port": DEFAULT_METRICS_PORT}},
+        "grpc.port, metrics.port and http.port must differ (got [50051 9102 9102])",
+    ),
+    "HTTP probes without the HTTP API": (
+        {"http": {"probes": True}},
+        "http.probes is true but http.enabled is false",
+    ),
+    # Measured with the default model: 4 serving processes + the supervisor need ~1.5 GiB.
+    "server workers above the memory limit": (
+        {"server": {"workers": 4}},
+        "server.resources.limits.memory (1Gi = 1024 MiB) is below the 1480 MiB server.workers=4 needs",
+    ),
+    "worker memory limit below one process": (
+        {"worker": {"resources": {"limits": {"memory": "256Mi"}}}},
+        "worker.resources.limits.memory (256Mi = 256 MiB) is below the 320 MiB the stream worker needs",
+    ),
+    # Without a CPU limit training starts one fold process per node CPU (5 folds): 2364 MiB measured.
+    "retrain without a CPU limit": (
+        {
+            "retrain": {
+                "enabled": True,
+                "dataVolume": {"emptyDir": {}},
+                "resources": {"limits": {"cpu": None}},
+            }
+        },
+        "retrain.resources.limits.memory (2Gi = 2048 MiB) is below the 2380 MiB training needs",
+    ),
+    "retrain bypassing the quality gate": (
+        {"retrain": {"enabled": True, "dataVolume": {"emptyDir": {}}, "extraArgs": ["--no-promote"]}},
+        'retrain.extraArgs holds "--no-promote"',
+    ),
+    "retrain replacing the registry": (
+        {"retrain": {"enabled": True, "dataVolume": {"emptyDir": {}}, "extraArgs": ["--registry=/tmp/r"]}},
+        'retrain.extraArgs holds "--registry=/tmp/r"',
+    ),
+    "relative training file": (
+        {"retrain": {"trainFiles": ["train.jsonl"]}},
+        "at '/retrain/trainFiles/0'",
+    ),
+    "Kafka client certificate without its key": (
+        {"kafka": {"securityProtocol": "SSL", "tls": {"existingSecret": "ca", "certKey": "tls.crt"}}},
+        "kafka.tls.certKey and kafka.tls.keyKey go together",
+    ),
 }
 
 
@@ -616,6 +676,14 @@ def test_retrain_cronjob_runs_the_gated_train_command(production: Rendered) -> N
         "train", "--data", "/data/train-2024.jsonl", "/data/train-2025.jsonl", "--dev", "/data/dev.jsonl",
         "--registry", "/models", "--promote-if-better",
     ]  # fmt: skip
+    # The real command line parser takes it, with the quality gate on and the registry the claim.
+    args = build_parser().parse_args(train["args"])
+    assert (args.command, args.promote_if_better, args.no_promote, args.out) == ("train", True, False, None)
+    assert str(args.registry) == production.one("ConfigMap", FULLNAME)["data"]["NEWSTAGGER_MODEL_DIR"]
+    assert [str(f) for f in args.data + args.dev] == [
+        *PRODUCTION_VALUES["retrain"]["trainFiles"],
+        "/data/dev.jsonl",
+    ]
     assert {
         m["mountPath"]: m["readOnly"] for m in train["volumeMounts"] if m["name"] in ("models", "data")
     } == {
@@ -660,6 +728,45 @@ def test_notes_tell_how_to_call_the_service(default: Rendered) -> None:
     assert f"grpcurl -plaintext localhost:{DEFAULT_GRPC_PORT} describe {GRPC_SERVICE_NAME}" in default.notes
     assert f"curl -s localhost:{DEFAULT_METRICS_PORT}/metrics" in default.notes
     assert f"helm test {RELEASE}" in default.notes
+
+
+def test_retrain_extra_args_reach_the_parser(chart: helm.Chart, helm_config: helm.Config) -> None:
+    values = {
+        "retrain": {
+            "enabled": True,
+            "dataVolume": {"emptyDir": {}},
+            "extraArgs": ["--gate-tolerance", "0.01", "--gate-metric=micro_f1", "--quiet"],
+        }
+    }
+    rendered = dry_run_install(helm_config, chart, values)
+    cron = rendered.one("CronJob", f"{FULLNAME}-retrain")
+    train = container(cron["spec"]["jobTemplate"]["spec"]["template"]["spec"], "train")
+    args = build_parser().parse_args(train["args"])
+    assert (args.promote_if_better, args.gate_tolerance, args.gate_metric, args.quiet) == (
+        True, 0.01, "micro_f1", True,
+    )  # fmt: skip
+    # The default retrain resources bound the fold processes (one per CPU of the limit) and cover them.
+    assert train["resources"]["limits"] == {"cpu": "2", "memory": "2Gi"}
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},
+        PRODUCTION_VALUES,
+        {"server": {"enabled": False}},
+        {"server": {"enabled": False}, "worker": {"enabled": False}, "retrain": PRODUCTION_VALUES["retrain"]},
+    ],
+    ids=["default", "production", "worker only", "retrain only"],
+)
+def test_notes_name_only_objects_the_release_has(
+    chart: helm.Chart, helm_config: helm.Config, values: dict[str, Any]
+) -> None:
+    rendered = dry_run_install(helm_config, chart, values)
+    kinds = {"deploy": "Deployment", "svc": "Service", "cronjob": "CronJob"}
+    named = re.findall(r"\b(deploy|svc|cronjob)/([a-z0-9-]+)", rendered.notes)
+    for short, name in named:
+        rendered.one(kinds[short], name)
 
 
 # ------------------------------------------------------------------------------------------- helm test hook
