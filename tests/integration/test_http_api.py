@@ -318,6 +318,25 @@ def test_a_request_whose_client_left_while_queued_is_not_computed(registry: Mode
         assert tagger.computed == ["a-busy", "a-after"]  # nothing of the four that left
 
 
+def test_a_client_that_leaves_mid_body_is_counted_not_logged_as_an_error(
+    served: HttpServed, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Until 2026-11-30 this logged 'unexpected error' with starlette's ClientDisconnect traceback
+    (a log any client could fill) and counted a 500 no one received."""
+    with caplog.at_level(logging.ERROR), socket.create_connection(("127.0.0.1", served.port), timeout=5) as c:
+        c.sendall(b'POST /v1/tag HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"article": ')
+        wait_for(
+            lambda: served.grpc.sample("newstagger_http_in_flight_requests") == 1, timeout=10, what="read"
+        )
+    wait_for(
+        lambda: served.grpc.sample("newstagger_http_requests_total", route="/v1/tag", status="499") == 1,
+        timeout=10,
+        what="counted as the client gone",
+    )
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert served.grpc.sample("newstagger_http_requests_total", route="/v1/tag", status="500") == 0
+
+
 def test_unexpected_errors_are_500_with_a_generic_message(
     registry: ModelRegistry, caplog: pytest.LogCaptureFixture
 ) -> None:
