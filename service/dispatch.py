@@ -62,12 +62,18 @@ class Dispatcher:
             except Exception as exc:  # noqa: BLE001 - reported per item
                 pending.append(exc)
         outcomes: list[TagResult | Exception] = []
-        for item in pending:
-            if isinstance(item, Exception):
-                outcomes.append(item)
-                continue
-            try:
-                outcomes.append(await self._wait(item, deadline))
-            except Exception as exc:  # noqa: BLE001 - reported per item
-                outcomes.append(exc)
+        try:
+            for item in pending:
+                if isinstance(item, Exception):
+                    outcomes.append(item)
+                    continue
+                try:
+                    outcomes.append(await self._wait(item, deadline))
+                except Exception as exc:  # noqa: BLE001 - reported per item
+                    outcomes.append(exc)
+        except BaseException:  # cancelled (the caller left): what is still queued is not computed
+            for item in pending:
+                if isinstance(item, Future):
+                    item.cancel()
+            raise
         return outcomes

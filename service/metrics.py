@@ -90,7 +90,8 @@ class Metrics:
         # HTTP API
         self.http_requests = Counter(
             "newstagger_http_requests",
-            "HTTP API requests finished, by route (path template; `unmatched` if none) and status.",
+            "HTTP API requests finished, by route (path template; `unmatched` if none) and status "
+            "(499: the client disconnected before its answer).",
             ["route", "status"],
             registry=r,
         )

@@ -4,6 +4,8 @@ request passes (``Edge``: body limit, metrics by route and status) and every err
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -11,7 +13,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -42,13 +44,44 @@ def error_response(exc: BaseException, where: str, body: ErrorBody = rest_error)
     return JSONResponse(body(code, status, message), status_code=code, headers=headers_for(code))
 
 
+#: nginx's "client closed request": what a request whose client left is counted as (never sent)
+CLIENT_GONE = 499
+
+
+async def _client_left(receive: Receive) -> None:
+    """Returns when the client disconnects (called once the request body has been read: from
+    then on uvicorn's ``receive`` waits until the client leaves or the response is sent)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _unless_client_leaves(request: Request, endpoint: Endpoint) -> Response:
+    """``endpoint(request)``, cancelled if the client disconnects first: its articles still
+    queued are then never computed (the bridge cancels their futures), as for a gRPC call."""
+    work = asyncio.ensure_future(endpoint(request))
+    gone = asyncio.ensure_future(_client_left(request.receive))
+    try:
+        await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not work.done():
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await work
+    return Response(status_code=CLIENT_GONE) if work.cancelled() else work.result()
+
+
 def guarded(endpoint: Endpoint, body: ErrorBody = rest_error) -> Endpoint:
-    """``endpoint`` with its exceptions turned into error responses, once, here."""
+    """``endpoint`` with its exceptions turned into error responses, once, here; a client that
+    leaves before its answer is counted ``CLIENT_GONE`` and its work is dropped."""
 
     @functools.wraps(endpoint)
     async def call(request: Request) -> Response:
         try:
-            return await endpoint(request)
+            await request.body()  # read whole first (the endpoint gets it again from the cache)
+            return await _unless_client_leaves(request, endpoint)
+        except ClientDisconnect:  # left while sending the body: no one to answer, nothing to log
+            return Response(status_code=CLIENT_GONE)
         except Exception as exc:  # noqa: BLE001 - mapped by the one table
             return error_response(exc, f"{request.method} {request.url.path}", body)
 

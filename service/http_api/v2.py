@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pydantic_core import from_json
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -90,11 +91,9 @@ def _split_body(request: Request, body: bytes) -> tuple[dict[str, Any], bytes]:
         if not digits or int(header) > len(body):
             raise InvalidRequest(f"bad {HEADER_LENGTH} header: {quote(header)}")
         size = int(header)
-    try:
-        parsed = json.loads(body[:size] or b"{}")
-    except RecursionError:
-        raise InvalidRequest("the request is not valid JSON: nested too deeply") from None
-    except (ValueError, UnicodeDecodeError) as exc:
+    try:  # the REST API's parser: it refuses lone surrogates, which UTF-8 cannot encode
+        parsed = from_json(body[:size] or b"{}")
+    except ValueError as exc:
         raise InvalidRequest(f"the request is not valid JSON: {exc}") from None
     if not isinstance(parsed, dict):
         raise InvalidRequest("the request must be a JSON object")

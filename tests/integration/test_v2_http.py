@@ -202,7 +202,7 @@ DEEP = "[" * 5000 + '"a"' + "]" * 5000
         (
             '{"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ' + DEEP + "}]}",
             {},
-            "nested",
+            "recursion limit exceeded",
         ),
         (json.dumps({"inputs": [TEXT_INPUT | {"data": [[["a"]]]}]}), {}, "nested deeper than its shape"),
         (
@@ -250,6 +250,34 @@ def test_malformed_infer_requests_are_400_with_a_clear_message(
     assert reply.status_code == 400, reply.text
     assert message in reply.json()["error"]
     assert len(reply.json()["error"]) < 300
+
+
+LONE = "\\ud800"  # a JSON escape of a lone surrogate: valid JSON, not encodable as UTF-8
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["troops ' + LONE + '"]}]}',
+        '{"id": "' + LONE + '", "inputs": [' + json.dumps(TEXT_INPUT) + "]}",
+        '{"inputs": [{"name": "t' + LONE + '", "datatype": "BYTES", "shape": [1], "data": ["a"]}]}',
+        '{"inputs": [' + json.dumps(TEXT_INPUT) + '], "outputs": [{"name": "x' + LONE + '"}]}',
+    ],
+    ids=["in-text", "in-id", "in-input-name", "in-output-name"],
+)
+def test_a_lone_surrogate_is_400_not_500(served: HttpServed, loaded_model: Any, body: str) -> None:
+    """Python's json module accepts a lone surrogate escape; the text then failed in the model's
+    batch (500, and its batch fell back to one article at a time) and a name failed while its
+    error was written (500 in plain text, not even V2's error body)."""
+    reply = served.client.post(f"/v2/models/{loaded_model.manifest.name}/infer", content=body)
+    assert reply.status_code == 400, reply.text
+    assert "not valid JSON" in reply.json()["error"]
+    assert (
+        served.client.post(
+            f"/v2/models/{loaded_model.manifest.name}/infer", json={"inputs": [TEXT_INPUT]}
+        ).status_code
+        == 200
+    )
 
 
 def test_unknown_model_or_version_is_404(served: HttpServed, loaded_model: Any) -> None:
