@@ -44,6 +44,17 @@ def _field_size(article_id: str, name: str, value: str, limit: int, reason: str)
         raise InvalidArticle(message, reason)
 
 
+def _unicode(article_id: str, name: str, value: str) -> None:
+    """A lone surrogate (JSON's ``"\\ud800"`` decodes to one) is not text: no UTF-8 can hold it,
+    and the model's featurizers would fail on it (for the whole batch)."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            message = f"article {article_id}: {name} holds a lone surrogate at character {exc.start}"
+            raise InvalidArticle(f"{message}, which is not Unicode text", "invalid_article") from None
+
+
 def validate_article(article: Article, max_text_bytes: int) -> None:
     """Raise InvalidArticle for what no model could or should tag; its ``reason`` is the Kafka
     dead-letter reason (``empty_text``, ``text_too_long``, else ``invalid_article``)."""
@@ -57,6 +68,8 @@ def validate_article(article: Article, max_text_bytes: int) -> None:
     _field_size(article_id, "text", article.text, max_text_bytes, "text_too_long")
     _field_size(article_id, "title", article.title, MAX_TITLE_BYTES, "invalid_article")
     _field_size(article_id, "target", article.target, MAX_TARGET_BYTES, "invalid_article")
+    for name in ("id", "text", "title", "target"):
+        _unicode(article_id, name, getattr(article, name))
 
 
 def check_head_count(count: int) -> None:

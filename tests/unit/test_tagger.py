@@ -179,6 +179,19 @@ def test_over_limit_text_is_an_invalid_article(loaded_model: LoadedModel) -> Non
         tagger.validate(Article("big", "x" * 101))
 
 
+@pytest.mark.parametrize("field", ["id", "text", "title", "target"])
+def test_a_lone_surrogate_is_an_invalid_article_not_a_failed_batch(
+    loaded_model: LoadedModel, field: str
+) -> None:
+    """JSON's "\\ud800" decodes to a lone surrogate (`newstagger tag`, Kafka events, the Python
+    API): the model's character n-grams could not encode it and the whole batch failed."""
+    tagger = Tagger(loaded_model)
+    article = replace(Article("s1", "Troops crossed the border."), **{field: "troops \ud800"})
+    with pytest.raises(InvalidArticle, match=f"{field} holds a lone surrogate at character 7") as info:
+        tagger.tag([ARTICLES[0], article])
+    assert info.value.reason == "invalid_article"
+
+
 def test_no_model_is_not_ready() -> None:
     with pytest.raises(ModelNotReady):
         Tagger().tag(ARTICLES[:1])
