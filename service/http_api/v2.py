@@ -135,15 +135,24 @@ def decode_inputs(parsed: dict[str, Any], binary: bytes, max_articles: int) -> d
 
 def _requested(parsed: dict[str, Any]) -> tuple[list[str], set[str], bool]:
     """Requested output names, which of them are wanted as binary data, and whether all are."""
-    binary_all = bool(_object(parsed, "parameters", "the request").get("binary_data_output"))
+    binary_all = _flag(_object(parsed, "parameters", "the request"), "binary_data_output", "the request")
     names, binary = [], set()
     for spec in _array(parsed, "outputs"):
         if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
             raise InvalidRequest("every requested output needs a name")
         names.append(spec["name"])
-        if binary_all or _object(spec, "parameters", f"output {quote(spec['name'])}").get("binary_data"):
+        where = f"output {quote(spec['name'])}"
+        if binary_all or _flag(_object(spec, "parameters", where), "binary_data", where):
             binary.add(spec["name"])
     return names, binary, binary_all
+
+
+def _flag(parameters: dict[str, Any], name: str, where: str) -> bool:
+    """A boolean parameter (absent: false); ``"no"`` or ``0`` is refused, not read as true."""
+    value = parameters.get(name, False)
+    if not isinstance(value, bool):
+        raise InvalidRequest(f"{where}: parameter {name} must be true or false")
+    return value
 
 
 class V2Api:

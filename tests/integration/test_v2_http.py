@@ -220,6 +220,21 @@ DEEP = "[" * 5000 + '"a"' + "]" * 5000
         (json.dumps({"inputs": [TEXT_INPUT | {"data": "troops"}]}), {}, "data must be a JSON array"),
         (json.dumps({"inputs": [{k: v for k, v in TEXT_INPUT.items() if k != "data"}]}), {}, "neither data"),
         (json.dumps({"inputs": [TEXT_INPUT, TEXT_INPUT]}), {}, "input 'text' is given twice"),
+        (
+            json.dumps({"inputs": [TEXT_INPUT], "parameters": {"binary_data_output": "no"}}),
+            {},
+            "the request: parameter binary_data_output must be true or false",
+        ),
+        (
+            json.dumps(
+                {
+                    "inputs": [TEXT_INPUT],
+                    "outputs": [{"name": "stance_scores", "parameters": {"binary_data": 0}}],
+                }
+            ),
+            {},
+            "output 'stance_scores': parameter binary_data must be true or false",
+        ),
     ],
     ids=[
         "inputs-not-array",
@@ -238,6 +253,8 @@ DEEP = "[" * 5000 + '"a"' + "]" * 5000
         "data-bare-string",
         "no-data",
         "input-twice",
+        "binary-output-not-bool",
+        "binary-data-not-bool",
     ],
 )
 def test_malformed_infer_requests_are_400_with_a_clear_message(
