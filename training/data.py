@@ -19,7 +19,7 @@ from typing import Any
 
 from service.core.errors import DataError
 from service.core.types import ARTICLE_FIELDS, Article
-from service.core.validation import MAX_HEAD_NAME_BYTES, quote
+from service.core.validation import MAX_HEAD_NAME_BYTES, lone_surrogate, quote
 from training.config import HeadConfig, TrainConfig
 from training.records import csv_labels, is_csv, looks_multi, read_records
 
@@ -30,13 +30,11 @@ CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 def _name_problem(name: str, head: bool) -> str:
     """Why ``name`` cannot name a head (``head``) or a label ("" if it can): the manifest stores
     it as UTF-8, and callers ask for a head by name (at most MAX_HEAD_NAME_BYTES bytes, one line)."""
-    try:
-        size = len(name.encode("utf-8"))
-    except UnicodeEncodeError:
+    if lone_surrogate(name) is not None:
         return "holds a lone surrogate (no UTF-8 can hold it)"
     if not name.strip():
         return "is blank"
-    if head and size > MAX_HEAD_NAME_BYTES:
+    if head and (size := len(name.encode("utf-8"))) > MAX_HEAD_NAME_BYTES:
         return f"is {size} bytes; callers can name a head of at most {MAX_HEAD_NAME_BYTES}"
     if head and CONTROL.search(name):
         return "holds a control character (a line break, a tab...)"

@@ -44,15 +44,23 @@ def _field_size(article_id: str, name: str, value: str, limit: int, reason: str)
         raise InvalidArticle(message, reason)
 
 
+def lone_surrogate(value: str) -> int | None:
+    """Where ``value`` holds a lone surrogate (JSON's ``"\\ud800"`` decodes to one), or None: such
+    a string is not text, no UTF-8 can hold it."""
+    if value.isascii():  # constant time in CPython
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
 def _unicode(article_id: str, name: str, value: str) -> None:
-    """A lone surrogate (JSON's ``"\\ud800"`` decodes to one) is not text: no UTF-8 can hold it,
-    and the model's featurizers would fail on it (for the whole batch)."""
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            message = f"article {article_id}: {name} holds a lone surrogate at character {exc.start}"
-            raise InvalidArticle(f"{message}, which is not Unicode text", "invalid_article") from None
+    """The model's featurizers would fail on a lone surrogate (for the whole batch)."""
+    if (at := lone_surrogate(value)) is not None:
+        message = f"article {article_id}: {name} holds a lone surrogate at character {at}"
+        raise InvalidArticle(f"{message}, which is not Unicode text", "invalid_article")
 
 
 def validate_article(article: Article, max_text_bytes: int) -> None:
