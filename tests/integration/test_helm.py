@@ -423,6 +423,38 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
         {"kafka": {"securityProtocol": "SSL", "tls": {"existingSecret": "ca", "certKey": "tls.crt"}}},
         "kafka.tls.certKey and kafka.tls.keyKey go together",
     ),
+    # Prometheus refuses a scrape config whose timeout exceeds its interval (the default timeout is 10s).
+    "scrape timeout above the interval": (
+        {"metrics": {"serviceMonitor": {"enabled": True, "interval": "5s"}}},
+        "metrics.serviceMonitor.scrapeTimeout (10s) is longer than metrics.serviceMonitor.interval (5s)",
+    ),
+    # Kafka Secrets the protocol would never use: the operator believes TLS or SASL is on.
+    "Kafka TLS Secret with PLAINTEXT": (
+        {"kafka": {"tls": {"existingSecret": "kafka-ca"}}},
+        "kafka.tls.existingSecret (kafka-ca) is set but kafka.securityProtocol is PLAINTEXT",
+    ),
+    "Kafka TLS Secret with SASL_PLAINTEXT": (
+        {
+            "kafka": {
+                "securityProtocol": "SASL_PLAINTEXT",
+                "sasl": {"existingSecret": "kafka-sasl"},
+                "tls": {"existingSecret": "kafka-ca"},
+            }
+        },
+        "kafka.tls.existingSecret (kafka-ca) is set but kafka.securityProtocol is SASL_PLAINTEXT",
+    ),
+    "Kafka SASL Secret without SASL": (
+        {"kafka": {"securityProtocol": "SSL", "sasl": {"existingSecret": "kafka-sasl"}}},
+        "kafka.sasl.existingSecret (kafka-sasl) is set but kafka.securityProtocol is SSL",
+    ),
+    "Kafka client certificate without a Secret": (
+        {"kafka": {"securityProtocol": "SSL", "tls": {"certKey": "tls.crt", "keyKey": "tls.key"}}},
+        "kafka.tls.certKey and kafka.tls.keyKey are set but no Kafka TLS Secret is mounted",
+    ),
+    "Kafka TLS Secret with no key read from it": (
+        {"kafka": {"securityProtocol": "SSL", "tls": {"existingSecret": "kafka-ca", "caKey": ""}}},
+        "kafka.tls.existingSecret (kafka-ca) is mounted but kafka.tls.caKey, certKey and keyKey are all empty",
+    ),
 }
 
 
@@ -433,6 +465,17 @@ def test_bad_values_fail_install_with_a_clear_message(
     values, message = BAD_VALUES[case]
     with pytest.raises(helm.HelmError, match=re.escape(message)):
         dry_run_install(helm_config, chart, values)
+
+
+@pytest.mark.parametrize(
+    ("interval", "timeout"), [("1m", "1m"), ("1m30s", "90s"), ("1s", "500ms"), ("1h", "59m59s")]
+)
+def test_scrape_timeout_up_to_the_interval_is_accepted(
+    chart: helm.Chart, helm_config: helm.Config, interval: str, timeout: str
+) -> None:
+    values = {"metrics": {"serviceMonitor": {"enabled": True, "interval": interval, "scrapeTimeout": timeout}}}
+    endpoint = dry_run_install(helm_config, chart, values).one("ServiceMonitor", FULLNAME)["spec"]["endpoints"][0]
+    assert (endpoint["interval"], endpoint["scrapeTimeout"]) == (interval, timeout)
 
 
 def test_string_replica_count_fails_schema_validation(chart: helm.Chart) -> None:

@@ -37,6 +37,17 @@ may use: 1412 MiB with 2, 2364 MiB with 5). Bigger models and more training data
 {{- end -}}
 {{- end -}}
 
+{{/* A Prometheus duration (1m30s, 500ms; as the schema's pattern) in milliseconds. */}}
+{{- define "newstagger.durationMs" -}}
+{{- $units := dict "ms" 1 "s" 1000 "m" 60000 "h" 3600000 "d" 86400000 "w" 604800000 "y" 31536000000 -}}
+{{- $total := 0 -}}
+{{- range regexFindAll "[0-9]+(ms|s|m|h|d|w|y)" (toString .) -1 -}}
+{{- $unit := regexFind "[a-z]+$" . -}}
+{{- $total = add $total (mul (trimSuffix $unit .) (get $units $unit)) -}}
+{{- end -}}
+{{- $total -}}
+{{- end -}}
+
 {{/* Fails when a container's memory limit is below what it needs. Call with (dict "key" "server.resources" "resources" $r "need" 320 "why" "..."). */}}
 {{- define "newstagger.checkMemory" -}}
 {{- $limit := dig "limits" "memory" "" .resources -}}
@@ -121,8 +132,27 @@ values to change. Included by configmap.yaml, which every install renders.
 {{- end -}}
 {{- end -}}
 {{- end -}}
-{{- if and (include "newstagger.kafkaTlsSecret" .) (ne (empty $v.kafka.tls.certKey) (empty $v.kafka.tls.keyKey)) -}}
+{{- $k := $v.kafka -}}
+{{- if and $k.sasl.existingSecret (not (include "newstagger.kafkaSasl" .)) -}}
+{{- fail (printf "kafka.sasl.existingSecret (%s) is set but kafka.securityProtocol is %s: the credentials would be silently unused. Set kafka.securityProtocol to SASL_SSL (or SASL_PLAINTEXT), or unset kafka.sasl.existingSecret." $k.sasl.existingSecret $k.securityProtocol) -}}
+{{- end -}}
+{{- if and $k.tls.existingSecret (not (include "newstagger.kafkaTls" .)) -}}
+{{- fail (printf "kafka.tls.existingSecret (%s) is set but kafka.securityProtocol is %s: the Secret would be silently unused and the brokers reached without TLS. Set kafka.securityProtocol to SSL or SASL_SSL, or unset kafka.tls.existingSecret." $k.tls.existingSecret $k.securityProtocol) -}}
+{{- end -}}
+{{- if and (or $k.tls.certKey $k.tls.keyKey) (not (include "newstagger.kafkaTlsSecret" .)) -}}
+{{- fail "kafka.tls.certKey and kafka.tls.keyKey are set but no Kafka TLS Secret is mounted (it is with kafka.tls.existingSecret and securityProtocol SSL or SASL_SSL): SSL client authentication would be silently off." -}}
+{{- end -}}
+{{- if and (include "newstagger.kafkaTlsSecret" .) (ne (empty $k.tls.certKey) (empty $k.tls.keyKey)) -}}
 {{- fail "kafka.tls.certKey and kafka.tls.keyKey go together: set both for SSL client authentication, or neither." -}}
+{{- end -}}
+{{- if and (include "newstagger.kafkaTlsSecret" .) (not (or $k.tls.caKey $k.tls.certKey)) -}}
+{{- fail (printf "kafka.tls.existingSecret (%s) is mounted but kafka.tls.caKey, certKey and keyKey are all empty: nothing would be read from it. Name the CA bundle's key (kafka.tls.caKey) or the client certificate's, or unset kafka.tls.existingSecret." $k.tls.existingSecret) -}}
+{{- end -}}
+{{- $sm := $v.metrics.serviceMonitor -}}
+{{- if and $sm.enabled (or $v.server.enabled $v.worker.enabled) -}}
+{{- if gt (int64 (include "newstagger.durationMs" $sm.scrapeTimeout)) (int64 (include "newstagger.durationMs" $sm.interval)) -}}
+{{- fail (printf "metrics.serviceMonitor.scrapeTimeout (%s) is longer than metrics.serviceMonitor.interval (%s): Prometheus refuses a scrape config whose timeout exceeds its interval. Lower scrapeTimeout to %s or less, or raise interval." $sm.scrapeTimeout $sm.interval $sm.interval) -}}
+{{- end -}}
 {{- end -}}
 {{- range $key, $_ := $v.config.extra -}}
 {{- if not (hasPrefix "NEWSTAGGER_" $key) -}}
