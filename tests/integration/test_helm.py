@@ -16,6 +16,7 @@ import json
 import math
 import os
 import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -174,11 +175,13 @@ def load_yaml_documents(text: str) -> list[dict[str, Any]]:
     return [doc for doc in yaml.load_all(text, Loader=StrictLoader) if doc]  # noqa: S506 - a SafeLoader
 
 
-def dry_run_install(config: helm.Config, chart: helm.Chart, values: dict[str, Any]) -> Rendered:
-    release = config.install(chart, RELEASE, copy.deepcopy(values), dry_run="client", namespace=NAMESPACE)
+def dry_run_install(
+    config: helm.Config, chart: helm.Chart, values: dict[str, Any], release_name: str = RELEASE
+) -> Rendered:
+    release = config.install(chart, release_name, copy.deepcopy(values), dry_run="client", namespace=NAMESPACE)
     objects = load_yaml_documents(release["manifest"])
     # An install's manifest leaves hooks out; the `helm test` Pod is rendered from the same chart.
-    templates = chart.render(copy.deepcopy(values), name=RELEASE, namespace=NAMESPACE, is_install=True)
+    templates = chart.render(copy.deepcopy(values), name=release_name, namespace=NAMESPACE, is_install=True)
     for path, text in sorted(templates.items()):
         if "/templates/tests/" in path:
             objects += load_yaml_documents(text)
@@ -771,6 +774,53 @@ def test_notes_tell_how_to_call_the_service(default: Rendered) -> None:
     assert f"grpcurl -plaintext localhost:{DEFAULT_GRPC_PORT} describe {GRPC_SERVICE_NAME}" in default.notes
     assert f"curl -s localhost:{DEFAULT_METRICS_PORT}/metrics" in default.notes
     assert f"helm test {RELEASE}" in default.notes
+
+
+# Helm allows release names up to 53 characters; without "newstagger" in it the full name is cut at 63.
+LONG_RELEASE = "eu-west-1-production-recommendations-tagging-service"
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+
+
+def label_keys(node: Any) -> Iterator[str]:
+    """Every key of a labels or matchLabels map anywhere in an object."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("labels", "matchLabels") and isinstance(value, dict):
+                yield from value
+            yield from label_keys(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from label_keys(item)
+
+
+@pytest.mark.parametrize("release_name", [RELEASE, LONG_RELEASE])
+def test_names_and_label_keys_fit_kubernetes_limits(
+    chart: helm.Chart, helm_config: helm.Config, release_name: str
+) -> None:
+    """The API server refuses a name or a label key's name part above 63 characters; the schemas do not."""
+    rendered = dry_run_install(helm_config, chart, PRODUCTION_VALUES, release_name)
+    for obj in rendered.objects:
+        where = f"{obj['kind']}/{obj['metadata']['name']}"
+        assert DNS_LABEL.match(obj["metadata"]["name"]), where
+        for key in label_keys(obj):
+            assert LABEL_NAME.match(key.rsplit("/", 1)[-1]), f"{where}: label key {key}"
+
+
+@pytest.mark.parametrize("release_name", [RELEASE, LONG_RELEASE])
+def test_notes_train_now_command_runs_as_printed(
+    chart: helm.Chart, helm_config: helm.Config, release_name: str
+) -> None:
+    values = {"retrain": {"enabled": True, "dataVolume": {"emptyDir": {}}}}
+    rendered = dry_run_install(helm_config, chart, values, release_name)
+    lines = [line for line in rendered.notes.splitlines() if "kubectl" in line and "create job" in line]
+    assert len(lines) == 1
+    words = shlex.split(lines[0])
+    assert words[:5] == ["kubectl", "-n", NAMESPACE, "create", "job"]
+    source, job = words[5:]
+    rendered.one("CronJob", source.removeprefix("--from=cronjob/"))
+    assert DNS_LABEL.match(job), job  # a Job's name is also its pods' job-name label: 63 characters at most
+    assert rendered.notes.count(job) == 1
 
 
 def test_retrain_extra_args_reach_the_parser(chart: helm.Chart, helm_config: helm.Config) -> None:
