@@ -178,7 +178,9 @@ def load_yaml_documents(text: str) -> list[dict[str, Any]]:
 def dry_run_install(
     config: helm.Config, chart: helm.Chart, values: dict[str, Any], release_name: str = RELEASE
 ) -> Rendered:
-    release = config.install(chart, release_name, copy.deepcopy(values), dry_run="client", namespace=NAMESPACE)
+    release = config.install(
+        chart, release_name, copy.deepcopy(values), dry_run="client", namespace=NAMESPACE
+    )
     objects = load_yaml_documents(release["manifest"])
     # An install's manifest leaves hooks out; the `helm test` Pod is rendered from the same chart.
     templates = chart.render(copy.deepcopy(values), name=release_name, namespace=NAMESPACE, is_install=True)
@@ -431,6 +433,15 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
         {"metrics": {"serviceMonitor": {"enabled": True, "interval": "5s"}}},
         "metrics.serviceMonitor.scrapeTimeout (10s) is longer than metrics.serviceMonitor.interval (5s)",
     ),
+    # The default kafkaPorts is 9092: the worker would be cut off from a broker on 9093.
+    "broker port closed by the egress policy": (
+        {
+            "kafka": {"bootstrapServers": "kafka-0.kafka:9092,kafka-1.kafka:9093"},
+            "networkPolicy": {"enabled": True, "egress": {"enabled": True}},
+        },
+        "kafka.bootstrapServers names kafka-1.kafka:9093, but networkPolicy.egress lets the stream worker "
+        "out to ports [9092] only",
+    ),
     # Kafka Secrets the protocol would never use: the operator believes TLS or SASL is on.
     "Kafka TLS Secret with PLAINTEXT": (
         {"kafka": {"tls": {"existingSecret": "kafka-ca"}}},
@@ -456,7 +467,7 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
     ),
     "Kafka TLS Secret with no key read from it": (
         {"kafka": {"securityProtocol": "SSL", "tls": {"existingSecret": "kafka-ca", "caKey": ""}}},
-        "kafka.tls.existingSecret (kafka-ca) is mounted but kafka.tls.caKey, certKey and keyKey are all empty",
+        "kafka.tls.existingSecret (kafka-ca) is mounted but kafka.tls.caKey, certKey and keyKey are all",
     ),
 }
 
@@ -476,9 +487,32 @@ def test_bad_values_fail_install_with_a_clear_message(
 def test_scrape_timeout_up_to_the_interval_is_accepted(
     chart: helm.Chart, helm_config: helm.Config, interval: str, timeout: str
 ) -> None:
-    values = {"metrics": {"serviceMonitor": {"enabled": True, "interval": interval, "scrapeTimeout": timeout}}}
-    endpoint = dry_run_install(helm_config, chart, values).one("ServiceMonitor", FULLNAME)["spec"]["endpoints"][0]
+    values = {
+        "metrics": {"serviceMonitor": {"enabled": True, "interval": interval, "scrapeTimeout": timeout}}
+    }
+    endpoint = dry_run_install(helm_config, chart, values).one("ServiceMonitor", FULLNAME)["spec"][
+        "endpoints"
+    ][0]
     assert (endpoint["interval"], endpoint["scrapeTimeout"]) == (interval, timeout)
+
+
+@pytest.mark.parametrize(
+    "egress",
+    [
+        {"enabled": True, "kafkaPorts": [9093]},
+        {"enabled": True, "extraRules": [{"ports": [{"port": 9093, "protocol": "TCP"}]}]},
+        {"enabled": True, "extraRules": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}]},  # every port
+    ],
+    ids=["kafkaPorts", "extra rule on the port", "extra rule on every port"],
+)
+def test_broker_ports_open_in_the_egress_policy_are_accepted(
+    chart: helm.Chart, helm_config: helm.Config, egress: dict[str, Any]
+) -> None:
+    values = {
+        "kafka": {"bootstrapServers": "kafka:9093"},
+        "networkPolicy": {"enabled": True, "egress": egress},
+    }
+    dry_run_install(helm_config, chart, values).one("NetworkPolicy", f"{FULLNAME}-worker")
 
 
 def test_string_replica_count_fails_schema_validation(chart: helm.Chart) -> None:
@@ -758,15 +792,54 @@ def test_service_monitor_scrapes_server_and_worker_metrics(production: Rendered)
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
 
 
-def test_network_policy_lets_the_helm_test_pod_in(production: Rendered) -> None:
-    policy = production.one("NetworkPolicy", FULLNAME)
-    test_pod = production.one("Pod", f"{FULLNAME}-test-grpc-health")
-    grpc_rule = next(r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == "grpc")
-    client_peers = [p["podSelector"]["matchLabels"] for p in grpc_rule["from"] if "podSelector" in p]
-    assert any(labels.items() <= test_pod["metadata"]["labels"].items() for labels in client_peers)
-    assert "Egress" in policy["spec"]["policyTypes"]
-    egress_ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule.get("ports", [])}
-    assert {53, 9093, "grpc"} <= egress_ports
+def rule_ports(rules: list[dict[str, Any]]) -> set[int | str]:
+    return {port["port"] for rule in rules for port in rule.get("ports", [])}
+
+
+def test_network_policies_allow_each_workload_only_what_it_uses(production: Rendered) -> None:
+    """One policy per workload: the server takes API calls and scrapes, the stream worker only scrapes
+    and alone reaches the brokers, the retraining Job and the helm test pod take nothing in."""
+    policies = {
+        p["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"]: p
+        for p in production.all("NetworkPolicy")
+    }
+    assert set(policies) == {"server", "worker", "retrain", "test"}
+    pods = dict(production.pod_specs())
+    pod_labels = {
+        "server": production.one("Deployment", f"{FULLNAME}-server")["spec"]["template"]["metadata"][
+            "labels"
+        ],
+        "worker": production.one("Deployment", f"{FULLNAME}-worker")["spec"]["template"]["metadata"][
+            "labels"
+        ],
+        "retrain": production.one("CronJob", f"{FULLNAME}-retrain")["spec"]["jobTemplate"]["spec"][
+            "template"
+        ]["metadata"]["labels"],
+        "test": production.one("Pod", f"{FULLNAME}-test-grpc-health")["metadata"]["labels"],
+    }
+    assert len(pods) == len(pod_labels)
+    for component, labels in pod_labels.items():  # each pod is selected by its own policy only
+        selecting = [
+            c
+            for c, p in policies.items()
+            if p["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+        ]
+        assert selecting == [component]
+    for policy in policies.values():
+        assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    ingress = {c: rule_ports(p["spec"]["ingress"]) for c, p in policies.items()}
+    egress = {c: rule_ports(p["spec"]["egress"]) for c, p in policies.items()}
+    assert ingress == {"server": {"grpc", "metrics"}, "worker": {"metrics"}, "retrain": set(), "test": set()}
+    assert egress == {"server": {53}, "worker": {53, 9093}, "retrain": {53}, "test": {53, "grpc"}}
+    # The helm test pod may call the server, and only the server.
+    grpc_in = next(r for r in policies["server"]["spec"]["ingress"] if r["ports"][0]["port"] == "grpc")
+    clients = [p["podSelector"]["matchLabels"] for p in grpc_in["from"] if "podSelector" in p]
+    assert any(c.items() <= pod_labels["test"].items() for c in clients)
+    grpc_out = next(
+        r for r in policies["test"]["spec"]["egress"] if r.get("ports", [{}])[0].get("port") == "grpc"
+    )
+    targets = [p["podSelector"]["matchLabels"] for p in grpc_out["to"]]
+    assert [c for c in pod_labels if any(t.items() <= pod_labels[c].items() for t in targets)] == ["server"]
 
 
 def test_notes_tell_how_to_call_the_service(default: Rendered) -> None:

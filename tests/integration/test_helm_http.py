@@ -77,7 +77,7 @@ def test_http_api_port_is_in_the_pod_service_policy_and_probes(render: Render) -
     assert server["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http", "scheme": "HTTP"}
     assert server["startupProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http", "scheme": "HTTP"}
     assert f"http://{FULLNAME}.{NAMESPACE}.svc:8081" in rendered.notes
-    policy = rendered.one("NetworkPolicy", FULLNAME)
+    policy = rendered.one("NetworkPolicy", f"{FULLNAME}-server")
     assert any({"port": "http", "protocol": "TCP"} in rule["ports"] for rule in policy["spec"]["ingress"])
 
 

@@ -148,6 +148,22 @@ values to change. Included by configmap.yaml, which every install renders.
 {{- if and (include "newstagger.kafkaTlsSecret" .) (not (or $k.tls.caKey $k.tls.certKey)) -}}
 {{- fail (printf "kafka.tls.existingSecret (%s) is mounted but kafka.tls.caKey, certKey and keyKey are all empty: nothing would be read from it. Name the CA bundle's key (kafka.tls.caKey) or the client certificate's, or unset kafka.tls.existingSecret." $k.tls.existingSecret) -}}
 {{- end -}}
+{{- $egress := $v.networkPolicy.egress -}}
+{{- if and $v.networkPolicy.enabled $egress.enabled $v.worker.enabled -}}
+{{- $open := list -}}
+{{- range $egress.kafkaPorts }}{{ $open = append $open (int .) }}{{ end -}}
+{{- $anyPort := false -}}
+{{- range $egress.extraRules -}}
+{{- if not .ports }}{{ $anyPort = true }}{{ end -}}
+{{- range .ports }}{{ if not .port }}{{ $anyPort = true }}{{ else if not (kindIs "string" .port) }}{{ $open = append $open (int .port) }}{{ end }}{{ end -}}
+{{- end -}}
+{{- range $broker := splitList "," $v.kafka.bootstrapServers -}}
+{{- $port := int (regexFind "[0-9]+$" (regexFind ":[0-9]+$" (trim $broker)) | default "9092") -}}
+{{- if not (or $anyPort (has $port $open)) -}}
+{{- fail (printf "kafka.bootstrapServers names %s, but networkPolicy.egress lets the stream worker out to ports %v only: it could not reach the broker. Add %d to networkPolicy.egress.kafkaPorts." (trim $broker) $open $port) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- $sm := $v.metrics.serviceMonitor -}}
 {{- if and $sm.enabled (or $v.server.enabled $v.worker.enabled) -}}
 {{- if gt (int64 (include "newstagger.durationMs" $sm.scrapeTimeout)) (int64 (include "newstagger.durationMs" $sm.interval)) -}}
