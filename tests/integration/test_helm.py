@@ -442,6 +442,28 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
         "kafka.bootstrapServers names kafka-1.kafka:9093, but networkPolicy.egress lets the stream worker "
         "out to ports [9092] only",
     ),
+    # config.extra wins over the chart's keys, but these the chart builds ports, probes, mounts, KEDA
+    # and Secrets from: the metrics server would listen where no probe or Service looks.
+    "config.extra moving the metrics port": (
+        {"config": {"extra": {"NEWSTAGGER_METRICS_PORT": "9200"}}},
+        "config.extra sets NEWSTAGGER_METRICS_PORT, which the chart builds other objects from",
+    ),
+    "config.extra holding the admin token": (
+        {"config": {"extra": {"NEWSTAGGER_ADMIN_TOKEN": "s3cret"}}},
+        "set adminToken.existingSecret instead",
+    ),
+    "heartbeat not below the session timeout": (
+        {"kafka": {"heartbeatIntervalMs": 10000}},
+        "kafka.heartbeatIntervalMs (10000) must be below kafka.sessionTimeoutMs (10000)",
+    ),
+    "server HPA without a CPU request": (
+        {"server": {"autoscaling": {"enabled": True}, "resources": {"requests": {"cpu": None}}}},
+        "server.autoscaling.enabled scales on CPU utilization, a percentage of server.resources.requests.cpu",
+    ),
+    "worker HPA without a CPU request": (
+        {"worker": {"autoscaling": {"enabled": True}, "resources": {"requests": {"cpu": None}}}},
+        "worker.autoscaling.enabled scales on CPU utilization, a percentage of worker.resources.requests.cpu",
+    ),
     # Kafka Secrets the protocol would never use: the operator believes TLS or SASL is on.
     "Kafka TLS Secret with PLAINTEXT": (
         {"kafka": {"tls": {"existingSecret": "kafka-ca"}}},
@@ -513,6 +535,21 @@ def test_broker_ports_open_in_the_egress_policy_are_accepted(
         "networkPolicy": {"enabled": True, "egress": egress},
     }
     dry_run_install(helm_config, chart, values).one("NetworkPolicy", f"{FULLNAME}-worker")
+
+
+def test_the_heartbeat_rule_is_the_kafka_clients(chart: helm.Chart) -> None:
+    """kafka-python refuses a heartbeat interval not below the session timeout when the consumer is built."""
+    from kafka.coordinator.heartbeat import Heartbeat
+    from kafka.errors import KafkaConfigurationError
+
+    defaults = chart.values["kafka"]
+    Heartbeat(
+        group_id="g",
+        session_timeout_ms=defaults["sessionTimeoutMs"],
+        heartbeat_interval_ms=defaults["heartbeatIntervalMs"],
+    )
+    with pytest.raises(KafkaConfigurationError):
+        Heartbeat(group_id="g", session_timeout_ms=10_000, heartbeat_interval_ms=10_000)
 
 
 def test_string_replica_count_fails_schema_validation(chart: helm.Chart) -> None:

@@ -170,9 +170,23 @@ values to change. Included by configmap.yaml, which every install renders.
 {{- fail (printf "metrics.serviceMonitor.scrapeTimeout (%s) is longer than metrics.serviceMonitor.interval (%s): Prometheus refuses a scrape config whose timeout exceeds its interval. Lower scrapeTimeout to %s or less, or raise interval." $sm.scrapeTimeout $sm.interval $sm.interval) -}}
 {{- end -}}
 {{- end -}}
+{{- /* Settings other objects are built from (ports, probes, mounts, KEDA, Secrets): config.extra would split them. */ -}}
+{{- $owned := dict "NEWSTAGGER_HOST" "nothing (pods listen on 0.0.0.0 so probes and Services reach them)" "NEWSTAGGER_METRICS_HOST" "nothing (pods listen on 0.0.0.0 so probes and Services reach them)" "NEWSTAGGER_PORT" "grpc.port" "NEWSTAGGER_HTTP_PORT" "http.enabled and http.port" "NEWSTAGGER_METRICS_PORT" "metrics.port" "NEWSTAGGER_MODEL_DIR" "models.mountPath" "NEWSTAGGER_GRACE_SECONDS" "config.graceSeconds" "NEWSTAGGER_WORKERS" "server.workers" "NEWSTAGGER_BOOTSTRAP_SERVERS" "kafka.bootstrapServers" "NEWSTAGGER_INPUT_TOPIC" "kafka.inputTopic" "NEWSTAGGER_GROUP_ID" "kafka.groupId" "NEWSTAGGER_TOPIC_PARTITIONS" "kafka.partitions" "NEWSTAGGER_KAFKA_SECURITY_PROTOCOL" "kafka.securityProtocol" "NEWSTAGGER_KAFKA_SASL_MECHANISM" "kafka.sasl.mechanism" "NEWSTAGGER_TLS_CERT" "grpc.tls" "NEWSTAGGER_TLS_KEY" "grpc.tls" "NEWSTAGGER_TLS_CLIENT_CA" "grpc.tls.mutual" "NEWSTAGGER_ADMIN_TOKEN" "adminToken.existingSecret" "NEWSTAGGER_KAFKA_SASL_USERNAME" "kafka.sasl.existingSecret" "NEWSTAGGER_KAFKA_SASL_PASSWORD" "kafka.sasl.existingSecret" "NEWSTAGGER_KAFKA_SSL_CAFILE" "kafka.tls" "NEWSTAGGER_KAFKA_SSL_CERTFILE" "kafka.tls" "NEWSTAGGER_KAFKA_SSL_KEYFILE" "kafka.tls" -}}
 {{- range $key, $_ := $v.config.extra -}}
 {{- if not (hasPrefix "NEWSTAGGER_" $key) -}}
 {{- fail (printf "config.extra key %q is not a NEWSTAGGER_* setting." $key) -}}
+{{- end -}}
+{{- if hasKey $owned $key -}}
+{{- fail (printf "config.extra sets %s, which the chart builds other objects from (ports, probes, mounts, KEDA, Secrets) or which is secret: set %s instead." $key (get $owned $key)) -}}
+{{- end -}}
+{{- end -}}
+{{- if and $v.worker.enabled (ge (int $v.kafka.heartbeatIntervalMs) (int $v.kafka.sessionTimeoutMs)) -}}
+{{- fail (printf "kafka.heartbeatIntervalMs (%d) must be below kafka.sessionTimeoutMs (%d): the Kafka client refuses to start the worker otherwise (a third of it or less is recommended)." (int $v.kafka.heartbeatIntervalMs) (int $v.kafka.sessionTimeoutMs)) -}}
+{{- end -}}
+{{- range $c := list "server" "worker" -}}
+{{- $w := get $v $c -}}
+{{- if and $w.enabled $w.autoscaling.enabled (not (dig "requests" "cpu" "" $w.resources)) -}}
+{{- fail (printf "%s.autoscaling.enabled scales on CPU utilization, a percentage of %s.resources.requests.cpu, which is unset: the HorizontalPodAutoscaler could not compute it and would never scale. Set %s.resources.requests.cpu." $c $c $c) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
