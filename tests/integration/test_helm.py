@@ -16,6 +16,7 @@ import json
 import math
 import os
 import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -174,11 +175,15 @@ def load_yaml_documents(text: str) -> list[dict[str, Any]]:
     return [doc for doc in yaml.load_all(text, Loader=StrictLoader) if doc]  # noqa: S506 - a SafeLoader
 
 
-def dry_run_install(config: helm.Config, chart: helm.Chart, values: dict[str, Any]) -> Rendered:
-    release = config.install(chart, RELEASE, copy.deepcopy(values), dry_run="client", namespace=NAMESPACE)
+def dry_run_install(
+    config: helm.Config, chart: helm.Chart, values: dict[str, Any], release_name: str = RELEASE
+) -> Rendered:
+    release = config.install(
+        chart, release_name, copy.deepcopy(values), dry_run="client", namespace=NAMESPACE
+    )
     objects = load_yaml_documents(release["manifest"])
     # An install's manifest leaves hooks out; the `helm test` Pod is rendered from the same chart.
-    templates = chart.render(copy.deepcopy(values), name=RELEASE, namespace=NAMESPACE, is_install=True)
+    templates = chart.render(copy.deepcopy(values), name=release_name, namespace=NAMESPACE, is_install=True)
     for path, text in sorted(templates.items()):
         if "/templates/tests/" in path:
             objects += load_yaml_documents(text)
@@ -423,6 +428,69 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
         {"kafka": {"securityProtocol": "SSL", "tls": {"existingSecret": "ca", "certKey": "tls.crt"}}},
         "kafka.tls.certKey and kafka.tls.keyKey go together",
     ),
+    # Prometheus refuses a scrape config whose timeout exceeds its interval (the default timeout is 10s).
+    "scrape timeout above the interval": (
+        {"metrics": {"serviceMonitor": {"enabled": True, "interval": "5s"}}},
+        "metrics.serviceMonitor.scrapeTimeout (10s) is longer than metrics.serviceMonitor.interval (5s)",
+    ),
+    # The default kafkaPorts is 9092: the worker would be cut off from a broker on 9093.
+    "broker port closed by the egress policy": (
+        {
+            "kafka": {"bootstrapServers": "kafka-0.kafka:9092,kafka-1.kafka:9093"},
+            "networkPolicy": {"enabled": True, "egress": {"enabled": True}},
+        },
+        "kafka.bootstrapServers names kafka-1.kafka:9093, but networkPolicy.egress lets the stream worker "
+        "out to ports [9092] only",
+    ),
+    # config.extra wins over the chart's keys, but these the chart builds ports, probes, mounts, KEDA
+    # and Secrets from: the metrics server would listen where no probe or Service looks.
+    "config.extra moving the metrics port": (
+        {"config": {"extra": {"NEWSTAGGER_METRICS_PORT": "9200"}}},
+        "config.extra sets NEWSTAGGER_METRICS_PORT, which the chart builds other objects from",
+    ),
+    "config.extra holding the admin token": (
+        {"config": {"extra": {"NEWSTAGGER_ADMIN_TOKEN": "s3cret"}}},
+        "set adminToken.existingSecret instead",
+    ),
+    "heartbeat not below the session timeout": (
+        {"kafka": {"heartbeatIntervalMs": 10000}},
+        "kafka.heartbeatIntervalMs (10000) must be below kafka.sessionTimeoutMs (10000)",
+    ),
+    "server HPA without a CPU request": (
+        {"server": {"autoscaling": {"enabled": True}, "resources": {"requests": {"cpu": None}}}},
+        "server.autoscaling.enabled scales on CPU utilization, a percentage of server.resources.requests.cpu",
+    ),
+    "worker HPA without a CPU request": (
+        {"worker": {"autoscaling": {"enabled": True}, "resources": {"requests": {"cpu": None}}}},
+        "worker.autoscaling.enabled scales on CPU utilization, a percentage of worker.resources.requests.cpu",
+    ),
+    # Kafka Secrets the protocol would never use: the operator believes TLS or SASL is on.
+    "Kafka TLS Secret with PLAINTEXT": (
+        {"kafka": {"tls": {"existingSecret": "kafka-ca"}}},
+        "kafka.tls.existingSecret (kafka-ca) is set but kafka.securityProtocol is PLAINTEXT",
+    ),
+    "Kafka TLS Secret with SASL_PLAINTEXT": (
+        {
+            "kafka": {
+                "securityProtocol": "SASL_PLAINTEXT",
+                "sasl": {"existingSecret": "kafka-sasl"},
+                "tls": {"existingSecret": "kafka-ca"},
+            }
+        },
+        "kafka.tls.existingSecret (kafka-ca) is set but kafka.securityProtocol is SASL_PLAINTEXT",
+    ),
+    "Kafka SASL Secret without SASL": (
+        {"kafka": {"securityProtocol": "SSL", "sasl": {"existingSecret": "kafka-sasl"}}},
+        "kafka.sasl.existingSecret (kafka-sasl) is set but kafka.securityProtocol is SSL",
+    ),
+    "Kafka client certificate without a Secret": (
+        {"kafka": {"securityProtocol": "SSL", "tls": {"certKey": "tls.crt", "keyKey": "tls.key"}}},
+        "kafka.tls.certKey and kafka.tls.keyKey are set but no Kafka TLS Secret is mounted",
+    ),
+    "Kafka TLS Secret with no key read from it": (
+        {"kafka": {"securityProtocol": "SSL", "tls": {"existingSecret": "kafka-ca", "caKey": ""}}},
+        "kafka.tls.existingSecret (kafka-ca) is mounted but kafka.tls.caKey, certKey and keyKey are all",
+    ),
 }
 
 
@@ -433,6 +501,55 @@ def test_bad_values_fail_install_with_a_clear_message(
     values, message = BAD_VALUES[case]
     with pytest.raises(helm.HelmError, match=re.escape(message)):
         dry_run_install(helm_config, chart, values)
+
+
+@pytest.mark.parametrize(
+    ("interval", "timeout"), [("1m", "1m"), ("1m30s", "90s"), ("1s", "500ms"), ("1h", "59m59s")]
+)
+def test_scrape_timeout_up_to_the_interval_is_accepted(
+    chart: helm.Chart, helm_config: helm.Config, interval: str, timeout: str
+) -> None:
+    values = {
+        "metrics": {"serviceMonitor": {"enabled": True, "interval": interval, "scrapeTimeout": timeout}}
+    }
+    endpoint = dry_run_install(helm_config, chart, values).one("ServiceMonitor", FULLNAME)["spec"][
+        "endpoints"
+    ][0]
+    assert (endpoint["interval"], endpoint["scrapeTimeout"]) == (interval, timeout)
+
+
+@pytest.mark.parametrize(
+    "egress",
+    [
+        {"enabled": True, "kafkaPorts": [9093]},
+        {"enabled": True, "extraRules": [{"ports": [{"port": 9093, "protocol": "TCP"}]}]},
+        {"enabled": True, "extraRules": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}]},  # every port
+    ],
+    ids=["kafkaPorts", "extra rule on the port", "extra rule on every port"],
+)
+def test_broker_ports_open_in_the_egress_policy_are_accepted(
+    chart: helm.Chart, helm_config: helm.Config, egress: dict[str, Any]
+) -> None:
+    values = {
+        "kafka": {"bootstrapServers": "kafka:9093"},
+        "networkPolicy": {"enabled": True, "egress": egress},
+    }
+    dry_run_install(helm_config, chart, values).one("NetworkPolicy", f"{FULLNAME}-worker")
+
+
+def test_the_heartbeat_rule_is_the_kafka_clients(chart: helm.Chart) -> None:
+    """kafka-python refuses a heartbeat interval not below the session timeout when the consumer is built."""
+    from kafka.coordinator.heartbeat import Heartbeat
+    from kafka.errors import KafkaConfigurationError
+
+    defaults = chart.values["kafka"]
+    Heartbeat(
+        group_id="g",
+        session_timeout_ms=defaults["sessionTimeoutMs"],
+        heartbeat_interval_ms=defaults["heartbeatIntervalMs"],
+    )
+    with pytest.raises(KafkaConfigurationError):
+        Heartbeat(group_id="g", session_timeout_ms=10_000, heartbeat_interval_ms=10_000)
 
 
 def test_string_replica_count_fails_schema_validation(chart: helm.Chart) -> None:
@@ -712,15 +829,54 @@ def test_service_monitor_scrapes_server_and_worker_metrics(production: Rendered)
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
 
 
-def test_network_policy_lets_the_helm_test_pod_in(production: Rendered) -> None:
-    policy = production.one("NetworkPolicy", FULLNAME)
-    test_pod = production.one("Pod", f"{FULLNAME}-test-grpc-health")
-    grpc_rule = next(r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == "grpc")
-    client_peers = [p["podSelector"]["matchLabels"] for p in grpc_rule["from"] if "podSelector" in p]
-    assert any(labels.items() <= test_pod["metadata"]["labels"].items() for labels in client_peers)
-    assert "Egress" in policy["spec"]["policyTypes"]
-    egress_ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule.get("ports", [])}
-    assert {53, 9093, "grpc"} <= egress_ports
+def rule_ports(rules: list[dict[str, Any]]) -> set[int | str]:
+    return {port["port"] for rule in rules for port in rule.get("ports", [])}
+
+
+def test_network_policies_allow_each_workload_only_what_it_uses(production: Rendered) -> None:
+    """One policy per workload: the server takes API calls and scrapes, the stream worker only scrapes
+    and alone reaches the brokers, the retraining Job and the helm test pod take nothing in."""
+    policies = {
+        p["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"]: p
+        for p in production.all("NetworkPolicy")
+    }
+    assert set(policies) == {"server", "worker", "retrain", "test"}
+    pods = dict(production.pod_specs())
+    pod_labels = {
+        "server": production.one("Deployment", f"{FULLNAME}-server")["spec"]["template"]["metadata"][
+            "labels"
+        ],
+        "worker": production.one("Deployment", f"{FULLNAME}-worker")["spec"]["template"]["metadata"][
+            "labels"
+        ],
+        "retrain": production.one("CronJob", f"{FULLNAME}-retrain")["spec"]["jobTemplate"]["spec"][
+            "template"
+        ]["metadata"]["labels"],
+        "test": production.one("Pod", f"{FULLNAME}-test-grpc-health")["metadata"]["labels"],
+    }
+    assert len(pods) == len(pod_labels)
+    for component, labels in pod_labels.items():  # each pod is selected by its own policy only
+        selecting = [
+            c
+            for c, p in policies.items()
+            if p["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+        ]
+        assert selecting == [component]
+    for policy in policies.values():
+        assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    ingress = {c: rule_ports(p["spec"]["ingress"]) for c, p in policies.items()}
+    egress = {c: rule_ports(p["spec"]["egress"]) for c, p in policies.items()}
+    assert ingress == {"server": {"grpc", "metrics"}, "worker": {"metrics"}, "retrain": set(), "test": set()}
+    assert egress == {"server": {53}, "worker": {53, 9093}, "retrain": {53}, "test": {53, "grpc"}}
+    # The helm test pod may call the server, and only the server.
+    grpc_in = next(r for r in policies["server"]["spec"]["ingress"] if r["ports"][0]["port"] == "grpc")
+    clients = [p["podSelector"]["matchLabels"] for p in grpc_in["from"] if "podSelector" in p]
+    assert any(c.items() <= pod_labels["test"].items() for c in clients)
+    grpc_out = next(
+        r for r in policies["test"]["spec"]["egress"] if r.get("ports", [{}])[0].get("port") == "grpc"
+    )
+    targets = [p["podSelector"]["matchLabels"] for p in grpc_out["to"]]
+    assert [c for c in pod_labels if any(t.items() <= pod_labels[c].items() for t in targets)] == ["server"]
 
 
 def test_notes_tell_how_to_call_the_service(default: Rendered) -> None:
@@ -728,6 +884,53 @@ def test_notes_tell_how_to_call_the_service(default: Rendered) -> None:
     assert f"grpcurl -plaintext localhost:{DEFAULT_GRPC_PORT} describe {GRPC_SERVICE_NAME}" in default.notes
     assert f"curl -s localhost:{DEFAULT_METRICS_PORT}/metrics" in default.notes
     assert f"helm test {RELEASE}" in default.notes
+
+
+# Helm allows release names up to 53 characters; without "newstagger" in it the full name is cut at 63.
+LONG_RELEASE = "eu-west-1-production-recommendations-tagging-service"
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+
+
+def label_keys(node: Any) -> Iterator[str]:
+    """Every key of a labels or matchLabels map anywhere in an object."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("labels", "matchLabels") and isinstance(value, dict):
+                yield from value
+            yield from label_keys(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from label_keys(item)
+
+
+@pytest.mark.parametrize("release_name", [RELEASE, LONG_RELEASE])
+def test_names_and_label_keys_fit_kubernetes_limits(
+    chart: helm.Chart, helm_config: helm.Config, release_name: str
+) -> None:
+    """The API server refuses a name or a label key's name part above 63 characters; the schemas do not."""
+    rendered = dry_run_install(helm_config, chart, PRODUCTION_VALUES, release_name)
+    for obj in rendered.objects:
+        where = f"{obj['kind']}/{obj['metadata']['name']}"
+        assert DNS_LABEL.match(obj["metadata"]["name"]), where
+        for key in label_keys(obj):
+            assert LABEL_NAME.match(key.rsplit("/", 1)[-1]), f"{where}: label key {key}"
+
+
+@pytest.mark.parametrize("release_name", [RELEASE, LONG_RELEASE])
+def test_notes_train_now_command_runs_as_printed(
+    chart: helm.Chart, helm_config: helm.Config, release_name: str
+) -> None:
+    values = {"retrain": {"enabled": True, "dataVolume": {"emptyDir": {}}}}
+    rendered = dry_run_install(helm_config, chart, values, release_name)
+    lines = [line for line in rendered.notes.splitlines() if "kubectl" in line and "create job" in line]
+    assert len(lines) == 1
+    words = shlex.split(lines[0])
+    assert words[:5] == ["kubectl", "-n", NAMESPACE, "create", "job"]
+    source, job = words[5:]
+    rendered.one("CronJob", source.removeprefix("--from=cronjob/"))
+    assert DNS_LABEL.match(job), job  # a Job's name is also its pods' job-name label: 63 characters at most
+    assert rendered.notes.count(job) == 1
 
 
 def test_retrain_extra_args_reach_the_parser(chart: helm.Chart, helm_config: helm.Config) -> None:

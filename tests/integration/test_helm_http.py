@@ -51,6 +51,7 @@ def test_http_api_is_off_by_default(render: Render) -> None:
     server = container(pod, "server")
     assert "http" not in {p["name"] for p in server["ports"]}
     assert settings_for(rendered, pod, server).http_port == 0
+    assert "HTTP API" not in rendered.notes
 
 
 def test_http_api_port_is_in_the_pod_service_policy_and_probes(render: Render) -> None:
@@ -75,7 +76,8 @@ def test_http_api_port_is_in_the_pod_service_policy_and_probes(render: Render) -
     }
     assert server["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http", "scheme": "HTTP"}
     assert server["startupProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http", "scheme": "HTTP"}
-    policy = rendered.one("NetworkPolicy", FULLNAME)
+    assert f"http://{FULLNAME}.{NAMESPACE}.svc:8081" in rendered.notes
+    policy = rendered.one("NetworkPolicy", f"{FULLNAME}-server")
     assert any({"port": "http", "protocol": "TCP"} in rule["ports"] for rule in policy["spec"]["ingress"])
 
 
