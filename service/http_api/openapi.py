@@ -62,8 +62,10 @@ V2_MODEL_ERRORS = {
     "503": "No model loaded yet, or the server is draining (`Retry-After`).",
 }
 V2_INFER_ERRORS = {
-    "400": "Bad request: malformed JSON or tensors (shape, data, datatype, names), empty or over-long "
-    "text, unknown output, too many articles.",
+    "400": "Bad request: malformed JSON or tensors (shape, data neither flat nor nested as the shape, "
+    "datatype, names), an `id` that is not a string, empty or over-long text, unknown output, too many "
+    "articles, more JSON values than 8 per article of `--max-request-articles` plus 10,000 (counted "
+    "before parsing).",
     **V2_MODEL_ERRORS,
     "413": ERRORS["413"],
     "429": ERRORS["429"],

@@ -5,6 +5,7 @@ bytes, then the raw tensors). Errors are ``{"error": message}`` with the REST AP
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -19,6 +20,7 @@ from service.core.validation import cut, quote
 from service.dispatch import Dispatcher
 from service.http_api.app import guard_routes, v2_error
 from service.http_api.errors import NotFound
+from service.http_api.json_values import more_values_than
 from service.http_api.rest import deadline_of
 from service.model.artifact import LoadedModel
 from service.v2.tensors import (
@@ -36,30 +38,53 @@ from service.v2.tensors import (
 HEADER_LENGTH = "inference-header-content-length"
 MAX_HEADER_DIGITS = 18  # any JSON header this long is over every body limit
 EXTENSIONS = ["binary_tensor_data"]
+VALUES_PER_ARTICLE, OTHER_VALUES = 8, 10_000  # the JSON a request may hold: most_json_values
+INLINE_BODY_BYTES = 1 << 20  # a bigger body is counted and parsed in a worker thread
 
 
-def _flatten(name: str, data: Any, depth: int, most: int) -> list[Any]:
-    """The elements of ``data`` (a list, nested at most ``depth`` deep: the shape's rank) in
-    row-major order; walked with a stack of its own, so nesting cannot exhaust Python's. More
-    than ``most`` elements (what the shape declares) is refused as soon as it is seen."""
+def _flatten(name: str, data: Any, shape: list[int], most: int) -> list[Any]:
+    """The elements of ``data`` in row-major order. As the protocol allows, ``data`` is either
+    flat (elements only) or nested exactly as ``shape`` (``shape[0]`` lists of ``shape[1]``
+    ..., elements at the last level); anything between is refused, naming where. Walked with a
+    stack of its own, so nesting cannot exhaust Python's; more than ``most`` elements (what the
+    shape declares) is refused as soon as it is seen."""
     if not isinstance(data, list):
         raise InvalidRequest(f"input {quote(name)}: data must be a JSON array")
+    nested = len(shape) > 1 and bool(data) and isinstance(data[0], list)
+    wrong = f"input {quote(name)}: data is neither flat nor nested as its shape {cut(str(shape))}:"
+    if nested and len(data) != shape[0]:
+        raise InvalidRequest(f"{wrong} data has {len(data)} lists where the shape has {shape[0]}")
     elements: list[Any] = []
-    stack = [iter(data)]
+    stack: list[tuple[list[Any], str]] = [(data, "data")]
+    places = [0]  # the next index in each list on the stack
     while stack:
-        for item in stack[-1]:
-            if isinstance(item, list):
-                if len(stack) >= depth:
-                    raise InvalidRequest(f"input {quote(name)}: data is nested deeper than its shape")
-                stack.append(iter(item))
-                break
-            if len(elements) >= most:
-                raise InvalidRequest(
-                    f"input {quote(name)}: data holds more than the {most} elements of its shape"
-                )
-            elements.append(item)
-        else:
+        items, path = stack[-1]
+        depth, i = len(stack), places[-1]  # depth: of the items (1 for data's own)
+        if i == len(items):
             stack.pop()
+            places.pop()
+            continue
+        places[-1] += 1
+        item = items[i]
+        if isinstance(item, list):
+            if not nested and len(shape) > 1:
+                raise InvalidRequest(f"{wrong} {path}[{i}] is a list among elements")
+            if depth >= len(shape):
+                raise InvalidRequest(f"input {quote(name)}: data is nested deeper than its shape")
+            if len(item) != shape[depth]:
+                raise InvalidRequest(
+                    f"{wrong} {path}[{i}] has {len(item)} items where the shape has {shape[depth]}"
+                )
+            stack.append((item, f"{path}[{i}]"))
+            places.append(0)
+        elif nested and depth < len(shape):
+            raise InvalidRequest(f"{wrong} {path}[{i}] is an element where a list of {shape[depth]} belongs")
+        elif len(elements) >= most:
+            raise InvalidRequest(
+                f"input {quote(name)}: data holds more than the {most} elements of its shape"
+            )
+        else:
+            elements.append(item)
     return elements
 
 
@@ -83,7 +108,14 @@ def _array(parsed: dict[str, Any], key: str) -> list[Any]:
     return value
 
 
-def _split_body(request: Request, body: bytes) -> tuple[dict[str, Any], bytes]:
+def most_json_values(max_articles: int) -> int:
+    """The array elements and object members one request's JSON may hold: far more than a request
+    of ``max_articles`` articles needs (3 inputs of one element or one nested list per article,
+    outputs, parameters), far fewer than would hold the process while parsed."""
+    return VALUES_PER_ARTICLE * max_articles + OTHER_VALUES
+
+
+def _split_body(request: Request, body: bytes, max_articles: int) -> tuple[dict[str, Any], bytes]:
     header = request.headers.get(HEADER_LENGTH)
     size = len(body)
     if header is not None:
@@ -91,6 +123,12 @@ def _split_body(request: Request, body: bytes) -> tuple[dict[str, Any], bytes]:
         if not digits or int(header) > len(body):
             raise InvalidRequest(f"bad {HEADER_LENGTH} header: {quote(header)}")
         size = int(header)
+    most = most_json_values(max_articles)
+    if more_values_than(body[:size], most):  # counted, not parsed: see json_values.py
+        raise InvalidRequest(
+            f"the request's JSON holds more than {most} array elements and object members "
+            f"({VALUES_PER_ARTICLE} per article of the limit of {max_articles}, plus {OTHER_VALUES})"
+        )
     try:  # the REST API's parser: it refuses lone surrogates, which UTF-8 cannot encode
         parsed = from_json(body[:size] or b"{}")
     except ValueError as exc:
@@ -128,7 +166,7 @@ def decode_inputs(parsed: dict[str, Any], binary: bytes, max_articles: int) -> d
         elif "data" not in spec:
             raise InvalidRequest(f"input {quote(name)} has neither data nor binary_data_size")
         else:
-            inputs[name] = [text_of(v) for v in _flatten(name, spec["data"], max(1, len(shape)), count)]
+            inputs[name] = [text_of(v) for v in _flatten(name, spec["data"], shape, count)]
         check_shape(name, shape, len(inputs[name]))
     return inputs
 
@@ -145,6 +183,21 @@ def _requested(parsed: dict[str, Any]) -> tuple[list[str], set[str], bool]:
         if binary_all or _flag(_object(spec, "parameters", where), "binary_data", where):
             binary.add(spec["name"])
     return names, binary, binary_all
+
+
+def _json_type(value: Any) -> str:
+    kinds = ((bool, "a boolean"), (int | float, "a number"), (dict, "an object"), (list, "an array"))
+    return next((kind for t, kind in kinds if isinstance(value, t)), "a string")
+
+
+def _request_id(parsed: dict[str, Any]) -> str | None:
+    """The request's ``id``, echoed in the response. The protocol has it a string; a number, a
+    boolean, an object or an array is refused (400), not dropped from the answer nor turned into a
+    string. Absent or null: no id."""
+    value = parsed.get("id")
+    if value is not None and not isinstance(value, str):
+        raise InvalidRequest(f"'id' must be a JSON string, got {_json_type(value)}")
+    return value
 
 
 def _flag(parameters: dict[str, Any], name: str, where: str) -> bool:
@@ -206,7 +259,12 @@ class V2Api:
 
     async def infer(self, request: Request) -> Response:
         loaded = self._model(request)
-        parsed, binary = _split_body(request, await request.body())
+        body = await request.body()
+        if len(body) > INLINE_BODY_BYTES:  # counting releases the GIL: the loop answers meanwhile
+            parsed, binary = await asyncio.to_thread(_split_body, request, body, self._max_articles)
+        else:
+            parsed, binary = _split_body(request, body, self._max_articles)
+        request_id = _request_id(parsed)
         requested, binary_outputs, binary_all = _requested(parsed)
         version, tensors = await infer(
             self._dispatcher,
@@ -221,8 +279,8 @@ class V2Api:
             "model_version": version,
             "outputs": [],
         }
-        if isinstance(parsed.get("id"), str):
-            response["id"] = parsed["id"]
+        if request_id is not None:
+            response["id"] = request_id
         chunks = []
         for tensor in tensors:
             out: dict[str, Any] = {

@@ -1,7 +1,8 @@
 """``inference.GRPCInferenceService`` (the Open Inference Protocol over gRPC) on the gRPC server.
 
 Inputs come as typed contents (``contents.bytes_contents``) or raw bytes (``raw_input_contents``,
-what Triton's client sends); the response answers in kind. Domain errors propagate to the server
+what Triton's client sends), never both, and never in another typed field; the response answers in
+kind. Domain errors propagate to the server
 interceptor, which maps them with the one table (``grpc_api/errors.py``); an unknown model or
 version is NOT_FOUND.
 """
@@ -38,6 +39,23 @@ SERVICE_NAME = "inference.GRPCInferenceService"
 INFER_METHOD = f"/{SERVICE_NAME}/ModelInfer"  # the one V2 call that tags: under the server's call limit
 
 
+def _check_contents(tensor: pb.ModelInferRequest.InferInputTensor, raw: bool) -> None:
+    """A BYTES input's data is in ``contents.bytes_contents`` or, for every input at once, in
+    ``raw_input_contents``; data in another typed field (``int64_contents``...) or in both places
+    is refused, not read as no data."""
+    given = ", ".join(f"contents.{field.name}" for field, _ in tensor.contents.ListFields())
+    if raw and given:
+        raise InvalidRequest(
+            f"input {quote(tensor.name)} has {given}, but the request has raw_input_contents: "
+            "give every input's data one way, not both"
+        )
+    if given not in ("", "contents.bytes_contents"):
+        raise InvalidRequest(
+            f"input {quote(tensor.name)} is BYTES: its data belongs in contents.bytes_contents "
+            f"(or raw_input_contents), not {given}"
+        )
+
+
 def _decode_inputs(request: pb.ModelInferRequest, max_articles: int) -> dict[str, list[str]]:
     raw = list(request.raw_input_contents)
     if raw and len(raw) != len(request.inputs):
@@ -46,6 +64,7 @@ def _decode_inputs(request: pb.ModelInferRequest, max_articles: int) -> dict[str
     for i, tensor in enumerate(request.inputs):
         if tensor.datatype != "BYTES":
             raise InvalidRequest(f"input {quote(tensor.name)} must be BYTES, got {quote(tensor.datatype)}")
+        _check_contents(tensor, bool(raw))
         if tensor.name in inputs:
             raise InvalidRequest(f"input {quote(tensor.name)} is given twice")
         shape = list(tensor.shape)

@@ -8,6 +8,8 @@ import re
 import shlex
 import signal
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -62,3 +64,58 @@ def test_workers_share_the_http_port(registry: ModelRegistry, tmp_path: Path) ->
             assert reply.status_code == 200 and reply.json()["result"]["model"]["version"] == "v1"
         assert total(scrape(mport), "newstagger_http_requests_total", route="/v1/tag", status="200") == 10
         assert stop_process(proc, signal.SIGTERM, timeout=60) == 0
+
+
+def test_health_answers_while_a_body_of_millions_of_tiny_values_is_refused(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
+    """16 MiB of tiny JSON values (the body limit's worth) held the whole process while parsed,
+    health checks included: 0.2-6 s measured (parsing holds the GIL, in a worker thread too). The
+    values are now counted, not parsed: refused with 400 while /healthz and /v2/health/ready keep
+    answering (each within ~40 ms measured; the bound here is 25 times that)."""
+    http_port = free_port()
+    limit = 16 << 20
+    bodies = {
+        "empty lists": '{"inputs": [], "parameters": {"x": [' + ",".join(["[]"] * (limit // 3 - 100)) + "]}}",
+        "tiny strings": '{"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ['
+        + ",".join(['"a"'] * (limit // 4 - 100))
+        + "]}]}",
+    }
+    with serve(registry.root, tmp_path, "--http-port", str(http_port)) as (_, _, mport):
+        wait_for(lambda: ready(mport), timeout=60, what="/readyz")
+        done = threading.Event()
+        answers: list[tuple[str, int, float]] = []
+
+        def probe(url: str) -> None:
+            with httpx.Client(timeout=30) as client:
+                while not done.is_set():
+                    started = time.monotonic()
+                    status = client.get(url).status_code
+                    answers.append((url, status, time.monotonic() - started))
+
+        probes = [
+            threading.Thread(target=probe, args=(url,), daemon=True)
+            for url in (f"http://127.0.0.1:{mport}/healthz", f"http://127.0.0.1:{http_port}/v2/health/ready")
+        ]
+        for thread in probes:
+            thread.start()
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=60) as client:
+                for name, body in bodies.items():
+                    assert len(body) <= limit, name
+                    reply = client.post("/v2/models/newstagger/infer", content=body)
+                    assert reply.status_code == 400, (name, reply.text[:200])
+                    assert (
+                        "JSON holds more than 14096 array elements and object members"
+                        in reply.json()["error"]
+                    )
+        finally:
+            done.set()
+            for thread in probes:
+                thread.join(30)
+        assert {url for url, _, _ in answers} == {
+            f"http://127.0.0.1:{mport}/healthz",
+            f"http://127.0.0.1:{http_port}/v2/health/ready",
+        }
+        assert all(status == 200 for _, status, _ in answers), answers
+        assert max(took for _, _, took in answers) < 1.0, sorted(answers, key=lambda a: -a[2])[:3]

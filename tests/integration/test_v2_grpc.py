@@ -256,3 +256,36 @@ def test_infer_shares_taggerservices_call_limit_and_health_still_answers(
         tagger.release.set()
         assert held.result(10).outputs
         assert stub.ModelInfer(request, timeout=10).outputs  # the slot is free again
+
+
+def test_data_in_the_wrong_contents_field_is_refused(
+    stub: v2_grpc.GRPCInferenceServiceStub, loaded_model: Any
+) -> None:
+    """A BYTES input's data in another typed field was read as no data: refused only by a shape
+    mismatch ("shape [2] does not match 0 elements"), or with shape [0] answered as zero articles;
+    with raw_input_contents, an input's contents were silently ignored."""
+    name = loaded_model.manifest.name
+    cases = []
+    for field, values, shape in (
+        ("int64_contents", [1, 2], [2]),
+        ("fp32_contents", [1.0], [1]),
+        ("int64_contents", [7], [0]),
+    ):
+        request = infer_request(name, [], raw=False)
+        request.inputs[0].shape[:] = shape
+        getattr(request.inputs[0].contents, field).extend(values)
+        cases.append(
+            (
+                request,
+                f"input 'text' is BYTES: its data belongs in contents.bytes_contents "
+                f"(or raw_input_contents), not contents.{field}",
+            )
+        )
+    both = infer_request(name, TEXTS[:1], raw=True)
+    both.inputs[0].contents.bytes_contents.append(b"another text")
+    cases.append((both, "input 'text' has contents.bytes_contents, but the request has raw_input_contents"))
+    for request, message in cases:
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ModelInfer(request, timeout=10)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert message in info.value.details(), info.value.details()

@@ -205,6 +205,33 @@ DEEP = "[" * 5000 + '"a"' + "]" * 5000
             "recursion limit exceeded",
         ),
         (json.dumps({"inputs": [TEXT_INPUT | {"data": [[["a"]]]}]}), {}, "nested deeper than its shape"),
+        (json.dumps({"inputs": [TEXT_INPUT | {"shape": [2], "data": [["a", "b"]]}]}), {}, "nested deeper"),
+        (
+            json.dumps({"inputs": [TEXT_INPUT | {"shape": [2, 1], "data": ["a", ["b"]]}]}),
+            {},
+            "data is neither flat nor nested as its shape [2, 1]: data[1] is a list among elements",
+        ),
+        (
+            json.dumps({"inputs": [TEXT_INPUT | {"shape": [1, 2], "data": [["a"], ["b"]]}]}),
+            {},
+            "neither flat nor nested as its shape [1, 2]: data has 2 lists where the shape has 1",
+        ),
+        (
+            json.dumps({"inputs": [TEXT_INPUT | {"shape": [2, 1], "data": [["a", "b"], []]}]}),
+            {},
+            "as its shape [2, 1]: data[0] has 2 items where the shape has 1",
+        ),
+        (
+            json.dumps({"inputs": [TEXT_INPUT | {"shape": [2, 1], "data": [["a"], "b"]}]}),
+            {},
+            "as its shape [2, 1]: data[1] is an element where a list of 1 belongs",
+        ),
+        (json.dumps({"id": 7, "inputs": [TEXT_INPUT]}), {}, "'id' must be a JSON string, got a number"),
+        (
+            json.dumps({"id": {"a": 1}, "inputs": [TEXT_INPUT]}),
+            {},
+            "'id' must be a JSON string, got an object",
+        ),
         (
             json.dumps({"inputs": [TEXT_INPUT | {"shape": [2**32, 2**32], "data": []}]}),
             {},
@@ -246,6 +273,13 @@ DEEP = "[" * 5000 + '"a"' + "]" * 5000
         "header-too-long",
         "data-5000-deep",
         "data-deeper-than-shape",
+        "data-nested-for-rank-1",
+        "data-half-nested",
+        "data-nested-transposed",
+        "data-ragged",
+        "data-element-for-a-row",
+        "id-number",
+        "id-object",
         "shape-overflows-int64",
         "no-shape",
         "shape-not-list",
@@ -337,8 +371,15 @@ def test_a_tensor_of_more_elements_than_its_shape_is_refused_as_soon_as_seen(
         headers = {"Inference-Header-Content-Length": str(len(header))}
         reply = served.client.post(infer, content=header + binary, headers=headers)
         assert reply.status_code == 400 and message in reply.json()["error"], reply.text[:200]
-    reply = served.client.post(infer, json={"inputs": [TEXT_INPUT | {"shape": [2], "data": ["a"] * 100_000}]})
+    reply = served.client.post(infer, json={"inputs": [TEXT_INPUT | {"shape": [2], "data": ["a"] * 5_000}]})
     assert reply.status_code == 400 and "more than the 2 elements" in reply.json()["error"], reply.text[:200]
+    # more JSON values than a request of 8 articles needs (8 x 8 + 10,000) are not even parsed
+    reply = served.client.post(infer, json={"inputs": [TEXT_INPUT | {"shape": [2], "data": ["a"] * 100_000}]})
+    assert reply.status_code == 400, reply.text[:200]
+    assert reply.json()["error"] == (
+        "the request's JSON holds more than 10064 array elements and object members "
+        "(8 per article of the limit of 8, plus 10000)"
+    )
 
 
 def test_refusals_before_routing_have_v2_error_bodies(registry: ModelRegistry, loaded_model: Any) -> None:
