@@ -7,17 +7,17 @@
     python benchmarks/grpc_bench.py --workers 1 --concurrency 1 --concurrency 32   # just the target points
 
 One article per request, against a real `newstagger serve` process. Corpus, model and in-process
-baseline come from ``benchmarks.common``: the corpus of benchmarks/gen_corpus.py (--n 20000
---seed 1234, mean ~475 words), a model trained with the real ``training.train.train`` and the
-default ``TrainConfig`` (or --config) on its first 4,000 documents (thresholds tuned on the next
-1,000), cached; requests are unseen documents after those. The in-process baselines
-(``inprocess_baseline`` at batch 1 and batch 64, same tagger code, same documents) are measured in
-the same run, before the server starts. The load generator is a separate process using grpc.aio
-with pre-serialized requests and undecoded responses, so it costs the 2-core machine as little as
-it can. Its callers are dealt over ``--connections`` TCP connections per server process
-(SO_REUSEPORT spreads connections, not calls, over ``--workers`` processes). Server CPU is read
-from /proc/<pid>/stat (utime+stime, the server and its worker processes) right before and after
-each measured run. Each figure is the median of --runs runs.
+baseline come from ``benchmarks.common``: the corpus of benchmarks/gen_corpus.py (--n 20000 --seed
+1234, mean ~475 words), a model trained with the real ``training.train.train`` and the shipped
+default model's config (``training/starter/config.toml``, or --config) on its first 4,000 documents
+(thresholds tuned on the next 1,000), cached; requests are unseen documents after those. The
+in-process baselines (``inprocess_baseline`` at batch 1 and batch 64, same tagger code, same
+documents) are measured in the same run, before the server starts. The load generator is a separate
+process using grpc.aio with pre-serialized requests and undecoded responses, so it costs the 2-core
+machine as little as it can. Its callers are dealt over ``--connections`` TCP connections per
+server process (SO_REUSEPORT spreads connections, not calls, over ``--workers`` processes). Server
+CPU is read from /proc/<pid>/stat (utime+stime, the server and its worker processes) right before
+and after each measured run. Each figure is the median of --runs runs.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+STARTER_CONFIG = REPO / "training" / "starter" / "config.toml"  # the shipped default model's
 SERVICE = "newstagger.v1.TaggerService"
 TAG_METHOD = f"/{SERVICE}/Tag"
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -48,7 +49,7 @@ sys.path.insert(0, str(REPO))  # this checkout's service/ and training/, also fo
 
 # ----------------------------------------------------------------------------- corpus, model, baseline
 def prepare(args: argparse.Namespace) -> tuple[Path, list[dict[str, Any]]]:
-    """The cached model (default TrainConfig unless --config) and the request documents."""
+    """The cached model (the shipped default model's config unless --config) and the request documents."""
     from benchmarks.common import Split, generate_corpus, read_corpus, trained_model
     from training.config import load_config
 
@@ -333,7 +334,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--request-docs", type=int, default=1024, help="unseen documents the load cycles over"
     )
-    parser.add_argument("--config", type=Path, help="training config TOML (default: the default TrainConfig)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=STARTER_CONFIG,
+        help="training config TOML (default: the shipped default model's, training/starter/config.toml)",
+    )
     parser.add_argument("--server-code", type=Path, default=REPO, help="checkout the server runs from")
     parser.add_argument("--out", type=Path, help="also write the Markdown table here")
     args = parser.parse_args(argv)

@@ -33,7 +33,14 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.grpc_bench import baseline, baseline_line, free_port, measure_point, prepare  # noqa: E402
+from benchmarks.grpc_bench import (  # noqa: E402
+    STARTER_CONFIG,
+    baseline,
+    baseline_line,
+    free_port,
+    measure_point,
+    prepare,
+)
 
 CONCURRENCY = (1, 8, 32)
 PATHS = ("rest", "v2")
@@ -213,7 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-docs", type=int, default=4000)
     parser.add_argument("--dev-docs", type=int, default=1000)
     parser.add_argument("--request-docs", type=int, default=1024)
-    parser.add_argument("--config", type=Path, help="training config TOML (default: the default TrainConfig)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=STARTER_CONFIG,
+        help="training config TOML (default: the shipped default model's, training/starter/config.toml)",
+    )
     parser.add_argument("--out", type=Path, help="also write the Markdown table here")
     args = parser.parse_args(argv)
     model_dir, docs = prepare(args)

@@ -41,6 +41,7 @@ from benchmarks.common import (  # noqa: E402
 )
 from service.core.tagger import Tagger  # noqa: E402
 from training.config import load_config  # noqa: E402
+from training.train import STARTER_CONFIG  # noqa: E402
 
 QUICK = {"n": 3000, "train_docs": 1000, "dev_docs": 250, "sample": 256, "repeats": 3}
 
@@ -55,7 +56,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5, help="timed passes per batch size (median)")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 64, 512])
     p.add_argument(
-        "--config", type=Path, default=None, help="training config TOML (default: the default TrainConfig)"
+        "--config",
+        type=Path,
+        default=STARTER_CONFIG,
+        help="training config TOML (default: the shipped default model's, training/starter/config.toml)",
     )
     p.add_argument("--quick", action="store_true", help="a short run: " + json.dumps(QUICK))
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
@@ -125,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
     words = sum(len(a.text.split()) for a in sample) / len(sample)
-    default_name = "default TrainConfig" if args.config is None else args.config.name
+    default_name = args.config.name
     print(
         f"\nIn-process `Tagger.tag`, corpus {corpus.name} (seed 1234), models trained on {split.train} docs "
         f"(topics head): reference = {_describe(loaded['reference'])}, {default_name} = "

@@ -17,7 +17,7 @@ a time, one thread) is measured in each run. Medians over ``--runs`` runs are pr
 ratios, as a Markdown table. Corpus, model cache and baseline come from ``benchmarks/common.py``.
 
     python benchmarks/kafka_bench.py --runs 3                    # reference model: word 1-2 grams LR
-    python benchmarks/kafka_bench.py --runs 3 --config default   # default TrainConfig
+    python benchmarks/kafka_bench.py --runs 3 --config default   # the shipped default model's config
 """
 
 from __future__ import annotations
@@ -60,19 +60,20 @@ from tests.helpers import free_port, stop_process, tansu_broker, wait_for  # noq
 #: ``--config`` names: the reference model of this benchmark, and the default ``newstagger train``.
 CONFIGS = {
     "word": "word 1-2 grams, one-vs-rest logistic regression (the reference model)",
-    "default": "default TrainConfig: word 1-2 grams, balanced one-vs-rest logistic regression",
+    "default": "the shipped default model's config (training/starter/config.toml)",
 }
 
 
 def train_config(name: str) -> Any:
-    """``word`` (``benchmarks.common.reference_config``), ``default`` (``TrainConfig()``) or a
-    TOML file as for ``train``."""
-    from training.config import TrainConfig, load_config
+    """``word`` (``benchmarks.common.reference_config``), ``default`` (the shipped default
+    model's config) or a TOML file as for ``train``."""
+    from training.config import load_config
+    from training.train import STARTER_CONFIG
 
     if name == "word":
         return reference_config()
     if name == "default":
-        return TrainConfig()
+        return load_config(STARTER_CONFIG)
     return load_config(Path(name))
 
 
@@ -245,7 +246,7 @@ def main() -> int:
     parser.add_argument(
         "--config",
         default="word",
-        help="training config: 'word' (reference model), 'default' (TrainConfig()) or a TOML file",
+        help="training config: 'word' (reference model), 'default' (the shipped default's) or a TOML file",
     )
     parser.add_argument("--latency-fractions", type=float, nargs="+", default=[0.25, 0.5])
     parser.add_argument("--latency-seconds", type=float, default=15.0)

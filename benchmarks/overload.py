@@ -49,6 +49,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.grpc_bench import (  # noqa: E402
     SERVICE,
+    STARTER_CONFIG,
     cpu_seconds,
     prepare,
     run_load,
@@ -245,7 +246,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-docs", type=int, default=4000)
     parser.add_argument("--dev-docs", type=int, default=1000)
     parser.add_argument("--request-docs", type=int, default=1024)
-    parser.add_argument("--config", type=Path, help="training config TOML (default: the default TrainConfig)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=STARTER_CONFIG,
+        help="training config TOML (default: the shipped default model's, training/starter/config.toml)",
+    )
     parser.add_argument("--server-code", type=Path, default=REPO, help="checkout the server runs from")
     parser.add_argument(
         "--model", type=Path, help="serve a copy of this artifact instead of the cached benchmark model"
