@@ -14,15 +14,14 @@ The rule (documented in docs/retraining.md):
   ``train --allow-head-changes``);
 - no current model (or one that no longer loads): promote — there is nothing to protect.
 
-Which figure it gates on is chosen by ``training.eval_set`` (and the table prints it): the score
-on rows neither model was fitted or tuned on, else the new model's cross-validated estimate.
+Which rows it gates on is chosen by ``training.eval_set`` (and the table prints it): rows neither
+model was fitted or tuned on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -113,31 +112,19 @@ def head_metric(
     return float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
 
 
-def recorded_metric(m: dict[str, Any], labels: list[str], metric: str) -> float:
-    """``metric`` over ``labels`` from one head's recorded metrics (``training.evaluate.head_metrics``:
-    e.g. the cross-validated estimate); a label it does not list has F1 0, as in ``head_metric``."""
-    if metric == "micro_f1":
-        return float(m["micro"]["f1"] if m["kind"] == "multi" else m["accuracy"])
-    per_label = m["per_label"]
-    return sum(float(per_label.get(label, {}).get("f1", 0.0)) for label in labels) / max(1, len(labels))
-
-
 def compare_models(
     current: LoadedModel | None,
     new: LoadedModel,
     data: Dataset,
     metric: str = DEFAULT_METRIC,
     tolerance: float = 0.0,
-    new_recorded: dict[str, Any] | None = None,
     basis: str = "",
     allow_dropped_heads: bool = False,
 ) -> GateDecision:
     """Decide whether ``new`` may replace ``current`` (see the module docstring for the rule).
 
-    ``new_recorded`` (per head, e.g. the new manifest's ``metrics["cv"]``) stands for the new
-    model's figures on ``data`` instead of scoring it there (its rows are the new model's own
-    training rows, and the recorded figures their out-of-fold scores). ``allow_dropped_heads``
-    (``train --allow-head-changes``): a head only the current model has is shown, not refused."""
+    ``allow_dropped_heads`` (``train --allow-head-changes``): a head only the current model has is
+    shown, not refused."""
     if metric not in METRICS:
         raise ValueError(f"unknown gate metric {metric!r}; known: {', '.join(METRICS)}")
     if tolerance < 0:
@@ -151,7 +138,7 @@ def compare_models(
     new_specs = {h.name: h for h in new.manifest.heads}
     shared = [h for h in cur_specs if h in new_specs and h in data.heads]
     cur_scores = _head_scores(current, data, shared)
-    new_scores = _head_scores(new, data, shared) if new_recorded is None else {}
+    new_scores = _head_scores(new, data, shared)
     rows: list[HeadComparison] = []
     for name in cur_specs:
         if name not in new_specs:
@@ -169,9 +156,7 @@ def compare_models(
                     name,
                     "shared",
                     head_metric(c, gold, cur_scores[name], labels, metric),
-                    head_metric(n, gold, new_scores[name], labels, metric)
-                    if new_recorded is None
-                    else recorded_metric(new_recorded[name], labels, metric),
+                    head_metric(n, gold, new_scores[name], labels, metric),
                     tuple(x for x in n.labels if x not in c.labels),
                     tuple(x for x in c.labels if x not in n.labels),
                 )

@@ -118,8 +118,8 @@ def register(sub: Any) -> None:
     when.add_argument(
         "--promote-if-better",
         action="store_true",
-        help="Promote the new version only if it is not worse than the current one on the evaluation "
-        "set (beyond --gate-tolerance); print the comparison either way; exit 3 when refused.",
+        help="Promote the new version only if it is not worse than the current one on the --eval (else "
+        "--dev) rows, beyond --gate-tolerance; print the comparison either way; exit 3 when refused.",
     )
     when.add_argument(
         "--no-promote",
@@ -132,8 +132,8 @@ def register(sub: Any) -> None:
         nargs="+",
         default=None,
         metavar="FILE",
-        help="Evaluation set of the gate (default: the --dev files; else the --data rows, the new model "
-        "judged there by its cross-validated estimate).",
+        help="Evaluation set of the gate: rows neither model trained on (default: the --dev files; "
+        "--promote-if-better needs one or the other).",
     )
     gate.add_argument(
         "--gate-metric",
@@ -172,6 +172,13 @@ def _train(args: argparse.Namespace) -> int:
         raise NewstaggerError("--tune-budget-seconds needs --tune")
     if args.eval and not args.promote_if_better:
         raise NewstaggerError("--eval is the quality gate's evaluation set: it needs --promote-if-better")
+    if args.promote_if_better and not (args.eval or args.dev or args.data is None):
+        raise NewstaggerError(
+            "--promote-if-better needs rows neither model trained on to compare them: pass --eval FILE "
+            "(or --dev FILE). On the training rows the current model, which has usually trained on them, "
+            "would score in-sample against the new model's cross-validated estimate: even the same model "
+            "would be refused. Without a gate: --no-promote, then `newstagger models promote VERSION`"
+        )
     registry = None if args.out else ModelRegistry(args.registry)
     # the version's name is checked before any training: a bad one would write outside the
     # registry, or fail once the model is trained
@@ -240,7 +247,7 @@ def _train(args: argparse.Namespace) -> int:
         )
         return 0
     if args.promote_if_better:
-        return _promote_if_better(args, registry, version, data, dev or ())
+        return _promote_if_better(args, registry, version, dev or ())
     return _promote(args, registry, version)
 
 
@@ -269,7 +276,7 @@ def _promote(args: argparse.Namespace, registry: ModelRegistry, version: str, wh
 
 
 def _promote_if_better(
-    args: argparse.Namespace, registry: ModelRegistry, version: str, data: list[Path], dev: Sequence[Path]
+    args: argparse.Namespace, registry: ModelRegistry, version: str, dev: Sequence[Path]
 ) -> int:
     from training.config import load_config
     from training.eval_set import load_eval_set
@@ -283,10 +290,7 @@ def _promote_if_better(
             current = registry.load(current_version)
         except ArtifactError as exc:
             print(f"warning: the current model does not load, nothing to protect: {exc}", file=sys.stderr)
-    eval_set, described, by_cv = load_eval_set(
-        current, new, load_config(args.config), args.eval or (), dev, data
-    )
-    recorded = new.manifest.metrics["cv"] if by_cv else None
+    eval_set, described = load_eval_set(current, new, load_config(args.config), args.eval or (), dev)
     try:
         decision = compare_models(
             current,
@@ -294,7 +298,6 @@ def _promote_if_better(
             eval_set,
             args.gate_metric,
             args.gate_tolerance,
-            recorded,
             described,
             args.allow_head_changes,
         )

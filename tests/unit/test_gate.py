@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from service.cli import main
-from service.model.article_model import articles_to_matrix
 from service.model.artifact import LoadedModel
 from service.model.manifest import HeadSpec
 from service.model.registry import ModelRegistry
@@ -17,7 +16,7 @@ from tests.conftest import FAST_CONFIG
 from tests.helpers import STARTER, starter_rows
 from training.data import Dataset, load_dataset
 from training.eval_set import load_eval_set
-from training.gate import compare_models, format_comparison, head_metric, recorded_metric
+from training.gate import compare_models, format_comparison, head_metric
 
 FAST_TOML = "[thresholds]\ncv_folds = 0\n"
 
@@ -122,51 +121,18 @@ def test_no_current_model_promotes(loaded_model: LoadedModel, dev_set: Dataset) 
     assert decision.promote and decision.reason == "no current model to compare with"
 
 
-def test_recorded_figures_equal_scoring_again(loaded_model: LoadedModel, dev_set: Dataset) -> None:
-    """The recorded dev metrics give the gate's figure without scoring again, for both metrics."""
-    X = articles_to_matrix(dev_set.articles())
-    scores = loaded_model.model.scores(X, [h.name for h in loaded_model.manifest.heads])
-    for h in loaded_model.manifest.heads:
-        labels = list(h.labels)
-        for metric in ("macro_f1", "micro_f1"):
-            scored = head_metric(h, dev_set.labels(h.name), scores[h.name], labels, metric)
-            recorded = recorded_metric(loaded_model.manifest.metrics["dev"][h.name], labels, metric)
-            assert recorded == pytest.approx(scored, abs=1e-3)
-
-
-def test_without_held_out_rows_the_gate_is_on_the_cross_validated_estimate(loaded_model: LoadedModel) -> None:
-    """No --eval, no --dev: the new model was fitted on every training row, so the gate takes its
-    out-of-fold estimate there (not its in-sample score) and says so; the very same model scored
-    in-sample as "current" looks better, so the gate refuses rather than flatters."""
-    data, described, by_cv = load_eval_set(
-        loaded_model, loaded_model, FAST_CONFIG, train_paths=[STARTER / "train.jsonl"]
-    )
-    n_train = starter_rows("train")
-    assert by_cv and len(data.rows) == n_train
-    assert f"cross-validated estimate on its {n_train} training rows" in described
-    decision = compare_models(
-        loaded_model,
-        with_manifest(loaded_model, "v2"),
-        data,
-        new_recorded=loaded_model.manifest.metrics["cv"],
-        basis=described,
-    )
-    table = format_comparison(decision)
-    assert "gates on: no --eval or --dev: the new model's cross-validated estimate" in table
-    assert decision.new_score is not None and decision.current_score is not None
-    assert decision.new_score < decision.current_score and not decision.promote
-    assert decision.new_score == pytest.approx(
-        np.mean(
-            [
-                recorded_metric(m, list(loaded_model.manifest.head(n).labels), "macro_f1")
-                for n, m in loaded_model.manifest.metrics["cv"].items()
-            ]
-        )
-    )
-    _, described, by_cv = load_eval_set(
+def test_the_gate_names_the_held_out_rows_it_judges_on(loaded_model: LoadedModel) -> None:
+    data, described = load_eval_set(
         loaded_model, loaded_model, FAST_CONFIG, dev_paths=[STARTER / "dev.jsonl"]
     )
-    assert not by_cv and "dev rows training only scored, never fitted or tuned on" in described
+    assert len(data.rows) == starter_rows("dev")
+    assert "dev rows training only scored, never fitted or tuned on" in described
+    data, described = load_eval_set(
+        loaded_model, loaded_model, FAST_CONFIG, [STARTER / "shift.jsonl"], [STARTER / "dev.jsonl"]
+    )
+    assert len(data.rows) == starter_rows("shift") and described.startswith("--eval ")
+    with pytest.raises(ValueError, match="needs --eval or --dev"):
+        load_eval_set(loaded_model, loaded_model, FAST_CONFIG)
 
 
 def train_args(registry: Path, version: str, config: Path, *extra: str) -> list[str]:
