@@ -1,4 +1,5 @@
-"""CLI command `train` (with the registry quality gate)."""
+"""CLI command `train`: its options, what is refused before training, the training (what happens to
+the new version in a registry: `service.commands.train_registry`)."""
 
 from __future__ import annotations
 
@@ -9,18 +10,16 @@ import os
 import shutil
 import sys
 import uuid
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from service.commands.train_registry import promote_new_version
 from service.core.errors import ArtifactError, DataError, NewstaggerError
 from service.model.artifact import check_destination
-from service.model.errors import HeadsChanged
 from service.model.registry import ModelRegistry, check_version_name
 from service.settings import MODEL_DIR_HELP, default_model_dir
 
 GATE_METRICS = ("macro_f1", "micro_f1")  # training.gate.METRICS (not imported: training loads lazily)
-EXIT_REFUSED = 3  # train --promote-if-better refused the new version
 
 
 def _non_negative(value: str) -> float:
@@ -214,7 +213,7 @@ def _train(args: argparse.Namespace) -> int:
     try:
         manifest = train(data, out, config, dev or (), args.heads, args.version, progress)
         if tuned is not None:
-            from training.tune import record_choice
+            from training.report import record_choice
 
             record_choice(out, tuned, budget)
         if registry is not None and out.name == pending:
@@ -239,69 +238,4 @@ def _train(args: argparse.Namespace) -> int:
         )
     if registry is None:
         return 0
-    version, root = manifest.version, registry.root
-    if args.no_promote:
-        print(
-            f"added {version} to {root}, not promoted (current: {registry.current() or 'none'}); "
-            f"promote it with: newstagger models promote {version} --registry {root}"
-        )
-        return 0
-    if args.promote_if_better:
-        return _promote_if_better(args, registry, version, dev or ())
-    return _promote(args, registry, version)
-
-
-def _promote(args: argparse.Namespace, registry: ModelRegistry, version: str, why: str = "") -> int:
-    """Promote ``version``, or say why not (``why``: the gate's reason; or the heads or labels it
-    would take away, see ``ModelRegistry.check_heads``) and how to promote it anyway."""
-    root, current = registry.root, registry.current()
-    lost: list[str] = []
-    if not args.allow_head_changes:
-        try:
-            registry.check_heads(version)
-        except HeadsChanged as exc:
-            lost = exc.lost
-    if not why and not lost:
-        previous = registry.promote(version, allow_head_changes=True)  # checked just above
-        print(f"promoted {version} to current in {root} (was: {previous or 'none'})")
-        return 0
-    flag = " --allow-head-changes" if lost else ""
-    print(
-        f"newstagger train: refused to promote {version}: {why or '; '.join(lost)}.\n"
-        f"  {version} stays in {root}, unpromoted; {current} is still current.\n"
-        f"  To promote it anyway: newstagger models promote {version}{flag} --registry {root}",
-        file=sys.stderr,
-    )
-    return EXIT_REFUSED
-
-
-def _promote_if_better(
-    args: argparse.Namespace, registry: ModelRegistry, version: str, dev: Sequence[Path]
-) -> int:
-    from training.config import load_config
-    from training.eval_set import load_eval_set
-    from training.gate import compare_models, format_comparison
-
-    new = registry.load(version)
-    current_version = registry.current()
-    current = None
-    if current_version is not None:
-        try:
-            current = registry.load(current_version)
-        except ArtifactError as exc:
-            print(f"warning: the current model does not load, nothing to protect: {exc}", file=sys.stderr)
-    eval_set, described = load_eval_set(current, new, load_config(args.config), args.eval or (), dev)
-    try:
-        decision = compare_models(
-            current,
-            new,
-            eval_set,
-            args.gate_metric,
-            args.gate_tolerance,
-            described,
-            args.allow_head_changes,
-        )
-    except ValueError as exc:
-        raise NewstaggerError(f"cannot compare {version} with {current_version}: {exc}") from exc
-    print(format_comparison(decision))
-    return _promote(args, registry, version, "" if decision.promote else decision.reason)
+    return promote_new_version(args, registry, manifest.version, dev or ())
