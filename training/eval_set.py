@@ -27,15 +27,13 @@ def load_eval_set(
     """The evaluation set of the gate, ``eval_paths`` else ``dev_paths``, and what the gate's
     figure on it means.
 
-    Only the heads both models share need labels in it (all of the new model's if there is no
-    current model)."""
+    Only the heads the gate scores need labels in it (``gate_heads``)."""
     if not eval_paths and not dev_paths:
         raise ValueError("the quality gate needs --eval or --dev rows (neither model trained on them)")
-    shared = {h.name: h for h in new.manifest.heads}
-    if current is not None:
-        known = {h.name for h in current.manifest.heads}
-        shared = {name: h for name, h in shared.items() if name in known} or shared
-    heads = {name: HeadConfig(kind=h.kind, target=h.target) for name, h in shared.items()}
+    heads = gate_heads(
+        {h.name: HeadConfig(kind=h.kind, target=h.target) for h in new.manifest.heads},
+        None if current is None else {h.name: h.kind for h in current.manifest.heads},
+    )
     if eval_paths:
         return (
             load_dataset(eval_paths, config, heads=heads),
@@ -49,3 +47,26 @@ def load_eval_set(
         "favours it: pass --eval for a fair gate"
     )
     return load_dataset(dev_paths, config, heads=heads), f"--dev {' '.join(map(str, dev_paths))}: {honest}"
+
+
+def gate_heads(new: dict[str, HeadConfig], current: dict[str, str] | None) -> dict[str, HeadConfig]:
+    """The heads the gate scores, which the evaluation rows must label: those of the ``new`` model
+    that the ``current`` one (head -> kind) has too, with the same kind (all of the new model's if
+    none, or if there is no current model)."""
+    if current is None:
+        return new
+    return {name: h for name, h in new.items() if current.get(name) == h.kind} or new
+
+
+def check_eval_files(
+    eval_paths: Sequence[Path],
+    train_paths: Sequence[Path],
+    config: TrainConfig,
+    head_names: Sequence[str],
+    current: dict[str, str] | None,
+) -> None:
+    """Raise DataError, before any training, if the gate could not use the ``eval_paths``: a row
+    invalid for the heads it will score (those the training data gives the new model, see
+    ``gate_heads``). ``current``: the current model's heads and kinds, if it has one."""
+    new = load_dataset(train_paths, config, head_names, group_field=config.group_field).heads
+    load_dataset(eval_paths, config, heads=gate_heads(new, current))

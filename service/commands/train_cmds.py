@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from service.commands.train_registry import promote_new_version
-from service.core.errors import ArtifactError, DataError, NewstaggerError
+from service.core.errors import ArtifactError, NewstaggerError
 from service.model.artifact import check_destination
 from service.model.registry import ModelRegistry, check_version_name
 from service.settings import MODEL_DIR_HELP, default_model_dir
@@ -156,12 +156,22 @@ def register(sub: Any) -> None:
     train.set_defaults(handler=_train)
 
 
+def _current_heads(registry: ModelRegistry) -> dict[str, str] | None:
+    """The current version's heads and their kinds (None: no current version, or one that does not
+    read, which the gate does not compare with)."""
+    try:
+        current = registry.current()
+        return None if current is None else {h.name: h.kind for h in registry.manifest(current).heads}
+    except ArtifactError:
+        return None
+
+
 def _train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from training.config import load_config
+    from training.eval_set import check_eval_files
     from training.progress import Progress
-    from training.records import read_records
     from training.report import figures
     from training.train import STARTER_CONFIG, STARTER_DIR, train, train_units
 
@@ -188,9 +198,11 @@ def _train(args: argparse.Namespace) -> int:
     config = load_config(args.config or (STARTER_CONFIG if args.data is None else None))
     if args.group_field is not None:
         config = replace(config, group_field=args.group_field)
-    for path in args.eval or ():  # the gate's files and the model's place: checked before training
-        if not read_records(path)[0]:
-            raise DataError(f"{path}: no rows")
+    data, dev = args.data, args.dev
+    if data is None:
+        data, dev = [STARTER_DIR / "train.jsonl"], dev or [STARTER_DIR / "dev.jsonl"]
+    if args.eval and registry is not None:  # the gate's files and the model's place: checked before training
+        check_eval_files(args.eval, data, config, args.heads, _current_heads(registry))
     # Without --version the version is known only once the model is saved: write it under a
     # hidden name unique to this run (a crashed or concurrent run cannot block it; the registry
     # ignores hidden names), then rename it into place. Whatever happens, no staging is left.
@@ -198,9 +210,6 @@ def _train(args: argparse.Namespace) -> int:
     out = args.out if registry is None else registry.new_version_dir(args.version or pending)
     check_destination(out)
     progress = Progress.to_stderr(total=train_units(config), quiet=args.quiet)
-    data, dev = args.data, args.dev
-    if data is None:
-        data, dev = [STARTER_DIR / "train.jsonl"], dev or [STARTER_DIR / "dev.jsonl"]
     tuned = None
     if args.tune:
         from training.tune import DEFAULT_BUDGET_SECONDS, tune

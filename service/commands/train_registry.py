@@ -38,16 +38,15 @@ def _promote(args: argparse.Namespace, registry: ModelRegistry, version: str, wh
     would take away, see ``ModelRegistry.check_heads``) and how to promote it anyway."""
     root, current = registry.root, registry.current()
     lost: list[str] = []
-    if not args.allow_head_changes:
-        try:
-            registry.check_heads(version)
-        except HeadsChanged as exc:
-            lost = exc.lost
-    if not why and not lost:
+    try:
+        registry.check_heads(version)
+    except HeadsChanged as exc:
+        lost = exc.lost
+    if not why and (not lost or args.allow_head_changes):
         previous = registry.promote(version, allow_head_changes=True)  # checked just above
         print(f"promoted {version} to current in {root} (was: {previous or 'none'})")
         return 0
-    flag = " --allow-head-changes" if lost else ""
+    flag = " --allow-head-changes" if lost else ""  # `models promote` would refuse it without
     print(
         f"newstagger train: refused to promote {version}: {why or '; '.join(lost)}.\n"
         f"  {version} stays in {root}, unpromoted; {current} is still current.\n"
@@ -63,9 +62,15 @@ def _promote_if_better(
     from training.config import load_config
     from training.eval_set import load_eval_set
     from training.gate import compare_models, format_comparison
+    from training.progress import Progress
 
-    new = registry.load(version)
     current_version = registry.current()
+    # the rows to score are known once both models are read
+    progress = Progress.to_stderr(total=1, quiet=args.quiet)
+    progress.advance(
+        0, f"quality gate: loading {version}" + (f" and {current_version}" if current_version else "")
+    )
+    new = registry.load(version)
     current = None
     if current_version is not None:
         try:
@@ -73,6 +78,11 @@ def _promote_if_better(
         except ArtifactError as exc:
             print(f"warning: the current model does not load, nothing to protect: {exc}", file=sys.stderr)
     eval_set, described = load_eval_set(current, new, load_config(args.config), args.eval or (), dev)
+    if current is not None:
+        progress.add_total(2 * len(eval_set.rows) - 1)
+        progress.advance(
+            0, f"quality gate: scoring {len(eval_set.rows)} rows with {current_version} and {version}"
+        )
     try:
         decision = compare_models(
             current,
@@ -82,8 +92,10 @@ def _promote_if_better(
             args.gate_tolerance,
             described,
             args.allow_head_changes,
+            on_rows=progress.advance,
         )
     except ValueError as exc:
         raise NewstaggerError(f"cannot compare {version} with {current_version}: {exc}") from exc
+    progress.finish("quality gate: done")
     print(format_comparison(decision))
     return _promote(args, registry, version, "" if decision.promote else decision.reason)

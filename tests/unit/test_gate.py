@@ -159,7 +159,11 @@ def test_cli_gate_promotes_a_tie_and_refuses_a_worse_model(
     fast.write_text(FAST_TOML)
     # the same data, config and seed as v1: the same model, so a tie, so promoted
     assert main(train_args(registry.root, "v2", fast, "--promote-if-better")) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    # the gate's own progress (it scores every row twice, after training's "done"), once silent
+    rows = starter_rows("dev")
+    assert f"[0/{2 * rows}] quality gate: scoring {rows} rows with v1 and v2" in err
+    assert f"[{2 * rows}/{2 * rows}] quality gate: done" in err
     assert "quality gate: macro_f1" in out and "PROMOTE" in out and "promoted v2" in out
     assert "gates on: --dev" in out and "cut-offs were tuned on these rows (thresholds.cv_folds = 0)" in out
     assert registry.current() == "v2"
@@ -197,3 +201,21 @@ def test_cli_refuses_a_tolerance_that_is_no_finite_number(
         main(argv)
     assert exited.value.code == 2
     assert f"{tolerance}: must be a finite number >= 0" in capsys.readouterr().err
+
+
+def test_a_head_of_another_kind_is_refused_or_shown_not_an_error(
+    loaded_model: LoadedModel, dev_set: Dataset
+) -> None:
+    """A head whose kind changed (stance now multi-label) stopped `train --promote-if-better` with
+    "cannot compare" (exit 2, the version left unpromoted without a word) even with
+    --allow-head-changes, which the docs say lets a head of another kind through."""
+    stance = loaded_model.manifest.head("stance")
+    as_multi = replace(stance, kind="multi", thresholds=(0.5,) * len(stance.labels))
+    heads = tuple(as_multi if h.name == "stance" else h for h in loaded_model.manifest.heads)
+    new = with_manifest(loaded_model, "v2", heads=heads)
+    refused = compare_models(loaded_model, new, dev_set)
+    assert not refused.promote and refused.reason == "the new model changes the kind of head(s) stance"
+    assert {r.head: r.status for r in refused.heads} == {"topics": "shared", "stance": "kind changed"}
+    allowed = compare_models(loaded_model, new, dev_set, allow_dropped_heads=True)
+    assert allowed.promote and "tie" in allowed.reason  # judged on topics, the head both serve alike
+    assert "kind changed" in format_comparison(allowed)

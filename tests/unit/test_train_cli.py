@@ -92,6 +92,23 @@ def test_the_gate_without_held_out_rows_is_refused_before_training(
     assert not (tmp_path / "models").exists()
 
 
+def test_eval_rows_the_gate_cannot_use_are_refused_before_training(
+    tmp_path: Path, no_training: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only an unreadable or empty --eval file was refused before training; a row the gate could
+    not read (a list for the single-label stance) failed after training, with exit 2 and no word
+    that the version had been added, unpromoted."""
+    bad = tmp_path / "eval.jsonl"
+    rows = DATA.read_text(encoding="utf-8").splitlines()[:3]
+    row = json.loads(rows[0]) | {"id": "bad-1", "stance": ["critical", "neutral"]}
+    bad.write_text("\n".join([*rows, json.dumps(row)]) + "\n", encoding="utf-8")
+    err = _refused(
+        ["--registry", str(tmp_path / "models"), "--promote-if-better", "--eval", str(bad)], capsys
+    )
+    assert f"{bad}:4: field 'stance': must be one non-empty label" in err
+    assert not (tmp_path / "models").exists()
+
+
 def test_a_full_disk_names_where_and_leaves_nothing(model_dir: Path, tmp_path: Path) -> None:
     """A real failed write: the file size limit (RLIMIT_FSIZE) fails it as a full disk would, with
     an OSError that names no file."""
