@@ -5,7 +5,10 @@ on a few known articles, and only then swapped in atomically; calls in flight fi
 model. A poll compares the files' sizes and modification times, not only the path: a version
 deleted and written again under its name is another model. A candidate that fails any step is
 refused: the old model keeps serving, the reason is logged and counted
-(``newstagger_model_reloads_total{result="refused"}``).
+(``newstagger_model_reloads_total{result="refused"}``). The files of a version being copied in
+(``cp -r`` into the version ``current`` names) change from poll to poll: each state is an attempt
+and is counted, but the reason is logged once while it stays the same problem, and again when it
+changes or is over (the model loads, or ``current`` names the served model again).
 
 A ``current`` that takes away heads, head kinds or labels the served model has (changed by hand,
 ``models promote --allow-head-changes``, or a rollback) is served: the registry's pointer is
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -73,9 +77,12 @@ class ModelReloader:
         self.model_dir = Path(model_dir)
         self.metrics = metrics
         self.interval = interval
-        self._refused: set[tuple[str, tuple[int, ...]]] = set()  # refused as they were: not retried
+        # refused as they were (not retried): the problem, as compared and as logged
+        self._refused: dict[tuple[str, tuple[int, ...]], tuple[str, str]] = {}
         self._served: tuple[str, tuple[int, ...]] | None = None  # the served model's files, as loaded
-        self._missing = ""  # the last reason no model could be found, logged once until it changes
+        # the last problem logged (no model to load, or a refused one), as compared and as shown,
+        # and on how many polls it was met: logged again only once it changes
+        self._problem, self._problem_text, self._problem_polls = "", "", 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -86,28 +93,28 @@ class ModelReloader:
             try:
                 path, version = resolve_model(self.model_dir)
             except ArtifactError as exc:  # e.g. `current` names a version that is not there
-                if str(exc) != self._missing:
+                if self._first(f"missing: {exc}", f"no model to load: {exc}"):
                     logger.warning("no model to load from %s: %s", self.model_dir, exc)
-                self._missing = str(exc)
                 return ReloadOutcome("missing", "", str(exc))
-            self._missing = ""
             serving = self.tagger.model
             # the served files as loaded: a version deleted and written again under its name is
             # another model at the same path; a version fixed in place is tried again
             key = (str(path.resolve()), _fingerprint(path))
             if serving is not None and key == self._served:
+                self._over()
                 return ReloadOutcome("unchanged", serving.manifest.version)
-            if key in self._refused:
+            if key in self._refused:  # refused as it is now: not tried again, logged if it is news
+                self._log_refusal(*self._refused[key], path)
                 return ReloadOutcome("refused", path.name, "already refused")
             started = time.perf_counter()
             try:
                 candidate = load_artifact(path, version)
                 smoke_check(candidate)
             except NewstaggerError as exc:
-                self._refused.add(key)
+                self._refused[key] = (f"refused {path}: {_problem(str(exc))}", f"refused model {path}: {exc}")
                 if self.metrics:
                     self.metrics.model_reloads.labels("refused").inc()
-                logger.error("refused model %s: %s", path, exc, extra={"model_version": path.name})
+                self._log_refusal(*self._refused[key], path)
                 return ReloadOutcome("refused", path.name, str(exc))
             old, self._served = self.tagger.swap(candidate), key
             version = candidate.manifest.version
@@ -132,7 +139,28 @@ class ModelReloader:
                 old.manifest.version if old else "none",
                 extra={"model_version": version},
             )
+            self._over()
             return ReloadOutcome("loaded", version)
+
+    def _first(self, problem: str, text: str) -> bool:
+        """Whether ``problem`` is new (to be logged), rather than the last one met again."""
+        if problem == self._problem:
+            self._problem_polls += 1
+            return False
+        self._problem, self._problem_text, self._problem_polls = problem, text, 1
+        return True
+
+    def _log_refusal(self, problem: str, text: str, path: Path) -> None:
+        if self._first(problem, text):
+            logger.error(
+                "%s (logged again only when the problem changes)", text, extra={"model_version": path.name}
+            )
+
+    def _over(self) -> None:
+        """The model is served: the last problem, if any, is over; say so, and how long it lasted."""
+        if self._problem:
+            logger.info("resolved after %d poll(s): %s", self._problem_polls, self._problem_text)
+        self._problem, self._problem_text, self._problem_polls = "", "", 0
 
     def start(self) -> None:
         """Poll every ``interval`` seconds in a background thread (interval 0: never)."""
@@ -165,3 +193,9 @@ def _fingerprint(path: Path) -> tuple[int, ...]:
             continue
         out += [stat.st_mtime_ns, stat.st_size]
     return tuple(out)
+
+
+def _problem(reason: str) -> str:
+    """``reason`` without its numbers and digests, which change as a file is written (a checksum
+    mismatch names the file's digest, a JSON error its offset): the problem, not the file's state."""
+    return re.sub(r"[0-9a-f]{6,}…?|\d+", "#", reason)

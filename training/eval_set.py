@@ -1,9 +1,10 @@
 """The rows the quality gate (``training.gate``) judges on, and what its figure there means.
 
-The score on rows neither model was fitted or tuned on: ``--eval``, else ``--dev`` (which training
-only scores). Without either, the new model was fitted on every training row, so scoring it there
-would flatter it: it is judged by its **cross-validated estimate** on those rows (out-of-fold
-scores, recorded at training), the current model by its score on the same rows.
+Rows neither model was fitted or tuned on: ``--eval``, else ``--dev`` (which training only
+scores). There is no fair figure on the training rows: the current model has usually trained on
+them (scored in-sample, it flatters itself), the new model certainly has, and its cross-validated
+estimate there is out-of-fold where the current model's score is not. So ``train`` refuses
+``--promote-if-better`` without either, before it trains.
 """
 
 from __future__ import annotations
@@ -22,57 +23,50 @@ def load_eval_set(
     config: TrainConfig,
     eval_paths: Sequence[Path] = (),
     dev_paths: Sequence[Path] = (),
-    train_paths: Sequence[Path] = (),
-) -> tuple[Dataset, str, bool]:
-    """The evaluation set of the gate and what the gate's figure on it means: ``eval_paths``, else
-    ``dev_paths``, else ``train_paths``. Returns it, its description, and whether the new model is
-    to be judged by its recorded cross-validated estimate on it (``compare_models(new_recorded=)``)
-    rather than scored on it. Without CV (``thresholds.cv_folds`` <= 1), the last is the part of
-    ``train_paths`` that training held out (same split, same seed).
+) -> tuple[Dataset, str]:
+    """The evaluation set of the gate, ``eval_paths`` else ``dev_paths``, and what the gate's
+    figure on it means.
 
-    Only the heads both models share need labels in it (all of the new model's if there is no
-    current model)."""
-    shared = {h.name: h for h in new.manifest.heads}
-    if current is not None:
-        known = {h.name for h in current.manifest.heads}
-        shared = {name: h for name, h in shared.items() if name in known} or shared
-    heads = {name: HeadConfig(kind=h.kind, target=h.target) for name, h in shared.items()}
-    cv = new.manifest.metrics.get("cv")
+    Only the heads the gate scores need labels in it (``gate_heads``)."""
+    if not eval_paths and not dev_paths:
+        raise ValueError("the quality gate needs --eval or --dev rows (neither model trained on them)")
+    heads = gate_heads(
+        {h.name: HeadConfig(kind=h.kind, target=h.target) for h in new.manifest.heads},
+        None if current is None else {h.name: h.kind for h in current.manifest.heads},
+    )
     if eval_paths:
         return (
             load_dataset(eval_paths, config, heads=heads),
             "--eval " + " ".join(map(str, eval_paths)) + ": held-out rows, neither fitted nor tuned on "
             "by training (the honest figure)",
-            False,
         )
-    if dev_paths:
-        honest = (
-            "dev rows training only scored, never fitted or tuned on (the honest figure)"
-            if cv
-            else "the new model's cut-offs were tuned on these rows (thresholds.cv_folds = 0), so this "
-            "favours it: pass --eval for a fair gate"
-        )
-        return (
-            load_dataset(dev_paths, config, heads=heads),
-            f"--dev {' '.join(map(str, dev_paths))}: {honest}",
-            False,
-        )
-    if cv:
-        data = load_dataset(train_paths, config, heads=heads)
-        return (
-            data,
-            f"no --eval or --dev: the new model's cross-validated estimate on its {len(data.rows)} training "
-            "rows (out-of-fold scores: it was fitted on every one of them, so scoring it there would flatter "
-            "it), the current model's score on the same rows (flattering it if it trained on them: the gate "
-            "errs toward refusing); pass --eval for a like-for-like gate",
-            True,
-        )
-    from training.train import _split  # the very split training made (same rows, same seed)
-
-    _, held = _split(load_dataset(train_paths, config, heads=heads), config.dev_fraction, config.seed)
-    return (
-        held,
-        f"the {config.dev_fraction:.0%} of the training data held out for tuning (seed {config.seed}); "
-        "the new model was refit on it, so this favours the new model: pass --eval for a fair gate",
-        False,
+    honest = (
+        "dev rows training only scored, never fitted or tuned on (the honest figure)"
+        if new.manifest.metrics.get("cv")
+        else "the new model's cut-offs were tuned on these rows (thresholds.cv_folds = 0), so this "
+        "favours it: pass --eval for a fair gate"
     )
+    return load_dataset(dev_paths, config, heads=heads), f"--dev {' '.join(map(str, dev_paths))}: {honest}"
+
+
+def gate_heads(new: dict[str, HeadConfig], current: dict[str, str] | None) -> dict[str, HeadConfig]:
+    """The heads the gate scores, which the evaluation rows must label: those of the ``new`` model
+    that the ``current`` one (head -> kind) has too, with the same kind (all of the new model's if
+    none, or if there is no current model)."""
+    if current is None:
+        return new
+    return {name: h for name, h in new.items() if current.get(name) == h.kind} or new
+
+
+def check_eval_files(
+    eval_paths: Sequence[Path],
+    train_paths: Sequence[Path],
+    config: TrainConfig,
+    head_names: Sequence[str],
+    current: dict[str, str] | None,
+) -> None:
+    """Raise DataError, before any training, if the gate could not use the ``eval_paths``: a row
+    invalid for the heads it will score (those the training data gives the new model, see
+    ``gate_heads``). ``current``: the current model's heads and kinds, if it has one."""
+    new = load_dataset(train_paths, config, head_names, group_field=config.group_field).heads
+    load_dataset(eval_paths, config, heads=gate_heads(new, current))

@@ -10,19 +10,18 @@ The rule (documented in docs/retraining.md):
 - ``score(model) = mean over shared heads of the head metric`` (default ``macro_f1``);
 - promote iff ``score(new) >= score(current) - tolerance`` — a tie promotes;
 - a head only the new model has is new capability: shown, not scored;
-- a head only the current model has would be lost by clients that ask for it: refuse (unless
-  ``train --allow-head-changes``);
+- a head only the current model has, or one whose kind (multi- or single-label) changed, would be
+  lost by clients that ask for it: refuse (unless ``train --allow-head-changes``: shown, not scored);
 - no current model (or one that no longer loads): promote — there is nothing to protect.
 
-Which figure it gates on is chosen by ``training.eval_set`` (and the table prints it): the score
-on rows neither model was fitted or tuned on, else the new model's cross-validated estimate.
+Which rows it gates on is chosen by ``training.eval_set`` (and the table prints it): rows neither
+model was fitted or tuned on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -46,7 +45,7 @@ EPSILON = 1e-9  # float noise: two equal models must tie
 @dataclass(frozen=True)
 class HeadComparison:
     head: str
-    status: str  # "shared" | "new head" | "dropped head" | "not in eval data"
+    status: str  # "shared" | "new head" | "dropped head" | "kind changed" | "not in eval data"
     current: float | None = None
     new: float | None = None
     labels_added: tuple[str, ...] = ()
@@ -74,13 +73,16 @@ class GateDecision:
     heads: tuple[HeadComparison, ...] = ()
 
 
-def _head_scores(loaded: LoadedModel, data: Dataset, heads: Sequence[str]) -> dict[str, NDArray[np.float64]]:
+def _head_scores(
+    loaded: LoadedModel, data: Dataset, heads: Sequence[str], on_rows: Callable[[int], None]
+) -> dict[str, NDArray[np.float64]]:
     articles = data.articles()
     blocks: dict[str, list[NDArray[np.float64]]] = {h: [] for h in heads}
     for start in range(0, len(articles), 1024):
         X = articles_to_matrix(articles[start : start + 1024])
         for name, block in loaded.model.scores(X, list(heads)).items():
             blocks[name].append(block)
+        on_rows(X.shape[0])
     return {h: np.vstack(b) for h, b in blocks.items()}
 
 
@@ -113,31 +115,22 @@ def head_metric(
     return float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
 
 
-def recorded_metric(m: dict[str, Any], labels: list[str], metric: str) -> float:
-    """``metric`` over ``labels`` from one head's recorded metrics (``training.evaluate.head_metrics``:
-    e.g. the cross-validated estimate); a label it does not list has F1 0, as in ``head_metric``."""
-    if metric == "micro_f1":
-        return float(m["micro"]["f1"] if m["kind"] == "multi" else m["accuracy"])
-    per_label = m["per_label"]
-    return sum(float(per_label.get(label, {}).get("f1", 0.0)) for label in labels) / max(1, len(labels))
-
-
 def compare_models(
     current: LoadedModel | None,
     new: LoadedModel,
     data: Dataset,
     metric: str = DEFAULT_METRIC,
     tolerance: float = 0.0,
-    new_recorded: dict[str, Any] | None = None,
     basis: str = "",
     allow_dropped_heads: bool = False,
+    on_rows: Callable[[int], None] = lambda _: None,
 ) -> GateDecision:
     """Decide whether ``new`` may replace ``current`` (see the module docstring for the rule).
 
-    ``new_recorded`` (per head, e.g. the new manifest's ``metrics["cv"]``) stands for the new
-    model's figures on ``data`` instead of scoring it there (its rows are the new model's own
-    training rows, and the recorded figures their out-of-fold scores). ``allow_dropped_heads``
-    (``train --allow-head-changes``): a head only the current model has is shown, not refused."""
+    ``allow_dropped_heads`` (``train --allow-head-changes``): a head only the current model has, or
+    one of another kind in the new model, is shown, not refused. ``on_rows(n)``: n more rows
+    scored, by one model or the other (2 x ``len(data.rows)`` in all, when there is a current
+    model)."""
     if metric not in METRICS:
         raise ValueError(f"unknown gate metric {metric!r}; known: {', '.join(METRICS)}")
     if tolerance < 0:
@@ -149,19 +142,20 @@ def compare_models(
         return replace(base, promote=True, reason="no current model to compare with")
     cur_specs = {h.name: h for h in current.manifest.heads}
     new_specs = {h.name: h for h in new.manifest.heads}
-    shared = [h for h in cur_specs if h in new_specs and h in data.heads]
-    cur_scores = _head_scores(current, data, shared)
-    new_scores = _head_scores(new, data, shared) if new_recorded is None else {}
+    changed = {h for h in cur_specs if h in new_specs and cur_specs[h].kind != new_specs[h].kind}
+    shared = [h for h in cur_specs if h in new_specs and h in data.heads and h not in changed]
+    cur_scores = _head_scores(current, data, shared, on_rows)
+    new_scores = _head_scores(new, data, shared, on_rows)
     rows: list[HeadComparison] = []
     for name in cur_specs:
         if name not in new_specs:
             rows.append(HeadComparison(name, "dropped head"))
+        elif name in changed:
+            rows.append(HeadComparison(name, "kind changed"))
         elif name not in data.heads:
             rows.append(HeadComparison(name, "not in eval data"))
         else:
             c, n = cur_specs[name], new_specs[name]
-            if c.kind != n.kind:
-                raise ValueError(f"head {name!r} is {c.kind}-label in the current model, {n.kind} in the new")
             labels = list(dict.fromkeys((*c.labels, *n.labels)))
             gold = data.labels(name)
             rows.append(
@@ -169,9 +163,7 @@ def compare_models(
                     name,
                     "shared",
                     head_metric(c, gold, cur_scores[name], labels, metric),
-                    head_metric(n, gold, new_scores[name], labels, metric)
-                    if new_recorded is None
-                    else recorded_metric(new_recorded[name], labels, metric),
+                    head_metric(n, gold, new_scores[name], labels, metric),
                     tuple(x for x in n.labels if x not in c.labels),
                     tuple(x for x in c.labels if x not in n.labels),
                 )
@@ -181,6 +173,8 @@ def compare_models(
     dropped = [r.head for r in rows if r.status == "dropped head"]
     if dropped and not allow_dropped_heads:
         return replace(base, reason=f"the new model drops head(s) {', '.join(dropped)}")
+    if changed and not allow_dropped_heads:
+        return replace(base, reason=f"the new model changes the kind of head(s) {', '.join(sorted(changed))}")
     scored = [r for r in rows if r.status == "shared"]
     if not scored:
         return replace(base, reason="no shared head is labelled in the evaluation data")

@@ -38,7 +38,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from service.core.errors import DataError
-from training.config import TrainConfig, config_to_toml
+from training.config import TrainConfig
 from training.cv import cross_validated_scores, cv_workers, start_workers
 from training.data import Dataset, check_trainable, label_fields, load_dataset
 from training.search_space import coordinates, describe
@@ -274,30 +274,3 @@ def _finalists(tried: list[Candidate]) -> list[Candidate]:
         if all(cand.config != o.config for o in out):
             out.append(cand)
     return out[:FINALISTS]
-
-
-CONFIG_FILE = "config.toml"
-
-
-def record_choice(artifact_dir: Path, result: TuneResult, budget_seconds: float) -> Path:
-    """Write the chosen configuration beside the model card as ``config.toml`` and add the search
-    to the card."""
-    path = Path(artifact_dir) / CONFIG_FILE
-    path.write_text(
-        config_to_toml(
-            result.config,
-            f"Chosen by `newstagger train --tune` ({len(result.tried)} candidates, budget "
-            f"{budget_seconds:g} s).\nReproduce: newstagger train --config config.toml --data ...",
-        ),
-        encoding="utf-8",
-    )
-    card = Path(artifact_dir) / "MODEL_CARD.md"
-    if card.is_file():
-        with card.open("a", encoding="utf-8") as fh:
-            fh.write(
-                "\n## Tuning (`newstagger train --tune`)\n\n"
-                f"Chosen: {describe(result.config)}. `{CONFIG_FILE}` beside this card reproduces it with "
-                "`newstagger train --config config.toml`. Candidates (3-fold cross-validation on the "
-                "training rows; mean = the score compared):\n\n```\n" + result.table + "\n```\n"
-            )
-    return path

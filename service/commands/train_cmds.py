@@ -1,4 +1,5 @@
-"""CLI command `train` (with the registry quality gate)."""
+"""CLI command `train`: its options, what is refused before training, the training (what happens to
+the new version in a registry: `service.commands.train_registry`)."""
 
 from __future__ import annotations
 
@@ -9,18 +10,16 @@ import os
 import shutil
 import sys
 import uuid
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from service.core.errors import ArtifactError, DataError, NewstaggerError
+from service.commands.train_registry import promote_new_version
+from service.core.errors import ArtifactError, NewstaggerError
 from service.model.artifact import check_destination
-from service.model.errors import HeadsChanged
 from service.model.registry import ModelRegistry, check_version_name
 from service.settings import MODEL_DIR_HELP, default_model_dir
 
 GATE_METRICS = ("macro_f1", "micro_f1")  # training.gate.METRICS (not imported: training loads lazily)
-EXIT_REFUSED = 3  # train --promote-if-better refused the new version
 
 
 def _non_negative(value: str) -> float:
@@ -118,8 +117,8 @@ def register(sub: Any) -> None:
     when.add_argument(
         "--promote-if-better",
         action="store_true",
-        help="Promote the new version only if it is not worse than the current one on the evaluation "
-        "set (beyond --gate-tolerance); print the comparison either way; exit 3 when refused.",
+        help="Promote the new version only if it is not worse than the current one on the --eval (else "
+        "--dev) rows, beyond --gate-tolerance; print the comparison either way; exit 3 when refused.",
     )
     when.add_argument(
         "--no-promote",
@@ -132,8 +131,8 @@ def register(sub: Any) -> None:
         nargs="+",
         default=None,
         metavar="FILE",
-        help="Evaluation set of the gate (default: the --dev files; else the --data rows, the new model "
-        "judged there by its cross-validated estimate).",
+        help="Evaluation set of the gate: rows neither model trained on (default: the --dev files; "
+        "--promote-if-better needs one or the other).",
     )
     gate.add_argument(
         "--gate-metric",
@@ -157,12 +156,22 @@ def register(sub: Any) -> None:
     train.set_defaults(handler=_train)
 
 
+def _current_heads(registry: ModelRegistry) -> dict[str, str] | None:
+    """The current version's heads and their kinds (None: no current version, or one that does not
+    read, which the gate does not compare with)."""
+    try:
+        current = registry.current()
+        return None if current is None else {h.name: h.kind for h in registry.manifest(current).heads}
+    except ArtifactError:
+        return None
+
+
 def _train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from training.config import load_config
+    from training.eval_set import check_eval_files
     from training.progress import Progress
-    from training.records import read_records
     from training.report import figures
     from training.train import STARTER_CONFIG, STARTER_DIR, train, train_units
 
@@ -172,6 +181,13 @@ def _train(args: argparse.Namespace) -> int:
         raise NewstaggerError("--tune-budget-seconds needs --tune")
     if args.eval and not args.promote_if_better:
         raise NewstaggerError("--eval is the quality gate's evaluation set: it needs --promote-if-better")
+    if args.promote_if_better and not (args.eval or args.dev or args.data is None):
+        raise NewstaggerError(
+            "--promote-if-better needs rows neither model trained on to compare them: pass --eval FILE "
+            "(or --dev FILE). On the training rows the current model, which has usually trained on them, "
+            "would score in-sample against the new model's cross-validated estimate: even the same model "
+            "would be refused. Without a gate: --no-promote, then `newstagger models promote VERSION`"
+        )
     registry = None if args.out else ModelRegistry(args.registry)
     # the version's name is checked before any training: a bad one would write outside the
     # registry, or fail once the model is trained
@@ -182,9 +198,11 @@ def _train(args: argparse.Namespace) -> int:
     config = load_config(args.config or (STARTER_CONFIG if args.data is None else None))
     if args.group_field is not None:
         config = replace(config, group_field=args.group_field)
-    for path in args.eval or ():  # the gate's files and the model's place: checked before training
-        if not read_records(path)[0]:
-            raise DataError(f"{path}: no rows")
+    data, dev = args.data, args.dev
+    if data is None:
+        data, dev = [STARTER_DIR / "train.jsonl"], dev or [STARTER_DIR / "dev.jsonl"]
+    if args.eval and registry is not None:  # the gate's files and the model's place: checked before training
+        check_eval_files(args.eval, data, config, args.heads, _current_heads(registry))
     # Without --version the version is known only once the model is saved: write it under a
     # hidden name unique to this run (a crashed or concurrent run cannot block it; the registry
     # ignores hidden names), then rename it into place. Whatever happens, no staging is left.
@@ -192,9 +210,6 @@ def _train(args: argparse.Namespace) -> int:
     out = args.out if registry is None else registry.new_version_dir(args.version or pending)
     check_destination(out)
     progress = Progress.to_stderr(total=train_units(config), quiet=args.quiet)
-    data, dev = args.data, args.dev
-    if data is None:
-        data, dev = [STARTER_DIR / "train.jsonl"], dev or [STARTER_DIR / "dev.jsonl"]
     tuned = None
     if args.tune:
         from training.tune import DEFAULT_BUDGET_SECONDS, tune
@@ -207,7 +222,7 @@ def _train(args: argparse.Namespace) -> int:
     try:
         manifest = train(data, out, config, dev or (), args.heads, args.version, progress)
         if tuned is not None:
-            from training.tune import record_choice
+            from training.report import record_choice
 
             record_choice(out, tuned, budget)
         if registry is not None and out.name == pending:
@@ -232,73 +247,4 @@ def _train(args: argparse.Namespace) -> int:
         )
     if registry is None:
         return 0
-    version, root = manifest.version, registry.root
-    if args.no_promote:
-        print(
-            f"added {version} to {root}, not promoted (current: {registry.current() or 'none'}); "
-            f"promote it with: newstagger models promote {version} --registry {root}"
-        )
-        return 0
-    if args.promote_if_better:
-        return _promote_if_better(args, registry, version, data, dev or ())
-    return _promote(args, registry, version)
-
-
-def _promote(args: argparse.Namespace, registry: ModelRegistry, version: str, why: str = "") -> int:
-    """Promote ``version``, or say why not (``why``: the gate's reason; or the heads or labels it
-    would take away, see ``ModelRegistry.check_heads``) and how to promote it anyway."""
-    root, current = registry.root, registry.current()
-    lost: list[str] = []
-    if not args.allow_head_changes:
-        try:
-            registry.check_heads(version)
-        except HeadsChanged as exc:
-            lost = exc.lost
-    if not why and not lost:
-        previous = registry.promote(version, allow_head_changes=True)  # checked just above
-        print(f"promoted {version} to current in {root} (was: {previous or 'none'})")
-        return 0
-    flag = " --allow-head-changes" if lost else ""
-    print(
-        f"newstagger train: refused to promote {version}: {why or '; '.join(lost)}.\n"
-        f"  {version} stays in {root}, unpromoted; {current} is still current.\n"
-        f"  To promote it anyway: newstagger models promote {version}{flag} --registry {root}",
-        file=sys.stderr,
-    )
-    return EXIT_REFUSED
-
-
-def _promote_if_better(
-    args: argparse.Namespace, registry: ModelRegistry, version: str, data: list[Path], dev: Sequence[Path]
-) -> int:
-    from training.config import load_config
-    from training.eval_set import load_eval_set
-    from training.gate import compare_models, format_comparison
-
-    new = registry.load(version)
-    current_version = registry.current()
-    current = None
-    if current_version is not None:
-        try:
-            current = registry.load(current_version)
-        except ArtifactError as exc:
-            print(f"warning: the current model does not load, nothing to protect: {exc}", file=sys.stderr)
-    eval_set, described, by_cv = load_eval_set(
-        current, new, load_config(args.config), args.eval or (), dev, data
-    )
-    recorded = new.manifest.metrics["cv"] if by_cv else None
-    try:
-        decision = compare_models(
-            current,
-            new,
-            eval_set,
-            args.gate_metric,
-            args.gate_tolerance,
-            recorded,
-            described,
-            args.allow_head_changes,
-        )
-    except ValueError as exc:
-        raise NewstaggerError(f"cannot compare {version} with {current_version}: {exc}") from exc
-    print(format_comparison(decision))
-    return _promote(args, registry, version, "" if decision.promote else decision.reason)
+    return promote_new_version(args, registry, manifest.version, dev or ())

@@ -116,3 +116,24 @@ def test_the_reloader_serves_a_hand_changed_current_without_a_head_and_says_so(
     assert [h.head for h in result.heads] == ["topics"] and result.model_version == "topics-only"
     with pytest.raises(InvalidRequest, match="unknown head"):
         tagger.tag([ARTICLE], TagOptions(heads=("stance",)))
+
+
+def test_a_gate_refusal_with_allow_head_changes_says_how_to_promote_it_anyway(
+    registry: ModelRegistry, model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`train --promote-if-better --allow-head-changes` of a version without a head, refused by the
+    gate on its score: the suggested command lacked --allow-head-changes, and `models promote`
+    then refused it again, for the head."""
+    import argparse
+
+    from service.commands.train_registry import EXIT_REFUSED, _promote
+
+    add_without_head(registry, model_dir, "t1", "stance")
+    args = argparse.Namespace(allow_head_changes=True)
+    assert _promote(args, registry, "t1", why="new macro_f1 0.5 is worse than current 0.9") == EXIT_REFUSED
+    err = capsys.readouterr().err
+    assert "refused to promote t1: new macro_f1 0.5 is worse" in err
+    assert "newstagger models promote t1 --allow-head-changes --registry" in err
+    assert registry.current() == "v1"
+    assert _promote(args, registry, "t1") == 0  # the gate passed: promoted, heads allowed to change
+    assert registry.current() == "t1"

@@ -17,7 +17,7 @@ from service.core.errors import ArtifactError
 from service.core.tagger import Tagger
 from service.core.types import Article
 from service.metrics import Metrics
-from service.model.artifact import load_artifact, save_artifact
+from service.model.artifact import MODEL_FILE, load_artifact, save_artifact
 from service.model.manifest import write_manifest
 from service.model.registry import ModelRegistry
 from service.reloader import ModelReloader, smoke_check
@@ -193,3 +193,52 @@ def test_a_served_version_written_again_under_its_name_is_loaded(
     assert (outcome.result, outcome.version) == ("loaded", "v1")
     assert tagger.model is not None and tagger.model.manifest == rewritten
     assert reloader.check().result == "unchanged"
+
+
+def test_a_version_copied_in_slowly_is_logged_once_per_problem_and_counted_per_poll(
+    registry: ModelRegistry, served: Any, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """`current` names v2 while `cp -r` is still writing it: every poll saw other file sizes, so
+    it refused (and logged an error) on every poll until the copy ended. Now each state still
+    counts as a refused attempt, but a problem is logged once, again when it changes, and once
+    more when it is over."""
+    tagger, reloader, prom = served
+    caplog.set_level("INFO", logger="service.reloader")
+    whole = tmp_path / "v2"  # a complete v2 elsewhere, copied in below as `cp` would
+    shutil.copytree(registry.path("v1"), whole)
+    manifest = json.loads((whole / "manifest.json").read_text())
+    manifest["version"] = "v2"
+    write_manifest(whole, manifest)
+    v2 = registry.new_version_dir("v2")
+    v2.mkdir()
+    shutil.copy(whole / "manifest.json", v2 / "manifest.json")
+    registry.promote("v2", verify=False)  # a promote racing the copy
+    assert reloader.check().result == "refused"  # the manifest is there, the model not yet
+    model = (whole / MODEL_FILE).read_bytes()
+    chunks = [model[i : i + len(model) // 10 + 1] for i in range(0, len(model), len(model) // 10 + 1)]
+    with (v2 / MODEL_FILE).open("wb") as out:
+        for chunk in chunks[:-1]:
+            out.write(chunk)
+            out.flush()
+            outcome = reloader.check()
+            assert outcome.result == "refused" and "checksum mismatch" in outcome.message
+        out.write(chunks[-1])
+    assert tagger.tag([ARTICLE])[0].model_version == "v1"  # the old model kept serving
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 2, errors  # one per problem, not one per poll (was 10)
+    assert f"no {MODEL_FILE}" in errors[0] and "checksum mismatch" in errors[1]
+    assert reloads(prom, "refused") == len(chunks)  # every state tried is still counted
+    assert reloader.check().result == "loaded"
+    assert tagger.tag([ARTICLE])[0].model_version == "v2"
+    infos = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
+    assert f"resolved after {len(chunks) - 1} poll(s): refused model" in infos[-1]
+    assert "checksum mismatch" in infos[-1]
+    # a refused current rolled back: the problem is over when the served model is current again
+    add_version(registry, "v3", tamper=True)
+    registry.promote("v3", verify=False)
+    for _ in range(3):
+        assert reloader.check().result == "refused"
+    assert len([r for r in caplog.records if r.levelname == "ERROR"]) == 3
+    registry.promote("v2", verify=False)
+    assert reloader.check().result == "unchanged"
+    assert "resolved after 3 poll(s): refused model" in caplog.records[-1].getMessage()
