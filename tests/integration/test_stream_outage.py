@@ -129,7 +129,9 @@ def test_sigterm_with_the_broker_gone_exits_0_within_the_grace(model_dir: Path, 
             stop_process(proc, signal.SIGKILL)
     text = log.read_text()
     assert code == 0, text[-3000:]
-    assert took < settings.grace_seconds + 0.5, (took, text[-3000:])  # + the interpreter's exit
+    # + the interpreter's exit. The bar is the point and has to sit between the two: 1.6-1.7 s
+    # quiet, 1.74-1.90 s at load 8 on 2 cores; the code before the fix 2.87 s quiet, 3.4-4.3 s loaded
+    assert took < settings.grace_seconds + 0.5, (took, text[-3000:])
     assert "Traceback" not in text, text[-3000:]
 
 
