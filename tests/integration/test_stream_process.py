@@ -17,7 +17,8 @@ from tests.helpers import free_port, stop_process, wait_for
 from tests.integration.test_stream_support import (
     Reader,
     assert_per_key_order,
-    committed_total,
+    highwaters,
+    missing_ids,
     output_ids,
     produce_articles,
     start_stream_process,
@@ -36,24 +37,18 @@ def committed_by_partition(settings: Settings) -> dict[int, int]:
         consumer.close()
 
 
+def source_of(record: Any) -> tuple[int, int]:
+    """(partition, offset) of the input record a tagged record was made from."""
+    source = json.loads(record.value)["source_record"]
+    return source["partition"], source["offset"]
+
+
 def ready(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:  # noqa: S310
             return bool(response.status == 200)
     except OSError:
         return False
-
-
-def read_until_quiet(reader: Reader, quiet: float = 1.5, timeout: float = 30) -> list[Any]:
-    """Everything on the topics once nothing new has arrived for ``quiet`` seconds."""
-    state = {"count": -1, "since": time.monotonic()}
-
-    def settled(records: list[Any]) -> bool:
-        if len(records) != state["count"]:
-            state["count"], state["since"] = len(records), time.monotonic()
-        return time.monotonic() - state["since"] >= quiet
-
-    return reader.read_until(settled, timeout)
 
 
 def test_sigterm_finishes_the_batch_commits_and_exits_0(
@@ -68,7 +63,7 @@ def test_sigterm_finishes_the_batch_commits_and_exits_0(
         signalled = time.monotonic()
         code = stop_process(proc, signal.SIGTERM, timeout=settings.grace_seconds + 5)
         took = time.monotonic() - signalled
-        records = read_until_quiet(reader)
+        records = reader.read_to(highwaters(kafka_bootstrap, settings.output_topic))  # it has exited
     finally:
         stop_process(proc, signal.SIGKILL)
         reader.close()
@@ -79,8 +74,8 @@ def test_sigterm_finishes_the_batch_commits_and_exits_0(
     assert sum(committed.values()) >= 1
     done: dict[int, set[int]] = defaultdict(set)
     for rec in records:
-        source = json.loads(rec.value)["source_record"]
-        done[source["partition"]].add(source["offset"])
+        partition, offset = source_of(rec)
+        done[partition].add(offset)
     for partition, offset in committed.items():  # everything committed was published first
         assert set(range(offset)) <= done[partition], partition
     assert "received SIGTERM" in log and "stream worker stopped" in log
@@ -89,36 +84,37 @@ def test_sigterm_finishes_the_batch_commits_and_exits_0(
 def test_sigkill_mid_batch_then_restart_loses_nothing_and_resumes_from_the_commit(
     kafka_bootstrap: str, model_dir: Path, tmp_path: Path
 ) -> None:
+    """The second worker publishes exactly one record for each input the first had not committed
+    (each record's producer timestamp tells whose it is: the first's all predate its kill)."""
     count = 6000
     settings = stream_settings(kafka_bootstrap, model_dir)
     produce_articles(kafka_bootstrap, settings.input_topic, range(count))
     log = tmp_path / "worker.log"
     reader = Reader(kafka_bootstrap, settings.output_topic)
-    first = start_stream_process(settings, log)
+    procs = [start_stream_process(settings, log)]
     try:
         reader.read_count(200, timeout=60)
-        first.kill()
-        first.wait(10)
-        committed_at_kill = committed_total(kafka_bootstrap, settings.group_id, settings.input_topic)
-        before = len(read_until_quiet(reader))
-        assert committed_at_kill < count, "the worker finished before it was killed"
-        second = start_stream_process(settings, log)
-        try:
-            reader.read_until(lambda r: len(set(output_ids(r))) == count, timeout=90)
-            wait_for(
-                lambda: committed_total(kafka_bootstrap, settings.group_id, settings.input_topic) == count,
-                20,
-                what="all committed",
-            )
-            records = read_until_quiet(reader)
-        finally:
-            assert stop_process(second, signal.SIGTERM) == 0, log.read_text()[-3000:]
+        procs[0].kill()
+        procs[0].wait(10)
+        killed_ms = time.time() * 1000
+        committed_at_kill = committed_by_partition(settings)
+        assert sum(committed_at_kill.values()) < count, "the worker finished before it was killed"
+        procs.append(start_stream_process(settings, log))
+        reader.read_until_complete(missing_ids({f"a-{i}" for i in range(count)}), timeout=90)
+        wait_for(lambda: sum(committed_by_partition(settings).values()) == count, 20, what="all committed")
+        assert stop_process(procs[1], signal.SIGTERM) == 0, log.read_text()[-3000:]
+        records = reader.read_to(highwaters(kafka_bootstrap, settings.output_topic))
+        committed_at_end = committed_by_partition(settings)
     finally:
-        stop_process(first, signal.SIGKILL)
+        for proc in procs:
+            stop_process(proc, signal.SIGKILL)
         reader.close()
     assert set(output_ids(records)) == {f"a-{i}" for i in range(count)}
-    # the restart resumed from the committed offsets: it re-tagged only what was not committed
-    assert len(records) == before + (count - committed_at_kill)
+    # the restart resumed from the committed offsets: it re-tagged only what was not committed, once
+    uncommitted = [(p, o) for p, end in committed_at_end.items() for o in range(committed_at_kill[p], end)]
+    second = [r for r in records if r.timestamp > killed_ms]
+    assert sorted(source_of(r) for r in second) == sorted(uncommitted)
+    assert all(r.timestamp_type == 0 for r in records)  # CreateTime: set by the worker's producer
 
 
 def test_two_workers_split_six_partitions_and_nothing_is_lost_when_one_leaves_and_one_dies(
@@ -140,14 +136,15 @@ def test_two_workers_split_six_partitions_and_nothing_is_lost_when_one_leaves_an
         procs[1].kill()  # dies mid-stream
         procs[1].wait(10)
         procs.append(start_stream_process(settings, log, metrics_port=ports[2]))
-        reader.read_until(lambda r: len(set(output_ids(r))) == 6000, timeout=90)
+        reader.read_until_complete(missing_ids({f"a-{i}" for i in range(6000)}), timeout=90)
         assert stop_process(procs[2], signal.SIGTERM) == 0
+        records = reader.read_to(highwaters(kafka_bootstrap, settings.output_topic))  # all exited
     finally:
         for proc in procs:
             stop_process(proc, signal.SIGKILL)
         reader.close()
-    assert set(output_ids(reader.records)) == {f"a-{i}" for i in range(6000)}
-    assert_per_key_order(reader.records)  # across the rebalances, the leave and the kill
+    assert set(output_ids(records)) == {f"a-{i}" for i in range(6000)}
+    assert_per_key_order(records)  # across the rebalances, the leave and the kill
 
 
 def test_sigterm_leaves_the_group_so_its_partitions_move_before_the_session_times_out(
