@@ -73,6 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _describe(loaded: Any) -> str:
     f = loaded.manifest.config.get("features", {})
     chars = f"+ char {f.get('char_ngram_min')}-{f.get('char_ngram_max')}" if f.get("use_char") else "no char"
+    chars += " + within-word char 4-grams" if f.get("char4") else ""
     title = f", headline x{f.get('title_repeat')}" if f.get("title_repeat", 1) != 1 else ""
     weights = loaded.manifest.config.get("classifier", {}).get("class_weight") or "unweighted"
     return f"word 1-{f.get('word_ngram_max')} {chars}{title}, {weights} logistic regression"
