@@ -15,6 +15,10 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from service.core.errors import InvalidRequest
+
+VALUES_PER_ARTICLE, OTHER_VALUES = 8, 10_000  # the JSON values one V2 request may hold
+
 QUOTE, BACKSLASH = ord('"'), ord("\\")
 STARTS = (ord(","), ord("["), ord("{"))
 
@@ -53,3 +57,15 @@ def more_values_than(text: bytes, most: int) -> bool:
     stretches = np.diff(np.flatnonzero(quotes), prepend=0, append=len(chars))
     inside = np.repeat(np.arange(len(stretches)) % 2 == 1, stretches)
     return int(np.count_nonzero(starts & ~inside)) + 1 > most
+
+
+def check_value_count(text: bytes, max_articles: int) -> None:
+    """Refuses a V2 request whose JSON holds more array elements and object members than one of
+    ``max_articles`` articles needs (3 inputs of one element or one nested list per article,
+    outputs, parameters), with plenty to spare; far fewer than would hold the process while parsed."""
+    most = VALUES_PER_ARTICLE * max_articles + OTHER_VALUES
+    if more_values_than(text, most):
+        raise InvalidRequest(
+            f"the request's JSON holds more than {most} array elements and object members "
+            f"({VALUES_PER_ARTICLE} per article of the limit of {max_articles}, plus {OTHER_VALUES})"
+        )

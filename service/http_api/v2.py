@@ -20,7 +20,7 @@ from service.core.validation import cut, quote
 from service.dispatch import Dispatcher
 from service.http_api.app import guard_routes, v2_error
 from service.http_api.errors import NotFound
-from service.http_api.json_values import more_values_than
+from service.http_api.json_values import check_value_count
 from service.http_api.rest import deadline_of
 from service.model.artifact import LoadedModel
 from service.v2.tensors import (
@@ -38,7 +38,6 @@ from service.v2.tensors import (
 HEADER_LENGTH = "inference-header-content-length"
 MAX_HEADER_DIGITS = 18  # any JSON header this long is over every body limit
 EXTENSIONS = ["binary_tensor_data"]
-VALUES_PER_ARTICLE, OTHER_VALUES = 8, 10_000  # the JSON a request may hold: most_json_values
 INLINE_BODY_BYTES = 1 << 20  # a bigger body is counted and parsed in a worker thread
 
 
@@ -55,17 +54,14 @@ def _flatten(name: str, data: Any, shape: list[int], most: int) -> list[Any]:
     if nested and len(data) != shape[0]:
         raise InvalidRequest(f"{wrong} data has {len(data)} lists where the shape has {shape[0]}")
     elements: list[Any] = []
-    stack: list[tuple[list[Any], str]] = [(data, "data")]
-    places = [0]  # the next index in each list on the stack
+    stack = [("data", iter(enumerate(data)))]  # each list being walked: its path, where it is
     while stack:
-        items, path = stack[-1]
-        depth, i = len(stack), places[-1]  # depth: of the items (1 for data's own)
-        if i == len(items):
+        path, walk = stack[-1]
+        step = next(walk, None)
+        if step is None:
             stack.pop()
-            places.pop()
             continue
-        places[-1] += 1
-        item = items[i]
+        (i, item), depth = step, len(stack)  # depth: of this item's list (1 for data's own)
         if isinstance(item, list):
             if not nested and len(shape) > 1:
                 raise InvalidRequest(f"{wrong} {path}[{i}] is a list among elements")
@@ -75,8 +71,7 @@ def _flatten(name: str, data: Any, shape: list[int], most: int) -> list[Any]:
                 raise InvalidRequest(
                     f"{wrong} {path}[{i}] has {len(item)} items where the shape has {shape[depth]}"
                 )
-            stack.append((item, f"{path}[{i}]"))
-            places.append(0)
+            stack.append((f"{path}[{i}]", iter(enumerate(item))))
         elif nested and depth < len(shape):
             raise InvalidRequest(f"{wrong} {path}[{i}] is an element where a list of {shape[depth]} belongs")
         elif len(elements) >= most:
@@ -108,13 +103,6 @@ def _array(parsed: dict[str, Any], key: str) -> list[Any]:
     return value
 
 
-def most_json_values(max_articles: int) -> int:
-    """The array elements and object members one request's JSON may hold: far more than a request
-    of ``max_articles`` articles needs (3 inputs of one element or one nested list per article,
-    outputs, parameters), far fewer than would hold the process while parsed."""
-    return VALUES_PER_ARTICLE * max_articles + OTHER_VALUES
-
-
 def _split_body(request: Request, body: bytes, max_articles: int) -> tuple[dict[str, Any], bytes]:
     header = request.headers.get(HEADER_LENGTH)
     size = len(body)
@@ -123,12 +111,7 @@ def _split_body(request: Request, body: bytes, max_articles: int) -> tuple[dict[
         if not digits or int(header) > len(body):
             raise InvalidRequest(f"bad {HEADER_LENGTH} header: {quote(header)}")
         size = int(header)
-    most = most_json_values(max_articles)
-    if more_values_than(body[:size], most):  # counted, not parsed: see json_values.py
-        raise InvalidRequest(
-            f"the request's JSON holds more than {most} array elements and object members "
-            f"({VALUES_PER_ARTICLE} per article of the limit of {max_articles}, plus {OTHER_VALUES})"
-        )
+    check_value_count(body[:size], max_articles)  # counted, not parsed: see json_values.py
     try:  # the REST API's parser: it refuses lone surrogates, which UTF-8 cannot encode
         parsed = from_json(body[:size] or b"{}")
     except ValueError as exc:
