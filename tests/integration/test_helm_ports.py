@@ -40,17 +40,6 @@ def test_bad_ports_fail_install_with_a_clear_message(render: Render, case: str) 
 
 
 @pytest.mark.parametrize(
-    ("interval", "timeout"), [("1m", "1m"), ("1m30s", "90s"), ("1s", "500ms"), ("1h", "59m59s")]
-)
-def test_scrape_timeout_up_to_the_interval_is_accepted(render: Render, interval: str, timeout: str) -> None:
-    values = {
-        "metrics": {"serviceMonitor": {"enabled": True, "interval": interval, "scrapeTimeout": timeout}}
-    }
-    endpoint = render(values).one("ServiceMonitor", FULLNAME)["spec"]["endpoints"][0]
-    assert (endpoint["interval"], endpoint["scrapeTimeout"]) == (interval, timeout)
-
-
-@pytest.mark.parametrize(
     "egress",
     [
         {"enabled": True, "kafkaPorts": [9093]},

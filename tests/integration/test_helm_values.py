@@ -164,6 +164,17 @@ def test_bad_values_fail_install_with_a_clear_message(render: Render, case: str)
     assert_install_fails(render, *BAD_VALUES[case])
 
 
+@pytest.mark.parametrize(
+    ("interval", "timeout"), [("1m", "1m"), ("1m30s", "90s"), ("1s", "500ms"), ("1h", "59m59s")]
+)
+def test_scrape_timeout_up_to_the_interval_is_accepted(render: Render, interval: str, timeout: str) -> None:
+    values = {
+        "metrics": {"serviceMonitor": {"enabled": True, "interval": interval, "scrapeTimeout": timeout}}
+    }
+    endpoint = render(values).one("ServiceMonitor", FULLNAME)["spec"]["endpoints"][0]
+    assert (endpoint["interval"], endpoint["scrapeTimeout"]) == (interval, timeout)
+
+
 def test_the_heartbeat_rule_is_the_kafka_clients(chart: helm.Chart) -> None:
     """kafka-python refuses a heartbeat interval not below the session timeout when the consumer is built."""
     from kafka.coordinator.heartbeat import Heartbeat
