@@ -4,39 +4,21 @@ NetworkPolicy and the settings, and `http.probes` probes the V2 health endpoints
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from tests.integration.test_helm import (
-    CHART_DIR,
+from tests.integration.test_helm_support import (
     FULLNAME,
     NAMESPACE,
-    NOWHERE_KUBECONFIG,
     PRODUCTION_VALUES,
+    Render,
     Rendered,
     container,
     deployment_pod,
-    dry_run_install,
-    helm,
     settings_for,
     validate_object,
 )
-
-Render = Callable[[dict[str, Any]], Rendered]
-
-
-@pytest.fixture(scope="module")
-def render() -> Iterator[Render]:
-    helm.disable_logging()
-    with (
-        helm.Chart.load(CHART_DIR) as chart,
-        helm.Config(
-            kubeconfig_content=NOWHERE_KUBECONFIG, namespace=NAMESPACE, storage_driver="memory"
-        ) as cfg,
-    ):
-        yield lambda values: dry_run_install(cfg, chart, values)
 
 
 def with_http(values: dict[str, Any], **http: Any) -> dict[str, Any]:

@@ -48,6 +48,19 @@ may use: 1412 MiB with 2, 2364 MiB with 5). Bigger models and more training data
 {{- $total -}}
 {{- end -}}
 
+{{/*
+The port of one bootstrap server as written, "" when it has none (kafka-python then uses 9092): host,
+host:port, [IPv6], [IPv6]:port; an IPv6 literal without brackets has no port.
+*/}}
+{{- define "newstagger.brokerPort" -}}
+{{- $b := trim . -}}
+{{- if hasPrefix "[" $b -}}
+{{- regexFind "\\].*$" $b | trimPrefix "]" | trimPrefix ":" -}}
+{{- else if eq (len (splitList ":" $b)) 2 -}}
+{{- last (splitList ":" $b) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Fails when a container's memory limit is below what it needs. Call with (dict "key" "server.resources" "resources" $r "need" 320 "why" "..."). */}}
 {{- define "newstagger.checkMemory" -}}
 {{- $limit := dig "limits" "memory" "" .resources -}}
@@ -148,19 +161,71 @@ values to change. Included by configmap.yaml, which every install renders.
 {{- if and (include "newstagger.kafkaTlsSecret" .) (not (or $k.tls.caKey $k.tls.certKey)) -}}
 {{- fail (printf "kafka.tls.existingSecret (%s) is mounted but kafka.tls.caKey, certKey and keyKey are all empty: nothing would be read from it. Name the CA bundle's key (kafka.tls.caKey) or the client certificate's, or unset kafka.tls.existingSecret." $k.tls.existingSecret) -}}
 {{- end -}}
-{{- $egress := $v.networkPolicy.egress -}}
-{{- if and $v.networkPolicy.enabled $egress.enabled $v.worker.enabled -}}
-{{- $open := list -}}
-{{- range $egress.kafkaPorts }}{{ $open = append $open (int .) }}{{ end -}}
-{{- $anyPort := false -}}
-{{- range $egress.extraRules -}}
-{{- if not .ports }}{{ $anyPort = true }}{{ end -}}
-{{- range .ports }}{{ if not .port }}{{ $anyPort = true }}{{ else if not (kindIs "string" .port) }}{{ $open = append $open (int .port) }}{{ end }}{{ end -}}
+{{- /* Ports. The schema bounds grpc.port, http.port, metrics.port and kafkaPorts to 1-65535; the checks below see the rest. */ -}}
+{{- $unprivileged := 1024 -}}
+{{- range (dig "sysctls" (list) $v.podSecurityContext) }}{{ if eq .name "net.ipv4.ip_unprivileged_port_start" }}{{ $unprivileged = atoi (toString .value) }}{{ end }}{{ end -}}
+{{- $listeners := list -}}
+{{- if $v.server.enabled }}{{ $listeners = list "grpc" "metrics" }}{{ if $v.http.enabled }}{{ $listeners = append $listeners "http" }}{{ end }}{{ end -}}
+{{- if $v.worker.enabled }}{{ $listeners = append $listeners "metrics" }}{{ end -}}
+{{- range $name := uniq $listeners -}}
+{{- $port := int (get $v $name).port -}}
+{{- if lt $port $unprivileged -}}
+{{- fail (printf "%s.port (%d) is below %d, the first port a non-root process may bind: the pods run as a non-root user with every capability dropped, so the %s listener would fail at start. Use a port from %d up, or lower the pods' limit with podSecurityContext.sysctls: [{name: net.ipv4.ip_unprivileged_port_start, value: \"%d\"}]." $name $port $unprivileged $name $unprivileged $port) -}}
 {{- end -}}
+{{- end -}}
+{{- $brokers := list -}}
+{{- if $v.worker.enabled -}}
 {{- range $broker := splitList "," $v.kafka.bootstrapServers -}}
-{{- $port := int (regexFind "[0-9]+$" (regexFind ":[0-9]+$" (trim $broker)) | default "9092") -}}
-{{- if not (or $anyPort (has $port $open)) -}}
-{{- fail (printf "kafka.bootstrapServers names %s, but networkPolicy.egress lets the stream worker out to ports %v only: it could not reach the broker. Add %d to networkPolicy.egress.kafkaPorts." (trim $broker) $open $port) -}}
+{{- $text := include "newstagger.brokerPort" $broker -}}
+{{- $port := ternary 9092 (atoi $text) (empty $text) -}}
+{{- if not (and (regexMatch "^[0-9]*$" $text) (ge $port 1) (le $port 65535)) -}}
+{{- fail (printf "kafka.bootstrapServers names %s, whose port %q is not a port number (1-65535)." (trim $broker) $text) -}}
+{{- end -}}
+{{- $brokers = append $brokers (list (trim $broker) $port) -}}
+{{- end -}}
+{{- end -}}
+{{- $egress := $v.networkPolicy.egress -}}
+{{- if and $v.networkPolicy.enabled $egress.enabled -}}
+{{- $open := list -}}{{- /* TCP port ranges [first last] the stream worker may reach */ -}}
+{{- range $egress.kafkaPorts }}{{ $open = append $open (list (int .) (int .)) }}{{ end -}}
+{{- $anyPort := false -}}
+{{- range $i, $rule := $egress.extraRules -}}
+{{- $rulePorts := dig "ports" (list) $rule -}}
+{{- if not $rulePorts }}{{ $anyPort = true }}{{ end -}}
+{{- range $j, $p := $rulePorts -}}
+{{- $key := printf "networkPolicy.egress.extraRules[%d].ports[%d]" $i $j -}}
+{{- $tcp := eq (get $p "protocol" | default "TCP") "TCP" -}}
+{{- $first := get $p "port" -}}
+{{- $numbered := and (hasKey $p "port") (not (kindIs "string" $first)) -}}
+{{- if and (hasKey $p "endPort") (not $numbered) -}}
+{{- fail (printf "%s.endPort needs a numbered %s.port to start the range (Kubernetes refuses it otherwise)." $key $key) -}}
+{{- end -}}
+{{- if $numbered -}}
+{{- $last := ternary (get $p "endPort") $first (hasKey $p "endPort") -}}
+{{- range $bound := list (list "port" $first) (list "endPort" $last) -}}
+{{- if or (lt (int (last $bound)) 1) (gt (int (last $bound)) 65535) -}}
+{{- fail (printf "%s.%s (%v) is out of the port range 1-65535." $key (first $bound) (last $bound)) -}}
+{{- end -}}
+{{- end -}}
+{{- if lt (int $last) (int $first) -}}
+{{- fail (printf "%s.endPort (%v) is below its port (%v): the range would be empty (Kubernetes refuses it)." $key $last $first) -}}
+{{- end -}}
+{{- if $tcp }}{{ $open = append $open (list (int $first) (int $last)) }}{{ end -}}
+{{- else if and (not (hasKey $p "port")) $tcp -}}
+{{- $anyPort = true -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if not $anyPort -}}
+{{- range $broker := $brokers -}}
+{{- $port := last $broker -}}
+{{- $reached := false -}}
+{{- range $open }}{{ if and (ge $port (first .)) (le $port (last .)) }}{{ $reached = true }}{{ end }}{{ end -}}
+{{- if not $reached -}}
+{{- $shown := list -}}
+{{- range $open }}{{ $shown = append $shown (ternary (toString (first .)) (printf "%d-%d" (first .) (last .)) (eq (first .) (last .))) }}{{ end -}}
+{{- fail (printf "kafka.bootstrapServers names %s, but networkPolicy.egress lets the stream worker out to TCP ports %v only: it could not reach the broker. Add %d to networkPolicy.egress.kafkaPorts." (first $broker) $shown $port) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
