@@ -208,13 +208,6 @@ def check_trainable(data: Dataset) -> None:
             )
 
 
-def shared_rows(train: Dataset, other: Dataset) -> int:
-    """How many rows of ``other`` are also training rows: the same id or the same text."""
-    ids = {r.article.id for r in train.rows}
-    texts = {r.article.text.strip() for r in train.rows}
-    return sum(r.article.id in ids or r.article.text.strip() in texts for r in other.rows)
-
-
 def label_fields(paths: Sequence[Path]) -> set[str]:
     """Every field other than id/title/text/target that some row of ``paths`` has."""
     fields: set[str] = set()
@@ -224,18 +217,22 @@ def label_fields(paths: Sequence[Path]) -> set[str]:
     return fields
 
 
-def load_dataset(
-    paths: Sequence[Path],
-    config: TrainConfig,
-    head_names: Sequence[str] = (),
-    heads: dict[str, HeadConfig] | None = None,
-    group_field: str = "",
-) -> Dataset:
-    """Read, validate and merge ``paths`` (later files win for the same id).
+@dataclass(frozen=True)
+class RawData:
+    """Data files as read, not yet validated: every record with its file and line, and each file's
+    path, sha256 and row count. Read once, it can be validated for one set of heads and loaded for
+    another (the gate's ``--eval`` rows: before training, and when the gate scores them)."""
 
-    ``heads`` fixes the heads (e.g. the dev set must have the training set's heads).
-    ``group_field`` names a field every row must have, kept as ``Row.group`` (never a head).
-    """
+    records: tuple[tuple[Path, int, dict[str, Any]], ...]
+    files: tuple[dict[str, Any], ...]
+
+    @property
+    def paths(self) -> list[str]:
+        return [f["path"] for f in self.files]
+
+
+def read_data(paths: Sequence[Path]) -> RawData:
+    """Read ``paths`` (ids unique within each file; every file has rows)."""
     if not paths:
         raise DataError("no data files given")
     records: list[tuple[Path, int, dict[str, Any]]] = []
@@ -255,6 +252,24 @@ def load_dataset(
         if not recs:
             raise DataError(f"{path}: no rows")
         files.append({"path": str(path), "sha256": digest, "rows": len(recs)})
+    return RawData(tuple(records), tuple(files))
+
+
+def load_dataset(
+    paths: Sequence[Path] | RawData,
+    config: TrainConfig,
+    head_names: Sequence[str] = (),
+    heads: dict[str, HeadConfig] | None = None,
+    group_field: str = "",
+) -> Dataset:
+    """Read (unless ``paths`` is already read), validate and merge the files (later files win for
+    the same id).
+
+    ``heads`` fixes the heads (e.g. the dev set must have the training set's heads).
+    ``group_field`` names a field every row must have, kept as ``Row.group`` (never a head).
+    """
+    raw = paths if isinstance(paths, RawData) else read_data(paths)
+    records = list(raw.records)
     if heads is None:
         heads = _infer_heads(records, config, head_names, group_field)
     merged: dict[str, Row] = {}
@@ -262,4 +277,4 @@ def load_dataset(
         row = _row(path, lineno, record, heads, group_field)
         merged.pop(row.article.id, None)  # a later file's row replaces, and moves to the end
         merged[row.article.id] = row
-    return Dataset(tuple(merged.values()), heads, tuple(files), group_field)
+    return Dataset(tuple(merged.values()), heads, raw.files, group_field)

@@ -14,18 +14,20 @@ from pathlib import Path
 
 from service.model.artifact import LoadedModel
 from training.config import HeadConfig, TrainConfig
-from training.data import Dataset, load_dataset
+from training.data import Dataset, RawData, load_dataset
 
 
 def load_eval_set(
     current: LoadedModel | None,
     new: LoadedModel,
     config: TrainConfig,
-    eval_paths: Sequence[Path] = (),
+    eval_paths: Sequence[Path] | RawData = (),
     dev_paths: Sequence[Path] = (),
+    eval_overlap: int = 0,
 ) -> tuple[Dataset, str]:
-    """The evaluation set of the gate, ``eval_paths`` else ``dev_paths``, and what the gate's
-    figure on it means.
+    """The evaluation set of the gate, ``eval_paths`` (read already, or files) else ``dev_paths``,
+    and what the gate's figure on it means (``eval_overlap``: how many --eval rows are training rows,
+    allowed by ``train --allow-dev-overlap``; the --dev rows' count is in the new model's manifest).
 
     Only the heads the gate scores need labels in it (``gate_heads``)."""
     if not eval_paths and not dev_paths:
@@ -35,18 +37,27 @@ def load_eval_set(
         None if current is None else {h.name: h.kind for h in current.manifest.heads},
     )
     if eval_paths:
-        return (
-            load_dataset(eval_paths, config, heads=heads),
-            "--eval " + " ".join(map(str, eval_paths)) + ": held-out rows, neither fitted nor tuned on "
-            "by training (the honest figure)",
-        )
+        names = eval_paths.paths if isinstance(eval_paths, RawData) else map(str, eval_paths)
+        held_out = "held-out rows, neither fitted nor tuned on by training (the honest figure)"
+        described = f"--eval {' '.join(names)}: {_flattered(eval_overlap) or held_out}"
+        return load_dataset(eval_paths, config, heads=heads), described
     honest = (
         "dev rows training only scored, never fitted or tuned on (the honest figure)"
         if new.manifest.metrics.get("cv")
         else "the new model's cut-offs were tuned on these rows (thresholds.cv_folds = 0), so this "
         "favours it: pass --eval for a fair gate"
     )
+    honest = _flattered(new.manifest.data.get("dev_overlap", 0)) or honest
     return load_dataset(dev_paths, config, heads=heads), f"--dev {' '.join(map(str, dev_paths))}: {honest}"
+
+
+def _flattered(overlap: object) -> str:
+    if not isinstance(overlap, int) or overlap <= 0:
+        return ""
+    return (
+        f"WARNING: {overlap} of these rows are also training rows (--allow-dev-overlap), so the new "
+        "model is partly judged in-sample and favoured"
+    )
 
 
 def gate_heads(new: dict[str, HeadConfig], current: dict[str, str] | None) -> dict[str, HeadConfig]:
@@ -58,15 +69,14 @@ def gate_heads(new: dict[str, HeadConfig], current: dict[str, str] | None) -> di
     return {name: h for name, h in new.items() if current.get(name) == h.kind} or new
 
 
-def check_eval_files(
-    eval_paths: Sequence[Path],
-    train_paths: Sequence[Path],
+def check_eval_rows(
+    eval_data: RawData,
     config: TrainConfig,
-    head_names: Sequence[str],
+    new: dict[str, HeadConfig],
     current: dict[str, str] | None,
-) -> None:
-    """Raise DataError, before any training, if the gate could not use the ``eval_paths``: a row
-    invalid for the heads it will score (those the training data gives the new model, see
-    ``gate_heads``). ``current``: the current model's heads and kinds, if it has one."""
-    new = load_dataset(train_paths, config, head_names, group_field=config.group_field).heads
-    load_dataset(eval_paths, config, heads=gate_heads(new, current))
+) -> Dataset:
+    """The ``--eval`` rows, validated before any training for the heads the gate will score: those
+    the training data gives the new model (``new``, see ``gate_heads``) that the current model
+    (``current``: its heads and kinds, if it has one) has too. Raise DataError if the gate could not
+    use a row."""
+    return load_dataset(eval_data, config, heads=gate_heads(new, current))

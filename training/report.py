@@ -47,7 +47,8 @@ def estimate_titles(data: dict[str, Any], metrics: dict[str, Any]) -> dict[str, 
         )
         if data.get("dev_overlap"):
             how = (
-                f"WARNING: {data['dev_overlap']} of them are also training rows (same id or text), "
+                f"WARNING: {data['dev_overlap']} of them are also training rows (same id, or same "
+                "title and text), "
                 "so this score is not held out and flatters the model"
             )
         titles["dev"] = f"dev score: {data['dev_rows']} dev rows ({how})"

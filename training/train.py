@@ -20,9 +20,10 @@ from service.model.artifact import save_artifact
 from service.model.manifest import HeadSpec, Manifest
 from training.config import TrainConfig
 from training.cv import cross_validated_scores
-from training.data import Dataset, check_trainable, load_dataset, shared_rows
+from training.data import Dataset, check_trainable, load_dataset
 from training.evaluate import head_metrics, indicator, tune_thresholds
 from training.fit import fit_model, score_rows, with_fixed_labels
+from training.overlap import shared_ids
 from training.progress import Progress
 from training.report import model_card
 
@@ -56,9 +57,11 @@ def train(
     head_names: Sequence[str] = (),
     version: str = "",
     progress: Progress | None = None,
+    shown_as: str = "",
 ) -> Manifest:
     """Train, tune, evaluate and save. Reports progress on ``progress`` (default: stderr, a bar on
-    a terminal, plain lines otherwise). Returns the manifest.
+    a terminal, plain lines otherwise), naming the destination ``shown_as`` (default: ``out_dir``).
+    Returns the manifest.
 
     With ``config.thresholds.cv_folds`` = k > 1 (the default), the cut-offs and the reported
     estimate come from k-fold cross-validation on the training data (grouped by
@@ -75,7 +78,7 @@ def train(
     data = load_dataset(data_paths, config, head_names, group_field=config.group_field)
     check_trainable(data)
     dev = load_dataset(dev_paths, config, heads=data.heads) if dev_paths else None
-    overlap = shared_rows(data, dev) if dev is not None else 0
+    overlap = len(shared_ids(data, dev)) if dev is not None else 0
     progress.advance(0, "loaded")
 
     def step(message: str) -> None:
@@ -149,7 +152,7 @@ def train(
         progress.advance(0, "refitting on all training rows")
         model = fit_model(data, config)
     train_seconds = time.perf_counter() - started
-    progress.advance(0, f"writing {out_dir}")
+    progress.advance(0, f"writing {shown_as or out_dir}")
     fields = {
         "name": config.name,
         "version": version,
@@ -170,7 +173,7 @@ def train(
             ),
             "train_rows": len(data.rows),
             "dev_rows": len(scored.rows) if scored is not None else 0,
-            # --dev rows that are also training rows (same id or text): the dev score flatters
+            # --dev rows that are also training rows (training.overlap): the dev score flatters
             **({"dev_overlap": overlap} if overlap else {}),
             "thresholds": f"{folds}-fold cross-validation on the training rows"
             + (f", grouped by {data.group_field!r}" if "group_field" in cv_info else "")

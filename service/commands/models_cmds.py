@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from service.core.errors import NewstaggerError
-from service.model.manifest import Manifest
+from service.model.manifest import HeadSpec, Manifest
 from service.model.registry import ModelRegistry
 from service.settings import MODEL_DIR_HELP, default_model_dir
 from training.config import config_to_toml
@@ -30,7 +30,9 @@ def register(sub: Any) -> None:
     actions.add_parser(
         "list",
         help="Every version, the current one marked.",
-        description="Every version, the current one marked.",
+        description="Every version, the current one marked: when it was created, its dev score, and "
+        "its heads, each with its kind (multi- or single-label), its number of labels and, for a "
+        "target-aware head, the field it is conditioned on.",
         parents=[common],
     )
     show = actions.add_parser(
@@ -124,10 +126,10 @@ def _models_list(registry: ModelRegistry) -> int:
     if not versions and not broken:
         print(f"no models in {registry.root} — run `newstagger train --registry {registry.root}`")
         return 0
-    print(f"{'':2}{'version':<28} {'created':<21} {'dev macro-F1':<14} heads (labels)")
+    print(f"{'':2}{'version':<28} {'created':<21} {'dev macro-F1':<14} heads (kind, labels)")
     for version in versions:
         m = registry.manifest(version)
-        heads = ", ".join(f"{h.name}({len(h.labels)})" for h in m.heads)
+        heads = ", ".join(_head_summary(h) for h in m.heads)
         print(
             f"{'*' if version == current else ' ':2}{version:<28} {m.created_at:<21} "
             f"{_dev_score(m):<14} {heads}"
@@ -147,6 +149,12 @@ def _models_list(registry: ModelRegistry) -> int:
             "(ignored; safe to delete when no training runs)"
         )
     return 0
+
+
+def _head_summary(head: HeadSpec) -> str:
+    """E.g. ``topics(multi, 9)``, ``stance(single, 3, target-aware: target)``."""
+    target = f", target-aware: {head.target}" if head.target else ""
+    return f"{head.name}({head.kind}, {len(head.labels)}{target})"
 
 
 def _dev_score(manifest: Manifest) -> str:
@@ -201,7 +209,12 @@ def _describe(m: Manifest, path: Path, is_current: bool) -> str:
         (
             "dev",
             f"dev score ({m.data.get('dev_rows', '?')} dev rows, "
-            + ("scored only)" if "cv" in m.metrics else "the cut-offs were tuned on them: optimistic)"),
+            + ("scored only" if "cv" in m.metrics else "the cut-offs were tuned on them: optimistic")
+            + (
+                f"; WARNING: {m.data['dev_overlap']} of them are also training rows: not held out)"
+                if m.data.get("dev_overlap")
+                else ")"
+            ),
         ),
     )
     for key, title in titles:

@@ -63,6 +63,12 @@ def register(sub: Any) -> None:
         "(with thresholds.cv_folds = 0 in the config: tuned on instead; default: no dev score).",
     )
     train.add_argument(
+        "--allow-dev-overlap",
+        action="store_true",
+        help="Go on when --dev or --eval rows are also training rows (same id, or same title and "
+        "text): warn and record the count (refused otherwise, before training: exit 2).",
+    )
+    train.add_argument(
         "--group-field",
         default=None,
         metavar="FIELD",
@@ -170,7 +176,9 @@ def _train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from training.config import load_config
-    from training.eval_set import check_eval_files
+    from training.data import load_dataset, read_data
+    from training.eval_set import check_eval_rows
+    from training.overlap import check_overlap
     from training.progress import Progress
     from training.report import figures
     from training.train import STARTER_CONFIG, STARTER_DIR, train, train_units
@@ -201,8 +209,22 @@ def _train(args: argparse.Namespace) -> int:
     data, dev = args.data, args.dev
     if data is None:
         data, dev = [STARTER_DIR / "train.jsonl"], dev or [STARTER_DIR / "dev.jsonl"]
-    if args.eval and registry is not None:  # the gate's files and the model's place: checked before training
-        check_eval_files(args.eval, data, config, args.heads, _current_heads(registry))
+    # the --dev and --eval rows are read and checked before any training; --eval only once (the
+    # gate scores the rows it checked)
+    trained = load_dataset(data, config, args.heads, group_field=config.group_field)
+    held_out = {"--dev": load_dataset(dev, config, heads=trained.heads)} if dev else {}
+    eval_data = read_data(args.eval) if args.eval else None
+    if eval_data is not None and registry is not None:
+        held_out["--eval"] = check_eval_rows(eval_data, config, trained.heads, _current_heads(registry))
+    overlap = check_overlap(trained, held_out, args.allow_dev_overlap)
+    for role, count in overlap.items():
+        if count:
+            print(
+                f"warning: {count} of the {len(held_out[role].rows)} {role} rows are also training "
+                "rows (--allow-dev-overlap): figures on them are not held out",
+                file=sys.stderr,
+            )
+    del trained, held_out  # training reads its rows itself: not two copies in memory meanwhile
     # Without --version the version is known only once the model is saved: write it under a
     # hidden name unique to this run (a crashed or concurrent run cannot block it; the registry
     # ignores hidden names), then rename it into place. Whatever happens, no staging is left.
@@ -220,7 +242,8 @@ def _train(args: argparse.Namespace) -> int:
         if tuned.overrun:
             print(f"warning: --tune-budget-seconds {budget:g} is too small: {tuned.overrun}", file=sys.stderr)
     try:
-        manifest = train(data, out, config, dev or (), args.heads, args.version, progress)
+        shown = "" if registry is None or args.version else f"a new version in {registry.root}"
+        manifest = train(data, out, config, dev or (), args.heads, args.version, progress, shown)
         if tuned is not None:
             from training.report import record_choice
 
@@ -239,12 +262,6 @@ def _train(args: argparse.Namespace) -> int:
             shutil.rmtree(out, ignore_errors=True)
     print(figures(manifest.data, manifest.metrics))
     print(f"model {manifest.name} {manifest.version} written to {out}")
-    if manifest.data.get("dev_overlap"):
-        print(
-            f"warning: {manifest.data['dev_overlap']} of the {manifest.data['dev_rows']} --dev rows are "
-            "also training rows (same id or text): the dev score is not a held-out figure",
-            file=sys.stderr,
-        )
     if registry is None:
         return 0
-    return promote_new_version(args, registry, manifest.version, dev or ())
+    return promote_new_version(args, registry, manifest.version, dev or (), eval_data, overlap)

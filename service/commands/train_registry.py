@@ -9,18 +9,29 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from service.core.errors import ArtifactError, NewstaggerError
 from service.model.errors import HeadsChanged
 from service.model.registry import ModelRegistry
 
+if TYPE_CHECKING:  # training loads lazily
+    from training.data import RawData
+
 EXIT_REFUSED = 3  # the new version was not promoted: the gate refused it, or it takes heads away
 
 
 def promote_new_version(
-    args: argparse.Namespace, registry: ModelRegistry, version: str, dev: Sequence[Path]
+    args: argparse.Namespace,
+    registry: ModelRegistry,
+    version: str,
+    dev: Sequence[Path],
+    eval_data: RawData | None = None,
+    overlap: dict[str, int] | None = None,
 ) -> int:
-    """The exit code of ``train`` once ``version`` is in ``registry`` (``dev``: the --dev files)."""
+    """The exit code of ``train`` once ``version`` is in ``registry`` (``dev``: the --dev files;
+    ``eval_data``: the --eval rows as read before training; ``overlap``: how many rows of each are
+    training rows)."""
     root = registry.root
     if args.no_promote:
         print(
@@ -29,7 +40,7 @@ def promote_new_version(
         )
         return 0
     if args.promote_if_better:
-        return _promote_if_better(args, registry, version, dev)
+        return _promote_if_better(args, registry, version, dev, eval_data, (overlap or {}).get("--eval", 0))
     return _promote(args, registry, version)
 
 
@@ -57,7 +68,12 @@ def _promote(args: argparse.Namespace, registry: ModelRegistry, version: str, wh
 
 
 def _promote_if_better(
-    args: argparse.Namespace, registry: ModelRegistry, version: str, dev: Sequence[Path]
+    args: argparse.Namespace,
+    registry: ModelRegistry,
+    version: str,
+    dev: Sequence[Path],
+    eval_data: RawData | None,
+    eval_overlap: int,
 ) -> int:
     from training.config import load_config
     from training.eval_set import load_eval_set
@@ -77,7 +93,8 @@ def _promote_if_better(
             current = registry.load(current_version)
         except ArtifactError as exc:
             print(f"warning: the current model does not load, nothing to protect: {exc}", file=sys.stderr)
-    eval_set, described = load_eval_set(current, new, load_config(args.config), args.eval or (), dev)
+    config = load_config(args.config)
+    eval_set, described = load_eval_set(current, new, config, eval_data or (), dev, eval_overlap)
     if current is not None:
         progress.add_total(2 * len(eval_set.rows) - 1)
         progress.advance(

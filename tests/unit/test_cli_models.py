@@ -316,7 +316,18 @@ def test_models_list_show_promote_rollback(
     assert code == 0
     rows = listed(out)
     assert rows["v1"].startswith("*") and not rows["v2"].startswith("*")
-    assert "topics(9)" in rows["v1"] and "stance(3)" in rows["v1"]
+    assert "heads (kind, labels)" in out
+    assert rows["v1"].endswith(" topics(multi, 9), stance(single, 3)")
+
+    # a head's kind and target-awareness are shown (the list named only heads and label counts)
+    dst = registry.path("v2")
+    manifest = json.loads((dst / MANIFEST_FILE).read_text())
+    for head in manifest["heads"]:
+        if head["name"] == "stance":
+            head["target"] = "target"
+    write_manifest(dst, manifest)
+    code, out, _ = run(capsys, "models", "list", "--registry", root)
+    assert listed(out)["v2"].endswith(" topics(multi, 9), stance(single, 3, target-aware: target)")
 
     code, out, _ = run(capsys, "models", "show", "--registry", root)
     assert code == 0 and json.loads(out)["version"] == "v1"

@@ -388,24 +388,33 @@ def test_a_multi_label_head_with_one_label_is_a_binary_tagger(tmp_path: Path, fo
     assert scores.shape == (2, 1) and scores[0, 0] > 0.5 > scores[1, 0]
 
 
-def test_dev_rows_that_are_training_rows_are_warned_about(
+def test_dev_rows_that_are_training_rows_are_refused_or_allowed_and_recorded(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Such a dev score was once called held out, with no warning."""
+    """Such a dev score was once called held out, with no warning; then warned about only after
+    training. Now refused before training unless --allow-dev-overlap, which warns and records."""
     rows = binary_rows()
     train_path = write_jsonl(tmp_path / "train.jsonl", rows)
-    same_text = rows[3] | {"id": "new-id"}
+    same_text = rows[3] | {"id": "new-id", "text": rows[3]["text"].upper()}
     dev_path = write_jsonl(tmp_path / "dev.jsonl", [rows[0], same_text, row("fresh", "A quiet day.")])
     config = tmp_path / "c.toml"
     config.write_text("[thresholds]\ncv_folds = 2\n")
     out = tmp_path / "model"
     args = ["train", "--quiet", "--data", str(train_path), "--dev", str(dev_path), "--config", str(config)]
-    assert main([*args, "--out", str(out)]) == 0
+    assert main([*args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "2 of the 3 --dev rows are also training rows (same id, or same title and text)" in err
+    assert "ids 'r0', 'new-id'" in err and "--allow-dev-overlap" in err and not out.exists()
+    registry = ["--registry", str(tmp_path / "reg")]
+    assert main([*args, *registry, "--version", "v1", "--allow-dev-overlap"]) == 0
     captured = capsys.readouterr()
-    assert "warning: 2 of the 3 --dev rows are also training rows (same id or text)" in captured.err
+    assert "warning: 2 of the 3 --dev rows are also training rows (--allow-dev-overlap)" in captured.err
     assert "dev score: 3 dev rows (WARNING: 2 of them are also training rows" in captured.out
+    out = tmp_path / "reg" / "versions" / "v1"
     assert "WARNING: 2 of them are also training rows" in (out / "MODEL_CARD.md").read_text()
     assert load_artifact(out).manifest.data["dev_overlap"] == 2
+    assert main(["models", "show", "v1", "--summary", *registry]) == 0
+    assert "WARNING: 2 of them are also training rows: not held out" in capsys.readouterr().out
     clean = write_jsonl(tmp_path / "clean.jsonl", [row("fresh", "A quiet day.")])
     assert main([*args[:5], str(clean), *args[6:], "--out", str(tmp_path / "m2")]) == 0
     assert "warning" not in capsys.readouterr().err.lower()

@@ -14,7 +14,7 @@ from service.model.manifest import HeadSpec
 from service.model.registry import ModelRegistry
 from tests.conftest import FAST_CONFIG
 from tests.helpers import STARTER, starter_rows
-from training.data import Dataset, load_dataset
+from training.data import Dataset, load_dataset, read_data
 from training.eval_set import load_eval_set
 from training.gate import compare_models, format_comparison, head_metric
 
@@ -131,6 +131,11 @@ def test_the_gate_names_the_held_out_rows_it_judges_on(loaded_model: LoadedModel
         loaded_model, loaded_model, FAST_CONFIG, [STARTER / "shift.jsonl"], [STARTER / "dev.jsonl"]
     )
     assert len(data.rows) == starter_rows("shift") and described.startswith("--eval ")
+    # --eval read before training (once), with rows allowed to be training rows: the line says so
+    eval_rows = read_data([STARTER / "shift.jsonl"])
+    data, described = load_eval_set(loaded_model, loaded_model, FAST_CONFIG, eval_rows, eval_overlap=3)
+    assert len(data.rows) == starter_rows("shift")
+    assert described.startswith(f"--eval {STARTER / 'shift.jsonl'}: WARNING: 3 of these rows are also")
     with pytest.raises(ValueError, match="needs --eval or --dev"):
         load_eval_set(loaded_model, loaded_model, FAST_CONFIG)
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from service.cli import main
+from service.model.registry import ModelRegistry
 from tests.helpers import REPO, STARTER
 
 DATA = STARTER / "dev.jsonl"
@@ -107,6 +108,94 @@ def test_eval_rows_the_gate_cannot_use_are_refused_before_training(
     )
     assert f"{bad}:4: field 'stance': must be one non-empty label" in err
     assert not (tmp_path / "models").exists()
+
+
+def test_dev_or_eval_rows_that_are_training_rows_are_refused_before_training(
+    tmp_path: Path, no_training: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same file as --data and --dev (or --eval) was trained on for minutes, then scored as if
+    held out, and the quality gate judged on rows the new model was fitted on."""
+    rows = [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines()]
+    err = _refused(["--dev", str(DATA), "--out", str(tmp_path / "m")], capsys)
+    assert f"{len(rows)} of the {len(rows)} --dev rows are also training rows" in err
+    assert f"ids {rows[0]['id']!r}, {rows[1]['id']!r}" in err and "--allow-dev-overlap" in err
+    assert "--dev rows" in _refused(["--tune", "--dev", str(DATA), "--out", str(tmp_path / "m")], capsys)
+    # a copy under another id, re-cased and re-spaced, is still a training row; a fresh one is not
+    copy = rows[7] | {
+        "id": "copy-of-7",
+        "title": rows[7].get("title", "").upper(),
+        "text": "  " + rows[7]["text"].replace(" ", "\n  "),
+    }
+    fresh = rows[8] | {"id": "fresh", "text": rows[8]["text"] + " And a new sentence."}
+    held = tmp_path / "eval.jsonl"
+    held.write_text("".join(json.dumps(r) + "\n" for r in [fresh, copy]), encoding="utf-8")
+    gate = ["--registry", str(tmp_path / "models"), "--promote-if-better", "--eval", str(held)]
+    err = _refused(gate, capsys)
+    assert "1 of the 2 --eval rows are also training rows" in err and "ids 'copy-of-7'" in err
+    assert "--dev rows" not in err
+    assert not (tmp_path / "m").exists() and not (tmp_path / "models").exists()
+
+
+def small_rows(prefix: str, n: int) -> list[dict[str, Any]]:
+    """Rows a model learns in a second: economy or art, critical or neutral."""
+    economy = "Inflation and interest rates rose, the central bank said ({})."
+    other = "The museum opened an art exhibition at the festival ({})."
+    return [
+        {
+            "id": f"{prefix}{i}",
+            "text": (economy if i % 2 else other).format(f"{prefix}{i}"),
+            "topics": ["economy"] if i % 2 else ["art"],
+            "stance": "critical" if i % 4 < 2 else "neutral",
+        }
+        for i in range(n)
+    ]
+
+
+def small_data(tmp_path: Path) -> list[str]:
+    """``train`` arguments for a model trained in a second or two, into the registry ``models``."""
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in small_rows("t", 16)), encoding="utf-8")
+    config = tmp_path / "c.toml"
+    config.write_text("[thresholds]\ncv_folds = 2\n")
+    return ["train", "--data", str(data), "--config", str(config), "--registry", str(tmp_path / "models")]
+
+
+def test_eval_files_are_read_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The --eval files were read twice: checked before training, then read again to be scored,
+    so a file changed in between was scored unchecked."""
+    held = tmp_path / "eval.jsonl"
+    held.write_text("".join(json.dumps(r) + "\n" for r in small_rows("e", 8)), encoding="utf-8")
+    reads: list[Path] = []
+    read_bytes = Path.read_bytes
+
+    def counted(path: Path) -> bytes:
+        reads.append(path)
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", counted)
+    assert main([*small_data(tmp_path), "--promote-if-better", "--eval", str(held)]) == 0
+    out = capsys.readouterr().out
+    assert "quality gate" in out and f"--eval {held}" in out and "promoted" in out
+    assert [p for p in reads if p.resolve() == held.resolve()] == [held]
+
+
+def test_progress_names_the_registry_not_a_staging_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Progress said `writing <registry>/versions/.pending-<pid>-<hex>`: a hidden staging name
+    the user never sees again."""
+    argv = small_data(tmp_path)
+    root = tmp_path / "models"
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert f"writing a new version in {root}" in err and ".pending" not in err
+    version = ModelRegistry(root).current()
+    assert version is not None and f"done: model newstagger {version}" in err
+    # with --version, the version's own directory is named
+    assert main([*argv, "--no-promote", "--version", "v9"]) == 0
+    assert f"writing {root / 'versions' / 'v9'}" in capsys.readouterr().err
 
 
 def test_a_full_disk_names_where_and_leaves_nothing(model_dir: Path, tmp_path: Path) -> None:
