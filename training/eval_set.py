@@ -27,7 +27,8 @@ def load_eval_set(
 ) -> tuple[Dataset, str]:
     """The evaluation set of the gate, ``eval_paths`` (read already, or files) else ``dev_paths``,
     and what the gate's figure on it means (``eval_overlap``: how many --eval rows are training rows,
-    allowed by ``train --allow-dev-overlap``; the --dev rows' count is in the new model's manifest).
+    warned about by ``train``, refused above 5% unless --allow-dev-overlap; the --dev rows' count
+    is in the new model's manifest).
 
     Only the heads the gate scores need labels in it (``gate_heads``)."""
     if not eval_paths and not dev_paths:
@@ -55,8 +56,8 @@ def _flattered(overlap: object) -> str:
     if not isinstance(overlap, int) or overlap <= 0:
         return ""
     return (
-        f"WARNING: {overlap} of these rows are also training rows (--allow-dev-overlap), so the new "
-        "model is partly judged in-sample and favoured"
+        f"WARNING: {overlap} of these rows are also training rows, so the new model is partly "
+        "judged in-sample and favoured"
     )
 
 

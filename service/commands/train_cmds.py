@@ -65,8 +65,9 @@ def register(sub: Any) -> None:
     train.add_argument(
         "--allow-dev-overlap",
         action="store_true",
-        help="Go on when --dev or --eval rows are also training rows (same id, or same title and "
-        "text): warn and record the count (refused otherwise, before training: exit 2).",
+        help="Go on when more than 5%% of the --dev or --eval rows are also training rows (same "
+        "id, or same title and text): warn and record the count (refused otherwise, before "
+        "training: exit 2; 5%% or fewer are always warned about and recorded).",
     )
     train.add_argument(
         "--group-field",
@@ -221,7 +222,7 @@ def _train(args: argparse.Namespace) -> int:
         if count:
             print(
                 f"warning: {count} of the {len(held_out[role].rows)} {role} rows are also training "
-                "rows (--allow-dev-overlap): figures on them are not held out",
+                "rows (same id, or same title and text): figures on them are not held out",
                 file=sys.stderr,
             )
     del trained, held_out  # training reads its rows itself: not two copies in memory meanwhile

@@ -392,7 +392,8 @@ def test_dev_rows_that_are_training_rows_are_refused_or_allowed_and_recorded(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Such a dev score was once called held out, with no warning; then warned about only after
-    training. Now refused before training unless --allow-dev-overlap, which warns and records."""
+    training. Now refused before training when more than 5% are shared, unless --allow-dev-overlap;
+    warned about and recorded otherwise."""
     rows = binary_rows()
     train_path = write_jsonl(tmp_path / "train.jsonl", rows)
     same_text = rows[3] | {"id": "new-id", "text": rows[3]["text"].upper()}
@@ -408,13 +409,19 @@ def test_dev_rows_that_are_training_rows_are_refused_or_allowed_and_recorded(
     registry = ["--registry", str(tmp_path / "reg")]
     assert main([*args, *registry, "--version", "v1", "--allow-dev-overlap"]) == 0
     captured = capsys.readouterr()
-    assert "warning: 2 of the 3 --dev rows are also training rows (--allow-dev-overlap)" in captured.err
+    assert "warning: 2 of the 3 --dev rows are also training rows (same id" in captured.err
     assert "dev score: 3 dev rows (WARNING: 2 of them are also training rows" in captured.out
     out = tmp_path / "reg" / "versions" / "v1"
     assert "WARNING: 2 of them are also training rows" in (out / "MODEL_CARD.md").read_text()
     assert load_artifact(out).manifest.data["dev_overlap"] == 2
     assert main(["models", "show", "v1", "--summary", *registry]) == 0
     assert "WARNING: 2 of them are also training rows: not held out" in capsys.readouterr().out
+    # a few repeated articles, as real corpora have (5% or fewer): warned about and recorded
+    few = [rows[0]] + [row(f"fresh-{i}", f"A quiet day number {i}.") for i in range(20)]
+    few_path = write_jsonl(tmp_path / "few.jsonl", few)
+    assert main([*args[:5], str(few_path), *args[6:], *registry, "--version", "v2"]) == 0
+    assert "warning: 1 of the 21 --dev rows are also training rows" in capsys.readouterr().err
+    assert load_artifact(tmp_path / "reg" / "versions" / "v2").manifest.data["dev_overlap"] == 1
     clean = write_jsonl(tmp_path / "clean.jsonl", [row("fresh", "A quiet day.")])
     assert main([*args[:5], str(clean), *args[6:], "--out", str(tmp_path / "m2")]) == 0
     assert "warning" not in capsys.readouterr().err.lower()
