@@ -8,9 +8,13 @@ the first of its array or object follows a comma, and a first one follows a ``[`
 values are at most the commas, brackets and braces outside strings, plus one. numpy compares the
 bytes (with the GIL released); which quotes are escaped is found with big-integer carries (as
 simdjson does it, over the whole text at once); the brackets inside strings are summed per string.
+The REST API's bodies are counted too, with a budget of their own: pydantic builds a model or an
+error per value there (5-9 us each, measured), so a REST body may hold fewer.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 import numpy as np
 from numpy.typing import NDArray
@@ -18,6 +22,10 @@ from numpy.typing import NDArray
 from service.core.errors import InvalidRequest
 
 VALUES_PER_ARTICLE, OTHER_VALUES = 8, 10_000  # the JSON values one V2 request may hold
+# One REST article is itself a value, holds at most 8 fields and, on average, 7 metadata entries;
+# the options (64 heads at most) and the rest of the body fit in the 1,000 others.
+REST_VALUES_PER_ARTICLE, REST_OTHER_VALUES = 16, 1_000
+INLINE_BODY_BYTES = 1 << 20  # a bigger body is counted in a worker thread (numpy releases the GIL)
 
 QUOTE, BACKSLASH = ord('"'), ord("\\")
 STARTS = (ord(","), ord("["), ord("{"))
@@ -59,13 +67,25 @@ def more_values_than(text: bytes, most: int) -> bool:
     return int(np.count_nonzero(starts & ~inside)) + 1 > most
 
 
-def check_value_count(text: bytes, max_articles: int) -> None:
-    """Refuses a V2 request whose JSON holds more array elements and object members than one of
-    ``max_articles`` articles needs (3 inputs of one element or one nested list per article,
+def check_value_count(
+    text: bytes, max_articles: int, per_article: int = VALUES_PER_ARTICLE, other: int = OTHER_VALUES
+) -> None:
+    """Refuses a request whose JSON holds more array elements and object members than one of
+    ``max_articles`` articles needs (V2: 3 inputs of one element or one nested list per article,
     outputs, parameters), with plenty to spare; far fewer than would hold the process while parsed."""
-    most = VALUES_PER_ARTICLE * max_articles + OTHER_VALUES
+    most = per_article * max_articles + other
     if more_values_than(text, most):
         raise InvalidRequest(
             f"the request's JSON holds more than {most} array elements and object members "
-            f"({VALUES_PER_ARTICLE} per article of the limit of {max_articles}, plus {OTHER_VALUES})"
+            f"({per_article} per article of the limit of {max_articles}, plus {other})"
         )
+
+
+async def check_rest_value_count(text: bytes, max_articles: int) -> None:
+    """``check_value_count`` with the REST API's budget; a big body is counted in a worker thread,
+    so the event loop answers other callers meanwhile."""
+    args = (text, max_articles, REST_VALUES_PER_ARTICLE, REST_OTHER_VALUES)
+    if len(text) > INLINE_BODY_BYTES:
+        await asyncio.to_thread(check_value_count, *args)
+    else:
+        check_value_count(*args)

@@ -28,7 +28,10 @@ class ArticleIn(_In):
     url: str = Field("", description="Canonical URL; accepted, not used or returned.")
     published_at: str = Field("", description="Publication time (RFC 3339); accepted, not used or returned.")
     metadata: dict[str, str] = Field(
-        default_factory=dict, description="Free-form; accepted, not used or returned."
+        default_factory=dict,
+        description="Free-form; accepted, not used or returned. A request's JSON may hold at most "
+        "16 values per article of the server's `--max-request-articles` plus 1,000 (the articles and "
+        "their fields included): room for 7 entries per article of a full batch.",
     )
 
     def to_article(self) -> Article:

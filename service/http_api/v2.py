@@ -20,7 +20,7 @@ from service.core.validation import cut, quote
 from service.dispatch import Dispatcher
 from service.http_api.app import guard_routes, v2_error
 from service.http_api.errors import NotFound
-from service.http_api.json_values import check_value_count
+from service.http_api.json_values import INLINE_BODY_BYTES, check_value_count
 from service.http_api.rest import deadline_of
 from service.model.artifact import LoadedModel
 from service.v2.tensors import (
@@ -38,7 +38,6 @@ from service.v2.tensors import (
 HEADER_LENGTH = "inference-header-content-length"
 MAX_HEADER_DIGITS = 18  # any JSON header this long is over every body limit
 EXTENSIONS = ["binary_tensor_data"]
-INLINE_BODY_BYTES = 1 << 20  # a bigger body is counted and parsed in a worker thread
 
 
 def _flatten(name: str, data: Any, shape: list[int], most: int) -> list[Any]:

@@ -3,13 +3,16 @@ same, for every text, as a tokenizer that reads it character by character."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from typing import Any
 
 import pytest
 
-from service.http_api.json_values import more_values_than
+from service.core.errors import InvalidRequest
+from service.http_api.json_values import check_rest_value_count, more_values_than
+from service.http_api.schemas import TagBatchRequest
 
 ALPHABET = ["a", ",", "[", "{", '"', "\\", "}", "]", ":", " ", "é", "\n"]
 
@@ -76,3 +79,67 @@ def test_millions_of_tiny_values_are_found_without_parsing() -> None:
         assert more_values_than(body.encode(), limit)
     texts = json.dumps({"inputs": [{"name": "text", "data": ['a, "b", [c] {d} \\ ' * 1000] * 64}]})
     assert not more_values_than(texts.encode(), limit)  # commas and brackets in text are not values
+
+
+def rest_batch(articles: int, metadata: int, text: str, heads: list[str] | None = None) -> bytes:
+    """A /v1/tag:batch body: ``articles`` articles with every field set and ``metadata`` entries
+    spread over them (the first ones get one more), options with every field set (64 heads unless
+    ``heads`` are given)."""
+    each, extra = divmod(metadata, articles)
+    body = {
+        "articles": [
+            {
+                "id": f"a{i}",
+                "text": text,
+                "title": "Troops, [tanks] and {drones}",
+                "target": "troops",
+                "source": "wire",
+                "url": "https://example.com/a?b=1,2",
+                "published_at": "2026-11-30T12:00:00Z",
+                "metadata": {f"k{j}": "v, [w]" for j in range(each + (i < extra))},
+            }
+            for i in range(articles)
+        ],
+        "options": {
+            "heads": [f"h{i}" for i in range(64)] if heads is None else heads,
+            "top_k": 3,
+            "min_score": 0.5,
+            "explain": True,
+        },
+    }
+    return json.dumps(body).encode()
+
+
+def test_a_full_rest_batch_with_long_texts_and_metadata_passes_and_one_more_value_does_not() -> None:
+    """512 articles (the default limit), each with every field, 7 metadata entries on average and
+    a 32 KiB text full of commas and brackets (16 MiB in all, the body limit): allowed. The limit
+    is 16 values per article plus 1,000: the body itself, its 2 members, 512 articles and their 8
+    fields each, 4 options and 64 heads leave 4,513 metadata entries. The body is valid, as the REST
+    API parses it."""
+    text = "Troops crossed the border, [again], {said} officials. " * 600
+    spare = 16 * 512 + 1_000 - 1 - 2 - 512 * 9 - 4 - 64
+    allowed = rest_batch(512, spare, text)
+    assert len(allowed) < 16 << 20
+    assert len(TagBatchRequest.model_validate_json(allowed).articles) == 512
+    asyncio.run(check_rest_value_count(allowed, 512))
+    with pytest.raises(
+        InvalidRequest,
+        match=r"more than 9192 array elements and object members "
+        r"\(16 per article of the limit of 512, plus 1000\)",
+    ):
+        asyncio.run(check_rest_value_count(rest_batch(512, spare + 1, text), 512))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"articles": [' + b",".join([b"{}"] * 5_000) + b"]}",
+        b'{"article": {"metadata": {' + b",".join(b'"%d": "a"' % i for i in range(9_190)) + b"}}}",
+        b'{"article": {"text": [' + b",".join([b"[]"] * 5_000) + b"]}}",
+        b'{"options": {"heads": [' + b",".join([b"1"] * 9_190) + b"]}}",
+    ],
+)
+def test_a_rest_body_of_tiny_values_is_refused_before_it_is_parsed(body: bytes) -> None:
+    with pytest.raises(InvalidRequest, match="JSON holds more than 9192 array elements"):
+        asyncio.run(check_rest_value_count(body, 512))
+    asyncio.run(check_rest_value_count(body, 1024))  # a server allowing more articles allows more
