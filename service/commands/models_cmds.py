@@ -89,7 +89,7 @@ def _models(args: argparse.Namespace) -> int:
     if args.action == "show":
         shown: str | None = args.version or registry.current()
         if shown is None:
-            raise NewstaggerError(f"no current model in {root} — run `newstagger train`")
+            raise NewstaggerError(f"no current model in {root} — run `newstagger train --registry {root}`")
         manifest = registry.manifest(shown)
         if args.export_config:
             args.export_config.write_text(config_to_toml(manifest.config), encoding="utf-8")

@@ -152,7 +152,7 @@ def register(sub: Any) -> None:
         type=_non_negative,
         default=0.0,
         metavar="X",
-        help="How much worse (absolute, e.g. 0.01) the new model may be and still be promoted.",
+        help="How much worse (absolute, e.g. 0.01) the new model may be and still be promoted (default 0).",
     )
     gate.add_argument(
         "--allow-head-changes",

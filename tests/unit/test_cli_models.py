@@ -357,6 +357,9 @@ def test_models_errors_are_clear(
     assert code == 2 and "nothing to roll back" in err
     code, out, _ = run(capsys, "models", "list", "--registry", str(tmp_path / "empty"))
     assert code == 0 and "no models" in out
+    # as `models list` says: train into that registry, not into the default one
+    code, _, err = run(capsys, "models", "show", "--registry", str(tmp_path / "empty"))
+    assert code == 2 and f"run `newstagger train --registry {tmp_path / 'empty'}`" in err
 
 
 def test_promote_refuses_a_tampered_version(

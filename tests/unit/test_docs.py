@@ -30,23 +30,31 @@ def _flags(parser: argparse.ArgumentParser) -> set[str]:
     return {opt for action in parser._actions for opt in action.option_strings}
 
 
-def _code() -> list[str]:
-    """The README's code: fenced blocks (joined across backslash line breaks) and inline spans."""
-    blocks = re.findall(r"```[a-z]*\n(.*?)```", README, re.S)
-    prose = re.sub(r"```.*?```", "", README, flags=re.S)
+DOCS = {"README.md": README} | {
+    f"docs/{path.name}": path.read_text(encoding="utf-8") for path in sorted((REPO / "docs").glob("*.md"))
+}
+
+
+def _code(text: str = README) -> list[str]:
+    """A page's code: fenced blocks (joined across backslash line breaks) and inline spans."""
+    blocks = re.findall(r"```[a-z]*\n(.*?)```", text, re.S)
+    prose = re.sub(r"```.*?```", "", text, flags=re.S)
     spans = re.findall(r"`([^`]+)`", prose)
     return [b.replace("\\\n", " ") for b in blocks] + [s.replace("\n", " ") for s in spans]
 
 
-def _command_lines() -> list[list[str]]:
-    """Every `newstagger ...` invocation in the README's code."""
+def _command_lines(text: str = README) -> list[list[str]]:
+    """Every `newstagger ...` invocation in a page's code (after a `$ ` prompt in a console block;
+    a line of output such as `newstagger train: ...` or a diagram's `newstagger ─►` is no command)."""
     lines = []
-    for code in _code():
-        for match in re.finditer(r"(?:^\s*|\|\s*)newstagger((?: [^\n|#;&)]+)?)", code, re.M):
+    for code in _code(text):
+        for match in re.finditer(r"(?:^\s*(?:\$ )?|\|\s*)newstagger((?: [^\n|#;&)]+)?)", code, re.M):
             try:
-                lines.append(shlex.split(match.group(1)))
+                words = shlex.split(match.group(1))
             except ValueError:
-                lines.append(match.group(1).split())
+                words = match.group(1).split()
+            if not words or re.fullmatch(r"-.*|[a-z][a-z-]*", words[0]):
+                lines.append([w.strip("[]") for w in words])  # `[--gate-metric macro_f1]`: optional
     return lines
 
 
@@ -61,23 +69,29 @@ def test_readme_tables_are_generated_from_the_code() -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_every_readme_command_and_flag_exists() -> None:
+@pytest.mark.parametrize("page", sorted(DOCS))
+def test_every_documented_command_and_flag_exists(page: str) -> None:
+    """The README's and docs/*.md's `newstagger ...` commands (console blocks' `$ newstagger` too)."""
     root = build_parser()
     commands = _subparsers(root)
     checked = 0
-    for words in _command_lines():
+    for words in _command_lines(DOCS[page]):
         parser, words = root, [w for w in words if w]
         while words and words[0] in _subparsers(parser):
             parser = _subparsers(parser)[words.pop(0)]
             checked += 1
         if parser is root:
             unknown = words[0] if words and not words[0].startswith("-") else None
-            assert unknown is None, f"README mentions unknown command: newstagger {unknown}"
+            assert unknown is None, f"{page} mentions unknown command: newstagger {unknown}"
         for word in words:
             if word.startswith("--"):
                 flag = word.split("=", 1)[0]
-                assert flag in _flags(parser), f"README: `{flag}` is not a flag of {parser.prog}"
-    assert checked >= 5 and set(commands) >= {"train", "evaluate", "tag", "serve", "stream", "models", "demo"}
+                assert flag in _flags(parser), f"{page}: `{flag}` is not a flag of {parser.prog}"
+    if page == "README.md":
+        assert checked >= 5
+        assert set(commands) >= {"train", "evaluate", "tag", "serve", "stream", "models", "demo"}
+    if page == "docs/retraining.md":
+        assert checked >= 10  # its console blocks' `$ newstagger ...` lines are read
 
 
 def test_every_readme_env_var_exists() -> None:
