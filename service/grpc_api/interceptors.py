@@ -3,8 +3,10 @@ turned into its status code here (``errors.status_for``), so handlers just raise
 
 Requests are parsed here too (the handlers are registered without a deserializer), so a request
 that is not a valid protobuf message is INVALID_ARGUMENT and counted like any other call, instead
-of gRPC's own UNKNOWN. And the calls of limited methods (``limits``: TaggerService's) are counted
-against their ``CallLimit``; beyond it a call is refused at once with RESOURCE_EXHAUSTED. Health
+of gRPC's own UNKNOWN; before that its fields are counted against the ``FieldBudget`` (``wire.py``),
+so millions of tiny fields are refused without the parse that would hold the whole process. And
+the calls of limited methods (``limits``: TaggerService's) are counted against their
+``CallLimit``; beyond it a call is refused at once with RESOURCE_EXHAUSTED. Health
 checking and reflection have no limit, so they answer however busy the service is.
 
 A handler that writes through the context (TagStream) sees a write fail in gRPC core
@@ -27,6 +29,7 @@ import grpc
 
 from service.core.errors import InvalidRequest, Overloaded
 from service.grpc_api.errors import status_for
+from service.grpc_api.wire import FieldBudget, descriptor_of
 from service.metrics import Metrics
 
 Deserializer = Callable[[bytes], Any] | None
@@ -60,18 +63,21 @@ def _within(limit: CallLimit | None) -> Iterator[None]:
             yield
 
 
-def _parse(deserializer: Deserializer, raw: Any) -> Any:
+def _parse(call: _Call, raw: Any) -> Any:
+    deserializer = call.deserializer
     if deserializer is None or not isinstance(raw, bytes):
         return raw
+    if call.budget is not None and call.descriptor is not None:
+        call.budget.check(raw, call.descriptor)  # before a parse that holds the GIL throughout
     try:
         return deserializer(raw)
     except Exception as exc:  # protobuf's DecodeError and friends: the caller sent garbage
         raise InvalidRequest("malformed request: not a valid protobuf message of the method's type") from exc
 
 
-async def _parsed(deserializer: Deserializer, raw_requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+async def _parsed(call: _Call, raw_requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
     async for raw in raw_requests:
-        yield _parse(deserializer, raw)
+        yield _parse(call, raw)
 
 
 def _code_name(context: grpc.aio.ServicerContext[Any, Any]) -> str:
@@ -123,9 +129,12 @@ async def _abort(
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, metrics: Metrics, limits: dict[str, CallLimit] | None = None) -> None:
+    def __init__(
+        self, metrics: Metrics, limits: dict[str, CallLimit] | None = None, budget: FieldBudget | None = None
+    ) -> None:
         self._metrics = metrics
         self._limits = limits or {}  # method path -> its limit
+        self._budget = budget  # of every request's fields, counted before it is parsed
         self._wrapped: dict[str, Any] = {}  # method path -> wrapped handler (built once per method)
 
     async def intercept_service(
@@ -145,7 +154,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def _wrap(self, path: str, handler: Any) -> Any:
         method = path.rsplit("/", 1)[-1]
         recorder = _Recorder(self._metrics, method)
-        call = _Call(method, recorder, handler.request_deserializer, self._limits.get(path))
+        call = _Call(method, recorder, handler.request_deserializer, self._limits.get(path), self._budget)
         kinds = (
             (handler.unary_unary, grpc.unary_unary_rpc_method_handler),
             (handler.unary_stream, grpc.unary_stream_rpc_method_handler),
@@ -169,12 +178,19 @@ class _Call:
     """What a wrapper needs to know about its method."""
 
     def __init__(
-        self, method: str, recorder: _Recorder, deserializer: Deserializer, limit: CallLimit | None
+        self,
+        method: str,
+        recorder: _Recorder,
+        deserializer: Deserializer,
+        limit: CallLimit | None,
+        budget: FieldBudget | None,
     ) -> None:
         self.method = method
         self.recorder = recorder
         self.deserializer = deserializer
         self.limit = limit
+        self.budget = budget
+        self.descriptor = descriptor_of(deserializer)
 
 
 def _coroutine(
@@ -187,7 +203,7 @@ def _coroutine(
         code = "OK"
         try:
             with _within(call.limit):
-                request = _parsed(call.deserializer, raw) if streaming else _parse(call.deserializer, raw)
+                request = _parsed(call, raw) if streaming else _parse(call, raw)
                 result = behavior(request, context)
                 return await result if inspect.isawaitable(result) else result
         except asyncio.CancelledError:
@@ -217,7 +233,7 @@ def _generator(
         code = "OK"
         try:
             with _within(call.limit):
-                request = _parsed(call.deserializer, raw) if streaming else _parse(call.deserializer, raw)
+                request = _parsed(call, raw) if streaming else _parse(call, raw)
                 async for response in behavior(request, context):
                     yield response
         except (asyncio.CancelledError, GeneratorExit):  # the call was cancelled while streaming

@@ -26,6 +26,7 @@ from service.grpc_api import loop
 from service.grpc_api.interceptors import CallLimit, ServerInterceptor
 from service.grpc_api.reflection import enable_reflection
 from service.grpc_api.servicer import AdminServicer, TaggerServicer
+from service.grpc_api.wire import FieldBudget
 from service.runtime import Runtime, default_max_connections
 from service.settings import ADMIN_SERVICE_NAME, GRPC_SERVICE_NAME, Settings
 from service.v2.grpc_servicer import INFER_METHOD, add_inference_service
@@ -207,7 +208,8 @@ async def _build(
         INFER_METHOD: unary,
         service + "TagStream": CallLimit(settings.max_streams, "streams"),
     }
-    server = grpc.aio.server(interceptors=[ServerInterceptor(runtime.metrics, limits)], options=options)
+    interceptor = ServerInterceptor(runtime.metrics, limits, FieldBudget(settings.max_request_articles))
+    server = grpc.aio.server(interceptors=[interceptor], options=options)
     tagger = TaggerServicer(
         runtime.tagger,
         runtime.batcher,
