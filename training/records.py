@@ -13,8 +13,14 @@ from typing import Any
 
 from service.core.errors import DataError
 from service.core.types import ARTICLE_FIELDS
+from service.core.validation import quote
 
 LABEL_SEPARATOR = "|"  # between the labels of a multi-label CSV cell
+NOT_UTF8_HINTS = (  # a file's first bytes -> what it is instead of UTF-8 text
+    (b"\x1f\x8b", "this is a gzip file: decompress it first (gunzip)"),
+    (b"\xff\xfe", "this looks like UTF-16 text: save it as UTF-8"),
+    (b"\xfe\xff", "this looks like UTF-16 text: save it as UTF-8"),
+)
 
 
 def read_records(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], str]:
@@ -28,7 +34,10 @@ def read_records(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], str]:
         try:
             raw_line.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise DataError(f"{path}:{lineno}: not valid UTF-8 (byte {exc.start + 1} of the line)") from exc
+            hint = next((f"; {h}" for magic, h in NOT_UTF8_HINTS if raw.startswith(magic)), "")
+            raise DataError(
+                f"{path}:{lineno}: not valid UTF-8 (byte {exc.start + 1} of the line){hint}"
+            ) from exc
     text = raw.decode("utf-8").lstrip("\ufeff")
     if is_csv(path):
         return _csv_records(path, text), digest
@@ -36,13 +45,29 @@ def read_records(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], str]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = json.loads(line, object_pairs_hook=_unique_keys, parse_constant=_not_json)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}:{lineno}: invalid JSON: {exc.msg}") from exc
+        except ValueError as exc:  # from the hooks: a duplicate key, NaN or Infinity
+            raise DataError(f"{path}:{lineno}: {exc}") from exc
         if not isinstance(record, dict):
             raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
         records.append((lineno, record))
     return records, digest
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refused if a key repeats (json.loads would keep the last value silently)."""
+    record: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in record:
+            raise ValueError(f"field {quote(key)}: appears twice in one object (which value is meant?)")
+        record[key] = value
+    return record
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"invalid JSON: {constant} is not a JSON value")
 
 
 def is_csv(path: Path) -> bool:
