@@ -16,6 +16,7 @@ from service.core.types import ARTICLE_FIELDS
 from service.core.validation import quote
 
 LABEL_SEPARATOR = "|"  # between the labels of a multi-label CSV cell
+MAX_LINE_BYTES = 16 * 1024 * 1024  # a line (row) of a data file
 NOT_UTF8_HINTS = (  # a file's first bytes -> what it is instead of UTF-8 text
     (b"\x1f\x8b", "this is a gzip file: decompress it first (gunzip)"),
     (b"\xff\xfe", "this looks like UTF-16 text: save it as UTF-8"),
@@ -23,11 +24,26 @@ NOT_UTF8_HINTS = (  # a file's first bytes -> what it is instead of UTF-8 text
 )
 
 
-def read_records(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], str]:
+def _read_bounded(path: Path) -> bytes:
+    """The file's bytes, refused at the first line over MAX_LINE_BYTES (before reading it whole:
+    a file with no line break, e.g. a sparse or binary one, costs at most that much memory)."""
+    lines: list[bytes] = []
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as fh:
+            while line := fh.readline(MAX_LINE_BYTES + 1):
+                if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+                    raise DataError(
+                        f"{path}:{len(lines) + 1}: the line is over {MAX_LINE_BYTES:,} bytes (a row's "
+                        "text is cut to the 100,000 characters the model reads; is this a data file?)"
+                    )
+                lines.append(line)
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc.strerror}") from exc
+    return b"".join(lines)
+
+
+def read_records(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], str]:
+    raw = _read_bounded(path)
     digest = hashlib.sha256(raw).hexdigest()
     records: list[tuple[int, dict[str, Any]]] = []
     for lineno, raw_line in enumerate(raw.split(b"\n"), start=1):

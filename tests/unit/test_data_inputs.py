@@ -14,6 +14,7 @@ from service.core.errors import DataError
 from service.core.tagger import MAX_MODEL_TEXT_CHARS
 from training.config import TrainConfig
 from training.data import MAX_LABEL_BYTES, load_dataset
+from training.records import MAX_LINE_BYTES
 
 CONFIG = TrainConfig()
 
@@ -89,3 +90,20 @@ def test_a_long_text_is_cut_to_what_the_served_model_reads(tmp_path: Path) -> No
     data = load_dataset([path], CONFIG)
     assert len(data.articles()[1].text) == MAX_MODEL_TEXT_CHARS and data.cut_texts == 1
     assert data.articles()[0].text == "Troops crossed the border."
+
+
+def test_a_file_without_line_breaks_is_refused_at_the_line_limit(tmp_path: Path) -> None:
+    path = tmp_path / "train.jsonl"
+    with path.open("wb") as fh:  # a sparse file: 1 GiB of zero bytes that take no disk space
+        fh.truncate(1024**3)
+    message = data_error(path)
+    assert message.startswith(f"{path}:1: the line is over {MAX_LINE_BYTES:,} bytes")
+
+
+def test_a_line_at_the_limit_is_read(tmp_path: Path) -> None:
+    head = '{"id": "r9", "stance": "b", "text": "'
+    line = head + "w" * (MAX_LINE_BYTES - len(head) - 3) + '"}\n'
+    assert len(line.encode()) == MAX_LINE_BYTES
+    path = tmp_path / "train.jsonl"
+    path.write_text(jsonl(rows()) + line)
+    assert len(load_dataset([path], CONFIG).rows) == 5
