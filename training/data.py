@@ -18,13 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from service.core.errors import DataError
+from service.core.tagger import MAX_MODEL_TEXT_CHARS
 from service.core.types import ARTICLE_FIELDS, Article
-from service.core.validation import MAX_HEAD_NAME_BYTES, lone_surrogate, quote
+from service.core.validation import MAX_HEAD_NAME_BYTES, lone_surrogate, quote, utf8_size
 from training.config import HeadConfig, TrainConfig
 from training.records import csv_labels, is_csv, looks_multi, read_records
 
 LOOKS_LIKE_A_LIST = re.compile(r"[^,;|]+(?:[,;|][^,;|]+)+")
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+MAX_LABEL_BYTES = 1024  # a label is a name (in the manifest, every result, the metrics), not a text
 
 
 def _name_problem(name: str, head: bool) -> str:
@@ -36,6 +38,8 @@ def _name_problem(name: str, head: bool) -> str:
         return "is blank"
     if head and (size := len(name.encode("utf-8"))) > MAX_HEAD_NAME_BYTES:
         return f"is {size} bytes; callers can name a head of at most {MAX_HEAD_NAME_BYTES}"
+    if not head and (size := utf8_size(name, MAX_LABEL_BYTES)) > MAX_LABEL_BYTES:
+        return f"is {size} bytes, over the limit of {MAX_LABEL_BYTES} (is the field a text, not a label?)"
     if head and CONTROL.search(name):
         return "holds a control character (a line break, a tab...)"
     return ""
@@ -54,6 +58,7 @@ class Dataset:
     heads: dict[str, HeadConfig]  # every head, kind resolved
     files: tuple[dict[str, Any], ...]  # path, sha256, rows
     group_field: str = ""  # the field Row.group comes from ("" = rows are not grouped)
+    cut_texts: int = 0  # rows whose text was cut to the MAX_MODEL_TEXT_CHARS the model reads
 
     def groups(self) -> list[str] | None:
         """Each row's group (for grouped cross-validation), or None if the rows are not grouped."""
@@ -76,7 +81,7 @@ def _refuse_hidden_lists(records: list[tuple[Path, int, dict[str, Any]]], name: 
         for label in value if isinstance(value, list) else [value]:
             if isinstance(label, str) and LOOKS_LIKE_A_LIST.fullmatch(label):
                 raise DataError(
-                    f"{path}:{lineno}: field {name!r}: {label!r} looks like several labels. For a "
+                    f"{path}:{lineno}: field {name!r}: {quote(label)} looks like several labels. For a "
                     "multi-label head write a JSON list (JSONL, or a CSV cell) or separate labels with "
                     f"'|' (CSV); if it is one label, declare the head: [heads.{name}] kind = \"{kind}\""
                 )
@@ -176,13 +181,14 @@ def _row(
             labels[name] = (value,)
         for label in labels[name]:
             if problem := _name_problem(label, head=False):
-                raise DataError(f"{where}: field {name!r}: label {label!r} {problem}")
+                raise DataError(f"{where}: field {name!r}: label {quote(label)} {problem}")
         if head.labels:
             unknown = [v for v in labels[name] if v not in head.labels]
             if unknown:
                 raise DataError(
                     f"{where}: field {name!r}: label(s) {', '.join(unknown)} not in the configured set"
                 )
+    text = text[:MAX_MODEL_TEXT_CHARS]  # what the served model reads of it (service.core.tagger)
     article = Article(str(rid), text, record.get("title") or "", record.get("target") or "")
     return Row(article, labels, _group(where, record, group_field) if group_field else "")
 
@@ -273,8 +279,12 @@ def load_dataset(
     if heads is None:
         heads = _infer_heads(records, config, head_names, group_field)
     merged: dict[str, Row] = {}
+    long_texts: set[str] = set()
     for path, lineno, record in records:
         row = _row(path, lineno, record, heads, group_field)
         merged.pop(row.article.id, None)  # a later file's row replaces, and moves to the end
         merged[row.article.id] = row
-    return Dataset(tuple(merged.values()), heads, raw.files, group_field)
+        long_texts.discard(row.article.id)
+        if len(record["text"]) > MAX_MODEL_TEXT_CHARS:
+            long_texts.add(row.article.id)
+    return Dataset(tuple(merged.values()), heads, raw.files, group_field, len(long_texts))

@@ -13,22 +13,47 @@ from typing import Any
 
 from service.core.errors import DataError
 from service.core.types import ARTICLE_FIELDS
+from service.core.validation import quote
 
 LABEL_SEPARATOR = "|"  # between the labels of a multi-label CSV cell
+MAX_LINE_BYTES = 16 * 1024 * 1024  # a line (row) of a data file
+NOT_UTF8_HINTS = (  # a file's first bytes -> what it is instead of UTF-8 text
+    (b"\x1f\x8b", "this is a gzip file: decompress it first (gunzip)"),
+    (b"\xff\xfe", "this looks like UTF-16 text: save it as UTF-8"),
+    (b"\xfe\xff", "this looks like UTF-16 text: save it as UTF-8"),
+)
+
+
+def _read_bounded(path: Path) -> bytes:
+    """The file's bytes, refused at the first line over MAX_LINE_BYTES (before reading it whole:
+    a file with no line break, e.g. a sparse or binary one, costs at most that much memory)."""
+    lines: list[bytes] = []
+    try:
+        with path.open("rb") as fh:
+            while line := fh.readline(MAX_LINE_BYTES + 1):
+                if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+                    raise DataError(
+                        f"{path}:{len(lines) + 1}: the line is over {MAX_LINE_BYTES:,} bytes (a row's "
+                        "text is cut to the 100,000 characters the model reads; is this a data file?)"
+                    )
+                lines.append(line)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror}") from exc
+    return b"".join(lines)
 
 
 def read_records(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], str]:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read: {exc.strerror}") from exc
+    raw = _read_bounded(path)
     digest = hashlib.sha256(raw).hexdigest()
     records: list[tuple[int, dict[str, Any]]] = []
     for lineno, raw_line in enumerate(raw.split(b"\n"), start=1):
         try:
             raw_line.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise DataError(f"{path}:{lineno}: not valid UTF-8 (byte {exc.start + 1} of the line)") from exc
+            hint = next((f"; {h}" for magic, h in NOT_UTF8_HINTS if raw.startswith(magic)), "")
+            raise DataError(
+                f"{path}:{lineno}: not valid UTF-8 (byte {exc.start + 1} of the line){hint}"
+            ) from exc
     text = raw.decode("utf-8").lstrip("\ufeff")
     if is_csv(path):
         return _csv_records(path, text), digest
@@ -36,13 +61,29 @@ def read_records(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], str]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = json.loads(line, object_pairs_hook=_unique_keys, parse_constant=_not_json)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}:{lineno}: invalid JSON: {exc.msg}") from exc
+        except ValueError as exc:  # from the hooks: a duplicate key, NaN or Infinity
+            raise DataError(f"{path}:{lineno}: {exc}") from exc
         if not isinstance(record, dict):
             raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
         records.append((lineno, record))
     return records, digest
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refused if a key repeats (json.loads would keep the last value silently)."""
+    record: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in record:
+            raise ValueError(f"field {quote(key)}: appears twice in one object (which value is meant?)")
+        record[key] = value
+    return record
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"invalid JSON: {constant} is not a JSON value")
 
 
 def is_csv(path: Path) -> bool:

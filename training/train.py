@@ -16,6 +16,7 @@ import sklearn
 
 import service
 from service.core.errors import DataError
+from service.core.tagger import MAX_MODEL_TEXT_CHARS
 from service.model.artifact import save_artifact
 from service.model.manifest import HeadSpec, Manifest
 from training.config import TrainConfig
@@ -80,6 +81,12 @@ def train(
     dev = load_dataset(dev_paths, config, heads=data.heads) if dev_paths else None
     overlap = len(shared_ids(data, dev)) if dev is not None else 0
     progress.advance(0, "loaded")
+    for name, loaded in (("training", data), ("dev", dev)):
+        if loaded is not None and loaded.cut_texts:
+            progress.note(
+                f"{loaded.cut_texts} {name} row(s) with a text over {MAX_MODEL_TEXT_CHARS:,} characters: "
+                f"the model reads (and learns from) the first {MAX_MODEL_TEXT_CHARS:,}, as when it serves"
+            )
 
     def step(message: str) -> None:
         progress.note(f"{message} ({time.perf_counter() - started:.1f}s)")

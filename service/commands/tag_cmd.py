@@ -86,17 +86,35 @@ def _parse(line: str, where: str) -> Article:
     return Article(str(raw.get("id", where.rsplit(":", 1)[-1])), raw["text"], *fields)
 
 
-Line = tuple[int, str]
+Line = tuple[int, str | None]  # None: a line over the limit, read past but not kept
 
 
-def _batches(stream: TextIO, size: int, source: str) -> Iterator[list[Line]]:
+def max_line_chars(max_text_bytes: int) -> int:
+    """The longest input line read: a text at the limit written with JSON escapes (at most six
+    characters a byte: \\u0001), and room for the id, title and target."""
+    return 6 * max_text_bytes + 64 * 1024
+
+
+def _lines(stream: TextIO, limit: int) -> Iterator[str | None]:
+    """Each line of ``stream``, or None for one over ``limit`` characters: never held whole, so a
+    gigabyte without a line break costs no more memory than a line at the limit."""
+    while line := stream.readline(limit + 1):
+        if len(line) <= limit or line.endswith("\n"):
+            yield line
+            continue
+        while (rest := stream.readline(limit)) and not rest.endswith("\n"):
+            pass
+        yield None
+
+
+def _batches(stream: TextIO, size: int, source: str, limit: int) -> Iterator[list[Line]]:
     """Non-blank lines in batches of what has arrived (at least one, at most ``size``)."""
     lines: queue.Queue[Line | Exception | None] = queue.Queue(maxsize=4 * size)
 
     def read() -> None:
         try:
-            for lineno, line in enumerate(stream, start=1):
-                if line.strip():
+            for lineno, line in enumerate(_lines(stream, limit), start=1):
+                if line is None or line.strip():
                     lines.put((lineno, line))
         except (OSError, UnicodeDecodeError) as exc:  # handed to the main thread to report
             lines.put(exc)
@@ -164,12 +182,18 @@ def _tag_stream(
 ) -> tuple[int, str, int]:
     """Tag and print batch by batch; returns (failed lines, the first error, lines seen)."""
     failed, first_error, total = 0, "", 0
-    for batch in _batches(stream, batch_size, source):
+    limit = max_line_chars(tagger.max_text_bytes)
+    for batch in _batches(stream, batch_size, source, limit):
         items: list[Article | dict[str, Any]] = []
         for lineno, line in batch:
             where = f"{source}:{lineno}"
             article = None
             try:
+                if line is None:
+                    raise InvalidArticle(
+                        f"{where}: the line is over {limit:,} characters (a text may have at most "
+                        f"{tagger.max_text_bytes:,} bytes); not read"
+                    )
                 article = _parse(line, where)
                 tagger.validate(article)
                 items.append(article)

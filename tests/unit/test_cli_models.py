@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from service.cli import main
+from service.commands.tag_cmd import max_line_chars
 from service.model.artifact import MODEL_FILE
 from service.model.manifest import MANIFEST_FILE, write_manifest
 from service.model.registry import ModelRegistry
@@ -254,6 +255,42 @@ def test_a_bad_line_gives_an_error_result_in_its_place_or_stops_with_strict(
     code, out, err = run(capsys, "tag", "--model", str(cli_model[0]), "--strict")
     assert code == 2 and [json.loads(x)["id"] for x in out.splitlines()] == ["k1"]
     assert err.startswith(f"newstagger tag: {message}") and err.count("\n") == 1
+
+
+class ReadSizes(io.StringIO):
+    """A stream that records the longest piece any read handed back."""
+
+    longest = 0
+
+    def readline(self, size: int | None = -1, /) -> str:
+        line = super().readline(size)
+        self.longest = max(self.longest, len(line))
+        return line
+
+    def __next__(self) -> str:
+        line = super().__next__()
+        self.longest = max(self.longest, len(line))
+        return line
+
+
+def test_a_line_over_the_limit_is_an_error_result_and_never_held_whole(
+    cli_model: tuple[Path, str, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limit = max_line_chars(1_000_000)  # the default --max-text-bytes
+    good = json.dumps(ARTICLES[0]) + "\n"
+    huge = '{"id": "big", "text": "' + "a" * (4 * limit) + '"}\n'  # no line break for 4 limits
+    stdin = ReadSizes(good + huge + good)
+    monkeypatch.setattr("sys.stdin", stdin)
+    code, out, err = run(capsys, "tag", "--model", str(cli_model[0]))
+    first, bad, last = [json.loads(x) for x in out.splitlines()]
+    assert code == 1 and first["id"] == last["id"] == "k1" and "heads" in last
+    assert bad == {
+        "line": 2,
+        "id": None,
+        "error": f"<stdin>:2: the line is over {limit:,} characters "
+        "(a text may have at most 1,000,000 bytes); not read",
+    }
+    assert stdin.longest <= limit + 1
 
 
 def test_tag_prints_each_result_before_the_next_line_arrives(cli_model: tuple[Path, str, str]) -> None:

@@ -168,13 +168,13 @@ def test_eval_files_are_read_once(
     held = tmp_path / "eval.jsonl"
     held.write_text("".join(json.dumps(r) + "\n" for r in small_rows("e", 8)), encoding="utf-8")
     reads: list[Path] = []
-    read_bytes = Path.read_bytes
+    open_path = Path.open
 
-    def counted(path: Path) -> bytes:
+    def counted(path: Path, *args: Any, **kwargs: Any) -> Any:
         reads.append(path)
-        return read_bytes(path)
+        return open_path(path, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "read_bytes", counted)
+    monkeypatch.setattr(Path, "open", counted)
     assert main([*small_data(tmp_path), "--promote-if-better", "--eval", str(held)]) == 0
     out = capsys.readouterr().out
     assert "quality gate" in out and f"--eval {held}" in out and "promoted" in out
