@@ -8,8 +8,12 @@ import io
 import math
 import os
 import shutil
+import signal
 import sys
+import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +177,27 @@ def _current_heads(registry: ModelRegistry) -> dict[str, str] | None:
         return None
 
 
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, ``timeout``, a Job's pod deleted) ends training as Ctrl-C does: joblib
+    stops its cross-validation workers and no staging directory is left. Before, the process died
+    at once and its two workers went on fitting, orphaned, for minutes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _train(args: argparse.Namespace) -> int:
+    with _sigterm_as_interrupt():
+        return _train_now(args)
+
+
+def _train_now(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from training.config import load_config

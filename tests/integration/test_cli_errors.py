@@ -3,6 +3,8 @@ non-zero exit, one human-readable line naming what is at fault, and no traceback
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -11,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from service.model.registry import ModelRegistry
-from tests.helpers import STARTER, free_port
+from tests.helpers import STARTER, free_port, stop_process, wait_for
 
 
 def _cases(
@@ -96,3 +98,49 @@ def test_help_shows_each_default_once_without_markup(command: str) -> None:
         assert paragraph.lower().count("default") <= 1, paragraph
     if command in ("serve", "stream"):
         assert "--log-format {json,text}" in result.stdout
+
+
+def _children(pid: int) -> list[int]:
+    """The PIDs of ``pid``'s child processes (Linux /proc)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = (task / "children").read_text().split()
+        found += [int(child) for child in children]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def test_sigterm_stops_training_and_its_workers(tmp_path: Path) -> None:
+    """SIGTERM (``kill``, ``timeout``, a deleted Job pod) killed train at once, and its two
+    cross-validation workers went on fitting, orphaned, for minutes. Now it ends as Ctrl-C does:
+    exit 130, the workers stopped with it, no staging directory left in the registry."""
+    registry = tmp_path / "reg"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "train", "--registry", str(registry), "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        workers = wait_for(
+            lambda: [
+                c for c in _children(proc.pid) if b"LokyProcess" in Path(f"/proc/{c}/cmdline").read_bytes()
+            ],
+            timeout=240,
+            what="cross-validation workers",
+        )
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 130
+    finally:
+        stop_process(proc, signal.SIGKILL)
+    try:
+        wait_for(lambda: not any(_alive(w) for w in workers), timeout=10, what="the workers to stop")
+    finally:
+        for worker in filter(_alive, workers):  # only if the test failed: they are ours
+            os.kill(worker, signal.SIGKILL)
+    assert not list(registry.glob("versions/.pending-*"))
