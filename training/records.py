@@ -24,6 +24,12 @@ NOT_UTF8_HINTS = (  # a file's first bytes -> what it is instead of UTF-8 text
 )
 
 
+def not_utf8_hint(start: bytes) -> str:
+    """What a file that is not UTF-8 is instead, from its first bytes ("; this is a gzip file: ..."),
+    or ""."""
+    return next((f"; {hint}" for magic, hint in NOT_UTF8_HINTS if start.startswith(magic)), "")
+
+
 def _read_bounded(path: Path) -> bytes:
     """The file's bytes, refused at the first line over MAX_LINE_BYTES (before reading it whole:
     a file with no line break, e.g. a sparse or binary one, costs at most that much memory)."""
@@ -50,7 +56,7 @@ def read_records(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], str]:
         try:
             raw_line.decode("utf-8")
         except UnicodeDecodeError as exc:
-            hint = next((f"; {h}" for magic, h in NOT_UTF8_HINTS if raw.startswith(magic)), "")
+            hint = not_utf8_hint(raw[:4])
             raise DataError(
                 f"{path}:{lineno}: not valid UTF-8 (byte {exc.start + 1} of the line){hint}"
             ) from exc

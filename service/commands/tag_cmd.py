@@ -20,6 +20,7 @@ from typing import Any, TextIO
 from service.core.errors import InvalidArticle, InvalidRequest, NewstaggerError
 from service.core.tagger import Tagger
 from service.core.types import Article, TagOptions, result_to_json
+from service.core.validation import lone_surrogate
 from service.model.locate import load_model
 from service.settings import MODEL_DIR_HELP, default_model_dir
 
@@ -107,15 +108,25 @@ def _lines(stream: TextIO, limit: int) -> Iterator[str | None]:
         yield None
 
 
+class NotText(NewstaggerError):
+    """A line of the input file is not UTF-8 text."""
+
+
 def _batches(stream: TextIO, size: int, source: str, limit: int) -> Iterator[list[Line]]:
-    """Non-blank lines in batches of what has arrived (at least one, at most ``size``)."""
+    """Non-blank lines in batches of what has arrived (at least one, at most ``size``). A file is
+    read with its undecodable bytes escaped (``surrogateescape``), so the first such line is named."""
     lines: queue.Queue[Line | Exception | None] = queue.Queue(maxsize=4 * size)
+    escaped = getattr(stream, "errors", "") == "surrogateescape" and stream is not sys.stdin
 
     def read() -> None:
         try:
             for lineno, line in enumerate(_lines(stream, limit), start=1):
+                if escaped and line is not None and lone_surrogate(line) is not None:
+                    raise NotText(f"{source}:{lineno}: not valid UTF-8")
                 if line is None or line.strip():
                     lines.put((lineno, line))
+        except NotText as exc:
+            lines.put(exc)
         except (OSError, UnicodeDecodeError) as exc:  # handed to the main thread to report
             lines.put(exc)
         finally:
@@ -132,6 +143,8 @@ def _batches(stream: TextIO, size: int, source: str, limit: int) -> Iterator[lis
         if batch:
             yield batch
             batch = []
+        if isinstance(item, NotText):
+            raise item
         if isinstance(item, Exception):
             raise NewstaggerError(f"{source}: cannot read: {item}") from item
         if item is None:
@@ -163,11 +176,17 @@ def _tag(args: argparse.Namespace) -> int:
     elif args.input.is_dir():
         raise NewstaggerError(f"{args.input}: is a directory, not a JSONL file")
     else:
-        source, opened = str(args.input), args.input.open(encoding="utf-8")
-    with opened as stream:
-        failed, first_error, total = _tag_stream(
-            tagger, options, stream, source, args.batch_size, args.strict
-        )
+        source, opened = str(args.input), args.input.open(encoding="utf-8", errors="surrogateescape")
+    try:
+        with opened as stream:
+            failed, first_error, total = _tag_stream(
+                tagger, options, stream, source, args.batch_size, args.strict
+            )
+    except NotText as exc:
+        from training.records import not_utf8_hint
+
+        with args.input.open("rb") as raw:  # a file: stdin is never read escaped
+            raise NotText(f"{exc}{not_utf8_hint(raw.read(4))}") from None
     if failed:
         print(
             f"newstagger tag: {failed} of {total} lines could not be tagged (first: {first_error})",

@@ -41,7 +41,7 @@ def _cases(
         ),
         "tag, a file that is not UTF-8": (
             ["tag", str(latin1), "--model", str(registry)],
-            f"{latin1}: cannot read",
+            f"{latin1}:1: not valid UTF-8",
         ),
         "tag, --batch-size 0": (["tag", "--batch-size", "0", "--model", str(registry)], "--batch-size: 0"),
         "tag, a JSON array on stdin": (["tag", "--model", str(registry)], "<stdin>:1: need a JSON object"),

@@ -3,6 +3,7 @@ models list/show/promote/rollback, including a crash between writing a version a
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import select
@@ -457,3 +458,20 @@ def test_crash_between_writing_a_version_and_promoting_it(
     monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(ARTICLES[0]) + "\n"))
     code, out, _ = run(capsys, "tag", "--model", root)
     assert tag_lines(out)[0]["model"]["version"] == new
+
+
+def test_a_file_that_is_not_utf8_is_named_with_its_line_and_what_it_is(
+    cli_model: tuple[Path, str, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The error named no line (the file was decoded in chunks: a bad third line failed the first
+    read) and said nothing of a gzip file: both users' first guesses were wrong."""
+    good = (json.dumps(ARTICLES[0]) + "\n").encode()
+    latin1 = tmp_path / "latin1.jsonl"
+    latin1.write_bytes(good * 2 + '{"text": "caf\u00e9"}\n'.encode("latin-1"))
+    code, out, err = run(capsys, "tag", str(latin1), "--model", str(cli_model[0]))
+    assert code == 2 and f"{latin1}:3: not valid UTF-8" in err and "gzip" not in err
+    assert len(out.splitlines()) == 2  # the lines before it were tagged
+    packed = tmp_path / "articles.jsonl"
+    packed.write_bytes(gzip.compress(good))
+    code, _, err = run(capsys, "tag", str(packed), "--model", str(cli_model[0]))
+    assert code == 2 and f"{packed}:1: not valid UTF-8; this is a gzip file: decompress it first" in err
