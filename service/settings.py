@@ -50,7 +50,12 @@ class Settings(BaseSettings):
         20.0, ge=0, description="On SIGTERM/SIGINT, how long in-flight work may take to finish."
     )
     max_text_bytes: int = Field(1_000_000, ge=1, description="Largest article text accepted (UTF-8 bytes).")
-    max_request_articles: int = Field(512, ge=1, description="Most articles in one TagBatch request.")
+    max_request_articles: int = Field(
+        512,
+        ge=1,
+        description="Most articles in one TagBatch request (also how many JSON values, or protobuf "
+        "fields, one Kafka record may hold: as many as such a request).",
+    )
     max_streams: int = Field(
         100, ge=1, description="TagStream calls open at once (per process); more are refused at once."
     )

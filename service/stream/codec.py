@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.core.errors import InvalidArticle
+from service.core.errors import InvalidArticle, InvalidRequest
 from service.core.types import Article
 from service.core.validation import validate_article
+from service.http_api.json_values import OTHER_VALUES, VALUES_PER_ARTICLE, more_values_than
 
 Headers = Sequence[tuple[str, bytes | None]]
 
@@ -34,6 +35,7 @@ REASONS = (
     "field_too_long",  # id, published_at, source or url over MAX_FIELD_BYTES
     "undecodable",  # bytes that are not UTF-8, a string that is not Unicode, or a null value
     "unknown_content_type",
+    "too_many_values",  # more JSON values (or protobuf fields) than one API request may hold
     "invalid_article",  # refused by the tagger's own validation
     "model_error",  # the model failed on this article
     "unpublishable",  # the tagged record could not be encoded or is too large to produce
@@ -71,10 +73,20 @@ def header_value(headers: Headers, name: str) -> bytes | None:
 
 
 def decode_event(
-    value: bytes | None, headers: Headers, max_text_bytes: int, passthrough: Sequence[str] = ()
+    value: bytes | None,
+    headers: Headers,
+    max_text_bytes: int,
+    passthrough: Sequence[str] = (),
+    max_articles: int = 512,
 ) -> InputEvent:
     """Decode one record value; the ``passthrough`` fields (copied to the output) are checked to
-    be valid Unicode too. Raises only DecodeFailed."""
+    be valid Unicode too. Raises only DecodeFailed.
+
+    A record may hold as many JSON values (or protobuf fields) as one API request of
+    ``max_articles`` articles (``--max-request-articles``) may, counted before it is parsed: the
+    parse holds the GIL, and a record of millions of tiny values (a 10 MB ``metadata`` of a million
+    entries: 0.7 s to parse, measured) stopped the whole process, health checks and the group's
+    heartbeats included, then was tagged as if nothing were wrong."""
     if value is None:
         raise DecodeFailed("undecodable", "record value is null")
     raw_type = header_value(headers, CONTENT_TYPE)
@@ -83,9 +95,9 @@ def decode_event(
     except UnicodeDecodeError:
         raise DecodeFailed("unknown_content_type", "content-type header is not UTF-8") from None
     if media in PROTOBUF_TYPES:
-        fields = _protobuf_fields(value)
+        fields = _protobuf_fields(value, max_articles)
     elif media in JSON_TYPES or not media:
-        fields = _json_fields(value)
+        fields = _json_fields(value, max_articles)
     else:
         raise DecodeFailed("unknown_content_type", f"unsupported content-type {media[:100]!r}")
     article = _article(fields, max_text_bytes)
@@ -95,7 +107,14 @@ def decode_event(
     return InputEvent(article, fields)
 
 
-def _json_fields(value: bytes) -> dict[str, Any]:
+def _json_fields(value: bytes, max_articles: int) -> dict[str, Any]:
+    most = VALUES_PER_ARTICLE * max_articles + OTHER_VALUES  # the V2 API's budget for one request
+    if len(value) > most and more_values_than(value, most):  # a value takes at least a byte
+        raise DecodeFailed(
+            "too_many_values",
+            f"the value holds more than {most} JSON array elements and object members "
+            f"(as many as one request of --max-request-articles {max_articles} may)",
+        )
     try:
         text = value.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -113,14 +132,20 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _protobuf_fields(value: bytes) -> dict[str, Any]:
+def _protobuf_fields(value: bytes, max_articles: int) -> dict[str, Any]:
     try:
         from google.protobuf.json_format import MessageToDict
         from google.protobuf.message import DecodeError
 
         from service.gen.newstagger.v1 import tagger_pb2
+        from service.grpc_api.wire import FieldBudget
     except ImportError:
         raise DecodeFailed("unknown_content_type", "protobuf support is not installed") from None
+    try:
+        FieldBudget(max_articles).check(value, tagger_pb2.Article.DESCRIPTOR)
+    except InvalidRequest as exc:
+        refusal = str(exc).replace("the request", "the value", 1)
+        raise DecodeFailed("too_many_values", refusal) from None
     message = tagger_pb2.Article()
     try:
         message.ParseFromString(value)

@@ -179,13 +179,17 @@ class StreamWorker:
 
     def _accept(self, polled: dict[TopicPartition, list[Any]]) -> None:
         chunk: list[Pending] = []
-        limit, passthrough = self.settings.max_text_bytes, self.passthrough
+        limit, passthrough, articles = (
+            self.settings.max_text_bytes,
+            self.passthrough,
+            self.settings.max_request_articles,
+        )
         for tp, records in polled.items():
             self.metrics.kafka_consumed.labels(tp.topic).inc(len(records))
             for rec in records:
                 source = Source(rec.topic, rec.partition, rec.offset)
                 try:
-                    event = decode_event(rec.value, rec.headers or [], limit, passthrough)
+                    event = decode_event(rec.value, rec.headers or [], limit, passthrough, articles)
                     chunk.append(Pending(rec, source, event))
                 except DecodeFailed as exc:
                     chunk.append(Pending(rec, source, None, failure=(exc.reason, exc)))

@@ -198,3 +198,23 @@ def test_every_reason_is_documented_and_in_the_dead_letter_schema() -> None:
     schema = json.loads((REPO / "schemas" / "dead-letter.schema.json").read_text())
     assert schema["properties"]["newstagger-error-reason"]["enum"] == list(REASONS)
     assert [reason for reason in REASONS if f"| `{reason}` |" not in doc] == []
+
+
+def test_values_past_what_one_request_of_max_articles_may_hold_are_refused_before_parsing() -> None:
+    """The budget follows --max-request-articles: 8 values per article plus 10,000."""
+    from service.gen.newstagger.v1 import tagger_pb2
+
+    def entries(n: int) -> bytes:
+        return json.dumps({"id": "m", "text": "troops", "metadata": {str(i): 1 for i in range(n)}}).encode()
+
+    assert decode_event(entries(10_000), [], LIMIT, max_articles=1).article.id == "m"
+    with pytest.raises(DecodeFailed, match="more than 10008 JSON array elements") as info:
+        decode_event(entries(10_008), [], LIMIT, max_articles=1)
+    assert info.value.reason == "too_many_values"
+    assert decode_event(entries(10_008), [], LIMIT, max_articles=2).article.id == "m"
+    proto = tagger_pb2.Article(id="p", text="troops", metadata={str(i): "" for i in range(400)})
+    headers = [("content-type", b"application/x-protobuf")]
+    assert decode_event(proto.SerializeToString(), headers, LIMIT, max_articles=8).article.id == "p"
+    with pytest.raises(DecodeFailed, match="the value holds more than 1032 protobuf fields") as info:
+        decode_event(proto.SerializeToString(), headers, LIMIT, max_articles=1)
+    assert info.value.reason == "too_many_values"
