@@ -5,7 +5,6 @@ start from ``build_runtime``; the gRPC API and the Kafka worker are adapters on 
 from __future__ import annotations
 
 import logging
-import resource
 import signal
 import threading
 from collections.abc import Callable
@@ -85,15 +84,6 @@ class Runtime:
         self.batcher.close(timeout)
         if self.http is not None:
             self.http.stop()
-
-
-def default_max_connections() -> int:
-    """The most connections the HTTP API, and the gRPC server, may each hold: a quarter of the
-    open-file limit, between 64 and 1,000; the rest stays for Kafka, the model files and the
-    metrics endpoint, so a caller holding connections cannot starve them of descriptors."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    limit = soft if soft != resource.RLIM_INFINITY else 4096
-    return max(64, min(1000, limit // 4))
 
 
 def build_runtime(settings: Settings, registry: CollectorRegistry | None = None) -> Runtime:

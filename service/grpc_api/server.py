@@ -27,7 +27,8 @@ from service.grpc_api.interceptors import CallLimit, ServerInterceptor
 from service.grpc_api.reflection import enable_reflection
 from service.grpc_api.servicer import AdminServicer, TaggerServicer
 from service.grpc_api.wire import FieldBudget
-from service.runtime import Runtime, default_max_connections
+from service.http import default_max_connections
+from service.runtime import Runtime
 from service.settings import ADMIN_SERVICE_NAME, GRPC_SERVICE_NAME, Settings
 from service.v2.grpc_servicer import INFER_METHOD, add_inference_service
 

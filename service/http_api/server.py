@@ -17,12 +17,13 @@ from starlette.routing import Route
 
 from service.core.errors import NewstaggerError
 from service.dispatch import Dispatcher
+from service.http import default_max_connections
 from service.http_api.app import build_app, guard_routes
 from service.http_api.openapi import build_openapi
 from service.http_api.protocol import bounded_protocol
 from service.http_api.rest import RestApi
 from service.http_api.v2 import V2Api
-from service.runtime import Runtime, default_max_connections
+from service.runtime import Runtime
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
-import service.http as side_door
+import service.http as side_door_module
 import service.http_api.protocol as protocol
 import service.http_api.server as http_server
 from service.http import HealthServer
@@ -132,7 +132,7 @@ def test_connections_past_the_limit_are_refused_and_others_carry_on(served: Http
 
 
 def test_the_metrics_endpoint_closes_a_stalled_connection(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(side_door, "SOCKET_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr(side_door_module, "SOCKET_TIMEOUT_SECONDS", 0.5)
     server = HealthServer(CollectorRegistry(), lambda: (True, "ready"), "127.0.0.1", 0)
     port = server.start()
     try:
@@ -143,3 +143,56 @@ def test_the_metrics_endpoint_closes_a_stalled_connection(monkeypatch: pytest.Mo
             assert time.monotonic() - started < 5
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def side_door(**limits: int) -> Iterator[int]:
+    server = HealthServer(CollectorRegistry(), lambda: (True, "ready"), "127.0.0.1", 0, **limits)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+def healthz(port: int) -> int:
+    with connect(port) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return int(data.split(b" ", 2)[1])
+
+
+def test_the_metrics_endpoint_closes_a_request_sent_a_byte_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a byte every 0.1 s never lets a per-read timeout fire: the connection's deadline must
+    monkeypatch.setattr(side_door_module, "SOCKET_TIMEOUT_SECONDS", 1.0)
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 1000
+    with side_door() as port, connect(port) as slow:
+        slow.settimeout(0.1)
+        closed, until = False, time.monotonic() + 20  # generous: the deadline is 1 s
+        for byte in head:
+            if time.monotonic() > until:
+                break
+            try:
+                slow.sendall(bytes([byte]))
+                closed = slow.recv(65536) == b""
+            except TimeoutError:
+                continue
+            except OSError:  # reset on the way
+                closed = True
+            if closed:
+                break
+        assert closed, "the server kept a request trickling in a byte at a time"
+        assert healthz(port) == 200
+
+
+def test_past_the_metrics_connection_limit_the_oldest_goes_and_health_gets_in(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(side_door_module, "SOCKET_TIMEOUT_SECONDS", 60.0)  # no deadline meets the test
+    with side_door(max_connections=4) as port, ExitStack() as stack:
+        held = [stack.enter_context(connect(port)) for _ in range(4)]
+        assert healthz(port) == 200  # a fifth connection is served ...
+        assert held[0].recv(65536) == b""  # ... and the oldest held one closed to make room
+        held[1].sendall(b"GET /healthz HTTP/1.0\r\n\r\n")  # one that was not needed stays served
+        assert held[1].recv(65536).startswith(b"HTTP/1.0 200 ")
