@@ -28,8 +28,8 @@ from typing import Any
 import grpc
 
 from service.core.errors import InvalidRequest, Overloaded
+from service.core.wire import FieldBudget, descriptor_of
 from service.grpc_api.errors import status_for
-from service.grpc_api.wire import FieldBudget, descriptor_of
 from service.metrics import Metrics
 
 Deserializer = Callable[[bytes], Any] | None

@@ -19,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from service.core.errors import NewstaggerError
 from service.core.validation import MAX_ID_BYTES, MAX_TARGET_BYTES, MAX_TITLE_BYTES
+from service.core.wire import FieldBudget
 from service.dispatch import Dispatcher
 from service.gen.newstagger.v1 import tagger_pb2 as pb
 from service.gen.newstagger.v1 import tagger_pb2_grpc as pb_grpc
@@ -26,7 +27,6 @@ from service.grpc_api import loop
 from service.grpc_api.interceptors import CallLimit, ServerInterceptor
 from service.grpc_api.reflection import enable_reflection
 from service.grpc_api.servicer import AdminServicer, TaggerServicer
-from service.grpc_api.wire import FieldBudget
 from service.http import default_max_connections
 from service.runtime import Runtime
 from service.settings import ADMIN_SERVICE_NAME, GRPC_SERVICE_NAME, Settings

@@ -18,11 +18,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from service.core.errors import InvalidRequest
+from service.core.json_values import check_rest_value_count
 from service.core.types import result_to_json
 from service.core.validation import cut
 from service.dispatch import Dispatcher
 from service.http_api.errors import Disabled, Unauthenticated, status_for
-from service.http_api.json_values import check_rest_value_count
 from service.http_api.schemas import TagBatchRequest, TagRequest, to_options
 from service.model.artifact import LoadedModel
 from service.reloader import ModelReloader

@@ -16,11 +16,11 @@ from starlette.routing import BaseRoute, Route
 
 import service
 from service.core.errors import InvalidRequest
+from service.core.json_values import INLINE_BODY_BYTES, check_value_count
 from service.core.validation import cut, quote
 from service.dispatch import Dispatcher
 from service.http_api.app import guard_routes, v2_error
 from service.http_api.errors import NotFound
-from service.http_api.json_values import INLINE_BODY_BYTES, check_value_count
 from service.http_api.rest import deadline_of
 from service.model.artifact import LoadedModel
 from service.v2.tensors import (

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.core.errors import InvalidArticle, InvalidRequest
+from service.core.json_values import OTHER_VALUES, VALUES_PER_ARTICLE, more_values_than
 from service.core.types import Article
 from service.core.validation import validate_article
-from service.http_api.json_values import OTHER_VALUES, VALUES_PER_ARTICLE, more_values_than
 
 Headers = Sequence[tuple[str, bytes | None]]
 
@@ -137,8 +137,8 @@ def _protobuf_fields(value: bytes, max_articles: int) -> dict[str, Any]:
         from google.protobuf.json_format import MessageToDict
         from google.protobuf.message import DecodeError
 
+        from service.core.wire import FieldBudget
         from service.gen.newstagger.v1 import tagger_pb2
-        from service.grpc_api.wire import FieldBudget
     except ImportError:
         raise DecodeFailed("unknown_content_type", "protobuf support is not installed") from None
     try:

@@ -12,14 +12,11 @@ from pathlib import Path
 import confluent_kafka
 
 from service.gen.newstagger.v1 import tagger_pb2
-from tests.helpers import wait_for
 from tests.integration.test_stream_support import (
-    Reader,
     article,
-    committed_total,
     output_ids,
+    read_all_committed,
     stream_settings,
-    worker_in_thread,
 )
 
 MILLION = 1_000_000
@@ -48,15 +45,7 @@ def test_records_of_millions_of_values_are_dead_lettered_before_they_are_parsed(
         producer.produce(settings.input_topic, value=json.dumps(article(n)).encode(), partition=0)
     assert producer.flush(60) == 0, "librdkafka could not deliver"
     count = 2 * len(hostile)
-    with worker_in_thread(settings):
-        reader = Reader(kafka_bootstrap, settings.output_topic, settings.dlq_topic)
-        got = reader.read_count(count, timeout=90)
-        reader.close()
-        wait_for(
-            lambda: committed_total(kafka_bootstrap, settings.group_id, settings.input_topic) == count,
-            30,
-            what="every record committed",
-        )
+    got = read_all_committed(kafka_bootstrap, settings, count, timeout=90)
     tagged = [r for r in got if r.topic == settings.output_topic]
     assert sorted(output_ids(tagged)) == [f"a-{n}" for n in range(len(hostile))]
     letters = {r.key: dict(r.headers) for r in got if r.topic == settings.dlq_topic}

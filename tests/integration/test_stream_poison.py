@@ -20,6 +20,7 @@ from tests.integration.test_stream_support import (
     committed_total,
     output_ids,
     produce,
+    read_all_committed,
     stream_settings,
     worker_in_thread,
 )
@@ -47,15 +48,7 @@ def test_surrogates_and_oversized_dead_letters_do_not_stop_the_partition(
     finally:
         producer.close(5)
     count = 2 * len(bad)
-    with worker_in_thread(settings):
-        reader = Reader(kafka_bootstrap, settings.output_topic, settings.dlq_topic)
-        got = reader.read_count(count, timeout=60)
-        reader.close()
-        wait_for(
-            lambda: committed_total(kafka_bootstrap, settings.group_id, settings.input_topic) == count,
-            30,
-            what="every record committed",
-        )
+    got = read_all_committed(kafka_bootstrap, settings, count, timeout=60)
     assert sorted(output_ids(r for r in got if r.topic == settings.output_topic)) == [  # type: ignore[arg-type]
         f"a-{n}" for n in range(len(bad))
     ]

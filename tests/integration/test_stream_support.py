@@ -259,6 +259,21 @@ def committed_total(bootstrap: str, group: str, topic: str) -> int:
         consumer.close()
 
 
+def read_all_committed(bootstrap: str, settings: Settings, count: int, timeout: float) -> list[Any]:
+    """Run a worker in a thread until it has published ``count`` records (output or dead letters)
+    and committed ``count`` input offsets; the records read."""
+    with worker_in_thread(settings):
+        reader = Reader(bootstrap, settings.output_topic, settings.dlq_topic)
+        got = reader.read_count(count, timeout=timeout)
+        reader.close()
+        wait_for(
+            lambda: committed_total(bootstrap, settings.group_id, settings.input_topic) == count,
+            30,
+            what="every record committed",
+        )
+    return got
+
+
 def start_stream_process(
     settings: Settings, log: Path, metrics_port: int | None = None, **env: str
 ) -> subprocess.Popen[bytes]:

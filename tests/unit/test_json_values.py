@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from service.core.errors import InvalidRequest
-from service.http_api.json_values import check_rest_value_count, more_values_than
+from service.core.json_values import check_rest_value_count, more_values_than
 from service.http_api.schemas import TagBatchRequest
 
 ALPHABET = ["a", ",", "[", "{", '"', "\\", "}", "]", ":", " ", "é", "\n"]

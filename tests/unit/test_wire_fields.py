@@ -1,13 +1,13 @@
-"""Counting a request's protobuf fields on the wire, before it is parsed (service/grpc_api/wire.py)."""
+"""Counting a request's protobuf fields on the wire, before it is parsed (service/core/wire.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 from service.core.errors import InvalidRequest
+from service.core.wire import FieldBudget, count_fields, descriptor_of
 from service.gen.inference import open_inference_grpc_pb2 as v2
 from service.gen.newstagger.v1 import tagger_pb2 as pb
-from service.grpc_api.wire import FieldBudget, count_fields, descriptor_of
 
 BATCH = pb.TagBatchRequest.DESCRIPTOR
 INFER = v2.ModelInferRequest.DESCRIPTOR
