@@ -28,6 +28,13 @@ from typing import Any, get_type_hints
 
 from service.core.errors import DataError
 
+#: The most labels a head may have unless its config raises ``max_labels``: training fits one
+#: classifier per label in every cross-validation fold and once more, so time grows with labels x
+#: rows (3,000 rows, 5 folds, 2 busy CPUs: 100 labels 33 s, 500 labels 2 min, 2,000 labels not one
+#: fold in 60 s, ~8 min at that rate). Reuters-21578 (90-135 topics, 8,643 rows: 1-11 min) is
+#: well under it.
+MAX_LABELS = 500
+
 
 @dataclass(frozen=True)
 class HeadConfig:
@@ -35,6 +42,7 @@ class HeadConfig:
     target: str = ""  # "" | "target" | "title": condition the head on that field
     require_labels: bool = False  # multi-label: an empty list is an error
     labels: tuple[str, ...] = ()  # fix the label set (else: every label seen in training)
+    max_labels: int = MAX_LABELS  # more labels than this: refused before any fitting
 
 
 @dataclass(frozen=True)
@@ -137,6 +145,7 @@ _SHARE = (lambda v: 0 <= v <= 1, "in [0, 1]")
 #: The allowed range of each numeric option (option names are unique across sections).
 _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": (lambda v: 0 <= v < 2**32, "in [0, 2**32)"),
+    "max_labels": _MIN_ONE,
     "dev_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
     "word_ngram_max": _MIN_ONE,
     "word_min_df": _MIN_ONE,

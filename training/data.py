@@ -27,6 +27,14 @@ from training.records import csv_labels, is_csv, looks_multi, read_records
 LOOKS_LIKE_A_LIST = re.compile(r"[^,;|]+(?:[,;|][^,;|]+)+")
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MAX_LABEL_BYTES = 1024  # a label is a name (in the manifest, every result, the metrics), not a text
+SHOWN_LABELS = 5  # labels an error message quotes (each cut to QUOTE_CHARS), then "and N more"
+
+
+def quote_labels(labels: Sequence[str], shown: int = SHOWN_LABELS) -> str:
+    """The first ``shown`` of ``labels`` quoted and cut short, and how many more: an error message
+    stays a few lines however many or long the labels are."""
+    text = ", ".join(quote(label) for label in labels[:shown])
+    return text + (f" and {len(labels) - shown:,} more" if len(labels) > shown else "")
 
 
 def _name_problem(name: str, head: bool) -> str:
@@ -186,41 +194,18 @@ def _row(
             unknown = [v for v in labels[name] if v not in head.labels]
             if unknown:
                 raise DataError(
-                    f"{where}: field {name!r}: label(s) {', '.join(unknown)} not in the configured set"
+                    f"{where}: field {name!r}: label(s) {quote_labels(unknown)} not in the configured "
+                    f"set of {len(head.labels):,} ([heads.{name}] labels in the config)"
                 )
     text = text[:MAX_MODEL_TEXT_CHARS]  # what the served model reads of it (service.core.tagger)
     article = Article(str(rid), text, record.get("title") or "", record.get("target") or "")
     return Row(article, labels, _group(where, record, group_field) if group_field else "")
 
 
-def check_trainable(data: Dataset) -> None:
-    """Refuse, before any fitting, a head a classifier cannot learn: a single-label head needs two
-    classes; a multi-label head needs a label, and with one label, rows without it (a binary tagger)."""
-    files = ", ".join(f["path"] for f in data.files)
-    for name, head in data.heads.items():
-        gold = data.labels(name)
-        labels = list(head.labels) or sorted({label for row in gold for label in row})
-        if head.kind == "single" and len(labels) < 2:
-            raise DataError(
-                f"head {name!r} has one class ({labels[0]!r}) in the training data ({files}): "
-                "a classifier needs at least two"
-            )
-        if head.kind == "multi" and not labels:
-            raise DataError(f"head {name!r} has no labels in any row of the training data ({files})")
-        if head.kind == "multi" and len(labels) == 1 and all(gold):
-            raise DataError(
-                f"head {name!r} has one label ({labels[0]!r}) and every training row has it ({files}): "
-                "a classifier needs rows without it too"
-            )
-
-
-def label_fields(paths: Sequence[Path]) -> set[str]:
-    """Every field other than id/title/text/target that some row of ``paths`` has."""
-    fields: set[str] = set()
-    for path in paths:
-        for _, record in read_records(Path(path))[0]:
-            fields.update(k for k in record if k not in ARTICLE_FIELDS)
-    return fields
+def label_fields(data: Sequence[Path] | RawData) -> set[str]:
+    """Every field other than id/title/text/target that some row of ``data`` has."""
+    records = data.records if isinstance(data, RawData) else read_data(data).records
+    return {k for _, _, record in records for k in record if k not in ARTICLE_FIELDS}
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,10 @@ def load_eval_set(
     new: LoadedModel,
     config: TrainConfig,
     eval_paths: Sequence[Path] | RawData = (),
-    dev_paths: Sequence[Path] = (),
+    dev_paths: Sequence[Path] | RawData = (),
     eval_overlap: int = 0,
 ) -> tuple[Dataset, str]:
-    """The evaluation set of the gate, ``eval_paths`` (read already, or files) else ``dev_paths``,
+    """The evaluation set of the gate, ``eval_paths`` else ``dev_paths`` (each read already, or files),
     and what the gate's figure on it means (``eval_overlap``: how many --eval rows are training rows,
     warned about by ``train``, refused above 5% unless --allow-dev-overlap; the --dev rows' count
     is in the new model's manifest).
@@ -38,9 +38,8 @@ def load_eval_set(
         None if current is None else {h.name: h.kind for h in current.manifest.heads},
     )
     if eval_paths:
-        names = eval_paths.paths if isinstance(eval_paths, RawData) else map(str, eval_paths)
         held_out = "held-out rows, neither fitted nor tuned on by training (the honest figure)"
-        described = f"--eval {' '.join(names)}: {_flattered(eval_overlap) or held_out}"
+        described = f"--eval {_names(eval_paths)}: {_flattered(eval_overlap) or held_out}"
         return load_dataset(eval_paths, config, heads=heads), described
     honest = (
         "dev rows training only scored, never fitted or tuned on (the honest figure)"
@@ -49,7 +48,11 @@ def load_eval_set(
         "favours it: pass --eval for a fair gate"
     )
     honest = _flattered(new.manifest.data.get("dev_overlap", 0)) or honest
-    return load_dataset(dev_paths, config, heads=heads), f"--dev {' '.join(map(str, dev_paths))}: {honest}"
+    return load_dataset(dev_paths, config, heads=heads), f"--dev {_names(dev_paths)}: {honest}"
+
+
+def _names(data: Sequence[Path] | RawData) -> str:
+    return " ".join(data.paths if isinstance(data, RawData) else map(str, data))
 
 
 def _flattered(overlap: object) -> str:

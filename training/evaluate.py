@@ -15,6 +15,7 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
+from service.core.validation import quote
 from service.model.article_model import articles_to_matrix
 from service.model.artifact import LoadedModel
 from service.model.manifest import HeadSpec
@@ -201,7 +202,7 @@ def headline(metrics: dict[str, Any]) -> str:
             lines.append(f"{head}: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  (n={m['n']})")
         unknown = m.get("unknown_gold")
         if unknown:
-            which = ", ".join(f"{label!r} x{n}" for label, n in list(unknown["labels"].items())[:5])
+            which = ", ".join(f"{quote(label)} x{n}" for label, n in list(unknown["labels"].items())[:5])
             rows = f"; rows {', '.join(unknown['examples'])}" if unknown["examples"] else ""
             lines.append(
                 f"  ! {unknown['count']} gold label(s) in {unknown['rows']} row(s) that the model does not "

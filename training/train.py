@@ -21,12 +21,13 @@ from service.model.artifact import save_artifact
 from service.model.manifest import HeadSpec, Manifest
 from training.config import TrainConfig
 from training.cv import cross_validated_scores
-from training.data import Dataset, check_trainable, load_dataset
+from training.data import Dataset, RawData, load_dataset
 from training.evaluate import head_metrics, indicator, tune_thresholds
 from training.fit import fit_model, score_rows, with_fixed_labels
 from training.overlap import shared_ids
 from training.progress import Progress
 from training.report import model_card
+from training.trainable import check_trainable
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +52,10 @@ def train_units(config: TrainConfig) -> int:
 
 
 def train(
-    data_paths: Sequence[Path],
+    data_paths: Sequence[Path] | RawData,
     out_dir: Path,
     config: TrainConfig,
-    dev_paths: Sequence[Path] = (),
+    dev_paths: Sequence[Path] | RawData = (),
     head_names: Sequence[str] = (),
     version: str = "",
     progress: Progress | None = None,
@@ -62,7 +63,8 @@ def train(
 ) -> Manifest:
     """Train, tune, evaluate and save. Reports progress on ``progress`` (default: stderr, a bar on
     a terminal, plain lines otherwise), naming the destination ``shown_as`` (default: ``out_dir``).
-    Returns the manifest.
+    Returns the manifest. ``data_paths`` and ``dev_paths`` may be files already read
+    (``read_data``): they are validated under ``config`` here, not read again.
 
     With ``config.thresholds.cv_folds`` = k > 1 (the default), the cut-offs and the reported
     estimate come from k-fold cross-validation on the training data (grouped by
@@ -75,9 +77,10 @@ def train(
     np.random.seed(config.seed)
     folds = config.thresholds.cv_folds
     progress = progress or Progress.to_stderr(total=train_units(config))
-    progress.advance(0, f"loading {', '.join(str(p) for p in data_paths)}")
+    shown = data_paths.paths if isinstance(data_paths, RawData) else [str(p) for p in data_paths]
+    progress.advance(0, f"loading {', '.join(shown)}")
     data = load_dataset(data_paths, config, head_names, group_field=config.group_field)
-    check_trainable(data)
+    check_trainable(data, config.thresholds.min_positives)
     dev = load_dataset(dev_paths, config, heads=data.heads) if dev_paths else None
     overlap = len(shared_ids(data, dev)) if dev is not None else 0
     progress.advance(0, "loaded")
@@ -116,7 +119,7 @@ def train(
         fit_on, tune_on = (data, dev) if dev else _split(data, config.dev_fraction, config.seed)
         if not dev:
             try:
-                check_trainable(fit_on)
+                check_trainable(fit_on, config.thresholds.min_positives)
             except DataError as exc:
                 raise DataError(
                     f"with {config.dev_fraction:.0%} of the rows held out for cut-offs (no --dev, "

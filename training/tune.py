@@ -40,8 +40,9 @@ from numpy.typing import NDArray
 from service.core.errors import DataError
 from training.config import TrainConfig
 from training.cv import cross_validated_scores, cv_workers, start_workers
-from training.data import Dataset, check_trainable, label_fields, load_dataset
+from training.data import Dataset, RawData, label_fields, load_dataset
 from training.search_space import coordinates, describe
+from training.trainable import check_trainable
 from training.tune_score import head_scores
 
 DEFAULT_BUDGET_SECONDS = 780.0  # the whole run: the search and the final training
@@ -201,21 +202,22 @@ def _try(search: _Search, change: str, config: TrainConfig, rung: int, rows: int
 
 
 def tune(
-    data_paths: Sequence[Path],
+    data_paths: Sequence[Path] | RawData,
     config: TrainConfig,
     head_names: Sequence[str] = (),
     budget_seconds: float = DEFAULT_BUDGET_SECONDS,
     out: TextIO | None = None,
 ) -> TuneResult:
-    """Search for the configuration with the best cross-validated score on ``data_paths``, starting
-    from ``config``; print one table row per candidate to ``out``. See the module docstring."""
+    """Search for the configuration with the best cross-validated score on ``data_paths`` (files,
+    or files already read), starting from ``config``; print one table row per candidate to ``out``.
+    See the module docstring."""
     out = out or sys.stderr
     if budget_seconds <= 0:
         raise DataError(f"--tune-budget-seconds must be > 0, not {budget_seconds:g}")
     if config.thresholds.cv_folds < 2:
         raise DataError("--tune scores by cross-validation: thresholds.cv_folds must be at least 2")
     data = load_dataset(data_paths, config, head_names, group_field=config.group_field)
-    check_trainable(data)
+    check_trainable(data, config.thresholds.min_positives)
     if len(data.rows) < 2 * FOLDS:
         raise DataError(f"{len(data.rows)} training rows: too few to tune (at least {2 * FOLDS})")
     ignored = sorted(

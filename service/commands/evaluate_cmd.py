@@ -38,7 +38,7 @@ def register(sub: Any) -> None:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from training.config import HeadConfig, load_config
-    from training.data import label_fields, load_dataset
+    from training.data import label_fields, load_dataset, read_data
     from training.evaluate import evaluate_model, format_report
     from training.progress import Progress
     from training.report import figures
@@ -46,7 +46,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.json is not None and not args.json.parent.is_dir():  # refused now, not after the scoring
         raise NewstaggerError(f"--json {args.json}: no directory {args.json.parent} to write it in")
     loaded = load_model(args.model)
-    present = label_fields(args.data)
+    raw = read_data(args.data)  # read once: the heads present, then the rows
+    present = label_fields(raw)
     heads = {
         h.name: HeadConfig(kind=h.kind, target=h.target) for h in loaded.manifest.heads if h.name in present
     }
@@ -55,7 +56,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise NewstaggerError(f"the data has none of the model's heads ({names}) to evaluate")
     progress = Progress.to_stderr(total=1, quiet=args.quiet)
     progress.advance(0, f"loading {' '.join(map(str, args.data))}")
-    data = load_dataset(args.data, load_config(None), heads=heads)
+    data = load_dataset(raw, load_config(None), heads=heads)
     progress.add_total(len(data.rows) - 1)  # a unit per row
     progress.advance(0, f"scoring {len(data.rows)} rows")
     metrics = evaluate_model(loaded, data, on_batch=lambda rows: progress.advance(rows))

@@ -207,6 +207,7 @@ def _train_now(args: argparse.Namespace) -> int:
     from training.progress import Progress
     from training.report import figures
     from training.train import STARTER_CONFIG, STARTER_DIR, train, train_units
+    from training.trainable import check_trainable
 
     if args.out and (args.promote_if_better or args.no_promote):
         raise NewstaggerError("--promote-if-better and --no-promote work on a --registry, not with --out")
@@ -234,10 +235,13 @@ def _train_now(args: argparse.Namespace) -> int:
     data, dev = args.data, args.dev
     if data is None:
         data, dev = [STARTER_DIR / "train.jsonl"], dev or [STARTER_DIR / "dev.jsonl"]
-    # the --dev and --eval rows are read and checked before any training; --eval only once (the
-    # gate scores the rows it checked)
-    trained = load_dataset(data, config, args.heads, group_field=config.group_field)
-    held_out = {"--dev": load_dataset(dev, config, heads=trained.heads)} if dev else {}
+    # every file is read once, and checked before any training: the rows read here are the rows
+    # --tune searches on, training fits on and the gate scores (--eval)
+    data_read = read_data(data)
+    dev_read = read_data(dev) if dev else None
+    trained = load_dataset(data_read, config, args.heads, group_field=config.group_field)
+    check_trainable(trained, config.thresholds.min_positives)
+    held_out = {"--dev": load_dataset(dev_read, config, heads=trained.heads)} if dev_read else {}
     eval_data = read_data(args.eval) if args.eval else None
     if eval_data is not None and registry is not None:
         held_out["--eval"] = check_eval_rows(eval_data, config, trained.heads, _current_heads(registry))
@@ -249,7 +253,8 @@ def _train_now(args: argparse.Namespace) -> int:
                 "rows (same id, or same title and text): figures on them are not held out",
                 file=sys.stderr,
             )
-    del trained, held_out  # training reads its rows itself: not two copies in memory meanwhile
+    # training validates the rows again (--tune may change a head's target), sharing their texts
+    del trained, held_out
     # Without --version the version is known only once the model is saved: write it under a
     # hidden name unique to this run (a crashed or concurrent run cannot block it; the registry
     # ignores hidden names), then rename it into place. Whatever happens, no staging is left.
@@ -262,13 +267,13 @@ def _train_now(args: argparse.Namespace) -> int:
         from training.tune import DEFAULT_BUDGET_SECONDS, tune
 
         budget = args.tune_budget_seconds or DEFAULT_BUDGET_SECONDS
-        tuned = tune(data, config, args.heads, budget, io.StringIO() if args.quiet else None)
+        tuned = tune(data_read, config, args.heads, budget, io.StringIO() if args.quiet else None)
         config = tuned.config
         if tuned.overrun:
             print(f"warning: --tune-budget-seconds {budget:g} is too small: {tuned.overrun}", file=sys.stderr)
     try:
         shown = "" if registry is None or args.version else f"a new version in {registry.root}"
-        manifest = train(data, out, config, dev or (), args.heads, args.version, progress, shown)
+        manifest = train(data_read, out, config, dev_read or (), args.heads, args.version, progress, shown)
         if tuned is not None:
             from training.report import record_choice
 
@@ -289,4 +294,4 @@ def _train_now(args: argparse.Namespace) -> int:
     print(f"model {manifest.name} {manifest.version} written to {out}")
     if registry is None:
         return 0
-    return promote_new_version(args, registry, manifest.version, dev or (), eval_data, overlap)
+    return promote_new_version(args, registry, manifest.version, dev_read or (), eval_data, overlap)

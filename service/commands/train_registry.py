@@ -25,11 +25,11 @@ def promote_new_version(
     args: argparse.Namespace,
     registry: ModelRegistry,
     version: str,
-    dev: Sequence[Path],
+    dev: Sequence[Path] | RawData,
     eval_data: RawData | None = None,
     overlap: dict[str, int] | None = None,
 ) -> int:
-    """The exit code of ``train`` once ``version`` is in ``registry`` (``dev``: the --dev files;
+    """The exit code of ``train`` once ``version`` is in ``registry`` (``dev``: the --dev rows;
     ``eval_data``: the --eval rows as read before training; ``overlap``: how many rows of each are
     training rows)."""
     root = registry.root
@@ -71,7 +71,7 @@ def _promote_if_better(
     args: argparse.Namespace,
     registry: ModelRegistry,
     version: str,
-    dev: Sequence[Path],
+    dev: Sequence[Path] | RawData,
     eval_data: RawData | None,
     eval_overlap: int,
 ) -> int:
