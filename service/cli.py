@@ -5,6 +5,7 @@ wires objects and hands them to the command. Runtime flags are generated from
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, NoReturn, get_args, get_origin
@@ -138,8 +139,14 @@ def load_settings(args: argparse.Namespace) -> Settings:
     try:
         return Settings(**given)
     except ValidationError as exc:
-        problems = "; ".join(f"{_source(e['loc'], given)}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(f"{_source(e['loc'], given)}: {_message(e)}" for e in exc.errors())
         raise NewstaggerError(f"invalid settings: {problems}") from None
+
+
+def _message(error: Any) -> str:
+    """pydantic's message, without the "Value error, " it puts before a validator's own."""
+    ctx = error.get("ctx") or {}
+    return str(ctx["error"]) if error["type"] == "value_error" and "error" in ctx else str(error["msg"])
 
 
 def _source(loc: tuple[int | str, ...], given: dict[str, Any]) -> str:
@@ -149,7 +156,12 @@ def _source(loc: tuple[int | str, ...], given: dict[str, Any]) -> str:
     name = str(loc[0])
     if name in given:
         return _flag(name)
-    return env_name(name) if name in Settings.model_fields else name
+    for field_name, field in Settings.model_fields.items():
+        # its variables, in priority order (bootstrap_servers: also KAFKA_BOOTSTRAP_SERVERS)
+        aliases = [str(a) for a in getattr(field.validation_alias, "choices", ())]
+        if name == field_name or name in aliases:
+            return next((a for a in aliases if a in os.environ), env_name(field_name))
+    return name
 
 
 def _runtime_parser(sub: Any, name: str, help_text: str, groups: Sequence[tuple[str, Sequence[str]]]) -> Any:

@@ -8,11 +8,13 @@ reference is checked against them, so the three cannot drift apart.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "NEWSTAGGER_"
@@ -21,6 +23,9 @@ DEFAULT_GRPC_PORT = 50051
 DEFAULT_METRICS_PORT = 9102
 GRPC_SERVICE_NAME = "newstagger.v1.TaggerService"
 ADMIN_SERVICE_NAME = "newstagger.v1.AdminService"
+
+#: one bootstrap server: host or host:port (a name or IPv4), [IPv6] or [IPv6]:port
+_BROKER = re.compile(r"(?:(?P<host>[A-Za-z0-9._-]+)|\[(?P<v6>[0-9A-Fa-f:.]+)\])(?::(?P<port>[0-9]{1,5}))?")
 
 
 class Settings(BaseSettings):
@@ -110,7 +115,8 @@ class Settings(BaseSettings):
     bootstrap_servers: str = Field(
         "127.0.0.1:9092",
         validation_alias=AliasChoices(f"{ENV_PREFIX}BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"),
-        description="Kafka bootstrap servers, comma-separated (also read from KAFKA_BOOTSTRAP_SERVERS; "
+        description="Kafka bootstrap servers, comma-separated host:port, [IPv6]:port or host (port 9092); "
+        "a malformed one is refused at start (also read from KAFKA_BOOTSTRAP_SERVERS; "
         "NEWSTAGGER_BOOTSTRAP_SERVERS wins when both are set).",
     )
     input_topic: str = Field("articles", description="Topic the stream worker consumes article events from.")
@@ -152,9 +158,40 @@ class Settings(BaseSettings):
     kafka_ssl_certfile: Path | None = Field(None, description="Client certificate for SSL client auth.")
     kafka_ssl_keyfile: Path | None = Field(None, description="Client key for SSL client auth.")
 
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _brokers(cls, value: str) -> str:
+        """Refused at start, not by the Kafka client later (a traceback, or minutes of retries)."""
+        servers = [s.strip() for s in value.split(",") if s.strip()]
+        if not servers:
+            raise ValueError("no bootstrap server given (host:port, comma-separated)")
+        for server in servers:
+            if not _broker_ok(server):
+                raise ValueError(
+                    f"{server[:100]!r} is not host, host:port, [IPv6] or [IPv6]:port with a port "
+                    "from 1 to 65535 (no port: 9092)"
+                )
+        return value
+
     # --- logging ---
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     log_format: Literal["json", "text"] = Field("json", description="Log line format.")
+
+
+def _broker_ok(server: str) -> bool:
+    if server.count(":") > 1 and not server.startswith("["):  # a bare IPv6 literal: port 9092
+        try:
+            return ipaddress.ip_address(server).version == 6
+        except ValueError:
+            return False
+    match = _BROKER.fullmatch(server)
+    if match is None or match["port"] is not None and not 1 <= int(match["port"]) <= 65535:
+        return False
+    v6 = match["v6"]
+    try:
+        return v6 is None or ipaddress.ip_address(v6).version == 6
+    except ValueError:
+        return False
 
 
 def env_name(field: str) -> str:

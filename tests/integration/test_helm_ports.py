@@ -79,6 +79,10 @@ BAD_PORTS: dict[str, tuple[dict[str, Any], str]] = {
         {"kafka": {"bootstrapServers": "kafka:plaintext"}},
         'kafka.bootstrapServers names kafka:plaintext, whose port "plaintext" is not a port number',
     ),
+    "bootstrap server with an empty port": (  # the service refuses it too (service.settings)
+        {"kafka": {"bootstrapServers": "kafka-0:9092,kafka-1:"}},
+        'kafka.bootstrapServers names kafka-1:, whose port "" is not a port number (1-65535)',
+    ),
     "egress rule port above 65535": (
         egress([{"ports": [{"port": 70000}]}]),
         "networkPolicy.egress.extraRules[0].ports[0].port (70000) is out of the port range 1-65535",

@@ -178,7 +178,7 @@ values to change. Included by configmap.yaml, which every install renders.
 {{- range $broker := splitList "," $v.kafka.bootstrapServers -}}
 {{- $text := include "newstagger.brokerPort" $broker -}}
 {{- $port := ternary 9092 (atoi $text) (empty $text) -}}
-{{- if not (and (regexMatch "^[0-9]*$" $text) (ge $port 1) (le $port 65535)) -}}
+{{- if or (hasSuffix ":" (trim $broker)) (not (and (regexMatch "^[0-9]*$" $text) (ge $port 1) (le $port 65535))) -}}
 {{- fail (printf "kafka.bootstrapServers names %s, whose port %q is not a port number (1-65535)." (trim $broker) $text) -}}
 {{- end -}}
 {{- $brokers = append $brokers (list (trim $broker) $port) -}}
