@@ -20,29 +20,25 @@ Each run, against one server process:
    3 s timeout; it reports the checks' p50/max latency and how many failed or were not SERVING.
 
 Targets (issue 15): goodput >= 0.8 of capacity at 2x load with 2 s deadlines; refusals within 50 ms.
-The load generator is a separate process (grpc.aio, pre-serialized requests); it shares the machine
-with the server, in the capacity run as in the overload run.
+The load generator is a separate process (``overload_offer.py``: grpc.aio, pre-serialized
+requests); it shares the machine with the server, in the capacity run as in the overload run.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 CAPACITY_CONCURRENCY = 128  # enough calls in flight to keep the batcher full (batches of 64)
-TICK = 0.01  # the load generator times its own loop's lateness with a sleep of this length
 PROBE_EVERY = 0.5  # seconds between health checks during the overload
 PROBE_TIMEOUT = 3.0  # the chart's probes' timeoutSeconds
 sys.path.insert(0, str(REPO))
@@ -54,115 +50,8 @@ from benchmarks.grpc_bench import (  # noqa: E402
     prepare,
     run_load,
     start_server,
-    tag_channels,
 )
-
-
-async def _offer(
-    port: int, payloads: list[bytes], rate: float, seconds: float, deadline: float, connections: int
-) -> dict[str, Any]:
-    import grpc
-
-    ok_in_time: list[float] = []
-    refused: list[float] = []
-    outcomes: dict[str, int] = {}
-    examples: dict[str, str] = {}  # a message per status code
-    channels, calls = tag_channels(port, connections)  # calls dealt round-robin
-    try:
-
-        async def one(payload: bytes, call: Any) -> None:
-            t0 = time.perf_counter()
-            try:
-                await call(payload, timeout=deadline)
-                took = time.perf_counter() - t0
-                key = "ok" if took <= deadline else "ok_late"
-                if key == "ok":
-                    ok_in_time.append(took)
-            except grpc.aio.AioRpcError as exc:
-                took = time.perf_counter() - t0
-                key = exc.code().name
-                examples.setdefault(key, str(exc.details())[:120])
-                if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED or (
-                    exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and took < 0.9 * deadline
-                ):
-                    refused.append(took)
-                    key += "_early" if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED else ""
-            outcomes[key] = outcomes.get(key, 0) + 1
-
-        lags: list[float] = []  # how late this loop wakes: the client's share of every latency
-
-        async def ticker() -> None:
-            while True:
-                t0 = time.perf_counter()
-                await asyncio.sleep(TICK)
-                lags.append(time.perf_counter() - t0 - TICK)
-
-        tasks = []
-        start = time.perf_counter()
-        tick = asyncio.create_task(ticker())
-        n = int(rate * seconds)
-        for i in range(n):
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(payloads[i % len(payloads)], calls[i % len(calls)])))
-        offered_for = time.perf_counter() - start
-        await asyncio.gather(*tasks)
-        tick.cancel()
-    finally:
-        for channel in channels:
-            await channel.close()
-    ok_in_time.sort()
-    refused.sort()
-    lags.sort()
-
-    def pct(values: list[float], q: float) -> float:
-        return 1000 * values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
-
-    return {
-        "offered": n,
-        "offered_rate": n / offered_for,
-        "ok_in_time": len(ok_in_time),
-        "goodput_rate": len(ok_in_time) / offered_for,
-        "ok_p50_ms": pct(ok_in_time, 0.5),
-        "ok_p99_ms": pct(ok_in_time, 0.99),
-        "refused": len(refused),
-        "refused_p50_ms": pct(refused, 0.5),
-        "refused_p99_ms": pct(refused, 0.99),
-        "client_lag_p50_ms": pct(lags, 0.5),
-        "client_lag_p99_ms": pct(lags, 0.99),
-        "outcomes": outcomes,
-        "examples": examples,
-    }
-
-
-def offer_main(args: argparse.Namespace) -> int:
-    from service.gen.newstagger.v1 import tagger_pb2 as pb
-
-    docs = [json.loads(line) for line in Path(args.docs).read_text().splitlines()]
-    requests = [pb.TagRequest(article=pb.Article(id=d["id"], text=d["text"])) for d in docs]
-    payloads = [r.SerializeToString() for r in requests]
-    print(
-        json.dumps(
-            asyncio.run(_offer(args.port, payloads, args.rate, args.seconds, args.deadline, args.connections))
-        )
-    )
-    return 0
-
-
-def run_offer(
-    port: int, docs_file: Path, rate: float, seconds: float, deadline: float, connections: int
-) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, __file__, "_offer", "--port", str(port), "--docs", str(docs_file)]
-        + ["--rate", str(rate), "--seconds", str(seconds), "--deadline", str(deadline)]
-        + ["--connections", str(connections)],
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
-    return dict(json.loads(out.stdout))
+from benchmarks.overload_offer import run_offer  # noqa: E402
 
 
 class HealthProbe:
@@ -225,15 +114,6 @@ def usable_model(model_dir: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["_offer"]:
-        p = argparse.ArgumentParser()
-        p.add_argument("_offer")
-        for name in ("--port", "--docs", "--rate", "--seconds", "--deadline", "--connections"):
-            p.add_argument(name, required=True, type=int if name in ("--port", "--connections") else str)
-        a = p.parse_args(argv)
-        a.rate, a.seconds, a.deadline = float(a.rate), float(a.seconds), float(a.deadline)
-        return offer_main(a)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--load", type=float, default=2.0, help="offered load, times capacity")
     parser.add_argument("--deadline", type=float, default=2.0, help="per-call deadline, seconds")

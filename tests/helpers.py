@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.resources
 import importlib.util
+import json
 import os
 import signal
 import socket
@@ -14,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -26,6 +27,47 @@ def starter_rows(name: str) -> int:
     """Rows in a shipped starter file ("train", "dev", "shift")."""
     with (STARTER / f"{name}.jsonl").open(encoding="utf-8") as f:
         return sum(1 for line in f if line.strip())
+
+
+#: two articles the CLI tests tag (one with a title)
+TAG_ARTICLES = [
+    {"id": "k1", "text": "North Korean troops were deployed to Kursk; dozens were killed in shelling."},
+    {"id": "k2", "title": "Sanctions", "text": "The EU imposed sanctions over arms transfers to Russia."},
+]
+
+
+def tag_lines(out: str) -> list[dict[str, Any]]:
+    """The JSON lines ``newstagger tag`` printed."""
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def data_row(rid: str, text: str = "Troops crossed the border.", **heads: Any) -> dict[str, Any]:
+    """A labelled row for ``train``: the given heads, or a topics and a stance label."""
+    return {"id": rid, "text": text, **(heads or {"topics": ["deployment"], "stance": "neutral"})}
+
+
+def good_data_rows(n: int = 3) -> list[dict[str, Any]]:
+    return [data_row(f"r{i}") for i in range(n)]
+
+
+def binary_rows(n: int = 16) -> list[dict[str, Any]]:
+    """A topics head with one label, on some rows only (a binary tagger), and two stances."""
+    economy = "Inflation and interest rates rose, the central bank said ({})."
+    other = "The museum opened an art exhibition at the festival ({})."
+    return [
+        data_row(
+            f"r{i}",
+            (economy if i % 2 else other).format(i),
+            topics=["economy"] if i % 2 else [],
+            stance="critical" if i % 4 < 2 else "neutral",
+        )
+        for i in range(n)
+    ]
 
 
 def load_script(path: Path, name: str) -> ModuleType:

@@ -179,17 +179,14 @@ class StreamWorker:
 
     def _accept(self, polled: dict[TopicPartition, list[Any]]) -> None:
         chunk: list[Pending] = []
-        limit, passthrough, articles = (
-            self.settings.max_text_bytes,
-            self.passthrough,
-            self.settings.max_request_articles,
-        )
+        s = self.settings
+        limits = (s.max_text_bytes, self.passthrough, s.max_request_articles)
         for tp, records in polled.items():
             self.metrics.kafka_consumed.labels(tp.topic).inc(len(records))
             for rec in records:
                 source = Source(rec.topic, rec.partition, rec.offset)
                 try:
-                    event = decode_event(rec.value, rec.headers or [], limit, passthrough, articles)
+                    event = decode_event(rec.value, rec.headers or [], *limits)
                     chunk.append(Pending(rec, source, event))
                 except DecodeFailed as exc:
                     chunk.append(Pending(rec, source, None, failure=(exc.reason, exc)))
@@ -231,10 +228,6 @@ class StreamWorker:
 
     def _grace_left(self) -> float:
         return self._stop_deadline - time.monotonic() if self._stopping.is_set() else float("inf")
-
-    def _close_budget(self) -> float:
-        """For closing one client: the consumer and the producer share what is left of the grace."""
-        return 1.0 if self._failure is not None else max(0.1, min(5.0, self._grace_left() / 2))
 
     # --- rebalance and shutdown ---------------------------------------------------------------
     def on_revoked(self, revoked: Iterable[TopicPartition]) -> None:
@@ -283,7 +276,8 @@ class StreamWorker:
 
     def _close(self) -> None:
         self._closing = True
-        budget = self._close_budget()
+        # for closing one client: the consumer and the producer share what is left of the grace
+        budget = 1.0 if self._failure is not None else max(0.1, min(5.0, self._grace_left() / 2))
         # the producer first, while its window still holds every unacknowledged send (closing the
         # consumer revokes the partitions, which forgets theirs)
         if self._publisher is not None:

@@ -32,7 +32,7 @@ from service.gen.newstagger.v1 import tagger_pb2 as pb
 from service.gen.newstagger.v1 import tagger_pb2_grpc as pb_grpc
 from service.model.artifact import MODEL_FILE
 from service.model.registry import ModelRegistry
-from tests.helpers import REPO, STARTER, free_port, stop_process, wait_for
+from tests.helpers import REPO, STARTER, free_port, stop_process, wait_for, write_jsonl
 
 NEW_LABEL = "cyber_attack"
 PLACES = [
@@ -75,11 +75,6 @@ def cyber_rows(places: list[str], prefix: str) -> list[dict[str, Any]]:
         }
         for i, p in enumerate(places)
     ]
-
-
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 @contextmanager

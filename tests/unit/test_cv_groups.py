@@ -3,7 +3,6 @@ value (a story, a body) in one fold, reproducibly, and the field never becomes a
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import pytest
 from service.cli import main
 from service.core.errors import DataError
 from service.model.artifact import load_artifact
+from tests.helpers import write_jsonl
 from training.config import TrainConfig
 from training.cv import assign_folds, cross_validated_scores
 from training.data import load_dataset
@@ -30,11 +30,6 @@ def story_rows(stories: int = 12, per_story: int = 4) -> list[dict[str, Any]]:
         for k in range(per_story):
             rows.append({"id": f"s{s}-{k}", "text": f"{words} {k}", "story": f"st{s}", "stance": stance})
     return rows
-
-
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 def test_groups_never_straddle_folds_and_the_seed_decides() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from service.cli import main
-from tests.unit.test_data import binary_rows, write_jsonl
+from tests.helpers import binary_rows, write_jsonl
 
 NOTE = "Trained on the project's starter set"
 
