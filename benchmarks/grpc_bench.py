@@ -28,7 +28,6 @@ import functools
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,12 +38,13 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 STARTER_CONFIG = REPO / "training" / "starter" / "config.toml"  # the shipped default model's
-SERVICE = "newstagger.v1.TaggerService"
-TAG_METHOD = f"/{SERVICE}/Tag"
-TICKS = os.sysconf("SC_CLK_TCK")
 CONCURRENCY = (1, 8, 32, 64)
 CONNECTIONS_PER_WORKER = 4  # each its own TCP connection; a single one would reach one process only
 sys.path.insert(0, str(REPO))  # this checkout's service/ and training/, also for the load generator
+
+from benchmarks.grpc_server import SERVICE, cpu_seconds, start_server  # noqa: E402
+
+TAG_METHOD = f"/{SERVICE}/Tag"
 
 
 # ----------------------------------------------------------------------------- corpus, model, baseline
@@ -144,62 +144,6 @@ def load_main(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- server side
-def cpu_seconds(pid: int) -> float:
-    """utime+stime of ``pid`` and its descendants that are alive now."""
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / TICKS
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    return total
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(model_dir: Path, workers: int, code: Path) -> tuple[subprocess.Popen[bytes], int]:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--model-dir", str(model_dir), "--port", str(port)]
-        + ["--metrics-port", "0", "--workers", str(workers), "--log-level", "WARNING"]
-        + ["--reload-interval-seconds", "0"],
-        cwd=code,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-                request = health_pb2.HealthCheckRequest(service=SERVICE)
-                serving = health_pb2_grpc.HealthStub(channel).Check(request, timeout=1).status == 1
-            if serving and (workers == 1 or len(_children(proc.pid)) >= workers):
-                time.sleep(3 if workers > 1 else 0)  # health answered by one worker: let the others load
-                return proc, port
-        except grpc.RpcError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("server did not become ready")
-
-
-def _children(pid: int) -> list[int]:
-    return [
-        int(c)
-        for task in Path(f"/proc/{pid}/task").iterdir()
-        for c in (task / "children").read_text().split()
-    ]
-
-
 def run_load(
     port: int, docs_file: Path, concurrency: int, seconds: float, connections: int = 1
 ) -> dict[str, Any]:

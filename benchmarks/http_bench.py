@@ -37,10 +37,10 @@ from benchmarks.grpc_bench import (  # noqa: E402
     STARTER_CONFIG,
     baseline,
     baseline_line,
-    free_port,
     measure_point,
     prepare,
 )
+from benchmarks.grpc_server import free_port  # noqa: E402
 
 CONCURRENCY = (1, 8, 32)
 PATHS = ("rest", "v2")

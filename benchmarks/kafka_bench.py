@@ -50,9 +50,9 @@ from benchmarks.common import (  # noqa: E402
     to_articles,
     trained_model,
 )
+from benchmarks.grpc_server import cpu_seconds  # noqa: E402
 from benchmarks.kafka_harness import (  # noqa: E402
     committed,
-    cpu_seconds,
     create_topics,
     produce_all,
     read_output,

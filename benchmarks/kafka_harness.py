@@ -18,15 +18,6 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from tests.helpers import free_port, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def start_worker(model_dir: Path, bootstrap: str, tag: str, log: Path) -> tuple[subprocess.Popen[bytes], int]:

@@ -43,14 +43,8 @@ PROBE_EVERY = 0.5  # seconds between health checks during the overload
 PROBE_TIMEOUT = 3.0  # the chart's probes' timeoutSeconds
 sys.path.insert(0, str(REPO))
 
-from benchmarks.grpc_bench import (  # noqa: E402
-    SERVICE,
-    STARTER_CONFIG,
-    cpu_seconds,
-    prepare,
-    run_load,
-    start_server,
-)
+from benchmarks.grpc_bench import STARTER_CONFIG, prepare, run_load  # noqa: E402
+from benchmarks.grpc_server import SERVICE, cpu_seconds, start_server  # noqa: E402
 from benchmarks.overload_offer import run_offer  # noqa: E402
 
 
