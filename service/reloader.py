@@ -8,7 +8,11 @@ refused: the old model keeps serving, the reason is logged and counted
 (``newstagger_model_reloads_total{result="refused"}``). The files of a version being copied in
 (``cp -r`` into the version ``current`` names) change from poll to poll: each state is an attempt
 and is counted, but the reason is logged once while it stays the same problem, and again when it
-changes or is over (the model loads, or ``current`` names the served model again).
+changes or is over (the model loads, or ``current`` names the served model again). A file that
+cannot be read (permission denied, an I/O error, a symlink loop) is the environment's problem,
+not the model's: it is refused and logged the same way but tried again at every poll, since
+restoring its permissions changes neither its size nor its modification time; a ``current``
+that cannot be read is like one that names no version (the old model keeps serving).
 
 A ``current`` that takes away heads, head kinds or labels the served model has (changed by hand,
 ``models promote --allow-head-changes``, or a rollback) is served: the registry's pointer is
@@ -92,7 +96,7 @@ class ModelReloader:
         with self._lock:
             try:
                 path, version = resolve_model(self.model_dir)
-            except ArtifactError as exc:  # e.g. `current` names a version that is not there
+            except (ArtifactError, OSError) as exc:  # `current` names no version; cannot be read
                 if self._first(f"missing: {exc}", f"no model to load: {exc}"):
                     logger.warning("no model to load from %s: %s", self.model_dir, exc)
                 return ReloadOutcome("missing", "", str(exc))
@@ -116,6 +120,11 @@ class ModelReloader:
                     self.metrics.model_reloads.labels("refused").inc()
                 self._log_refusal(*self._refused[key], path)
                 return ReloadOutcome("refused", path.name, str(exc))
+            except OSError as exc:  # the files' fault or the disk's, not the model's: tried again
+                if self.metrics:
+                    self.metrics.model_reloads.labels("refused").inc()
+                self._log_refusal(f"unreadable {path}: {exc}", f"cannot read model {path}: {exc}", path)
+                return ReloadOutcome("refused", path.name, f"cannot read: {exc}")
             old, self._served = self.tagger.swap(candidate), key
             version = candidate.manifest.version
             lost = [] if old is None else lost_heads(old.manifest, candidate.manifest)

@@ -108,10 +108,14 @@ class ModelRegistry:
         path = self.versions_dir / version
         if not version or "/" in version or version.startswith(".") or not (path / MANIFEST_FILE).is_file():
             raise ArtifactError(f"no version {version!r} in {self.root} (see `newstagger models list`)")
-        inside = self.versions_dir.resolve()
-        resolved = path.resolve()
-        files = [resolved / MANIFEST_FILE, resolved / MODEL_FILE]
-        if resolved.parent != inside or any(f.resolve().parent != resolved for f in files):
+        try:
+            inside = self.versions_dir.resolve()
+            resolved = path.resolve()
+            files = [resolved / MANIFEST_FILE, resolved / MODEL_FILE]
+            outside = resolved.parent != inside or any(f.resolve().parent != resolved for f in files)
+        except RuntimeError as exc:  # a symlink loop (Python 3.11 raises this, not OSError)
+            raise ArtifactError(f"version {version!r} in {self.root}: {exc}") from exc
+        if outside:
             raise ArtifactError(f"version {version!r} in {self.root} resolves outside the registry: refused")
         return path
 

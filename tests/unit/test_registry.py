@@ -255,3 +255,21 @@ def test_a_version_folder_whose_manifest_records_another_version_is_refused(
     with pytest.raises(ArtifactError, match=named):
         load_model(registry.root)  # what `tag`, `evaluate` and newstagger.load use
     assert load_model(registry.path("v3")).manifest.version == "v1"  # an artifact directory: any name
+
+
+def test_a_version_whose_model_file_is_a_symlink_loop_is_refused_not_a_crash(
+    registry: ModelRegistry,
+) -> None:
+    """`versions/v2/model.skops` a link to itself: resolving it raised RuntimeError (not an
+    OSError, not an ArtifactError), a traceback from `models promote` and at every reloader poll."""
+    v2 = add_version(registry, "v2")
+    (v2 / MODEL_FILE).unlink()
+    (v2 / MODEL_FILE).symlink_to(MODEL_FILE)
+    with pytest.raises(ArtifactError, match="v2.*[Ss]ymlink loop"):
+        registry.promote("v2")
+    tagger = Tagger()
+    reloader = ModelReloader(tagger, registry.root, None, interval=0)
+    assert reloader.check().result == "loaded"
+    (registry.root / "current").write_text("v2\n")  # by hand: promote refuses it
+    assert reloader.check().result == "missing"  # the old model keeps serving
+    assert tagger.model is not None and tagger.model.manifest.version == "v1"

@@ -17,6 +17,7 @@ from service.core.errors import ArtifactError
 from service.core.tagger import Tagger
 from service.core.types import Article
 from service.metrics import Metrics
+from service.model import artifact
 from service.model.artifact import MODEL_FILE, load_artifact, save_artifact
 from service.model.manifest import write_manifest
 from service.model.registry import ModelRegistry
@@ -242,3 +243,60 @@ def test_a_version_copied_in_slowly_is_logged_once_per_problem_and_counted_per_p
     registry.promote("v2", verify=False)
     assert reloader.check().result == "unchanged"
     assert "resolved after 3 poll(s): refused model" in caplog.records[-1].getMessage()
+
+
+def test_a_registry_that_cannot_be_read_keeps_the_old_model_and_is_logged_once(
+    registry: ModelRegistry, served: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`current` a symlink loop, or (for a service running as another user) a registry made
+    unreadable with chmod: the OSError escaped `check()`, a traceback on every poll, and
+    `serve` starting then exited instead of starting unready and waiting."""
+    tagger, reloader, _ = served
+    caplog.set_level("INFO", logger="service.reloader")
+    pointer = registry.root / "current"
+    pointer.unlink()
+    pointer.symlink_to("current")  # every read fails with ELOOP
+    for _ in range(3):
+        outcome = reloader.check()
+        assert outcome.result == "missing" and "symbolic links" in outcome.message
+    assert tagger.tag([ARTICLE])[0].model_version == "v1"  # the old model keeps serving
+    assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 1
+    starting = ModelReloader(Tagger(), registry.root, None, interval=0)  # a process starting now
+    assert starting.check().result == "missing"  # unready, not dead
+    pointer.unlink()
+    add_version(registry, "v2")
+    registry.promote("v2")
+    assert reloader.check().result == "loaded"
+    assert "resolved after 3 poll(s): no model to load" in caplog.records[-1].getMessage()
+
+
+def test_a_model_file_that_cannot_be_read_is_tried_again_until_it_can(
+    registry: ModelRegistry, served: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`chmod 000` on the promoted version's model file, as a service running as another user sees
+    it (the test runs as any user, so the denial is injected where the file is read): the
+    PermissionError escaped `check()` (a traceback per poll, never counted). A refusal is
+    remembered by the files' sizes and times, which `chmod 644` does not change: an unreadable
+    file must be tried again at the next poll, not refused for good."""
+    tagger, reloader, prom = served
+    caplog.set_level("ERROR", logger="service.reloader")
+    add_version(registry, "v2")
+    registry.promote("v2")
+    denied = registry.path("v2") / MODEL_FILE
+    readable = artifact.sha256_file
+
+    def chmod_000(path: Path) -> str:
+        if Path(path) == denied:
+            raise PermissionError(13, "Permission denied", str(path))
+        return readable(path)
+
+    monkeypatch.setattr(artifact, "sha256_file", chmod_000)
+    for _ in range(3):
+        outcome = reloader.check()
+        assert outcome.result == "refused" and "Permission denied" in outcome.message
+    assert tagger.tag([ARTICLE])[0].model_version == "v1"
+    assert reloads(prom, "refused") == 3  # counted at every poll, logged once
+    assert len([r for r in caplog.records if r.levelname == "ERROR"]) == 1
+    monkeypatch.setattr(artifact, "sha256_file", readable)  # chmod 644: same size, same time
+    assert reloader.check().result == "loaded"
+    assert tagger.tag([ARTICLE])[0].model_version == "v2"
