@@ -1,5 +1,8 @@
 """The HTTP side door every process opens: /metrics, /healthz (alive) and /readyz (ready).
 
+/healthz fails only on what a restart cures (the micro-batcher's thread died), never on a
+dependency (no model yet, the broker down): those make /readyz fail, and a restart would not help.
+
 Each connection serves one request and has ``SOCKET_TIMEOUT_SECONDS`` in all to do it: one that
 sends its request a byte at a time is closed then, like a silent one (a per-read timeout alone
 never fires while a byte arrives every second). At most ``max_connections`` are open at once: a
@@ -52,8 +55,9 @@ class HealthServer:
         host: str,
         port: int,
         max_connections: int | None = None,
+        alive: ReadinessCheck | None = None,
     ) -> None:
-        handler = _make_handler(registry, ready)
+        handler = _make_handler(registry, ready, alive or _always_alive)
         try:
             self._server = _BoundedServer((host, port), handler, max_connections or default_max_connections())
         except OSError as exc:
@@ -114,7 +118,13 @@ class _BoundedServer(ThreadingHTTPServer):
                     sock.shutdown(socket.SHUT_RDWR)
 
 
-def _make_handler(registry: CollectorRegistry, ready: ReadinessCheck) -> type[BaseHTTPRequestHandler]:
+def _always_alive() -> tuple[bool, str]:
+    return True, "ok"
+
+
+def _make_handler(
+    registry: CollectorRegistry, ready: ReadinessCheck, alive: ReadinessCheck
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         timeout = SOCKET_TIMEOUT_SECONDS  # a connection that stalls mid-request is closed, freeing its thread
 
@@ -129,13 +139,13 @@ def _make_handler(registry: CollectorRegistry, ready: ReadinessCheck) -> type[Ba
             if path == "/metrics":
                 encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
                 self._send(200, encoder(registry), content_type)
-            elif path == "/healthz":
-                self._send(200, b"ok\n")
-            elif path == "/readyz":
+            elif path in ("/healthz", "/readyz"):
+                check = alive if path == "/healthz" else ready
                 try:
-                    ok, reason = ready()
+                    ok, reason = check()
                 except Exception as exc:  # a failing check means not ready, not a crash
-                    ok, reason = False, f"readiness check failed: {type(exc).__name__}"
+                    what = "liveness" if path == "/healthz" else "readiness"
+                    ok, reason = False, f"{what} check failed: {type(exc).__name__}"
                 self._send(200 if ok else 503, (reason or ("ready" if ok else "not ready")).encode() + b"\n")
             else:
                 self._send(404, b"not found: try /metrics, /healthz or /readyz\n")

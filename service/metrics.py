@@ -2,8 +2,12 @@
 
 Names carry their unit; labels are bounded sets (method, code, route, status, head, label, topic,
 partition, reason, kind, operation, result, model name and version), never article ids or free
-text. Adapters record through a ``Metrics`` object handed to them; tests build their own
-registry and need no cleanup.
+text: an unknown gRPC method is counted as ``(unknown)``, an unknown HTTP path as ``unmatched``,
+and a head's labels past its first ``MAX_LABEL_SERIES`` (in the model's order) as ``(other)``, so
+a model with hundreds of labels per head adds at most that many series per head. Counters and
+histograms export no ``_created`` series (a second series per child that nobody graphs).
+Adapters record through a ``Metrics`` object handed to them; tests build their own registry and
+need no cleanup.
 
 With several server processes, set PROMETHEUS_MULTIPROC_DIR: every process writes its samples
 there and ``build_registry`` aggregates them (gauges by the mode given below).
@@ -13,10 +17,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client import multiprocess as prom_multiprocess
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
@@ -29,6 +33,9 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 AGE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+MAX_LABEL_SERIES = 100  # labels of one head with a series of their own in newstagger_predictions_total
+OTHER_LABEL = "(other)"  # the label value the rest of a head's labels are counted under
+UNKNOWN_METHOD = "(unknown)"  # the method label of a gRPC call to a method the server does not have
 
 
 def multiprocess_dir() -> str | None:
@@ -38,6 +45,8 @@ def multiprocess_dir() -> str | None:
 def build_registry() -> CollectorRegistry:
     """The registry to expose: this process's metrics plus the default process collectors, or,
     in multiprocess mode, every process's samples aggregated from PROMETHEUS_MULTIPROC_DIR."""
+    # process-wide: no `_created` series beside every counter and histogram child
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     if multiprocess_dir():
         # no auto_describe: describing would read every process's file now, at start-up, when a
         # sibling worker may have just created its own, still empty (a worker died of that)
@@ -62,10 +71,13 @@ class Metrics:
         self._top: dict[str, Any] = {}
         self._none: dict[str, Any] = {}
         self._assigned: dict[tuple[str, str], Any] = {}
+        # head -> the labels counted under their own name (at most MAX_LABEL_SERIES per head)
+        self._named: dict[str, set[str]] = {}
         # gRPC
         self.grpc_requests = Counter(
             "newstagger_grpc_requests",
-            "gRPC calls finished, by method and status code.",
+            "gRPC calls finished, by method (`(unknown)`: a method the server does not have) and "
+            "status code.",
             ["method", "code"],
             registry=r,
         )
@@ -132,7 +144,11 @@ class Metrics:
         )
         # predictions
         self.predictions = Counter(
-            "newstagger_predictions", "Labels assigned, by head and label.", ["head", "label"], registry=r
+            "newstagger_predictions",
+            f"Labels assigned, by head and label; a head's labels past its first {MAX_LABEL_SERIES} "
+            f"(in the model's order) are counted as `{OTHER_LABEL}`.",
+            ["head", "label"],
+            registry=r,
         )
         self.top_score = Histogram(
             "newstagger_prediction_top_score",
@@ -247,10 +263,28 @@ class Metrics:
                     key = (name, label.label)
                     counter = self._assigned.get(key)
                     if counter is None:
-                        counter = self._assigned[key] = self.predictions.labels(name, label.label)
+                        counter = self._assigned[key] = self.predictions.labels(name, self._shown(*key))
                     counter.inc()
 
-    def set_model(self, name: str, version: str, loaded_at: float | None = None) -> None:
+    def _shown(self, head: str, label: str) -> str:
+        """The label value ``label`` of ``head`` is counted under: its own name for the head's first
+        MAX_LABEL_SERIES labels (the model's order; without a model, the first met), else OTHER_LABEL."""
+        named = self._named.setdefault(head, set())
+        if label not in named and len(named) < MAX_LABEL_SERIES:
+            named.add(label)
+        return label if label in named else OTHER_LABEL
+
+    def set_model(
+        self,
+        name: str,
+        version: str,
+        loaded_at: float | None = None,
+        heads: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
+        """The served model: ``heads`` maps each head to its labels, in the model's order."""
+        if heads is not None:  # each head's first labels are the ones counted by name
+            self._named = {head: set(labels[:MAX_LABEL_SERIES]) for head, labels in heads.items()}
+            self._assigned = {}
         # the replaced model's series drops to 0 (clear() is not available in multiprocess mode)
         if self._serving is not None:
             self.model_info.labels(*self._serving).set(0)

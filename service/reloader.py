@@ -140,7 +140,8 @@ class ModelReloader:
             if self.metrics:
                 self.metrics.model_load.observe(time.perf_counter() - started)
                 self.metrics.model_reloads.labels("loaded").inc()
-                self.metrics.set_model(candidate.manifest.name, version, candidate.loaded_at)
+                heads = {h.name: h.labels for h in candidate.manifest.heads}
+                self.metrics.set_model(candidate.manifest.name, version, candidate.loaded_at, heads)
             logger.info(
                 "serving model %s %s (was %s)",
                 candidate.manifest.name,

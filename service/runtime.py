@@ -57,6 +57,13 @@ class Runtime:
         """A model is loaded and the micro-batcher is running (what gRPC health reports)."""
         return self.tagger.model is not None and self.batcher.alive()
 
+    def alive(self) -> tuple[bool, str]:
+        """Alive unless the micro-batcher's thread died: then only a restart makes the process
+        serve again (/healthz fails, so Kubernetes restarts it rather than leave it unready)."""
+        if self.batcher.died():
+            return False, "micro-batcher died: restart needed"
+        return True, "ok"
+
     def ready(self) -> tuple[bool, str]:
         """Ready when a model is loaded, the batcher runs and every adapter's own check passes."""
         model = self.tagger.model
@@ -74,8 +81,9 @@ class Runtime:
         """Start /metrics, /healthz, /readyz (unless metrics_port is 0); returns the port."""
         if self.settings.metrics_port == 0 and self.http is None:
             return None
+        settings = self.settings
         self.http = HealthServer(
-            self.registry, self.ready, self.settings.metrics_host, self.settings.metrics_port
+            self.registry, self.ready, settings.metrics_host, settings.metrics_port, alive=self.alive
         )
         return self.http.start()
 

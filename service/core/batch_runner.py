@@ -23,7 +23,7 @@ from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from typing import Protocol
 
-from service.core.errors import DeadlineExceeded
+from service.core.errors import DeadlineExceeded, ModelNotReady
 from service.core.tagger import MAX_MODEL_TEXT_CHARS, Tagger
 from service.core.types import Article, TagOptions, TagResult
 
@@ -106,6 +106,10 @@ class BatchRunner:
             logger.exception("batch failed")
             for item in batch:
                 fail_future(item.future, exc)
+        except BaseException:  # it ends the batcher (e.g. MemoryError): its callers still get an answer
+            for item in batch:
+                fail_future(item.future, ModelNotReady("the batcher has stopped"))
+            raise
 
     def _compute(self, batch: list[QueuedArticle]) -> None:
         now = time.monotonic()

@@ -90,6 +90,10 @@ class MicroBatcher:
         """True while the worker runs and the batcher accepts work."""
         return not self._closed and self._thread.is_alive()
 
+    def died(self) -> bool:
+        """True when the worker thread ended without ``close``: nothing will tag again."""
+        return not self._closed and not self._thread.is_alive()
+
     def depth(self) -> int:
         return len(self._items)
 

@@ -30,7 +30,7 @@ import grpc
 from service.core.errors import InvalidRequest, Overloaded
 from service.core.wire import FieldBudget, descriptor_of
 from service.grpc_api.errors import status_for
-from service.metrics import Metrics
+from service.metrics import UNKNOWN_METHOD, Metrics
 
 Deserializer = Callable[[bytes], Any] | None
 
@@ -136,6 +136,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._limits = limits or {}  # method path -> its limit
         self._budget = budget  # of every request's fields, counted before it is parsed
         self._wrapped: dict[str, Any] = {}  # method path -> wrapped handler (built once per method)
+        self._unknown = metrics.grpc_requests.labels(UNKNOWN_METHOD, grpc.StatusCode.UNIMPLEMENTED.name)
 
     async def intercept_service(
         self,
@@ -146,7 +147,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         wrapped = self._wrapped.get(path)
         if wrapped is None:
             handler = await continuation(handler_call_details)
-            if handler is None:
+            if handler is None:  # gRPC answers UNIMPLEMENTED; counted under one label, whatever the path
+                self._unknown.inc()
                 return None
             wrapped = self._wrapped[path] = self._wrap(path, handler)
         return wrapped

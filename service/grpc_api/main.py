@@ -55,6 +55,9 @@ def serve_process(
     runtime = build_runtime(settings)
     server, port = build_server(runtime, settings, reuse_port=reuse_port)
     api = build_http_api(runtime, settings, reuse_port=reuse_port)
+    # /readyz says what gRPC health says: not ready before the server has started, nor once it
+    # drains (it stayed 200 through the drain, while health was NOT_SERVING)
+    runtime.readiness.append(lambda: (server.serving, "gRPC server not serving (starting or draining)"))
     side: Sidecar | None = None
     code = 0
     try:

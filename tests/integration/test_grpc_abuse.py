@@ -256,6 +256,25 @@ def test_garbage_bytes_are_invalid_argument_and_counted(served: Served) -> None:
     assert metric_line(text, counted + 'TagStream"}') == 1
 
 
+def test_calls_to_made_up_methods_are_counted_in_one_series(served: Served) -> None:
+    """A client on the wrong contract (or a scanner) calls methods the server does not have: gRPC
+    answers UNIMPLEMENTED, and /metrics counts them (they were not counted at all) under one
+    method label, however many paths are tried."""
+    with metrics_endpoint(served) as url:
+        before = {line.rsplit(" ", 1)[0] for line in scrape(url)[1].splitlines() if not line.startswith("#")}
+        for i in range(50):
+            for path in (f"/made.up.v{i}.Service/Call{i}", f"/newstagger.v1.TaggerService/Tag{i}"):
+                code, _, _ = failure(served.channel.unary_unary(path), b"", timeout=10)
+                assert code == grpc.StatusCode.UNIMPLEMENTED
+        status, text = scrape(url)
+    assert status == 200
+    after = {line.rsplit(" ", 1)[0] for line in text.splitlines() if not line.startswith("#")}
+    new = {name for name in after - before if name.startswith("newstagger_")}
+    assert new <= {'newstagger_grpc_requests_total{code="UNIMPLEMENTED",method="(unknown)"}'}, new
+    assert metric_line(text, 'newstagger_grpc_requests_total{code="UNIMPLEMENTED",method="(unknown)"}') == 100
+    assert "Call7" not in text and "Tag7" not in text
+
+
 def test_cancelled_batch_and_stream_calls_leave_no_work_behind(registry: ModelRegistry) -> None:
     tagger = BlockingTagger()
     with serve_in_process(registry.root, tagger=tagger, max_batch_size=1) as s:

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -146,6 +147,47 @@ def test_sigterm_drains_health_refuses_new_calls_and_finishes_in_flight(
         response = slow.result(120)
         assert [i.article_id for i in response.items] == [a.id for a in big]
         assert all(i.HasField("result") for i in response.items)
+        channel.close()
+        assert proc.wait(60) == 0
+
+
+def readyz(metrics_port: int) -> tuple[int, str] | None:
+    """/readyz's status and reason; None while nothing answers on the port."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/readyz", timeout=2) as reply:  # noqa: S310
+            return int(reply.status), reply.read().decode().strip()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read().decode().strip()
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def test_readyz_turns_503_when_the_drain_begins_not_when_it_ends(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
+    """With gRPC over TLS the chart's readiness probe is /readyz: it must say what gRPC health says.
+    It said 200 through the whole drain (up to --grace-seconds) while health was NOT_SERVING. A
+    TagStream held open by the test keeps the drain going until /readyz has answered."""
+    with serve(registry.root, tmp_path, "--grace-seconds", "120") as (proc, port, mport):
+        wait_for(lambda: health_status(port) == SERVING, timeout=60, what="health SERVING")
+        assert readyz(mport) == (200, "ready: model newstagger v1")
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        held = threading.Event()
+
+        def requests() -> Iterator[pb.TagStreamRequest]:
+            yield pb.TagStreamRequest(article=pb.Article(id="held", text=TEXT))
+            held.wait(120)
+
+        stream = pb_grpc.TaggerServiceStub(channel).TagStream(requests(), timeout=150)
+        assert next(stream).item.article_id == "held"  # the call is in flight
+        proc.send_signal(signal.SIGTERM)
+        answer = wait_for(
+            lambda: (r := readyz(mport)) is not None and r[0] == 503 and r, 60, what="/readyz 503"
+        )
+        assert answer == (503, "gRPC server not serving (starting or draining)")
+        assert proc.poll() is None, "the drain was still waiting for the held stream"
+        held.set()
+        list(stream)
         channel.close()
         assert proc.wait(60) == 0
 

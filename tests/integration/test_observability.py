@@ -1,5 +1,6 @@
-"""The HTTP side door of a real serving runtime: /readyz follows the model, /healthz stays up,
-/metrics speaks Prometheus text and OpenMetrics; logs are JSON lines with context."""
+"""The HTTP side door of a real serving runtime: /readyz follows the model, /healthz stays up unless
+the micro-batcher died, /metrics speaks Prometheus text and OpenMetrics; logs are JSON lines with
+context."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.core.errors import ModelNotReady
+from service.core.types import Article
 from service.logs import configure_logging
 from service.model.registry import ModelRegistry
 from service.runtime import Runtime, build_runtime
@@ -60,6 +63,34 @@ def test_readyz_follows_the_model_and_healthz_stays_up(
     assert "v1" in _get(port, "/readyz")[2]
     assert _get(port, "/healthz")[0] == 200
     assert _get(port, "/nope")[0] == 404
+
+
+class _Died(BaseException):
+    """What no batch catches (as a MemoryError might): it ends the micro-batcher's thread."""
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_healthz_fails_once_the_micro_batcher_has_died(
+    empty_runtime: tuple[Runtime, int, ModelRegistry], model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing tags again without a restart: liveness must fail (it stayed 200, so Kubernetes left
+    the pod unready for good instead of restarting it), and readiness fails too."""
+    runtime, port, registry = empty_runtime
+    shutil.copytree(model_dir, registry.new_version_dir("v1"))
+    registry.promote("v1")
+    wait_for(lambda: _get(port, "/readyz")[0] == 200, 15, what="/readyz after the model appears")
+    assert _get(port, "/healthz")[:3:2] == (200, "ok\n")
+
+    def die(*args: object) -> None:
+        raise _Died
+
+    monkeypatch.setattr(runtime.tagger, "tag", die)
+    future = runtime.batcher.submit(Article(id="a", text="Ministers agreed a trade deal."))
+    with pytest.raises(ModelNotReady, match="the batcher has stopped"):  # it hung, never answered
+        future.result(15)
+    status, _, body = wait_for(lambda: (r := _get(port, "/healthz"))[0] == 503 and r, 15, what="/healthz 503")
+    assert body.strip() == "micro-batcher died: restart needed"
+    assert _get(port, "/readyz")[::2] == (503, "micro-batcher not running\n")
 
 
 def test_metrics_in_prometheus_text_and_openmetrics(
