@@ -53,6 +53,7 @@ KAFKA_FLAGS = tuple(
         "stream_retry_seconds",
         "session_timeout_ms",
         "heartbeat_interval_ms",
+        "metadata_max_age_ms",
     )
 )
 LOG_FLAGS = ("log_level", "log_format")

@@ -208,6 +208,12 @@ class Metrics:
             ["operation"],
             registry=r,
         )
+        self.kafka_assigned = Gauge(
+            "newstagger_kafka_assigned_partitions",
+            "Input partitions this worker owns (0: idle, e.g. more workers than partitions).",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.kafka_paused = Gauge(
             "newstagger_kafka_paused_partitions",
             "Partitions paused for backpressure.",

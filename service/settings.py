@@ -146,6 +146,12 @@ class Settings(BaseSettings):
     )
     session_timeout_ms: int = Field(10_000, ge=1, description="Kafka consumer group session timeout.")
     heartbeat_interval_ms: int = Field(3_000, ge=1, description="Kafka consumer group heartbeat interval.")
+    metadata_max_age_ms: int = Field(
+        30_000,
+        ge=1_000,
+        description="How often the stream worker refreshes topic metadata: partitions added to the input "
+        "topic are consumed at most this long (plus a rebalance) after they appear.",
+    )
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="Kafka security protocol."
     )

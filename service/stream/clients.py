@@ -60,6 +60,9 @@ def build_consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
         "max_poll_records": settings.poll_max_records,
         "session_timeout_ms": settings.session_timeout_ms,
         "heartbeat_interval_ms": settings.heartbeat_interval_ms,
+        # the group leader notices partitions added to the input topic only when it refreshes
+        # metadata (kafka-python's default: every 5 minutes)
+        "metadata_max_age_ms": settings.metadata_max_age_ms,
         "fetch_max_wait_ms": 100,
         # bounded memory: what one fetch may buffer
         "fetch_max_bytes": 8 * 1024 * 1024,

@@ -43,6 +43,7 @@ class OffsetBook:
     def assign(self, tps: set[TopicPartition]) -> None:
         self.revoke(set(self.assigned) - tps)
         self.assigned = frozenset(tps)
+        self.metrics.kafka_assigned.set(len(self.assigned))
         self._lag_at = 0.0
 
     def revoke(self, tps: set[TopicPartition]) -> None:
@@ -52,6 +53,7 @@ class OffsetBook:
             with contextlib.suppress(KeyError):
                 self.metrics.kafka_lag.remove(tp.topic, str(tp.partition))
         self.assigned = self.assigned - tps
+        self.metrics.kafka_assigned.set(len(self.assigned))
 
     def read(self, tp: TopicPartition, count: int) -> None:
         self._uncommitted[tp] = self._uncommitted.get(tp, 0) + count
