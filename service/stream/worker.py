@@ -74,6 +74,7 @@ class StreamWorker:
         self._failure: StreamFailed | None = None
         self._chunks: deque[list[Pending]] = deque()
         self._book = OffsetBook(metrics)
+        self._joined = False  # a rebalance has given this member its share (possibly none)
         self._broker = BrokerStatus(metrics, settings.stream_retry_seconds)
         self._tagging = Tagging(submit, self._stopping, settings.stream_retry_seconds)
         # the revoke callback blocks the consumer's IO thread (heartbeats): well under the session
@@ -101,12 +102,15 @@ class StreamWorker:
 
     # --- public -----------------------------------------------------------------------------
     def ready(self) -> tuple[bool, str]:
-        if not self._book.assigned:
-            return False, "stream worker: no partitions assigned"
+        if not self._joined:
+            return False, "stream worker: no partitions assigned yet"
         if not self._broker.ok:
             return False, "stream worker: broker unreachable"
         if not self._tagging.ok:
             return False, "stream worker: tagging fails, retrying"
+        if not self._book.assigned:  # more workers than partitions: a stand-by, not a fault (a
+            # rollout or a node drain must not wait on it), and it takes over at the next rebalance
+            return True, "stream worker: idle, in the group with no partition (more workers than partitions)"
         return True, f"stream worker: {len(self._book.assigned)} partitions assigned"
 
     def stop(self) -> None:
@@ -258,6 +262,7 @@ class StreamWorker:
     def on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         self.metrics.kafka_rebalances.labels("assigned").inc()
         self._book.assign(set(assigned))
+        self._joined = True
         logger.info("partitions assigned: %s", names(self._book.assigned))
 
     def _finish(self) -> None:
