@@ -25,6 +25,10 @@ class Dispatcher:
         self._metrics = metrics
         self._bridge: ResultBridge | None = None
 
+    def live(self) -> bool:
+        """False once the micro-batcher's thread has died: only a restart makes the process tag again."""
+        return not self._batcher.died()
+
     def serving(self) -> bool:
         """A model is loaded and the micro-batcher is running (as gRPC health reports it)."""
         return self.tagger.model is not None and self._batcher.alive()

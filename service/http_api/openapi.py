@@ -72,6 +72,9 @@ V2_INFER_ERRORS = {
     "504": ERRORS["504"],
     "500": ERRORS["500"],
 }
+V2_NOT_LIVE = {
+    "503": {"description": 'Not live (`{"live": false}`): the micro-batcher thread has died; restart needed.'}
+}
 V2_NOT_READY = {
     "503": {
         "description": 'Not ready (`{"ready": false}`): no model loaded, or the micro-batcher is not running.'
@@ -132,7 +135,7 @@ def build_openapi() -> dict[str, Any]:
             "/v1/model": {"get": _operation("The model being served.", "ModelInfo")},
             "/v1/admin/reload": {"post": admin},
             "/v2": {"get": _v2("Server metadata.")},
-            "/v2/health/live": {"get": _v2("Server live.")},
+            "/v2/health/live": {"get": _v2("Server live.", responses=V2_NOT_LIVE)},
             "/v2/health/ready": {"get": _v2("Server ready (a model is loaded).", responses=V2_NOT_READY)},
             model_path: {
                 "get": _v2("Model metadata: inputs and output tensors.", *name, errors=V2_MODEL_ERRORS)

@@ -226,7 +226,8 @@ class V2Api:
         return JSONResponse({"name": "newstagger", "version": service.__version__, "extensions": EXTENSIONS})
 
     async def live(self, request: Request) -> Response:
-        return JSONResponse({"live": True})
+        live = self._dispatcher.live()
+        return JSONResponse({"live": live}, status_code=200 if live else 503)
 
     async def ready(self, request: Request) -> Response:
         ready = self._dispatcher.serving()

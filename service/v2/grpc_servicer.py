@@ -109,7 +109,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return loaded
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Context) -> pb.ServerLiveResponse:  # noqa: N802
-        return pb.ServerLiveResponse(live=True)
+        return pb.ServerLiveResponse(live=self._dispatcher.live())
 
     async def ServerReady(self, request: pb.ServerReadyRequest, context: Context) -> pb.ServerReadyResponse:  # noqa: N802
         return pb.ServerReadyResponse(ready=self._dispatcher.serving())
