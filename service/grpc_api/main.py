@@ -42,7 +42,10 @@ def serve_process(
 ) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit code. ``on_health`` is told whether this
     process is serving (the multi-process supervisor aggregates it into /readyz). A sidecar that
-    fails stops the process with exit status 1."""
+    fails stops the process with exit status 1. So does, under a supervisor (``on_health``
+    given), the micro-batcher's thread dying: the process can never tag again, and the supervisor
+    then stops the other workers and exits 1, so the container is restarted whichever process a
+    probe reaches (the supervisor's /healthz, or a worker's V2 liveness on the shared port)."""
     from service.grpc_api.server import build_server
     from service.http_api.server import build_http_api
 
@@ -74,7 +77,13 @@ def serve_process(
         logger.info("gRPC serving on %s:%d", settings.host, port)
         last: bool | None = None
         while not stop.wait(0.2):
-            if on_health is not None and server.serving != last:
+            if on_health is None:
+                continue
+            if runtime.batcher.died():
+                logger.error("micro-batcher died: stopping this worker process (exit status 1)")
+                code = 1
+                break
+            if server.serving != last:
                 last = server.serving
                 on_health(last)
         if on_health is not None:
@@ -91,7 +100,7 @@ def serve_process(
     finally:
         if side is not None:
             side.stop()
-            code = side.join()
+            code = side.join() or code
         runtime.close(timeout=settings.grace_seconds)
     logger.info("stopped")
     return code

@@ -7,6 +7,10 @@ directory unless already set; a set one is cleared of a previous run's files) be
 workers, so every worker writes its samples there, and serves /metrics (aggregated over all
 workers), /healthz and /readyz (ready when every worker is serving) itself. SIGTERM/SIGINT is
 forwarded to the workers, which drain gracefully; the supervisor exits 0 when all of them did.
+
+A worker that exits on its own (killed, or stopped because its micro-batcher's thread died: it
+could never tag again) makes the supervisor stop the others and exit 1: the container is then
+restarted whatever the probes ask, rather than kept with one process failing every call it gets.
 """
 
 from __future__ import annotations

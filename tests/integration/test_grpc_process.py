@@ -30,11 +30,15 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @contextmanager
-def serve(model_dir: Path, tmp_path: Path, *flags: str) -> Iterator[tuple[subprocess.Popen[bytes], int, int]]:
+def serve(
+    model_dir: Path, tmp_path: Path, *flags: str, hooks: Path | None = None
+) -> Iterator[tuple[subprocess.Popen[bytes], int, int]]:
+    """``hooks``: a directory put first on PYTHONPATH (a test's ``sitecustomize.py``, which every
+    process, worker processes too, imports at start-up)."""
     port, metrics_port = free_port(), free_port()
     log = (tmp_path / "serve.log").open("wb")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NEWSTAGGER_", "PROMETHEUS_"))}
-    env["PYTHONPATH"] = str(REPO)
+    env["PYTHONPATH"] = os.pathsep.join([*([str(hooks)] if hooks else []), str(REPO)])
     proc = subprocess.Popen(
         [sys.executable, "-m", "service.cli", "serve", "--model-dir", str(model_dir), "--port", str(port)]
         + ["--metrics-port", str(metrics_port), "--reload-interval-seconds", "0", "--log-format", "text"]
