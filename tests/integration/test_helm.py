@@ -50,7 +50,7 @@ EXPECTED_KINDS = {
     "production": {
         "ServiceAccount", "ConfigMap", "PersistentVolumeClaim", "Service", "Deployment", "Pod",
         "HorizontalPodAutoscaler", "PodDisruptionBudget", "ScaledObject", "TriggerAuthentication",
-        "ServiceMonitor", "NetworkPolicy", "CronJob",
+        "ServiceMonitor", "PrometheusRule", "NetworkPolicy", "CronJob",
     },
 }  # fmt: skip
 

@@ -3,10 +3,10 @@
 The chart is linted and rendered with Helm's own Go SDK (``helm-python-sdk``: strict lint, then a
 client-side dry-run install, as ``helm install --dry-run=client`` would), every rendered object is
 validated with ``kubernetes-validate --strict`` against the newest Kubernetes it ships, and the
-custom resources (KEDA ScaledObject/TriggerAuthentication, Prometheus Operator ServiceMonitor) against
-the JSON schemas in ``crd_schemas/``, written from those projects' CRDs. Port numbers, health service
-names and setting names are imported from ``service.settings``, so the chart cannot drift from the
-code. No cluster, no container engine and no network are involved.
+custom resources (KEDA ScaledObject/TriggerAuthentication, Prometheus Operator ServiceMonitor and
+PrometheusRule) against the JSON schemas in ``crd_schemas/``, written from those projects' CRDs.
+Port numbers, health service names and setting names are imported from ``service.settings``, so the
+chart cannot drift from the code. No cluster, no container engine and no network are involved.
 """
 
 from __future__ import annotations
@@ -82,7 +82,12 @@ PRODUCTION_VALUES: dict[str, Any] = {
         "pdb": {"enabled": True, "maxUnavailable": "25%"},
     },
     "metrics": {
-        "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}, "interval": "15s"}
+        "serviceMonitor": {
+            "enabled": True,
+            "labels": {"release": "kube-prometheus-stack"},
+            "interval": "15s",
+        },
+        "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
     },
     "networkPolicy": {
         "enabled": True,
@@ -105,6 +110,7 @@ CRD_SCHEMAS = {
     ("keda.sh/v1alpha1", "ScaledObject"): "scaledobject-keda-v1alpha1.json",
     ("keda.sh/v1alpha1", "TriggerAuthentication"): "triggerauthentication-keda-v1alpha1.json",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-monitoring-v1.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule-monitoring-v1.json",
 }
 SETTING_ENV_VARS = {env_name(name) for name in Settings.model_fields}
 

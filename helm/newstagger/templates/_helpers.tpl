@@ -30,6 +30,11 @@ newstagger.v1.TaggerService
 {{- printf "%s-%s" (include "newstagger.fullname" .root | trunc (int (sub 62 (len .suffix)))) .suffix | trimSuffix "-" -}}
 {{- end -}}
 
+{{/* The headless Service of the workers' metrics port; the Prometheus Operator names its scrape job after it. */}}
+{{- define "newstagger.workerMetricsName" -}}
+{{- include "newstagger.componentName" (dict "root" . "suffix" "worker-metrics") -}}
+{{- end -}}
+
 {{- define "newstagger.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
