@@ -12,7 +12,9 @@ from typing import Any
 
 import helm_python as helm
 import jsonschema
+import promql_parser
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import wait_for
 from tests.integration.test_grpc_process import serve
@@ -237,20 +239,30 @@ def test_crd_schema_refuses_broken_rules(render: Render) -> None:
 
 
 def exposed_names(text: str) -> tuple[set[str], set[str]]:
-    """(families, series) a /metrics page in the Prometheus text format carries, from its TYPE
-    lines (a labelled family with no child yet has a TYPE line and no sample): a counter's series is
-    its ``_total`` (its TYPE line names it so), a histogram's are ``_bucket``, ``_sum`` and ``_count``."""
+    """(families, series) a /metrics page carries, parsed with ``prometheus_client.parser``. A
+    labelled family with no child yet has no sample, so a family's series come from its type too:
+    a counter's is its ``_total``, a histogram's ``_bucket``, ``_sum`` and ``_count``."""
+    suffixes = {
+        "counter": ("_total",),
+        "histogram": ("_bucket", "_sum", "_count"),
+        "summary": ("_sum", "_count", ""),
+    }
     families: set[str] = set()
     series: set[str] = set()
-    for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", text, re.MULTILINE):
-        families.add(name)
-        if kind == "histogram":
-            series |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
-        elif kind == "summary":
-            series |= {f"{name}_sum", f"{name}_count", name}
-        else:
-            series.add(name)
+    for family in text_string_to_metric_families(text):
+        families.add(family.name)
+        series |= {family.name + suffix for suffix in suffixes.get(family.type, ("",))}
+        series |= {sample.name for sample in family.samples}
     return families, series
+
+
+def test_every_alert_expression_is_valid_promql(render: Render) -> None:
+    """Each expression parses with a PromQL parser (promql-parser, a port of Prometheus' own), so a
+    typo in the template fails here, not when the Prometheus Operator loads the rule."""
+    for item in rules(render(TUNED)).values():
+        promql_parser.parse(str(item["expr"]))  # raises on a syntax error
+    with pytest.raises(ValueError, match="unclosed left parenthesis"):
+        promql_parser.parse("sum(rate(newstagger_x_total[5m]) >")
 
 
 def metric_names(text: str) -> set[str]:
