@@ -16,16 +16,19 @@ there and ``build_registry`` aggregates them (gauges by the mode given below).
 from __future__ import annotations
 
 import os
+import platform
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client import multiprocess as prom_multiprocess
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+import service
 from service.core.batch_runner import BatchStats
 from service.core.types import TagResult
 
@@ -220,6 +223,13 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.build_info = Gauge(
+            "newstagger_build_info",
+            "The running program (value 1): its version and those of Python, scikit-learn and numpy.",
+            ["version", "python_version", "sklearn_version", "numpy_version"],
+            registry=r,
+            multiprocess_mode="max",  # the same in every worker: one series
+        )
         # model
         self.model_info = Gauge(
             "newstagger_model_info",
@@ -279,6 +289,13 @@ class Metrics:
         if label not in named and len(named) < MAX_LABEL_SERIES:
             named.add(label)
         return label if label in named else OTHER_LABEL
+
+    def set_build_info(self) -> None:
+        """Set once at start-up by every process that exposes /metrics."""
+        import sklearn  # not at import time: scripts that only list the metrics need no sklearn
+
+        versions = (service.__version__, platform.python_version(), sklearn.__version__, np.__version__)
+        self.build_info.labels(*versions).set(1)
 
     def set_model(
         self,

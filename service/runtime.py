@@ -100,6 +100,7 @@ def build_runtime(settings: Settings, registry: CollectorRegistry | None = None)
     if registry is None:
         registry = build_registry()
     metrics = Metrics(None if multiprocess_dir() else registry)
+    metrics.set_build_info()
     tagger = Tagger(max_text_bytes=settings.max_text_bytes)
     reloader = ModelReloader(tagger, settings.model_dir, metrics, settings.reload_interval_seconds)
     outcome = reloader.check()

@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from service.gen.newstagger.v1 import tagger_pb2 as pb
 from service.gen.newstagger.v1 import tagger_pb2_grpc as pb_grpc
 from service.model.registry import ModelRegistry
-from tests.helpers import REPO, free_port, stop_process, wait_for
+from tests.helpers import REPO, build_info_labels, free_port, scrape_series, stop_process, wait_for
 
 TEXT = "Officials met in the capital on Monday to discuss the ceasefire agreement and next steps."
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -109,6 +109,7 @@ def test_metrics_scraped_over_http_move_by_the_calls_made(registry: ModelRegistr
         assert moved("newstagger_batch_size_articles_sum") == 5
         assert total(after, "newstagger_grpc_in_flight_requests") == 0
         assert total(after, "newstagger_batcher_queue_depth") == 0
+        assert scrape_series(mport, "newstagger_build_info") == [(build_info_labels(), 1.0)]
         assert stop_process(proc, signal.SIGTERM, timeout=30) == 0
 
 
@@ -211,4 +212,6 @@ def test_workers_share_the_port_and_metrics_aggregate(registry: ModelRegistry, t
             if n == "newstagger_model_info" and dict(lbls).get("version") == "v1"
         ]
         assert per_pid == [1.0, 1.0]
+        # set by every worker, aggregated to one series (no pid label)
+        assert scrape_series(mport, "newstagger_build_info") == [(build_info_labels(), 1.0)]
         assert stop_process(proc, signal.SIGTERM, timeout=60) == 0
