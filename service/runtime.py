@@ -18,7 +18,8 @@ from service.core.batch_runner import BatchStats
 from service.core.batcher import MicroBatcher
 from service.core.tagger import Tagger
 from service.http import HealthServer
-from service.metrics import Metrics, build_registry, multiprocess_dir
+from service.metrics import Metrics
+from service.metrics_registry import build_registry, multiprocess_dir
 from service.reloader import ModelReloader
 from service.settings import Settings
 
