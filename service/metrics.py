@@ -10,24 +10,24 @@ Adapters record through a ``Metrics`` object handed to them; tests build their o
 need no cleanup.
 
 With several server processes, set PROMETHEUS_MULTIPROC_DIR: every process writes its samples
-there and ``build_registry`` aggregates them (gauges by the mode given below).
+there and ``service.metrics_registry.build_registry`` aggregates them (gauges by the mode given
+below).
 """
 
 from __future__ import annotations
 
-import os
+import platform
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
-from prometheus_client import multiprocess as prom_multiprocess
-from prometheus_client.gc_collector import GCCollector
-from prometheus_client.platform_collector import PlatformCollector
-from prometheus_client.process_collector import ProcessCollector
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+import service
 from service.core.batch_runner import BatchStats
 from service.core.types import TagResult
+from service.metrics_registry import multiprocess_dir
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -36,28 +36,6 @@ AGE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.
 MAX_LABEL_SERIES = 100  # labels of one head with a series of their own in newstagger_predictions_total
 OTHER_LABEL = "(other)"  # the label value the rest of a head's labels are counted under
 UNKNOWN_METHOD = "(unknown)"  # the method label of a gRPC call to a method the server does not have
-
-
-def multiprocess_dir() -> str | None:
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
-
-
-def build_registry() -> CollectorRegistry:
-    """The registry to expose: this process's metrics plus the default process collectors, or,
-    in multiprocess mode, every process's samples aggregated from PROMETHEUS_MULTIPROC_DIR."""
-    # process-wide: no `_created` series beside every counter and histogram child
-    disable_created_metrics()  # type: ignore[no-untyped-call]
-    if multiprocess_dir():
-        # no auto_describe: describing would read every process's file now, at start-up, when a
-        # sibling worker may have just created its own, still empty (a worker died of that)
-        registry = CollectorRegistry()
-        prom_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return registry
-    registry = CollectorRegistry(auto_describe=True)
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
-    GCCollector(registry=registry)
-    return registry
 
 
 class Metrics:
@@ -220,10 +198,17 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.build_info = Gauge(
+            "newstagger_build_info",
+            "The running program (value 1): its version and those of Python, scikit-learn and numpy.",
+            ["version", "python_version", "sklearn_version", "numpy_version"],
+            registry=r,
+            multiprocess_mode="max",  # the same in every worker: one series
+        )
         # model
         self.model_info = Gauge(
             "newstagger_model_info",
-            "The model being served (value 1).",
+            "The model being served (value 1); a replaced model's series is removed.",
             ["name", "version"],
             registry=r,
             multiprocess_mode="liveall",
@@ -280,6 +265,13 @@ class Metrics:
             named.add(label)
         return label if label in named else OTHER_LABEL
 
+    def set_build_info(self) -> None:
+        """Set once at start-up by every process that exposes /metrics."""
+        import sklearn  # not at import time: scripts that only list the metrics need no sklearn
+
+        versions = (service.__version__, platform.python_version(), sklearn.__version__, np.__version__)
+        self.build_info.labels(*versions).set(1)
+
     def set_model(
         self,
         name: str,
@@ -291,9 +283,13 @@ class Metrics:
         if heads is not None:  # each head's first labels are the ones counted by name
             self._named = {head: set(labels[:MAX_LABEL_SERIES]) for head, labels in heads.items()}
             self._assigned = {}
-        # the replaced model's series drops to 0 (clear() is not available in multiprocess mode)
-        if self._serving is not None:
-            self.model_info.labels(*self._serving).set(0)
-        self._serving = (name, version)
+        # only the served model has a series (an info metric): the replaced one's is removed, so
+        # weeks of hot reloads leave one series, not one per version ever served
+        replaced, self._serving = self._serving, (name, version)
         self.model_info.labels(name, version).set(1)
+        if replaced is not None and replaced != self._serving:
+            if multiprocess_dir():  # a worker's file cannot drop a series: build_registry hides its 0
+                self.model_info.labels(*replaced).set(0)
+            else:
+                self.model_info.remove(*replaced)
         self.model_loaded_at.set(loaded_at if loaded_at is not None else time.time())

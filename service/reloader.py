@@ -36,8 +36,7 @@ from service.core.types import Article
 from service.metrics import Metrics
 from service.model.artifact import MODEL_FILE, LoadedModel, load_artifact
 from service.model.locate import resolve_model
-from service.model.manifest import MANIFEST_FILE
-from service.model.registry import lost_heads
+from service.model.manifest import MANIFEST_FILE, lost_heads
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ from service.core.batch_runner import BatchStats
 from service.core.batcher import MicroBatcher
 from service.core.tagger import Tagger
 from service.http import HealthServer
-from service.metrics import Metrics, build_registry, multiprocess_dir
+from service.metrics import Metrics
+from service.metrics_registry import build_registry, multiprocess_dir
 from service.reloader import ModelReloader
 from service.settings import Settings
 
@@ -100,6 +101,7 @@ def build_runtime(settings: Settings, registry: CollectorRegistry | None = None)
     if registry is None:
         registry = build_registry()
     metrics = Metrics(None if multiprocess_dir() else registry)
+    metrics.set_build_info()
     tagger = Tagger(max_text_bytes=settings.max_text_bytes)
     reloader = ModelReloader(tagger, settings.model_dir, metrics, settings.reload_interval_seconds)
     outcome = reloader.check()

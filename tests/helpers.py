@@ -6,11 +6,13 @@ import importlib.resources
 import importlib.util
 import json
 import os
+import platform
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -101,6 +103,32 @@ def wait_for(
             last_exc = exc
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what or check}: last error {last_exc!r}")
+
+
+def scrape_series(port: int, name: str) -> list[tuple[dict[str, str], float]]:
+    """The samples of ``name`` on http://127.0.0.1:``port``/metrics: (labels, value) each, parsed
+    with prometheus_client's parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:  # noqa: S310
+        text = reply.read().decode()
+    families = text_string_to_metric_families(text)
+    return [(s.labels, s.value) for f in families for s in f.samples if s.name == name]
+
+
+def build_info_labels() -> dict[str, str]:
+    """What newstagger_build_info must say in a process started from this interpreter."""
+    import numpy
+    import sklearn
+
+    import service
+
+    return {
+        "version": service.__version__,
+        "python_version": platform.python_version(),
+        "sklearn_version": sklearn.__version__,
+        "numpy_version": numpy.__version__,
+    }
 
 
 def port_open(port: int) -> bool:

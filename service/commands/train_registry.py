@@ -50,13 +50,14 @@ def _promote(args: argparse.Namespace, registry: ModelRegistry, version: str, wh
     root, current = registry.root, registry.current()
     lost: list[str] = []
     try:
-        registry.check_heads(version)
+        if why:  # refused by the gate: only which flag promoting it anyway needs
+            registry.check_heads(version)
+        else:  # the heads are checked under the registry's lock, against what is current then
+            previous = registry.promote(version, allow_head_changes=args.allow_head_changes)
+            print(f"promoted {version} to current in {root} (was: {previous or 'none'})")
+            return 0
     except HeadsChanged as exc:
-        lost = exc.lost
-    if not why and (not lost or args.allow_head_changes):
-        previous = registry.promote(version, allow_head_changes=True)  # checked just above
-        print(f"promoted {version} to current in {root} (was: {previous or 'none'})")
-        return 0
+        lost, current = exc.lost, registry.current()
     flag = " --allow-head-changes" if lost else ""  # `models promote` would refuse it without
     print(
         f"newstagger train: refused to promote {version}: {why or '; '.join(lost)}.\n"

@@ -83,7 +83,7 @@ def run_workers(settings: Settings, sidecar: SidecarFactory | None, serve: Serve
 def _supervise(settings: Settings, sidecar: SidecarFactory | None, serve: ServeProcess) -> int:
     from prometheus_client import multiprocess
 
-    from service.metrics import build_registry
+    from service.metrics_registry import build_registry
 
     if settings.port == 0:  # every worker must bind the same port
         settings = settings.model_copy(update={"port": _free_port(settings.host)})

@@ -149,3 +149,21 @@ def check_recorded_version(path: Path, version: str, manifest: Manifest) -> None
             f"(its manifest's): refused, it would be served as {manifest.version!r}; a version's "
             "folder must be named after the version its manifest records"
         )
+
+
+def lost_heads(old: Manifest, new: Manifest) -> list[str]:
+    """What callers of ``old`` lose with ``new``, one phrase each: a missing head, a head of
+    another kind, labels no longer there. New heads and new labels take nothing away."""
+    heads = {h.name: h for h in new.heads}
+    lost = []
+    for head in old.heads:
+        other = heads.get(head.name)
+        if other is None:
+            lost.append(f"head {head.name!r} is missing")
+        elif other.kind != head.kind:
+            lost.append(f"head {head.name!r} is {other.kind}-label, not {head.kind}-label")
+        else:
+            gone = [label for label in head.labels if label not in other.labels]
+            if gone:
+                lost.append(f"head {head.name!r} lacks label(s) {', '.join(gone)}")
+    return lost

@@ -17,6 +17,9 @@ pointer (the new version merely unpromoted) or the new one — never a half-writ
 A version folder must be named after the version its manifest records (``versions/v3`` holding
 a v2 would be served as v2): otherwise it is listed as broken, not promoted and not loaded.
 
+Concurrent promotions and rollbacks take turns: each holds the registry's lock (``ROOT/.lock``,
+see ``registry_lock``) from reading what is current to writing the pointer and history.
+
 Rollback walks back: promotions push onto a stack and each rollback pops one, so
 v1 → v2 → v3, rollback, rollback serves v1 (not v2 and back to v3).
 
@@ -41,7 +44,8 @@ from pathlib import Path
 
 from service.model.artifact import MODEL_FILE, LoadedModel, load_artifact
 from service.model.errors import ArtifactError, HeadsChanged
-from service.model.manifest import MANIFEST_FILE, Manifest, check_recorded_version, read_manifest
+from service.model.manifest import MANIFEST_FILE, Manifest, check_recorded_version, lost_heads, read_manifest
+from service.model.registry_lock import LOCK_TIMEOUT_SECONDS, registry_lock
 
 CURRENT = "current"
 HISTORY = "history"
@@ -60,8 +64,9 @@ class HistoryEntry:
 
 
 class ModelRegistry:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, lock_timeout: float = LOCK_TIMEOUT_SECONDS) -> None:
         self.root = Path(root)
+        self.lock_timeout = lock_timeout  # how long a promote or rollback waits for another one
 
     @property
     def versions_dir(self) -> Path:
@@ -184,10 +189,15 @@ class ModelRegistry:
         With ``verify`` the artifact is loaded (checksum, trusted types) first and a broken one
         raises ArtifactError without touching the pointer. A version that would take away from
         callers what the current one serves (``lost_heads``) raises HeadsChanged, unless
-        ``allow_head_changes``."""
-        if not allow_head_changes:
-            self.check_heads(version)
-        return self._point(version, "promote", verify)
+        ``allow_head_changes``. Holds the registry's lock from the heads check on; RegistryLocked
+        if another promote or rollback holds it for ``lock_timeout`` seconds."""
+        path = self.path(version)
+        if verify:  # before the lock: a version's files never change once it is in the registry
+            load_artifact(path, version)
+        with registry_lock(self.root, self.lock_timeout):
+            if not allow_head_changes:
+                self.check_heads(version)
+            return self._point(version, "promote")
 
     def check_heads(self, version: str) -> None:
         """Raise HeadsChanged if ``version`` lacks a head, a head's kind or a label that the
@@ -209,20 +219,21 @@ class ModelRegistry:
             )
 
     def rollback(self) -> str:
-        """Make the version that was current before the current one current again."""
-        stack = self.lineage()
-        if len(stack) < 2:
-            raise ArtifactError(f"nothing to roll back to in {self.root} (history: {stack or 'empty'})")
-        target = stack[-2]
-        self._point(target, "rollback", verify=True)
+        """Make the version that was current before the current one current again (under the
+        registry's lock, as ``promote``)."""
+        with registry_lock(self.root, self.lock_timeout):
+            stack = self.lineage()
+            if len(stack) < 2:
+                raise ArtifactError(f"nothing to roll back to in {self.root} (history: {stack or 'empty'})")
+            target = stack[-2]
+            load_artifact(self.path(target), target)
+            self._point(target, "rollback")
         return target
 
-    def _point(self, version: str, action: str, verify: bool) -> str | None:
+    def _point(self, version: str, action: str) -> str | None:
+        """Make ``version`` current and record it in history (the caller holds the lock)."""
         path = self.path(version)
-        if verify:
-            load_artifact(path, version)
         previous = self.current()
-        self.root.mkdir(parents=True, exist_ok=True)
         _make_readable(self.root, self.versions_dir, path, *path.iterdir())
         tmp = self.root / f".current.{uuid.uuid4().hex}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
@@ -245,24 +256,6 @@ class ModelRegistry:
                 os.fsync(fh.fileno())
             _make_readable(self.root / HISTORY)
         return previous
-
-
-def lost_heads(old: Manifest, new: Manifest) -> list[str]:
-    """What callers of ``old`` lose with ``new``, one phrase each: a missing head, a head of
-    another kind, labels no longer there. New heads and new labels take nothing away."""
-    heads = {h.name: h for h in new.heads}
-    lost = []
-    for head in old.heads:
-        other = heads.get(head.name)
-        if other is None:
-            lost.append(f"head {head.name!r} is missing")
-        elif other.kind != head.kind:
-            lost.append(f"head {head.name!r} is {other.kind}-label, not {head.kind}-label")
-        else:
-            gone = [label for label in head.labels if label not in other.labels]
-            if gone:
-                lost.append(f"head {head.name!r} lacks label(s) {', '.join(gone)}")
-    return lost
 
 
 def check_version_name(version: str) -> None:

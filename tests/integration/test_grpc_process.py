@@ -22,7 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from service.gen.newstagger.v1 import tagger_pb2 as pb
 from service.gen.newstagger.v1 import tagger_pb2_grpc as pb_grpc
 from service.model.registry import ModelRegistry
-from tests.helpers import REPO, free_port, stop_process, wait_for
+from tests.helpers import REPO, build_info_labels, free_port, scrape_series, stop_process, wait_for
+from tests.unit.test_registry import add_version
 
 TEXT = "Officials met in the capital on Monday to discuss the ceasefire agreement and next steps."
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -113,6 +114,7 @@ def test_metrics_scraped_over_http_move_by_the_calls_made(registry: ModelRegistr
         assert moved("newstagger_batch_size_articles_sum") == 5
         assert total(after, "newstagger_grpc_in_flight_requests") == 0
         assert total(after, "newstagger_batcher_queue_depth") == 0
+        assert scrape_series(mport, "newstagger_build_info") == [(build_info_labels(), 1.0)]
         assert stop_process(proc, signal.SIGTERM, timeout=30) == 0
 
 
@@ -197,7 +199,11 @@ def test_readyz_turns_503_when_the_drain_begins_not_when_it_ends(
 
 
 def test_workers_share_the_port_and_metrics_aggregate(registry: ModelRegistry, tmp_path: Path) -> None:
-    with serve(registry.root, tmp_path, "--workers", "2") as (proc, port, mport):
+    with serve(registry.root, tmp_path, "--workers", "2", "--reload-interval-seconds", "0.2") as (
+        proc,
+        port,
+        mport,
+    ):
         wait_for(lambda: ready(mport), timeout=120, what="/readyz with 2 workers")
         before = scrape(mport)
         for _ in range(20):
@@ -215,4 +221,16 @@ def test_workers_share_the_port_and_metrics_aggregate(registry: ModelRegistry, t
             if n == "newstagger_model_info" and dict(lbls).get("version") == "v1"
         ]
         assert per_pid == [1.0, 1.0]
+        # set by every worker, aggregated to one series (no pid label)
+        assert scrape_series(mport, "newstagger_build_info") == [(build_info_labels(), 1.0)]
+
+        add_version(registry, "v2")
+        registry.promote("v2")
+
+        def v2_only() -> bool:
+            """Both workers reloaded v2, and v1 left no series (a worker's file keeps it, at 0)."""
+            info = scrape_series(mport, "newstagger_model_info")
+            return sorted((labels["version"], value) for labels, value in info) == [("v2", 1.0), ("v2", 1.0)]
+
+        wait_for(v2_only, timeout=60, what="model_info: v2 in both workers, no v1 series")
         assert stop_process(proc, signal.SIGTERM, timeout=60) == 0

@@ -21,7 +21,8 @@ from service.logs import configure_logging
 from service.model.registry import ModelRegistry
 from service.runtime import Runtime, build_runtime
 from service.settings import Settings
-from tests.helpers import free_port, wait_for
+from tests.helpers import free_port, scrape_series, wait_for
+from tests.unit.test_registry import add_version
 
 
 def _get(port: int, path: str, accept: str = "") -> tuple[int, str, str]:
@@ -117,6 +118,31 @@ def test_metrics_in_prometheus_text_and_openmetrics(
     status, content_type, text = _get(port, "/metrics", "application/openmetrics-text; version=1.0.0")
     assert status == 200 and content_type.startswith("application/openmetrics-text")
     assert text.rstrip().endswith("# EOF")
+
+
+def test_model_info_has_one_series_the_served_model_after_hot_reloads(
+    empty_runtime: tuple[Runtime, int, ModelRegistry], model_dir: Path
+) -> None:
+    """An info metric: only the served model has a series. Each version served before kept one at 0,
+    so weeks of hot reloads grew the scrape and `sum(newstagger_model_info)` counted nothing useful."""
+    _, port, registry = empty_runtime
+
+    def info_is(version: str) -> bool:
+        """The scrape shows one model_info series: ``version``'s, value 1 (polled: the reload is
+        in another thread)."""
+        return scrape_series(port, "newstagger_model_info") == [
+            ({"name": "newstagger", "version": version}, 1.0)
+        ]
+
+    shutil.copytree(model_dir, registry.new_version_dir("v1"))
+    registry.promote("v1")
+    wait_for(lambda: info_is("v1"), 30, what="model_info v1 only")
+    for version in ("v2", "v3"):
+        add_version(registry, version)
+        registry.promote(version)
+        wait_for(lambda v=version: info_is(v), 30, what=f"model_info {version} only")
+    registry.rollback()  # back to a version served before: its series returns, v3's goes
+    wait_for(lambda: info_is("v2"), 30, what="model_info v2 only")
 
 
 def test_json_logs_carry_context_and_no_text(capsys: pytest.CaptureFixture[str]) -> None:

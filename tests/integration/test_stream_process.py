@@ -13,7 +13,7 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 
 from service.settings import Settings
-from tests.helpers import free_port, stop_process, wait_for
+from tests.helpers import build_info_labels, free_port, scrape_series, stop_process, wait_for
 from tests.integration.test_stream_support import (
     Reader,
     assert_per_key_order,
@@ -59,7 +59,8 @@ def test_sigterm_finishes_the_batch_commits_and_exits_0(
     proc = start_stream_process(settings, tmp_path / "worker.log")
     reader = Reader(kafka_bootstrap, settings.output_topic)
     try:
-        reader.read_count(1, timeout=60)
+        reader.read_count(1, timeout=60)  # tagging, so /metrics is up
+        build_info = scrape_series(settings.metrics_port, "newstagger_build_info")
         signalled = time.monotonic()
         code = stop_process(proc, signal.SIGTERM, timeout=settings.grace_seconds + 5)
         took = time.monotonic() - signalled
@@ -69,6 +70,7 @@ def test_sigterm_finishes_the_batch_commits_and_exits_0(
         reader.close()
     log = (tmp_path / "worker.log").read_text()
     assert code == 0, log[-3000:]
+    assert build_info == [(build_info_labels(), 1.0)]
     assert took < settings.grace_seconds, took
     committed = committed_by_partition(settings)
     assert sum(committed.values()) >= 1

@@ -16,8 +16,8 @@ from service.core.tagger import Tagger
 from service.core.types import Article, TagOptions
 from service.model.artifact import load_artifact, save_artifact
 from service.model.errors import HeadsChanged
-from service.model.manifest import MANIFEST_FILE
-from service.model.registry import ModelRegistry, lost_heads
+from service.model.manifest import MANIFEST_FILE, lost_heads
+from service.model.registry import ModelRegistry
 from service.reloader import ModelReloader
 from tests.helpers import STARTER
 

@@ -11,7 +11,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.core.types import HeadResult, LabelScore, TagResult
-from service.metrics import MAX_LABEL_SERIES, OTHER_LABEL, Metrics, build_registry
+from service.metrics import MAX_LABEL_SERIES, OTHER_LABEL, Metrics
+from service.metrics_registry import build_registry
 
 
 def test_a_sibling_file_still_empty_does_not_stop_a_worker_starting(

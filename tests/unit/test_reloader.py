@@ -53,6 +53,8 @@ def test_new_current_is_picked_up(registry: ModelRegistry, served: Any) -> None:
     assert tagger.tag([ARTICLE])[0].model_version == "v2"
     assert reloads(prom, "loaded") == 2
     assert prom.get_sample_value("newstagger_model_info", {"name": "newstagger", "version": "v2"}) == 1
+    # an info metric: the replaced version's series is gone (it stayed, at 0, for every version served)
+    assert prom.get_sample_value("newstagger_model_info", {"name": "newstagger", "version": "v1"}) is None
 
 
 def test_polling_picks_up_a_promotion(registry: ModelRegistry) -> None:
