@@ -80,24 +80,45 @@ def test_bad_input_gives_one_clear_line_and_a_non_zero_exit(registry: ModelRegis
         assert [line for line in lines if line.startswith("newstagger ")] == [lines[-1]], name
 
 
-@pytest.mark.parametrize(
-    "command", ["train", "evaluate", "tag", "models", "serve", "stream", "demo", "labels"]
-)
-def test_help_shows_each_default_once_without_markup(command: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "service.cli", command, "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    usage, _, rest = result.stdout.partition("\n\n")
+HELP_COMMANDS = ["train", "evaluate", "tag", "models", "serve", "stream", "demo", "labels"]
+
+
+@pytest.fixture(scope="module")
+def help_outputs() -> dict[str, tuple[int, str, str]]:
+    """``newstagger COMMAND --help`` for every command, run at once (each is a ~3 s import of
+    the CLI; one after another they took 8 times that): command -> (exit code, stdout, stderr)."""
+    procs = {
+        command: subprocess.Popen(
+            [sys.executable, "-m", "service.cli", command, "--help"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for command in HELP_COMMANDS
+    }
+    try:
+        outputs = {command: proc.communicate(timeout=120) for command, proc in procs.items()}
+    finally:
+        for proc in procs.values():  # only those that outlived the timeout
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+    return {command: (procs[command].returncode, *outputs[command]) for command in HELP_COMMANDS}
+
+
+@pytest.mark.parametrize("command", HELP_COMMANDS)
+def test_help_shows_each_default_once_without_markup(
+    command: str, help_outputs: dict[str, tuple[int, str, str]]
+) -> None:
+    code, stdout, stderr = help_outputs[command]
+    assert code == 0, stderr
+    usage, _, rest = stdout.partition("\n\n")
     assert rest.strip() and not rest.startswith("options:"), f"{command} --help has no description"
-    assert "(default: None)" not in result.stdout and "``" not in result.stdout
-    for paragraph in result.stdout.split("\n  -"):
+    assert "(default: None)" not in stdout and "``" not in stdout
+    for paragraph in stdout.split("\n  -"):
         assert paragraph.lower().count("default") <= 1, paragraph
     if command in ("serve", "stream"):
-        assert "--log-format {json,text}" in result.stdout
+        assert "--log-format {json,text}" in stdout
 
 
 def _children(pid: int) -> list[int]:

@@ -6,11 +6,13 @@ test stops one."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -263,6 +265,14 @@ def test_at_start_an_unreachable_broker_is_retried_for_the_retry_limit(
     short_log, long_log = tmp_path / "short.log", tmp_path / "long.log"
     short = start_stream_process(settings, short_log, NEWSTAGGER_STREAM_RETRY_SECONDS="4")
     long = start_stream_process(settings, long_log, ready_port, NEWSTAGGER_STREAM_RETRY_SECONDS="90")
+    long_connecting: list[float] = []  # when the long one was first seen connecting
+
+    def watch_long() -> None:
+        with contextlib.suppress(TimeoutError):
+            wait_for(lambda: "stream worker connecting" in long_log.read_text(), 60)
+            long_connecting.append(time.monotonic())
+
+    threading.Thread(target=watch_long, name="watch-long", daemon=True).start()
     try:
         wait_for(lambda: "stream worker connecting" in short_log.read_text(), 60, what="short: connecting")
         code, took = wait_exit(short, 60)
@@ -270,8 +280,10 @@ def test_at_start_an_unreachable_broker_is_retried_for_the_retry_limit(
         said = [line for line in text.splitlines() if line.startswith("newstagger stream: ")]
         assert code == 2 and len(said) == 1 and "cannot reach Kafka" in said[0], text[-3000:]
         assert 3 < took < 15, (took, text[-3000:])  # 4 s, not 30
-        wait_for(lambda: "stream worker connecting" in long_log.read_text(), 60, what="long: connecting")
-        time.sleep(35)  # past kafka-python's 30 s bootstrap timeout
+        wait_for(lambda: long_connecting, 70, what="long: connecting")
+        # past kafka-python's 30 s bootstrap timeout: 35 s from when the long one was first seen
+        # connecting (while the short one ran), not from after the short one's checks
+        time.sleep(max(0.0, long_connecting[0] + 35 - time.monotonic()))
         assert long.poll() is None, long_log.read_text()[-3000:]
         with tansu_broker(port):
             wait_for(lambda: readyz(ready_port)[0] == 200, 60, interval=0.2, what="worker ready")

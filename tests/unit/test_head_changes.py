@@ -90,7 +90,8 @@ def test_train_into_a_registry_refuses_to_promote_a_version_without_a_current_he
 ) -> None:
     config = tmp_path / "fast.toml"
     config.write_text("[thresholds]\ncv_folds = 0\n", encoding="utf-8")
-    argv = ["train", "--data", str(STARTER / "train.jsonl"), "--config", str(config), "--quiet"]
+    # the starter's dev rows, to keep it quick: the refusal is about the heads, not the data
+    argv = ["train", "--data", str(STARTER / "dev.jsonl"), "--config", str(config), "--quiet"]
     argv += ["--heads", "topics", "--registry", str(registry.root), "--version", "t1"]
     assert main(argv) == 3
     err = capsys.readouterr().err
