@@ -5,6 +5,8 @@ for the default model and the reference model (word 1-2-grams + logistic regress
     python benchmarks/inprocess.py --quick         # a small corpus and sample: about a minute cold
     python benchmarks/inprocess.py --corpus corpus.jsonl --json out.json
     python benchmarks/inprocess.py --config my.toml   # compare another training config instead
+    python benchmarks/inprocess.py --pipeline      # also the default model through scikit-learn's
+                                                   # own featurizer pipeline (not compiled)
 
 The corpus comes from ``benchmarks/gen_corpus.py --seed 1234`` (generated into the system temp
 dir unless ``--corpus`` names a file; a missing file is generated there). Both models are trained
@@ -63,6 +65,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--quick", action="store_true", help="a short run: " + json.dumps(QUICK))
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
+    p.add_argument(
+        "--pipeline",
+        action="store_true",
+        help="also time the default model featurized by scikit-learn's own pipeline, not the compiled "
+        "one (service/model/fast_features.py), and print that ratio",
+    )
     args = p.parse_args(argv)
     if args.quick:
         for key, value in QUICK.items():
@@ -102,7 +110,22 @@ def measure(taggers: dict[str, Tagger], sample: list[Any], batch_size: int, repe
     ]
     out["cpu_ratio"] = statistics.median(ratios)
     out["cpu_ratio_runs"] = [round(x, 2) for x in ratios]
+    if "pipeline" in runs:
+        compiled = [
+            d["cpu_ms_per_doc"] / p["cpu_ms_per_doc"]
+            for d, p in zip(runs["default"], runs["pipeline"], strict=True)
+        ]
+        out["compiled_ratio"] = statistics.median(compiled)
+        out["compiled_ratio_runs"] = [round(x, 2) for x in compiled]
     return out
+
+
+def uncompiled(loaded: Any) -> Any:
+    """The model with each featurizer's own ``transform`` in place of the compiled one that
+    ``ArticleModel.featurizer`` builds on first use."""
+    model = loaded.model
+    model.__dict__["_featurizers"] = {name: f.transform for name, f in model.featurizers.items()}
+    return loaded
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     configs = {"reference": reference_config(), "default": load_config(args.config)}
     loaded = {name: load_model(trained_model(corpus, split, config)) for name, config in configs.items()}
     taggers = {name: Tagger(model) for name, model in loaded.items()}
+    if args.pipeline:
+        taggers["pipeline"] = Tagger(uncompiled(load_model(trained_model(corpus, split, configs["default"]))))
     sample = to_articles(split.sample(read_corpus(corpus), args.sample))
     load_before = os.getloadavg()[0]
     results = []
@@ -126,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"batch {batch_size:>4}: "
             + "  ".join(f"{n} {row[n]['cpu_ms_per_doc']:6.2f} ms CPU/doc" for n in taggers)
-            + f"  ratio {row['cpu_ratio']:.2f}x",
+            + f"  ratio {row['cpu_ratio']:.2f}x"
+            + (f"  compiled/pipeline {row['compiled_ratio']:.2f}x" if "compiled_ratio" in row else ""),
             file=sys.stderr,
         )
     words = sum(len(a.text.split()) for a in sample) / len(sample)
@@ -148,6 +174,14 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"| {r['batch_size']} | **{r['cpu_ratio']:.2f}x** | {', '.join(map(str, r['cpu_ratio_runs']))} |"
         )
+    if args.pipeline:
+        print(
+            "\n| batch size | default, compiled / scikit-learn pipeline CPU per doc (median) | per repeat |"
+        )
+        print("|---:|---:|---|")
+        for r in results:
+            runs = ", ".join(map(str, r["compiled_ratio_runs"]))
+            print(f"| {r['batch_size']} | **{r['compiled_ratio']:.2f}x** | {runs} |")
     if args.json:
         meta = {"corpus": str(corpus), "load_average": [load_before, os.getloadavg()[0]]}
         args.json.write_text(json.dumps({**meta, "rows": results}, indent=2) + "\n")
