@@ -238,16 +238,18 @@ def _version() -> str:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    settings = load_settings(args)  # a bad setting is refused before grpc, kafka and the model load
     from service.grpc_api.main import run_serve
     from service.stream.main import StreamService
 
-    return run_serve(load_settings(args), sidecar=StreamService if args.with_stream else None)
+    return run_serve(settings, sidecar=StreamService if args.with_stream else None)
 
 
 def _stream(args: argparse.Namespace) -> int:
+    settings = load_settings(args)
     from service.stream.main import run_stream
 
-    return run_stream(load_settings(args))
+    return run_stream(settings)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

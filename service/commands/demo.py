@@ -26,7 +26,6 @@ from typing import Any
 
 from service.core.errors import ArtifactError, NewstaggerError
 from service.core.types import ARTICLE_FIELDS
-from service.model.locate import resolve_model_path
 from service.settings import DEFAULT_GRPC_PORT, DEFAULT_METRICS_PORT, MODEL_DIR_HELP, default_model_dir
 
 STARTER_DEV = Path(__file__).resolve().parents[2] / "training" / "starter" / "dev.jsonl"
@@ -121,6 +120,8 @@ def local_broker(port: int) -> Iterator[str]:
 
 
 def _ensure_model(model_dir: Path) -> None:
+    from service.model.locate import resolve_model_path
+
     try:
         _say(f"• model: {resolve_model_path(model_dir)}")
     except ArtifactError:

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from service.core.errors import NewstaggerError
-from service.model.locate import load_model
 from service.settings import MODEL_DIR_HELP, default_model_dir
 
 
@@ -37,14 +36,15 @@ def register(sub: Any) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    if args.json is not None and not args.json.parent.is_dir():  # refused now, not after the scoring
+        raise NewstaggerError(f"--json {args.json}: no directory {args.json.parent} to write it in")
+    from service.model.locate import load_model
     from training.config import HeadConfig, load_config
     from training.data import label_fields, load_dataset, read_data
     from training.evaluate import evaluate_model, format_report
     from training.progress import Progress
     from training.report import figures
 
-    if args.json is not None and not args.json.parent.is_dir():  # refused now, not after the scoring
-        raise NewstaggerError(f"--json {args.json}: no directory {args.json.parent} to write it in")
     loaded = load_model(args.model)
     raw = read_data(args.data)  # read once: the heads present, then the rows
     present = label_fields(raw)

@@ -121,12 +121,12 @@ def _progress(stats: CollectStats, rows: int, started: float, final: bool = Fals
 
 
 def _collect(args: argparse.Namespace) -> int:
+    from service.cli import load_settings
+
+    settings = load_settings(args)  # a bad setting is refused before kafka is imported
     from kafka import KafkaConsumer
     from kafka.errors import KafkaError
 
-    from service.cli import load_settings
-
-    settings = load_settings(args)
     out: Path = args.out
     rows = load_rows(out)
     print(

@@ -6,13 +6,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.core.errors import NewstaggerError
 from service.model.manifest import HeadSpec, Manifest
-from service.model.registry import ModelRegistry
 from service.settings import MODEL_DIR_HELP, default_model_dir
-from training.config import config_to_toml
+
+if TYPE_CHECKING:  # the registry loads models (numpy, scikit-learn, skops): imported when run
+    from service.model.registry import ModelRegistry
 
 
 def register(sub: Any) -> None:
@@ -82,6 +83,8 @@ def register(sub: Any) -> None:
 
 
 def _models(args: argparse.Namespace) -> int:
+    from service.model.registry import ModelRegistry
+
     registry = ModelRegistry(args.registry)
     root = registry.root
     if args.action == "list":
@@ -92,6 +95,8 @@ def _models(args: argparse.Namespace) -> int:
             raise NewstaggerError(f"no current model in {root} — run `newstagger train --registry {root}`")
         manifest = registry.manifest(shown)
         if args.export_config:
+            from training.config import config_to_toml
+
             args.export_config.write_text(config_to_toml(manifest.config), encoding="utf-8")
             print(f"wrote the training config of {shown} to {args.export_config}", file=sys.stderr)
         if args.summary:

@@ -15,14 +15,15 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from service.core.errors import InvalidArticle, InvalidRequest, NewstaggerError
-from service.core.tagger import Tagger
 from service.core.types import Article, TagOptions, result_to_json
 from service.core.validation import lone_surrogate
-from service.model.locate import load_model
 from service.settings import MODEL_DIR_HELP, default_model_dir
+
+if TYPE_CHECKING:  # the model's modules (numpy, scikit-learn, skops) load only when tagging
+    from service.core.tagger import Tagger
 
 DESCRIPTION = (
     "Tag articles read as JSON lines (an object with 'text' and optional 'id', 'title', 'target' "
@@ -160,6 +161,9 @@ def _next_now(lines: queue.Queue[Line | Exception | None]) -> Line | Exception |
 
 
 def _tag(args: argparse.Namespace) -> int:
+    from service.core.tagger import Tagger
+    from service.model.locate import load_model
+
     tagger = Tagger(load_model(args.model))
     options = TagOptions(tuple(args.heads), args.top_k, args.min_score, args.explain)
     try:

@@ -14,14 +14,16 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.commands.train_registry import promote_new_version
 from service.core.errors import ArtifactError, NewstaggerError
-from service.model.artifact import check_destination
-from service.model.registry import ModelRegistry, check_version_name
 from service.settings import MODEL_DIR_HELP, default_model_dir
+
+if TYPE_CHECKING:  # the model's modules (numpy, scikit-learn, skops) load only when training
+    from service.model.registry import ModelRegistry
 
 GATE_METRICS = ("macro_f1", "micro_f1")  # training.gate.METRICS (not imported: training loads lazily)
 
@@ -198,17 +200,6 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _train_now(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from training.config import load_config
-    from training.data import load_dataset, read_data
-    from training.eval_set import check_eval_rows
-    from training.overlap import check_overlap
-    from training.progress import Progress
-    from training.report import figures
-    from training.train import STARTER_CONFIG, STARTER_DIR, train, train_units
-    from training.trainable import check_trainable
-
     if args.out and (args.promote_if_better or args.no_promote):
         raise NewstaggerError("--promote-if-better and --no-promote work on a --registry, not with --out")
     if args.tune_budget_seconds is not None and not args.tune:
@@ -222,6 +213,18 @@ def _train_now(args: argparse.Namespace) -> int:
             "would score in-sample against the new model's cross-validated estimate: even the same model "
             "would be refused. Without a gate: --no-promote, then `newstagger models promote VERSION`"
         )
+    # the options are checked before the heavy imports: a refused command answers at once
+    from service.model.artifact import check_destination
+    from service.model.registry import ModelRegistry, check_version_name
+    from training.config import load_config
+    from training.data import load_dataset, read_data
+    from training.eval_set import check_eval_rows
+    from training.overlap import check_overlap
+    from training.progress import Progress
+    from training.report import figures
+    from training.train import STARTER_CONFIG, STARTER_DIR, train, train_units
+    from training.trainable import check_trainable
+
     registry = None if args.out else ModelRegistry(args.registry)
     # the version's name is checked before any training: a bad one would write outside the
     # registry, or fail once the model is trained

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 
 from service.core.errors import ArtifactError, NewstaggerError
 from service.model.errors import HeadsChanged
-from service.model.registry import ModelRegistry
 
-if TYPE_CHECKING:  # training loads lazily
+if TYPE_CHECKING:  # training and the model's modules load lazily
+    from service.model.registry import ModelRegistry
     from training.data import RawData
 
 EXIT_REFUSED = 3  # the new version was not promoted: the gate refused it, or it takes heads away
