@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import threading
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
 from service.model.registry import ModelRegistry
 from tests.helpers import REPO, free_port, stop_process, wait_for
@@ -110,8 +112,23 @@ def probed_client(metrics_port: int, http_port: int) -> Iterator[httpx.Client]:
     assert max(took for _, _, took in answers) < 1.0, sorted(answers, key=lambda a: -a[2])[:3]
 
 
+@pytest.fixture(scope="module")
+def refusing_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int]]:
+    """One `serve --http-port` (v1 current) for the tests that only send it bodies it must refuse
+    and probe its health meanwhile: (metrics port, HTTP port). Started once: each start is a model
+    load in a fresh interpreter."""
+    tmp = tmp_path_factory.mktemp("refusing")
+    registry = ModelRegistry(tmp / "registry")
+    shutil.copytree(model_dir, registry.new_version_dir("v1"))
+    registry.promote("v1")
+    http_port = free_port()
+    with serve(registry.root, tmp, "--http-port", str(http_port)) as (_, _, mport):
+        wait_for(lambda: ready(mport), timeout=60, what="/readyz")
+        yield mport, http_port
+
+
 def test_health_answers_while_a_body_of_millions_of_tiny_values_is_refused(
-    registry: ModelRegistry, tmp_path: Path
+    refusing_server: tuple[int, int],
 ) -> None:
     """16 MiB of tiny JSON values (the body limit's worth) held the whole process while parsed,
     health checks included: 0.2-6 s measured (parsing holds the GIL, in a worker thread too). The
@@ -124,19 +141,17 @@ def test_health_answers_while_a_body_of_millions_of_tiny_values_is_refused(
         + ",".join(['"a"'] * (limit // 4 - 100))
         + "]}]}",
     }
-    http_port = free_port()
-    with serve(registry.root, tmp_path, "--http-port", str(http_port)) as (_, _, mport):
-        wait_for(lambda: ready(mport), timeout=60, what="/readyz")
-        with probed_client(mport, http_port) as client:
-            for name, body in bodies.items():
-                assert len(body) <= limit, name
-                reply = client.post("/v2/models/newstagger/infer", content=body)
-                assert reply.status_code == 400, (name, reply.text[:200])
-                assert "JSON holds more than 14096 array elements and object members" in reply.json()["error"]
+    mport, http_port = refusing_server
+    with probed_client(mport, http_port) as client:
+        for name, body in bodies.items():
+            assert len(body) <= limit, name
+            reply = client.post("/v2/models/newstagger/infer", content=body)
+            assert reply.status_code == 400, (name, reply.text[:200])
+            assert "JSON holds more than 14096 array elements and object members" in reply.json()["error"]
 
 
 def test_rest_bodies_of_millions_of_tiny_values_are_refused_while_health_answers(
-    registry: ModelRegistry, tmp_path: Path
+    refusing_server: tuple[int, int],
 ) -> None:
     """The REST API parsed its bodies with pydantic before looking at them: 16 MiB of empty
     articles held the whole process, /healthz included, for 33-40 s (measured; 5.6 million models
@@ -154,23 +169,21 @@ def test_rest_bodies_of_millions_of_tiny_values_are_refused_while_health_answers
         + b"}}}",
     }
     assert all(len(body) <= limit for body in bodies.values())
-    http_port = free_port()
-    with serve(registry.root, tmp_path, "--http-port", str(http_port)) as (_, _, mport):
-        wait_for(lambda: ready(mport), timeout=60, what="/readyz")
-        with probed_client(mport, http_port) as client:
-            replies = {route: client.post(route, content=body) for route, body in bodies.items()}
-        for route, reply in replies.items():
-            assert reply.status_code == 400, (route, reply.text[:200])
-            assert reply.json()["error"]["message"] == (
-                "the request's JSON holds more than 9192 array elements and object members "
-                "(16 per article of the limit of 512, plus 1000)"
-            )
-        text = "Troops crossed the border, [again], {said} officials. " * 600
-        metadata = 16 * 512 + 1_000 - 1 - 2 - 512 * 9 - 4 - 1  # as the unit test's, with one head
-        allowed = rest_batch(512, metadata, text, heads=["topics"])
-        with httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=120) as client:
-            reply = client.post("/v1/tag:batch", content=allowed)
-        assert reply.status_code == 200, reply.text[:300]
-        items = reply.json()["items"]
-        assert [item["id"] for item in items] == [f"a{i}" for i in range(512)]
-        assert all("result" in item or item["error"]["code"] == 429 for item in items), items[:3]
+    mport, http_port = refusing_server
+    with probed_client(mport, http_port) as client:
+        replies = {route: client.post(route, content=body) for route, body in bodies.items()}
+    for route, reply in replies.items():
+        assert reply.status_code == 400, (route, reply.text[:200])
+        assert reply.json()["error"]["message"] == (
+            "the request's JSON holds more than 9192 array elements and object members "
+            "(16 per article of the limit of 512, plus 1000)"
+        )
+    text = "Troops crossed the border, [again], {said} officials. " * 600
+    metadata = 16 * 512 + 1_000 - 1 - 2 - 512 * 9 - 4 - 1  # as the unit test's, with one head
+    allowed = rest_batch(512, metadata, text, heads=["topics"])
+    with httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=120) as client:
+        reply = client.post("/v1/tag:batch", content=allowed)
+    assert reply.status_code == 200, reply.text[:300]
+    items = reply.json()["items"]
+    assert [item["id"] for item in items] == [f"a{i}" for i in range(512)]
+    assert all("result" in item or item["error"]["code"] == 429 for item in items), items[:3]
