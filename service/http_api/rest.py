@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from service.core.errors import InvalidRequest
@@ -22,6 +22,7 @@ from service.core.json_values import check_rest_value_count
 from service.core.types import result_to_json
 from service.core.validation import cut
 from service.dispatch import Dispatcher
+from service.http_api.app import JsonResponse
 from service.http_api.errors import Disabled, Unauthenticated, status_for
 from service.http_api.schemas import TagBatchRequest, TagRequest, to_options
 from service.model.artifact import LoadedModel
@@ -122,7 +123,7 @@ class RestApi:
     async def tag(self, request: Request) -> Response:
         body = parse_body(TagRequest, await self._body(request))
         result = await self._dispatcher.tag(body.to_article(), to_options(body.options), deadline_of(request))
-        return JSONResponse({"result": result_to_json(result)})
+        return JsonResponse({"result": result_to_json(result)})
 
     async def tag_batch(self, request: Request) -> Response:
         body = parse_body(TagBatchRequest, await self._body(request))
@@ -141,10 +142,10 @@ class RestApi:
             else:
                 version = version or outcome.model_version
                 items.append({"id": article.id, "result": result_to_json(outcome)})
-        return JSONResponse({"items": items, "model_version": version or loaded.manifest.version})
+        return JsonResponse({"items": items, "model_version": version or loaded.manifest.version})
 
     async def model(self, request: Request) -> Response:
-        return JSONResponse(model_json(self._dispatcher.tagger.require_model()))
+        return JsonResponse(model_json(self._dispatcher.tagger.require_model()))
 
     async def reload(self, request: Request) -> Response:
         """Changes state: needs ``Authorization: Bearer <admin token>``, like AdminService."""
@@ -155,6 +156,6 @@ class RestApi:
             raise Unauthenticated("missing or wrong bearer token")
         outcome = await asyncio.to_thread(self._reloader.check)  # loads a model: not on the loop
         logger.info("admin reload over HTTP: %s %s", outcome.result, outcome.version)
-        return JSONResponse(
+        return JsonResponse(
             {"result": outcome.result, "version": outcome.version, "message": outcome.message}
         )

@@ -19,7 +19,7 @@ from service.core.errors import InvalidRequest
 from service.core.json_values import INLINE_BODY_BYTES, check_value_count
 from service.core.validation import cut, quote
 from service.dispatch import Dispatcher
-from service.http_api.app import guard_routes, v2_error
+from service.http_api.app import JsonResponse, guard_routes, v2_error
 from service.http_api.errors import NotFound
 from service.http_api.rest import deadline_of
 from service.model.artifact import LoadedModel
@@ -279,7 +279,7 @@ class V2Api:
                 out["data"] = tensor.data.ravel().tolist()
             response["outputs"].append(out)
         if not chunks:
-            return JSONResponse(response)
+            return JsonResponse(response)
         header = json.dumps(response, separators=(",", ":")).encode()
         return Response(
             header + b"".join(chunks),
