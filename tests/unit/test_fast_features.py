@@ -6,15 +6,12 @@ import json
 import logging
 from typing import Any
 
-import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from scipy import sparse
 
 from service.model import fast_features
 from service.model.article_model import articles_to_matrix
-from service.model.fast_features import CompiledFeaturizer, compile_featurizer, hstack_csr, same_matrix
+from service.model.fast_features import CompiledFeaturizer, compile_featurizer, same_matrix
 from tests.helpers import REPO
 from training.config import FeatureConfig, HeadConfig, TrainConfig
 from training.pipeline import build_featurizer
@@ -90,27 +87,3 @@ def test_a_fast_path_that_fails_is_dropped_for_the_pipeline(
     X = matrix(ROWS[:4])
     assert same_matrix(compiled(X), sparse.csr_matrix(featurizer.transform(X)))
     assert same_matrix(compiled(X), sparse.csr_matrix(featurizer.transform(X)))
-
-
-def csr(draw: st.DrawFn, rows: int) -> sparse.csr_matrix:
-    cols = draw(st.integers(0, 6))
-    dense = draw(
-        st.lists(
-            st.lists(st.sampled_from([0.0, 0.0, 1.5, -2.0]), min_size=cols, max_size=cols),
-            min_size=rows,
-            max_size=rows,
-        )
-    )
-    return sparse.csr_matrix(np.asarray(dense, dtype=np.float64).reshape(rows, cols))
-
-
-@st.composite
-def blocks(draw: st.DrawFn) -> list[sparse.csr_matrix]:
-    rows = draw(st.integers(0, 5))
-    return [csr(draw, rows) for _ in range(draw(st.integers(1, 4)))]
-
-
-@settings(max_examples=200, deadline=None)
-@given(blocks())
-def test_hstack_csr_is_scipys(parts: list[sparse.csr_matrix]) -> None:
-    assert same_matrix(hstack_csr(parts), sparse.hstack(parts, format="csr"))
