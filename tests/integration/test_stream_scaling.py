@@ -57,8 +57,12 @@ def test_the_group_follows_a_change_in_the_input_topics_partitions_within_the_me
             admin.close()
         count = partition_count(kafka_bootstrap, settings.input_topic)
         assert count != 2
+        # the worker's cached cluster metadata, read without I/O: KafkaConsumer is not thread-safe,
+        # and partitions_for_topic() from this thread would fetch metadata while the worker polls
+        # (a CI run once failed on a kafka-python socket left unclosed around this test)
+        cluster = running.worker.consumer._cluster
         wait_for(
-            lambda: len(running.worker.consumer.partitions_for_topic(settings.input_topic)) == count,
+            lambda: len(cluster.partitions_for_topic(settings.input_topic) or ()) == count,
             20,
             interval=0.1,
             what="the worker seeing the input topic's new partitions",
