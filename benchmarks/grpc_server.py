@@ -1,5 +1,6 @@
-"""A real ``newstagger serve`` process for the benchmarks: start it on a free loopback port and wait
-until gRPC health says it serves (and every ``--workers`` process is up), and read its CPU time."""
+"""A real ``newstagger serve`` process for the benchmarks, run from a chosen checkout
+(``spawn_server``): start it on a free loopback port and wait until gRPC health says it serves (and
+every ``--workers`` process is up), and read its CPU time."""
 
 from __future__ import annotations
 
@@ -35,17 +36,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def spawn_server(model_dir: Path, code: Path, *args: str) -> subprocess.Popen[bytes]:
+    """``newstagger serve`` of the checkout ``code`` (its directory first on the server's path, so
+    another worktree's service/ runs against the same model and load), metrics on a free port,
+    WARNING logs, no reload polling; ``args`` add to or override that."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", "--model-dir", str(model_dir)]
+        + ["--metrics-port", "0", "--log-level", "WARNING", "--reload-interval-seconds", "0", *args],
+        cwd=code,
+    )
+
+
 def start_server(model_dir: Path, workers: int, code: Path) -> tuple[subprocess.Popen[bytes], int]:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--model-dir", str(model_dir), "--port", str(port)]
-        + ["--metrics-port", "0", "--workers", str(workers), "--log-level", "WARNING"]
-        + ["--reload-interval-seconds", "0"],
-        cwd=code,
-    )
+    proc = spawn_server(model_dir, code, "--port", str(port), "--workers", str(workers))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:

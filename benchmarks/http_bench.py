@@ -5,6 +5,7 @@ REST path (``POST /v1/tag``, JSON) and the Open Inference Protocol path (``POST
     python benchmarks/http_bench.py                              # both paths, concurrency 1 8 32
     python benchmarks/http_bench.py --path rest --concurrency 32 --runs 5
     python benchmarks/http_bench.py --config word.toml           # another training config
+    python benchmarks/http_bench.py --server-code ../old         # serve from another checkout
 
 One article per request, against a real ``newstagger serve --http-port`` process (``--workers 1``).
 Corpus, model, request documents and the in-process baselines (batch 1 and 64, measured in the same
@@ -40,7 +41,7 @@ from benchmarks.grpc_bench import (  # noqa: E402
     measure_point,
     prepare,
 )
-from benchmarks.grpc_server import free_port  # noqa: E402
+from benchmarks.grpc_server import free_port, spawn_server  # noqa: E402
 
 CONCURRENCY = (1, 8, 32)
 PATHS = ("rest", "v2")
@@ -122,14 +123,9 @@ def load_main(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- server side
-def start_server(model_dir: Path) -> tuple[subprocess.Popen[bytes], int, str]:
+def start_server(model_dir: Path, code: Path) -> tuple[subprocess.Popen[bytes], int, str]:
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--model-dir", str(model_dir), "--port", "0"]
-        + ["--http-port", str(port), "--metrics-port", "0", "--log-level", "WARNING"]
-        + ["--reload-interval-seconds", "0"],
-        cwd=REPO,
-    )
+    proc = spawn_server(model_dir, code, "--port", "0", "--http-port", str(port))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
@@ -156,9 +152,15 @@ def run_load(
 
 
 def bench(
-    model_dir: Path, docs_file: Path, paths: list[str], levels: list[int], runs: int, seconds: float
+    model_dir: Path,
+    docs_file: Path,
+    paths: list[str],
+    levels: list[int],
+    runs: int,
+    seconds: float,
+    code: Path = REPO,
 ) -> dict[str, dict[int, dict[str, float]]]:
-    proc, port, model = start_server(model_dir)
+    proc, port, model = start_server(model_dir, code)
     results: dict[str, dict[int, dict[str, float]]] = {}
     try:
         for path in paths:
@@ -226,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         default=STARTER_CONFIG,
         help="training config TOML (default: the shipped default model's, training/starter/config.toml)",
     )
+    parser.add_argument("--server-code", type=Path, default=REPO, help="checkout the server runs from")
     parser.add_argument("--out", type=Path, help="also write the Markdown table here")
     args = parser.parse_args(argv)
     model_dir, docs = prepare(args)
@@ -241,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         args.concurrency or list(CONCURRENCY),
         args.runs,
         args.seconds,
+        args.server_code.resolve(),
     )
     text = report(base, results)
     load1 = os.getloadavg()[0]
