@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit integration image image-test protos bench clean
+.PHONY: demo test lint typecheck unit integration image image-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -16,14 +16,15 @@ from service.core.errors import NewstaggerError
 from service.settings import Settings, env_name
 
 # Settings each runtime command exposes as flags.
-MODEL_FLAGS = ("model_dir", "reload_interval_seconds", "max_text_bytes")
+MODEL_FLAGS = ("model_dir", "reload_interval_seconds")
+# a request's and a Kafka record's bounds: the stream worker reads both too
+INPUT_FLAGS = ("max_text_bytes", "max_request_articles")
 BATCH_FLAGS = ("max_batch_size", "max_wait_ms", "queue_size", "max_queue_seconds")
 GRPC_FLAGS = (
     "host",
     "port",
     "workers",
     "grace_seconds",
-    "max_request_articles",
     "max_streams",
     "stream_idle_seconds",
     "tls_cert",
@@ -194,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Serve the gRPC API, the HTTP API (with --http-port) and the metrics endpoint.",
         [
             ("model", (*MODEL_FLAGS, "admin_token")),
+            ("input limits", INPUT_FLAGS),
             ("gRPC server", GRPC_FLAGS),
             ("HTTP API (REST/JSON, Open Inference Protocol)", HTTP_FLAGS),
             ("batching", BATCH_FLAGS),
@@ -214,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Consume article events from Kafka, tag them, publish results.",
         [
             ("model", MODEL_FLAGS),
+            ("input limits", INPUT_FLAGS),
             ("Kafka", KAFKA_FLAGS),
             ("batching", BATCH_FLAGS),
             ("metrics", METRICS_FLAGS),

@@ -61,6 +61,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     progress.advance(0, f"scoring {len(data.rows)} rows")
     metrics = evaluate_model(loaded, data, on_batch=lambda rows: progress.advance(rows))
     progress.finish(f"scored {len(data.rows)} rows")
+    if args.json:  # first: a reader closing stdout early (`| head`) must not cost the file
+        args.json.write_text(json.dumps(metrics, indent=2) + "\n")
     manifest = loaded.manifest
     files = " ".join(map(str, args.data))
     print(f"model {manifest.name} {manifest.version} on {len(data.rows)} rows of {files}")
@@ -69,6 +71,4 @@ def _evaluate(args: argparse.Namespace) -> int:
     if recorded:
         print("recorded when the model was trained, for comparison:")
         print(recorded)
-    if args.json:
-        args.json.write_text(json.dumps(metrics, indent=2) + "\n")
     return 0

@@ -4,7 +4,9 @@ test_cli_registry.py."""
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -133,3 +135,21 @@ def test_evaluate_refuses_a_json_path_it_cannot_write_before_scoring(
         capsys, "evaluate", "--model", str(tmp_path), "--data", str(STARTER / "dev.jsonl"), "--json", str(out)
     )
     assert code == 2 and f"no directory {out.parent}" in err and "no model in" not in err
+
+
+def test_evaluate_writes_its_json_even_when_stdout_is_closed(
+    cli_model: tuple[Path, str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`newstagger evaluate ... --json m.json | head` exited 0 without m.json: the report was printed
+    first, and the reader closing the pipe ended the command before the file was written."""
+    from service.cli import main
+
+    class ClosedPipe(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    report = tmp_path / "m.json"
+    argv = ["evaluate", "--model", str(cli_model[0]), "--data", str(STARTER / "dev.jsonl"), "--quiet"]
+    assert main([*argv, "--json", str(report)]) == 0
+    assert json.loads(report.read_text())["stance"]["n"] == starter_rows("dev")

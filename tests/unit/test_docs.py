@@ -33,6 +33,14 @@ def _flags(parser: argparse.ArgumentParser) -> set[str]:
 DOCS = {"README.md": README} | {
     f"docs/{path.name}": path.read_text(encoding="utf-8") for path in sorted((REPO / "docs").glob("*.md"))
 }
+PAGES = DOCS | {  # what a user reads besides: the chart's page and the benchmarks' (how to run them)
+    page: (REPO / page).read_text(encoding="utf-8")
+    for page in ("helm/newstagger/README.md", "benchmarks/README.md")
+}
+# flags the pages pass to other programs (docker, buildah, helm, kubectl, Kafka's tools, scripts/)
+OTHER_FLAGS = {"--build-arg", "--isolation", "--set", "--create-namespace", "--from", "--read-only", "--rm"}
+OTHER_FLAGS |= {"--tmpfs", "--alter", "--partitions", "--reset-offsets", "--to-offset", "--check"}
+FLAG = r"(?<![\w-])--[a-z][a-z0-9-]*"
 
 
 def _code(text: str = README) -> list[str]:
@@ -69,13 +77,13 @@ def test_readme_tables_are_generated_from_the_code() -> None:
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("page", sorted(DOCS))
+@pytest.mark.parametrize("page", sorted(PAGES))
 def test_every_documented_command_and_flag_exists(page: str) -> None:
-    """The README's and docs/*.md's `newstagger ...` commands (console blocks' `$ newstagger` too)."""
+    """The pages' `newstagger ...` commands (console blocks' `$ newstagger` too)."""
     root = build_parser()
     commands = _subparsers(root)
     checked = 0
-    for words in _command_lines(DOCS[page]):
+    for words in _command_lines(PAGES[page]):
         parser, words = root, [w for w in words if w]
         while words and words[0] in _subparsers(parser):
             parser = _subparsers(parser)[words.pop(0)]
@@ -94,11 +102,39 @@ def test_every_documented_command_and_flag_exists(page: str) -> None:
         assert checked >= 10  # its console blocks' `$ newstagger ...` lines are read
 
 
-def test_every_readme_env_var_exists() -> None:
+def _all_flags(parser: argparse.ArgumentParser) -> set[str]:
+    return _flags(parser).union(*map(_all_flags, _subparsers(parser).values()))
+
+
+def _benchmark_runs(text: str) -> list[tuple[str, str]]:
+    """Every `python benchmarks/NAME.py ARGS` on a page (indented blocks and inline spans alike)."""
+    text = text.replace("\\\n", " ").replace("`", "\n")
+    return re.findall(r"python (benchmarks/\w+\.py)([^\n#]*)", text)
+
+
+@pytest.mark.parametrize("page", sorted(PAGES))
+def test_every_documented_flag_exists(page: str) -> None:
+    """A `--flag` anywhere in a page's code, prose spans too (`--stream-retry-seconds`), is a flag of
+    newstagger's, of the benchmark script it is passed to, or of another program listed above."""
+    for script, args in _benchmark_runs(PAGES[page]):
+        source = (REPO / script).read_text(encoding="utf-8")
+        for flag in re.findall(FLAG, args):
+            assert f'"{flag}"' in source, f"{page}: `python {script}` has no flag `{flag}`"
+    if page == "benchmarks/README.md":
+        return  # its prose names its scripts' flags without the script
+    known = _all_flags(build_parser()) | OTHER_FLAGS
+    for code in _code(PAGES[page]):
+        code = re.sub(r"python benchmarks/\w+\.py[^\n#]*", "", code)
+        unknown = set(re.findall(FLAG, code)) - known
+        assert not unknown, f"{page} mentions flags no command has: {sorted(unknown)}"
+
+
+@pytest.mark.parametrize("page", sorted(DOCS) + ["helm/newstagger/README.md"])
+def test_every_documented_env_var_exists(page: str) -> None:
     known = {env_name(name) for name in Settings.model_fields} | OTHER_ENV
-    mentioned = set(re.findall(r"\b(NEWSTAGGER_[A-Z0-9_]+|KAFKA_[A-Z_]+|PROMETHEUS_[A-Z_]+)\b", README))
-    assert mentioned, "README mentions no environment variables"
-    assert mentioned <= known, f"README mentions unknown env vars: {sorted(mentioned - known)}"
+    mentioned = set(re.findall(r"\b(NEWSTAGGER_[A-Z0-9_]+|KAFKA_[A-Z_]+|PROMETHEUS_[A-Z_]+)\b", PAGES[page]))
+    assert mentioned or page != "README.md", "README mentions no environment variables"
+    assert mentioned <= known, f"{page} mentions unknown env vars: {sorted(mentioned - known)}"
 
 
 @pytest.mark.parametrize("command", ["train", "evaluate", "tag", "serve", "stream", "demo"])
@@ -112,6 +148,29 @@ def test_help_lists_defaults_and_env(command: str, capsys: pytest.CaptureFixture
         assert "NEWSTAGGER_MODEL_DIR" in text and "env " in text
         # docs/events.md lists the mechanisms; an optional choice shows them too
         assert "--kafka-sasl-mechanism {PLAIN,SCRAM-SHA-256,SCRAM-SHA-512}" in text
+
+
+def test_stream_has_a_flag_for_every_setting_its_worker_reads() -> None:
+    """docs/events.md bounds a record by `--max-request-articles`, which `newstagger stream` refused
+    (only its variable worked): every setting service/stream/ reads is a flag of `stream`."""
+    from service.cli import load_settings
+
+    args = build_parser().parse_args(["stream", "--max-request-articles", "1024"])
+    assert load_settings(args).max_request_articles == 1024
+    read = {
+        name
+        for path in (REPO / "service" / "stream").glob("*.py")
+        for name in re.findall(r"\.(\w+)", path.read_text())
+    }
+    stream = _subparsers(build_parser())["stream"]
+    missing = {
+        name
+        for name in read & set(Settings.model_fields)
+        if f"--{name.replace('_', '-')}" not in _flags(stream)
+    }
+    assert not missing, (
+        f"service/stream reads settings `newstagger stream` has no flag for: {sorted(missing)}"
+    )
 
 
 def test_nothing_a_user_reads_or_runs_points_outside_the_repository() -> None:
