@@ -30,7 +30,7 @@ ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
 # Only what the package needs (see .dockerignore): metadata first, then the code.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY newstagger ./newstagger
 COPY service ./service
 COPY training ./training
