@@ -2,7 +2,7 @@
 halt its partition.
 
 kafka-python refuses a network frame over ``receive_message_max_bytes`` (``clients.RECEIVE_MAX_BYTES``)
-as soon as it has read the frame's 4-byte length. The broker returns the first record batch at a
+by its 4-byte length, before parsing it. The broker returns the first record batch at a
 fetch offset whole, whatever the fetch size limits, so a batch that large (a record of ~100 MB)
 aborts the connection with ``InvalidReceiveError``: the fetch fails, is sent again, fails again,
 forever; ``poll`` returns nothing and raises nothing. Every other request in flight on that
@@ -18,7 +18,7 @@ past it; a batch of several records takes one round per record.
 
 Memory: kafka-python reads what the socket holds before it looks at the frame's length, so each
 refused response costs about twice its size for a moment (~200 MB for a 100 MB record, measured);
-the worker refuses it about three times (its own fetch, then its probes) instead of forever.
+the worker refuses it two or three times (its own fetch, then its probes) instead of forever.
 """
 
 from __future__ import annotations
