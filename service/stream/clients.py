@@ -19,6 +19,10 @@ from service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+#: the largest fetch response (so the largest input record batch) the consumer reads: kafka-python's
+#: default, set explicitly; a larger one is dead-lettered unread (``unreadable``)
+RECEIVE_MAX_BYTES = 100_000_000
+
 
 class KafkaSetupError(NewstaggerError):
     """The brokers could not be reached or the topics could not be created/found."""
@@ -67,6 +71,7 @@ def build_consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
         # bounded memory: what one fetch may buffer
         "fetch_max_bytes": 8 * 1024 * 1024,
         "max_partition_fetch_bytes": max(1024 * 1024, settings.max_text_bytes * 2),
+        "receive_message_max_bytes": RECEIVE_MAX_BYTES,
         "isolation_level": "read_committed",
     }
     return KafkaConsumer(**(config | overrides))

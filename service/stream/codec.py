@@ -39,6 +39,7 @@ REASONS = (
     "invalid_article",  # refused by the tagger's own validation
     "model_error",  # the model failed on this article
     "unpublishable",  # the tagged record could not be encoded or is too large to produce
+    "too_large_to_read",  # over the consumer's receive limit: dead-lettered unread (``unreadable``)
 )
 STRING_FIELDS = ("id", "text", "title", "target", "published_at", "source", "url")
 #: the fields the model reads: together at most max_text_bytes

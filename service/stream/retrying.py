@@ -13,6 +13,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import (
     CommitFailedError,
     IllegalGenerationError,
+    InvalidReceiveError,
     KafkaError,
     RebalanceInProgressError,
     UnknownMemberIdError,
@@ -94,7 +95,9 @@ class BrokerStatus:
         """Record a failed ``operation``; returns the backoff before the next try (the caller
         always tries again: the next poll, commit or flush), counted as a retry."""
         self.metrics.kafka_errors.labels(operation).inc()
-        if not getattr(exc, "retriable", False):
+        # InvalidReceiveError: a response over the receive limit (``unreadable``) aborted the
+        # connection, and every request in flight on it; they succeed once it is skipped
+        if not getattr(exc, "retriable", False) and not isinstance(exc, InvalidReceiveError):
             raise StreamFailed(f"Kafka {operation} failed and retrying cannot help: {exc!r}") from exc
         backoff = self._ops[operation].failed(exc)
         self.metrics.kafka_retries.labels(operation).inc()

@@ -43,6 +43,7 @@ from service.stream.offsets import OffsetBook
 from service.stream.rebalance import Listener, abandon, names
 from service.stream.retrying import BrokerStatus, IdleProbe, StreamFailed
 from service.stream.tagging import Submit, Tagging
+from service.stream.unreadable import FetchWatch, find_unreadable
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class StreamWorker:
         self._publisher: Publisher | None = None
         self._last_commit = time.monotonic()
         self._probe = IdleProbe(self._broker, settings.stream_retry_seconds)
+        self._fetches: FetchWatch | None = None
         self._closing = False
 
     @property
@@ -151,6 +153,7 @@ class StreamWorker:
             producer.close(timeout=5.0)
             raise
         self._consumer = clients.build_consumer(s)
+        self._fetches = FetchWatch(self._consumer)
         self._consumer.subscribe([s.input_topic], listener=Listener(self))
         logger.info("stream worker consuming %s as group %s", s.input_topic, s.group_id)
         return True
@@ -176,6 +179,8 @@ class StreamWorker:
         elif self._probe.due():
             partitions = list(self._book.assigned) or [TopicPartition(self.settings.input_topic, 0)]
             self._probe.check(self.consumer, partitions)
+        if self._fetches is not None and (error := self._fetches.take()) is not None:
+            self._skip_unreadable(error)
         self._emit(wait=0.0 if polled else 0.05)
         if self._due_for_commit():
             self._commit(time.monotonic() + FLUSH_BUDGET_S)
@@ -199,6 +204,19 @@ class StreamWorker:
         for pending in chunk:  # blocks while the batcher queue is full: that is the backpressure
             if pending.event is not None and not self._tagging.start(pending):
                 return  # stopping: the rest of the chunk is not committed
+
+    def _skip_unreadable(self, error: KafkaError) -> None:
+        """A fetch response was too large to read (``unreadable``): take the records before the
+        batch that cannot be read, dead-letter it and seek past it; if none, a poll failure."""
+        found = find_unreadable(self.settings, self.consumer, self._book.assigned, self._stopping)
+        if not found and not self._stopping.is_set():
+            self._stopping.wait(self._broker.trouble("poll", error))
+        for bad in (u for u in found if u.tp in self.consumer.assignment()):
+            if bad.before:
+                self._accept({bad.tp: bad.before})
+            self._chunks.append([bad.dead_letter()])
+            self._book.read(bad.tp, 1)
+            self.consumer.seek(bad.tp, bad.offset + 1)
 
     def _emit(self, wait: float, may_block: bool = True) -> bool:
         """Publish the settled chunks, oldest first (never out of order). False when the oldest

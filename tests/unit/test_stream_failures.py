@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from kafka.errors import KafkaConnectionError, KafkaTimeoutError, UnsupportedCodecError
+from kafka.errors import InvalidReceiveError, KafkaConnectionError, KafkaTimeoutError, UnsupportedCodecError
 from prometheus_client import CollectorRegistry
 
 from service.metrics import Metrics
@@ -23,6 +23,15 @@ def test_an_error_retrying_cannot_fix_stops_at_once() -> None:
     with pytest.raises(StreamFailed, match="UnsupportedCodecError"):
         broker.trouble("poll", UnsupportedCodecError("Libraries for zstd compression codec not found"))
     assert registry.get_sample_value("newstagger_kafka_broker_errors_total", {"operation": "poll"}) == 1
+
+
+def test_a_request_failed_by_a_response_too_large_to_read_is_retried() -> None:
+    """kafka-python aborts the connection on a fetch response over its receive limit, failing
+    every request in flight on it (a commit, an offset query) with InvalidReceiveError, which is
+    not marked retriable; the worker dead-letters the record and the requests succeed again."""
+    broker, registry = status(60)
+    assert broker.trouble("commit", InvalidReceiveError("Invalid frame length: 100000157")) > 0
+    assert registry.get_sample_value("newstagger_kafka_retries_total", {"operation": "commit"}) == 1
 
 
 def test_retriable_errors_back_off_until_the_limit_then_stop() -> None:
