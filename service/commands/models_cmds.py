@@ -87,6 +87,8 @@ def _models(args: argparse.Namespace) -> int:
 
     registry = ModelRegistry(args.registry)
     root = registry.root
+    if root.exists() and not root.is_dir():  # else `promote` said "no version", `history` ENOTDIR
+        raise NewstaggerError(f"{root}: is a file, not a model registry (a directory)")
     if args.action == "list":
         return _models_list(registry)
     if args.action == "show":

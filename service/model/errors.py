@@ -21,3 +21,12 @@ class HeadsChanged(ArtifactError):
     def __init__(self, message: str, lost: list[str]) -> None:
         super().__init__(message)
         self.lost = lost
+
+
+class CurrentChanged(ArtifactError):
+    """A promotion conditional on what is current (``ModelRegistry.promote(if_current=...)``) found
+    another version current under the registry's lock: another promote or rollback ran since."""
+
+    def __init__(self, message: str, current: str | None) -> None:
+        super().__init__(message)
+        self.current = current

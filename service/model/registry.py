@@ -18,7 +18,9 @@ A version folder must be named after the version its manifest records (``version
 a v2 would be served as v2): otherwise it is listed as broken, not promoted and not loaded.
 
 Concurrent promotions and rollbacks take turns: each holds the registry's lock (``ROOT/.lock``,
-see ``registry_lock``) from reading what is current to writing the pointer and history.
+see ``registry_lock``) from reading what is current to writing the pointer and history. A
+promotion decided against a given current version (``train``'s quality gate) passes it as
+``if_current``: checked under the lock, so it never lands over a version it was not compared with.
 
 Rollback walks back: promotions push onto a stack and each rollback pops one, so
 v1 → v2 → v3, rollback, rollback serves v1 (not v2 and back to v3).
@@ -40,10 +42,11 @@ import re
 import time
 import uuid
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 from service.model.artifact import MODEL_FILE, LoadedModel, load_artifact
-from service.model.errors import ArtifactError, HeadsChanged
+from service.model.errors import ArtifactError, CurrentChanged, HeadsChanged
 from service.model.manifest import MANIFEST_FILE, Manifest, check_recorded_version, lost_heads, read_manifest
 from service.model.registry_lock import LOCK_TIMEOUT_SECONDS, registry_lock
 
@@ -54,6 +57,10 @@ VERSIONS = "versions"
 VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 DIR_MODE = 0o755  # readable by the serving user, whoever wrote it (see the module docstring)
 FILE_MODE = 0o644
+
+
+class _Any(Enum):
+    CURRENT = "any"  # ``promote(if_current=...)``'s default: whatever is current
 
 
 @dataclass(frozen=True)
@@ -183,18 +190,34 @@ class ModelRegistry:
         if (self.versions_dir / version).exists():
             raise ArtifactError(f"version {version!r} already exists in {self.root}")
 
-    def promote(self, version: str, verify: bool = True, allow_head_changes: bool = False) -> str | None:
+    def promote(
+        self,
+        version: str,
+        verify: bool = True,
+        allow_head_changes: bool = False,
+        if_current: str | None | _Any = _Any.CURRENT,
+    ) -> str | None:
         """Make ``version`` current, atomically; returns the version it replaced.
 
         With ``verify`` the artifact is loaded (checksum, trusted types) first and a broken one
         raises ArtifactError without touching the pointer. A version that would take away from
         callers what the current one serves (``lost_heads``) raises HeadsChanged, unless
-        ``allow_head_changes``. Holds the registry's lock from the heads check on; RegistryLocked
-        if another promote or rollback holds it for ``lock_timeout`` seconds."""
+        ``allow_head_changes``. With ``if_current`` (a version, or None for no current one), only
+        if that is what is current under the lock, else CurrentChanged (naming what is): a
+        decision taken against one current version is never applied over another. Holds the
+        registry's lock from that check on; RegistryLocked if another promote or rollback holds
+        it for ``lock_timeout`` seconds."""
         path = self.path(version)
         if verify:  # before the lock: a version's files never change once it is in the registry
             load_artifact(path, version)
         with registry_lock(self.root, self.lock_timeout):
+            current = self.current()
+            if if_current is not _Any.CURRENT and current != if_current:
+                raise CurrentChanged(
+                    f"not promoting {version}: {current or 'no version'} is current, not "
+                    f"{if_current or 'no version'} (another promote or rollback ran since)",
+                    current,
+                )
             if not allow_head_changes:
                 self.check_heads(version)
             return self._point(version, "promote")

@@ -144,3 +144,18 @@ def test_crash_between_writing_a_version_and_promoting_it(
     monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(TAG_ARTICLES[0]) + "\n"))
     code, out, _ = run_cli(capsys, "tag", "--model", root)
     assert tag_lines(out)[0]["model"]["version"] == new
+
+
+@pytest.mark.parametrize(
+    "action", [["list"], ["show"], ["history"], ["promote", "v1"], ["rollback"]], ids=lambda a: a[0]
+)
+def test_every_models_action_on_a_file_says_it_is_no_registry(
+    action: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`history` said "F/history: Not a directory" and `promote v1` "no version 'v1' in F"."""
+    file = tmp_path / "models"
+    file.write_text("not a registry\n")
+    code, out, err = run_cli(capsys, "models", *action, "--registry", str(file))
+    assert (code, out) == (2, "")
+    said = f"newstagger models: {file}: is a file, not a model registry (a directory)"
+    assert err.strip().splitlines() == [said]
