@@ -172,6 +172,11 @@ class Publisher:
                 return
             except TOO_LARGE as exc:
                 self._shrink(sent, exc)
+            except KafkaTimeoutError as exc:  # no metadata for the topic within max_block_ms
+                raise StreamFailed(
+                    f"cannot produce to {sent.topic}: {exc} (the topic was deleted, or the broker does "
+                    "not answer); nothing after the last acknowledged record is committed"
+                ) from exc
         raise StreamFailed("a dead letter is too large to produce without its value, headers and key")
 
     def _shrink(self, sent: _Sent, exc: BaseException) -> None:

@@ -3,7 +3,8 @@
 ``in_flight`` (read but not yet committed) drives backpressure (``apply_backpressure`` pauses the
 partitions); ``to_commit`` gives the offsets that are safe to commit (the next offset after the
 last record whose output was produced) and ``commit`` commits them (the caller has flushed first);
-the lag gauge is the partition's high watermark minus the committed offset.
+the lag gauge is the partition's high watermark (the broker's end offset while the partition is
+paused) minus the committed offset.
 """
 
 from __future__ import annotations
@@ -122,13 +123,24 @@ class OffsetBook:
         self.metrics.kafka_paused.set(len(consumer.paused()))
 
     def update_lag(self, consumer: Any) -> None:
-        """Set the lag gauge (high watermark - committed) at most once a second."""
+        """Set the lag gauge (high watermark - committed) at most once a second. The high watermark
+        comes with each fetch response; a paused partition (backpressure) is not fetched, so its
+        watermark is asked of the broker (else the gauge would stand still while the backlog grows)."""
         now = time.monotonic()
         if now - self._lag_at < LAG_INTERVAL_S:
             return
         self._lag_at = now
-        for tp in self.assigned:
-            highwater = consumer.highwater(tp)
+        marks = {tp: consumer.highwater(tp) for tp in self.assigned}
+        stale = [tp for tp, mark in marks.items() if mark is None or tp in consumer.paused()]
+        if stale:
+            try:
+                ends = consumer.end_offsets(stale, timeout_ms=COMMITTED_TIMEOUT_MS)
+            except KafkaError as exc:  # the broker is slow: the poll loop must not wait on it
+                logger.debug("end offsets of paused partitions unknown: %s", exc)
+                ends = {}
+            for tp, end in ends.items():
+                marks[tp] = max(end, marks[tp] or 0)
+        for tp, highwater in marks.items():
             if highwater is None:
                 continue
             if tp not in self._committed:

@@ -219,18 +219,22 @@ class StreamWorker:
             self.consumer.seek(bad.tp, bad.offset + 1)
 
     def _emit(self, wait: float, may_block: bool = True) -> bool:
-        """Publish the settled chunks, oldest first (never out of order). False when the oldest
-        waits for a retry rather than for the model."""
+        """Publish the settled records, oldest first (never out of order), up to the first one not
+        settled: a chunk (one poll) may take several batches, and a stop must not throw away the
+        batches already tagged. False when the oldest waits for a retry rather than for the model."""
         while self._chunks:
-            chunk = self._chunks[0]
-            for pending in chunk:
-                if not self._tagging.settle(pending, wait, may_block):
-                    return pending.future is not None
+            chunk, done = self._chunks[0], 0
+            try:
+                for pending in chunk:
+                    if not self._tagging.settle(pending, wait, may_block):
+                        return pending.future is not None
+                    self.publisher.publish(pending)
+                    rec = pending.record
+                    self._book.processed(TopicPartition(rec.topic, rec.partition), rec.offset)
+                    done += 1
+            finally:
+                del chunk[:done]
             self._chunks.popleft()
-            for pending in chunk:
-                self.publisher.publish(pending)
-                rec = pending.record
-                self._book.processed(TopicPartition(rec.topic, rec.partition), rec.offset)
         return True
 
     # --- flush and commit ---------------------------------------------------------------------

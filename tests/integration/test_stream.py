@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.request
 from collections import defaultdict
@@ -221,6 +222,49 @@ def test_slow_model_pauses_partitions_and_loses_nothing(kafka_bootstrap: str, mo
         reader.close()
         wait_for(lambda: committed_total(kafka_bootstrap, settings.group_id, settings.input_topic) == 600, 15)
     assert max(paused_seen) > 0, "partitions were never paused"
+
+
+def test_lag_keeps_growing_while_a_stuck_model_keeps_the_partitions_paused(
+    kafka_bootstrap: str, model_dir: Path
+) -> None:
+    """A paused partition is not fetched, so kafka-python's high watermark for it stands still:
+    before, the lag gauge froze at what the first fetch saw (62 of 1,200 measured) exactly when the
+    workers fall behind, and the chart's lag alerts could not fire. tansu's end offsets can leave
+    out a partition's last batch, so the records come in rounds and the bound is loose."""
+    gate = threading.Event()
+
+    def stuck_model(runtime: Runtime) -> None:
+        real_tag = runtime.tagger.tag
+
+        def tag(articles: Any, options: Any = None) -> Any:
+            gate.wait(60)
+            return real_tag(articles, options) if options is not None else real_tag(articles)
+
+        runtime.tagger.tag = tag  # type: ignore[method-assign]
+
+    settings = stream_settings(kafka_bootstrap, model_dir, max_in_flight_records=40, poll_max_records=20)
+    produce_articles(kafka_bootstrap, settings.input_topic, range(200))
+    try:
+        with worker_in_thread(settings, prepare=stuck_model) as running:
+
+            def lag() -> float:
+                return sum(
+                    sample.value
+                    for metric in running.registry.collect()
+                    if metric.name == "newstagger_kafka_consumer_lag_records"
+                    for sample in metric.samples
+                )
+
+            wait_for(lambda: running.sample("newstagger_kafka_paused_partitions") == 6, 30, what="paused")
+            for first in range(200, 1200, 200):
+                produce_articles(kafka_bootstrap, settings.input_topic, range(first, first + 200))
+            wait_for(lambda: lag() >= 800, 30, interval=0.2, what="the lag to count the new records")
+            assert committed_total(kafka_bootstrap, settings.group_id, settings.input_topic) == 0
+            gate.set()
+            wait_for(lambda: lag() == 0, 60, interval=0.2, what="the lag back to 0")
+    finally:
+        gate.set()
+    assert committed_total(kafka_bootstrap, settings.group_id, settings.input_topic) == 1200
 
 
 @pytest.mark.parametrize("content_type", [b"application/x-protobuf"])

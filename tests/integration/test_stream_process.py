@@ -1,8 +1,10 @@
-"""``newstagger stream`` processes on the real broker: SIGTERM, SIGKILL and restart, scale-out."""
+"""``newstagger stream`` processes on the real broker: SIGTERM, SIGKILL and restart, scale-out, a
+model promoted mid-backlog."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import time
 import urllib.request
@@ -12,18 +14,23 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
+from service.model.registry import ModelRegistry
 from service.settings import Settings
+from service.stream.encoding import H_MODEL_VERSION
 from tests.helpers import build_info_labels, free_port, scrape_series, stop_process, wait_for
 from tests.integration.test_stream_support import (
     Reader,
+    article,
     assert_per_key_order,
     highwaters,
     missing_ids,
     output_ids,
+    produce,
     produce_articles,
     start_stream_process,
     stream_settings,
 )
+from tests.unit.test_cli_registry import add_version
 
 
 def committed_by_partition(settings: Settings) -> dict[int, int]:
@@ -184,3 +191,53 @@ def test_sigterm_leaves_the_group_so_its_partitions_move_before_the_session_time
         for proc in procs:
             stop_process(proc, signal.SIGTERM)
     assert revoked_after < session_s / 2, revoked_after
+
+
+def test_a_promotion_and_a_kill_mid_backlog_lose_nothing_and_say_which_model_tagged_what(
+    kafka_bootstrap: str, model_dir: Path, tmp_path: Path
+) -> None:
+    """A backlog with bad records in it; v2 is promoted while it is consumed (the rest of the backlog
+    comes once the worker serves v2), then the worker is killed and restarted. Every good id is tagged
+    (duplicates allowed: what was not committed), each tagged record names its model in the body and
+    the header, and the dead letters are exactly the bad records (again, duplicates allowed)."""
+    registry = ModelRegistry(tmp_path / "registry")
+    shutil.copytree(model_dir, registry.new_version_dir("v1"))
+    registry.promote("v1")
+    add_version(registry, model_dir, "v2", "2999-01-01T00:00:00Z")
+    settings = stream_settings(kafka_bootstrap, registry.root)
+    count, bad = 4000, {i for i in range(4000) if i % 97 == 5}
+    values = [f"{{bad-{i}".encode() if i in bad else json.dumps(article(i)).encode() for i in range(count)]
+    keyed = [(f"k{i % 7}".encode(), value, []) for i, value in enumerate(values)]
+    produce(kafka_bootstrap, settings.input_topic, keyed[:2000])
+    log, reloading = tmp_path / "worker.log", {"NEWSTAGGER_RELOAD_INTERVAL_SECONDS": "0.2"}
+    reader = Reader(kafka_bootstrap, settings.output_topic)
+    procs = [start_stream_process(settings, log, **reloading)]
+    try:
+        reader.read_count(500, timeout=60)
+        registry.promote("v2")
+        wait_for(lambda: "serving model newstagger v2" in log.read_text(), 30, what="v2 served")
+        produce(kafka_bootstrap, settings.input_topic, keyed[2000:])
+        reader.read_until(lambda r: any(dict(x.headers)[H_MODEL_VERSION] == b"v2" for x in r), 60)
+        procs[0].kill()
+        procs[0].wait(10)
+        procs.append(start_stream_process(settings, log, **reloading))
+        wait_for(lambda: sum(committed_by_partition(settings).values()) == count, 90, what="all committed")
+        assert stop_process(procs[1], signal.SIGTERM) == 0, log.read_text()[-3000:]
+    finally:
+        for proc in procs:
+            stop_process(proc, signal.SIGKILL)
+        reader.close()
+    records = Reader(kafka_bootstrap, settings.output_topic, settings.dlq_topic)
+    try:
+        got = records.read_to(highwaters(kafka_bootstrap, settings.output_topic, settings.dlq_topic))
+    finally:
+        records.close()
+    tagged = [r for r in got if r.topic == settings.output_topic]
+    assert set(output_ids(tagged)) == {f"a-{i}" for i in range(count) if i not in bad}
+    assert_per_key_order(tagged)
+    versions = {json.loads(r.value)["model"]["version"] for r in tagged}
+    assert versions == {"v1", "v2"}
+    for rec in tagged:
+        assert dict(rec.headers)[H_MODEL_VERSION].decode() == json.loads(rec.value)["model"]["version"]
+    dead = {r.value for r in got if r.topic == settings.dlq_topic}
+    assert dead == {values[i] for i in bad}

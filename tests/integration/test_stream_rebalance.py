@@ -1,9 +1,11 @@
 """A rebalance while the model is slow and much is in flight: the revoke callback returns well
 within the session timeout (it no longer drains everything on the consumer's IO thread), and
-nothing is lost or stalled: the abandoned records are tagged by their next owner."""
+nothing is lost or stalled: the abandoned records are tagged by their next owner. A stop while a
+batch hangs publishes and commits the batches tagged before it."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -63,3 +65,48 @@ def test_a_slow_drain_during_a_rebalance_neither_blocks_the_callback_nor_loses_r
     assert max(revokes) < session_s / 2, revokes
     assert set(output_ids(reader.records)) == {f"a-{i}" for i in range(count)}
     assert_per_key_order(reader.records)  # the abandoned records were re-read in order
+
+
+def test_a_stop_while_a_batch_hangs_commits_the_batches_tagged_before_it(
+    kafka_bootstrap: str, model_dir: Path
+) -> None:
+    """One poll (a chunk) takes several batches. Before, a chunk was published only once all of it
+    was tagged, so a stop while its fourth batch hung threw away the three already tagged (nothing
+    committed; they were tagged again after the restart). One partition: the records tagged are the
+    first ones of it, and exactly they must be committed."""
+    settings = stream_settings(
+        kafka_bootstrap, model_dir, topic_partitions=1, max_batch_size=10, grace_seconds=4
+    )
+    produce_articles(kafka_bootstrap, settings.input_topic, range(100))
+    gate, hung = threading.Event(), threading.Event()
+    tagged: list[int] = []
+
+    def hanging_model(runtime: Runtime) -> None:
+        real_tag = runtime.tagger.tag
+
+        def tag(articles: Any, options: Any = None) -> Any:
+            if len(tagged) == 3:  # the micro-batcher calls the model from one thread
+                hung.set()
+                gate.wait(60)
+            result = real_tag(articles, options) if options is not None else real_tag(articles)
+            tagged.append(len(articles))
+            return result
+
+        runtime.tagger.tag = tag  # type: ignore[method-assign]
+
+    try:
+        with worker_in_thread(settings, prepare=hanging_model) as running:
+            wait_for(hung.is_set, 30, what="the fourth batch")
+            done = sum(tagged[:3])
+            running.worker.stop()
+            running.thread.join(settings.grace_seconds + 10)
+            assert not running.thread.is_alive()
+            gate.set()  # only now: the worker stopped while the batch hung
+    finally:
+        gate.set()
+    assert 3 <= done < 100
+    assert committed_total(kafka_bootstrap, settings.group_id, settings.input_topic) == done
+    reader = Reader(kafka_bootstrap, settings.output_topic)
+    records = reader.read_count(done, timeout=30)
+    reader.close()
+    assert output_ids(records) == [f"a-{i}" for i in range(done)]

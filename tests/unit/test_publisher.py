@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from kafka.errors import MessageSizeTooLargeError
+from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from prometheus_client import CollectorRegistry
 
 from service.core.types import HeadResult, LabelScore, TagResult
@@ -18,7 +18,7 @@ from service.settings import Settings
 from service.stream.codec import InputEvent
 from service.stream.delivery import Pending, Publisher
 from service.stream.encoding import H_DROPPED, H_ERROR_CLASS, H_REASON, Source
-from service.stream.retrying import BrokerStatus
+from service.stream.retrying import BrokerStatus, StreamFailed
 
 
 @dataclass
@@ -165,3 +165,19 @@ def test_a_tagged_record_too_large_is_dead_lettered(client_limit: int) -> None:
     # the partition goes on (what followed a broker refusal is sent again after it: at-least-once)
     assert topics[-2:] == [("dlq", b"unpublishable"), ("out", None)]
     assert len(topics) == (2 if client_limit < 2000 else 3)
+
+
+def test_an_output_topic_with_no_metadata_stops_the_worker_with_a_reason() -> None:
+    """kafka-python's send waits up to max_block_ms (60 s) for the metadata of a topic it does not
+    know (deleted while the worker runs, on a broker that does not create topics) and then raises
+    KafkaTimeoutError. Before, that escaped as an unexpected error (a traceback); now the worker
+    stops with a sentence naming the topic (exit 1; at its restart the topic is created again, or
+    ``--no-create-topics`` says it is missing)."""
+
+    class NoMetadata(FakeProducer):
+        def send(self, topic: str, *args: Any, **kwargs: Any) -> Any:
+            raise KafkaTimeoutError("Failed to update metadata after 60.0 secs.")
+
+    pub, _ = publisher(NoMetadata(client_limit=10_000, broker_limit=10_000))
+    with pytest.raises(StreamFailed, match="cannot produce to out: .*metadata"):
+        pub.publish(tagged(Record(b"k", b"{}", []), {"title": "x"}))
